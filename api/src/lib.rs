@@ -1,0 +1,22 @@
+//! barelb's API: the cluster-scoped custom resources of group `barelb.io/v1alpha1`
+//! (`AddressPool`, `LoadBalancerPolicy`, `BGPPeer`), the Service annotations and
+//! condition types barelb reads and writes, and the load-balancer class it serves.
+//!
+//! Types and names only: no business logic lives here.
+
+pub mod condition;
+pub mod constants;
+pub mod crd;
+pub mod peer;
+pub mod policy;
+pub mod pool;
+pub mod selector;
+
+pub use condition::Condition;
+pub use constants::*;
+pub use peer::{BGPPeer, BGPPeerSpec, BGPPeerStatus};
+pub use policy::{
+    LoadBalancerPolicy, LoadBalancerPolicySpec, LoadBalancerPolicyStatus, PolicyAction, PolicyRule,
+};
+pub use pool::{AddressPool, AddressPoolSpec, AddressPoolStatus, AnnounceMode};
+pub use selector::LabelSelector;

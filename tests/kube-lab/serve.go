@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/server/v3/embed"
+	cliflag "k8s.io/component-base/cli/flag"
+	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+)
+
+// Service ranges of the lab cluster: one per family so dual-stack Services
+// can be created. They exist only inside the apiserver's allocator.
+const (
+	serviceRangeV4 = "10.96.0.0/16"
+	serviceRangeV6 = "fd00:10:96::/108"
+)
+
+// Controllers the lab needs: namespaces must finish terminating, owners must
+// be garbage collected, namespaces get a default ServiceAccount with tokens,
+// and Pods with endpoints become EndpointSlices.
+var labControllers = []string{
+	"namespace-controller",
+	"garbage-collector-controller",
+	"serviceaccount-controller",
+	"serviceaccount-token-controller",
+	"endpointslice-controller",
+	"endpointslice-mirroring-controller",
+	"root-ca-certificate-publisher-controller",
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	dir := fs.String("dir", "", "state directory (created; kubeconfig is written here when ready)")
+	port := fs.Int("port", 0, "apiserver secure port on 127.0.0.1 (0 = pick a free one)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return fmt.Errorf("--dir is required")
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	// A kubeconfig left from an earlier run must not look ready.
+	kubeconfigPath := filepath.Join(*dir, "kubeconfig")
+	_ = os.Remove(kubeconfigPath)
+
+	pki, err := writePKI(*dir)
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	token, err := randomToken()
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(*dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(token+",lab-admin,lab-admin-uid,system:masters\n"), 0o600); err != nil {
+		return err
+	}
+
+	etcdURL, stopEtcd, err := startEtcd(filepath.Join(*dir, "etcd"))
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer stopEtcd()
+
+	apiPort := *port
+	if apiPort == 0 {
+		if apiPort, err = freePort(); err != nil {
+			return err
+		}
+	}
+	server := "https://127.0.0.1:" + strconv.Itoa(apiPort)
+
+	// Both commands share process-global feature gates; the controller
+	// manager flips a default (WatchListClient) while building its flags,
+	// which must happen before the apiserver adds the gates to its flag set.
+	// The controller manager is driven through its options rather than its
+	// cobra command: the command would apply logging configuration a second
+	// time in this process, which klog refuses.
+	kcmOpts, err := kcmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		return fmt.Errorf("controller-manager options: %w", err)
+	}
+	kcmFlags := kcmOpts.Flags(kcm.KnownControllers(), kcm.ControllersDisabledByDefault(), kcm.ControllerAliases())
+	apiCmd := apiserver.NewAPIServerCommand()
+
+	apiErr := make(chan error, 1)
+	go func() {
+		cmd := apiCmd
+		cmd.SetArgs([]string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(apiPort),
+			"--endpoint-reconciler-type=none",
+			"--tls-cert-file=" + pki.ServingCert,
+			"--tls-private-key-file=" + pki.ServingKey,
+			"--client-ca-file=" + pki.CACert,
+			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+			"--service-account-key-file=" + pki.ServiceAccountPub,
+			"--service-account-signing-key-file=" + pki.ServiceAccountKey,
+			"--api-audiences=https://kubernetes.default.svc.cluster.local",
+			"--token-auth-file=" + tokenFile,
+			"--authorization-mode=RBAC",
+			"--service-cluster-ip-range=" + serviceRangeV4 + "," + serviceRangeV6,
+			"--allow-privileged=true",
+			"--profiling=false",
+			"--v=0",
+		})
+		apiErr <- cmd.Execute()
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if err := waitReady(ctx, server, token, pki, apiErr); err != nil {
+		return err
+	}
+
+	// The kubeconfig appears only once the apiserver is ready: its existence
+	// is what `tests/lab up` and the tests wait for.
+	tmp := kubeconfigPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(kubeconfig(server, token, pki)), 0o600); err != nil {
+		return err
+	}
+
+	kcmErr := make(chan error, 1)
+	go func() {
+		kcmErr <- runControllerManager(kcmOpts, kcmFlags, []string{
+			"--kubeconfig=" + tmp,
+			"--secure-port=0",
+			"--leader-elect=false",
+			"--controllers=" + strings.Join(labControllers, ","),
+			"--service-account-private-key-file=" + pki.ServiceAccountKey,
+			"--root-ca-file=" + pki.CACert,
+			"--use-service-account-credentials=false",
+			"--concurrent-gc-syncs=5",
+		})
+	}()
+	if err := os.Rename(tmp, kubeconfigPath); err != nil {
+		return err
+	}
+	fmt.Printf("kube-lab ready: server=%s kubeconfig=%s pid=%d\n", server, kubeconfigPath, os.Getpid())
+
+	select {
+	case err := <-apiErr:
+		// SIGTERM/SIGINT stop the apiserver's own signal context: a clean end.
+		return err
+	case err := <-kcmErr:
+		return fmt.Errorf("kube-controller-manager stopped: %v", err)
+	}
+}
+
+func runControllerManager(opts *kcmoptions.KubeControllerManagerOptions, named cliflag.NamedFlagSets, args []string) error {
+	fs := pflag.NewFlagSet("kube-controller-manager", pflag.ContinueOnError)
+	for _, f := range named.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	c, err := opts.Config(ctx, kcm.KnownControllers(), kcm.ControllersDisabledByDefault(), kcm.ControllerAliases())
+	if err != nil {
+		return err
+	}
+	return kcm.Run(ctx, c.Complete())
+}
+
+func startEtcd(dir string) (string, func(), error) {
+	clientPort, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "lab"
+	cfg.Dir = dir
+	cfg.UnsafeNoFsync = true
+	cfg.LogLevel = "error"
+	clientURL := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(clientPort)}
+	peerURL := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(peerPort)}
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	cfg.ListenPeerUrls = []url.URL{peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return "", nil, fmt.Errorf("etcd not ready after 60s")
+	}
+	return clientURL.String(), e.Close, nil
+}
+
+func waitReady(ctx context.Context, server, token string, pki *labPKI, apiErr <-chan error) error {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pki.caPEM)
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, server+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-apiErr:
+			return fmt.Errorf("kube-apiserver exited before ready: %v", err)
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver not ready: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func kubeconfig(server, token string, pki *labPKI) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: %s
+    certificate-authority: %s
+contexts:
+- name: lab
+  context:
+    cluster: lab
+    user: lab-admin
+current-context: lab
+users:
+- name: lab-admin
+  user:
+    token: %s
+`, server, pki.CACert, token)
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// freePort asks the kernel for an unused loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,130 @@
+//! The Kubernetes lab: a real kube-apiserver (+ controller-manager) started by
+//! `tests/lab up`, found through the kubeconfig file it writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, bail};
+
+/// Handle on the running lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// Kubeconfig of the lab's admin user.
+    pub kubeconfig: PathBuf,
+    kube_lab: PathBuf,
+}
+
+/// Directory `tests/lab` keeps its binary, state and kubeconfig in.
+pub fn lab_dir() -> PathBuf {
+    std::env::var_os("BARELB_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("target/lab"))
+}
+
+/// The running lab. Panics with the fix when it is not up: a lab test must
+/// fail, never skip, when the lab cannot start. Each call is recorded in the
+/// ledger `tests/lab` counts, so the test command can say how many tests ran
+/// against the real apiserver.
+pub fn lab(test_name: &str) -> Lab {
+    match try_lab() {
+        Ok(lab) => {
+            record(test_name);
+            lab
+        }
+        Err(err) => panic!("the Kubernetes lab is not up ({err:#}); start it with `tests/lab up`"),
+    }
+}
+
+fn try_lab() -> anyhow::Result<Lab> {
+    let dir = lab_dir();
+    let kubeconfig = std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .unwrap_or_else(|| dir.join("kubeconfig"));
+    let kube_lab = dir.join("kube-lab");
+    if !kubeconfig.is_file() {
+        bail!("no kubeconfig at {}", kubeconfig.display());
+    }
+    if !kube_lab.is_file() {
+        bail!("no harness binary at {}", kube_lab.display());
+    }
+    Ok(Lab {
+        kubeconfig,
+        kube_lab,
+    })
+}
+
+fn record(test_name: &str) {
+    let ledger = lab_dir().join("lab-tests.ledger");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ledger)
+    {
+        // One short line per test: O_APPEND keeps parallel writers whole.
+        let _ = writeln!(f, "{test_name}");
+    }
+}
+
+impl Lab {
+    /// `kubectl ARGS...` against the lab with the version-matched kubectl.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// `kubectl ARGS...` with `stdin` piped in (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(&self.kube_lab);
+        cmd.arg("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let run = || -> anyhow::Result<Output> {
+            let mut child = cmd.spawn().context("spawn kubectl")?;
+            if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                pipe.write_all(input.as_bytes())
+                    .context("write kubectl stdin")?;
+            }
+            child.wait_with_output().context("wait for kubectl")
+        };
+        match run() {
+            Ok(out) => out,
+            Err(err) => panic!("kubectl {args:?}: {err:#}"),
+        }
+    }
+
+    /// `kubectl apply -f -` of `yaml`; the Output says whether it was accepted.
+    pub fn apply(&self, yaml: &str) -> Output {
+        self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// A kube client for the lab's admin user.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The harness binary (for `kube-lab kubectl` in scripts).
+    pub fn harness(&self) -> &Path {
+        &self.kube_lab
+    }
+}
+
+/// Standard output and error of a finished command, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

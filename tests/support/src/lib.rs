@@ -1,0 +1,50 @@
+//! Test support shared by barelb's integration tests.
+//!
+//! - [`lab`]: the real kube-apiserver started by `tests/lab up` — find it,
+//!   run the version-matched kubectl against it, get a client. A test that
+//!   needs the lab fails (never skips) when the lab is not up.
+//! - [`netlab`]: throwaway network-namespace topologies (a bridge in a "lan"
+//!   namespace, host namespaces on it) with unique names and cleanup on drop.
+//! - [`unique_name`]: names that do not collide between parallel tests.
+
+pub mod lab;
+pub mod netlab;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A DNS-label-safe name, unique across parallel tests and test processes:
+/// `PREFIX-<pid>-<counter>-<nanos>`.
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{:x}-{n:x}-{:x}",
+        std::process::id(),
+        nanos % 0xfffff
+    )
+}
+
+/// The repository's top directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unique_names_differ_and_are_dns_labels() {
+        let a = super::unique_name("pool");
+        let b = super::unique_name("pool");
+        assert_ne!(a, b);
+        assert!(a.len() <= 63);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+}
