@@ -62,8 +62,9 @@ fn record(test_name: &str) {
         .append(true)
         .open(ledger)
     {
-        // One short line per test: O_APPEND keeps parallel writers whole.
-        let _ = writeln!(f, "{test_name}");
+        // One write per line: with O_APPEND a single short write stays whole
+        // when parallel tests record at once (writeln! would issue two).
+        let _ = f.write_all(format!("{test_name}\n").as_bytes());
     }
 }
 
@@ -87,7 +88,7 @@ impl Lab {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let run = || -> anyhow::Result<Output> {
+        let mut run = || -> anyhow::Result<Output> {
             let mut child = cmd.spawn().context("spawn kubectl")?;
             if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
                 pipe.write_all(input.as_bytes())
@@ -113,6 +114,38 @@ impl Lab {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// Installs (or updates) barelb's CRDs from `deploy/crds` and waits until
+    /// they are Established. Safe to call from parallel tests.
+    pub fn install_crds(&self) {
+        let dir = crate::repo_root().join("deploy/crds");
+        let dir = dir.to_string_lossy();
+        let out = self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &dir]);
+        assert!(out.status.success(), "install CRDs: {}", output_text(&out));
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/addresspools.barelb.io",
+            "crd/loadbalancerpolicies.barelb.io",
+            "crd/bgppeers.barelb.io",
+        ]);
+        assert!(
+            out.status.success(),
+            "CRDs not Established: {}",
+            output_text(&out)
+        );
+    }
+
+    /// Deletes `kind/name` (cluster-scoped, or `-n NS` in `extra`) when the
+    /// returned guard drops, also when the test fails.
+    pub fn delete_on_drop(&self, resource: &str, name: &str, extra: &[&str]) -> DeleteOnDrop {
+        DeleteOnDrop {
+            lab: self.clone(),
+            resource: format!("{resource}/{name}"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// The harness binary (for `kube-lab kubectl` in scripts).
     pub fn harness(&self) -> &Path {
         &self.kube_lab
@@ -127,4 +160,25 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Deletes one object when dropped. See [`Lab::delete_on_drop`].
+#[derive(Debug)]
+pub struct DeleteOnDrop {
+    lab: Lab,
+    resource: String,
+    extra: Vec<String>,
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let mut args = vec![
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            self.resource.as_str(),
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let _ = self.lab.kubectl(&args);
+    }
 }

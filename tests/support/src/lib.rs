@@ -7,6 +7,9 @@
 //!   namespace, host namespaces on it) with unique names and cleanup on drop.
 //! - [`unique_name`]: names that do not collide between parallel tests.
 
+// Test support: failing loudly (panicking) is how a test reports a problem.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
 pub mod lab;
 pub mod netlab;
 
