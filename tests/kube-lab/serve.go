@@ -141,10 +141,13 @@ func serve(args []string) error {
 		return err
 	}
 
+	if err := os.Rename(tmp, kubeconfigPath); err != nil {
+		return err
+	}
 	kcmErr := make(chan error, 1)
 	go func() {
 		kcmErr <- runControllerManager(kcmOpts, kcmFlags, []string{
-			"--kubeconfig=" + tmp,
+			"--kubeconfig=" + kubeconfigPath,
 			"--secure-port=0",
 			"--leader-elect=false",
 			"--controllers=" + strings.Join(labControllers, ","),
@@ -154,9 +157,6 @@ func serve(args []string) error {
 			"--concurrent-gc-syncs=5",
 		})
 	}()
-	if err := os.Rename(tmp, kubeconfigPath); err != nil {
-		return err
-	}
 	fmt.Printf("kube-lab ready: server=%s kubeconfig=%s pid=%d\n", server, kubeconfigPath, os.Getpid())
 
 	select {
