@@ -1,0 +1,89 @@
+//! AddressPools as the allocator sees them: parsed ranges, defaults applied,
+//! and which pools are in force when two overlap (the older one wins).
+
+use std::collections::BTreeMap;
+
+use barelb_api::{AddressPool, AnnounceMode};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::ipam::IpRange;
+
+/// A pool's settings with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolDef {
+    pub name: String,
+    pub ranges: Vec<IpRange>,
+    pub auto_assign: bool,
+    pub avoid_buggy_ips: bool,
+    pub priority: i32,
+    pub allow_cross_namespace_sharing: bool,
+    pub mode: AnnounceMode,
+    pub labels: BTreeMap<String, String>,
+    pub created: Option<Timestamp>,
+    pub generation: Option<i64>,
+    /// Entries that could not be parsed: the pool is not Ready while any exist.
+    pub invalid: Vec<String>,
+}
+
+impl PoolDef {
+    /// Reads an AddressPool. Bad entries (which the apiserver's schema
+    /// should already refuse) are recorded, not fatal.
+    pub fn from_resource(pool: &AddressPool) -> Self {
+        let mut ranges = Vec::new();
+        let mut invalid = Vec::new();
+        for entry in &pool.spec.addresses {
+            match IpRange::parse(entry) {
+                Ok(r) => ranges.push(r),
+                Err(e) => invalid.push(e.to_string()),
+            }
+        }
+        PoolDef {
+            name: pool.metadata.name.clone().unwrap_or_default(),
+            ranges,
+            auto_assign: pool.spec.auto_assign(),
+            avoid_buggy_ips: pool.spec.avoid_buggy_ips(),
+            priority: pool.spec.priority(),
+            allow_cross_namespace_sharing: pool.spec.allow_cross_namespace_sharing(),
+            mode: pool.spec.announce.mode,
+            labels: pool.metadata.labels.clone().unwrap_or_default(),
+            created: pool.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            generation: pool.metadata.generation,
+            invalid,
+        }
+    }
+}
+
+/// For each pool, `Ok` if it is in force, or why not: a bad entry, or an
+/// overlap with an older pool (by creation time, then name), named.
+pub fn readiness(defs: &[PoolDef]) -> BTreeMap<String, Result<(), String>> {
+    let mut order: Vec<&PoolDef> = defs.iter().collect();
+    order.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    let mut out = BTreeMap::new();
+    let mut in_force: Vec<&PoolDef> = Vec::new();
+    for def in order {
+        if let Some(bad) = def.invalid.first() {
+            out.insert(def.name.clone(), Err(format!("invalid address entry: {bad}")));
+            continue;
+        }
+        let clash = in_force.iter().find_map(|other| {
+            def.ranges.iter().find_map(|r| {
+                other.ranges.iter().find(|o| o.overlaps(r)).map(|o| (other.name.clone(), *r, *o))
+            })
+        });
+        match clash {
+            Some((other, mine, theirs)) => {
+                out.insert(
+                    def.name.clone(),
+                    Err(format!(
+                        "addresses {mine} overlap {theirs} of AddressPool {other}, which is older; remove the overlap"
+                    )),
+                );
+            }
+            None => {
+                out.insert(def.name.clone(), Ok(()));
+                in_force.push(def);
+            }
+        }
+    }
+    out
+}

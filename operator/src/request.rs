@@ -1,0 +1,217 @@
+//! What a Service asks of barelb, read from its spec and annotations. Plain
+//! Rust over the Service object; every malformed request becomes one
+//! [`InvalidRequest`] line that names the annotation and the fix.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use barelb_api::{LOAD_BALANCER_CLASS, annotations};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::ipam::Family;
+
+/// `namespace/name` of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl ServiceKey {
+    /// The key of `svc`.
+    pub fn of(svc: &Service) -> Self {
+        ServiceKey {
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// One port of a Service, for the sharing rules.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub protocol: String,
+    pub port: i32,
+}
+
+/// A qualifying Service's request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub key: ServiceKey,
+    /// Creation time, then key: the order of precedence when two Services
+    /// want one address.
+    pub created: Option<Timestamp>,
+    /// Families in the Service's order; the first is required.
+    pub families: Vec<Family>,
+    /// Whether every family is required (SingleStack, RequireDualStack) or
+    /// only the first (PreferDualStack).
+    pub require_all_families: bool,
+    /// `barelb.io/pool`.
+    pub pool: Option<String>,
+    /// `barelb.io/ips` or `spec.loadBalancerIP`, at most one per family.
+    pub ips: Vec<IpAddr>,
+    /// `barelb.io/sharing-key`.
+    pub sharing_key: Option<String>,
+    pub ports: Vec<PortKey>,
+    /// `Local` or `Cluster`.
+    pub external_traffic_policy: String,
+}
+
+/// A malformed request, as one line for the Service's condition and event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+/// How the operator treats Services without `spec.loadBalancerClass`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassPolicy {
+    pub handle_classless: bool,
+}
+
+/// Whether barelb is responsible for `svc`.
+pub fn qualifies(svc: &Service, class: ClassPolicy) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return false;
+    }
+    if svc.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    match spec.load_balancer_class.as_deref() {
+        Some(c) => c == LOAD_BALANCER_CLASS,
+        None => class.handle_classless,
+    }
+}
+
+/// Reads the request of a qualifying Service.
+pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
+    let key = ServiceKey::of(svc);
+    let spec = svc.spec.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let ann = svc.metadata.annotations.as_ref().unwrap_or(&empty);
+
+    let mut families: Vec<Family> = Vec::new();
+    for f in spec.ip_families.iter().flatten() {
+        let family = match f.as_str() {
+            "IPv4" => Family::V4,
+            "IPv6" => Family::V6,
+            other => return Err(InvalidRequest(format!("spec.ipFamilies has unknown family {other:?}"))),
+        };
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    let policy = spec.ip_family_policy.as_deref().unwrap_or("SingleStack");
+    if families.is_empty() {
+        families.push(Family::V4);
+    }
+    match policy {
+        "SingleStack" => families.truncate(1),
+        "PreferDualStack" | "RequireDualStack" => {
+            // The apiserver fills ipFamilies for dual-stack clusters; on a
+            // single-stack cluster add the other family ourselves.
+            let other = if families[0] == Family::V4 { Family::V6 } else { Family::V4 };
+            if !families.contains(&other) {
+                families.push(other);
+            }
+        }
+        other => return Err(InvalidRequest(format!("spec.ipFamilyPolicy {other:?} is not one barelb knows"))),
+    }
+    let require_all_families = policy != "PreferDualStack";
+
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if let Some(raw) = ann.get(annotations::IPS) {
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let ip: IpAddr = part.parse().map_err(|_| {
+                InvalidRequest(format!(
+                    "annotation {}: {part:?} is not an IP address; write e.g. 10.0.10.5 or 10.0.10.5,2001:db8::5",
+                    annotations::IPS
+                ))
+            })?;
+            if ips.iter().any(|known| Family::of(known) == Family::of(&ip)) {
+                return Err(InvalidRequest(format!(
+                    "annotation {} has two {} addresses; give at most one per family",
+                    annotations::IPS,
+                    Family::of(&ip).k8s_name()
+                )));
+            }
+            ips.push(ip);
+        }
+        if ips.is_empty() {
+            return Err(InvalidRequest(format!("annotation {} is empty; remove it or give an address", annotations::IPS)));
+        }
+    }
+    if let Some(lb_ip) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
+        let ip: IpAddr = lb_ip.parse().map_err(|_| {
+            InvalidRequest(format!("spec.loadBalancerIP {lb_ip:?} is not an IP address"))
+        })?;
+        if ips.is_empty() {
+            ips.push(ip);
+        } else if !ips.contains(&ip) {
+            return Err(InvalidRequest(format!(
+                "spec.loadBalancerIP {ip} disagrees with annotation {}; set only one of them",
+                annotations::IPS
+            )));
+        }
+    }
+    for ip in &ips {
+        if !families.contains(&Family::of(ip)) {
+            return Err(InvalidRequest(format!(
+                "requested address {ip} is {} but the Service's ipFamilies are {}; change ipFamilies/ipFamilyPolicy or the address",
+                Family::of(ip).k8s_name(),
+                families.iter().map(|f| f.k8s_name()).collect::<Vec<_>>().join(",")
+            )));
+        }
+    }
+
+    let pool = ann.get(annotations::POOL).map(|p| p.trim().to_string());
+    if pool.as_deref() == Some("") {
+        return Err(InvalidRequest(format!("annotation {} is empty; name an AddressPool", annotations::POOL)));
+    }
+    let sharing_key = ann
+        .get(annotations::SHARING_KEY)
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| PortKey { protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()), port: p.port })
+        .collect();
+
+    Ok(Request {
+        key,
+        created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        families,
+        require_all_families,
+        pool,
+        ips,
+        sharing_key,
+        ports,
+        external_traffic_policy: spec.external_traffic_policy.unwrap_or_else(|| "Cluster".into()),
+    })
+}
+
+/// Addresses in the Service's `status.loadBalancer.ingress`.
+pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
