@@ -3,7 +3,12 @@
 //! Kubernetes API.
 
 pub mod allocator;
+pub mod controller;
+pub mod index;
 pub mod ipam;
+pub mod leader;
+pub mod metrics;
 pub mod policy;
 pub mod pools;
 pub mod request;
+pub mod status;

@@ -1,14 +1,145 @@
-//! barelb-operator: allocates LoadBalancer addresses, enforces pool policies,
-//! plans announcements and drives the speakers.
+//! barelb-operator: allocates addresses to LoadBalancer Services from
+//! AddressPools, keeps them stable, and reports through Service status,
+//! events and Prometheus metrics.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use barelb_operator::controller::{self, Settings};
+use barelb_operator::leader::{self, LeaseConfig};
+use barelb_operator::metrics::{self, Metrics};
+use barelb_operator::request::ClassPolicy;
 use clap::Parser;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use tokio::sync::watch;
 
-/// barelb-operator
+/// barelb-operator — LoadBalancer addresses for clusters with no cloud.
+///
+/// Runs in a cluster (service account) or outside one (KUBECONFIG).
 #[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Namespace of the operator's own objects (leader Lease, Secrets).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "barelb-system")]
+    namespace: String,
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("barelb-operator has no controllers yet (see the allocation issue)")
+    /// Handle LoadBalancer Services that set no spec.loadBalancerClass
+    /// (`--handle-classless=false` to serve only class barelb.io/lb).
+    #[arg(long, env = "BARELB_HANDLE_CLASSLESS", default_value_t = true, action = clap::ArgAction::Set)]
+    handle_classless: bool,
+
+    /// Address of the /metrics, /healthz and /readyz endpoint.
+    #[arg(long, env = "BARELB_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    metrics_addr: SocketAddr,
+
+    /// This replica's identity in leader election. Default: POD_NAME, else host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// How long a leader's Lease is honoured without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+
+    /// A leader that could not renew for this long steps down.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+
+    /// How often the Lease is renewed or tried.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
+
+    /// Status writes to the apiserver in flight at once.
+    #[arg(long, default_value_t = 32)]
+    write_concurrency: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let client = kube::Client::try_default().await.context("connect to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    ensure_namespace(&client, &args.namespace).await?;
+
+    let metrics = Metrics::new();
+    let metrics_task = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone()));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let lease = LeaseConfig {
+        namespace: args.namespace.clone(),
+        name: "barelb-operator".into(),
+        identity: identity.clone(),
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline.min(args.lease_duration),
+        retry_period: args.retry_period,
+    };
+    let elector = tokio::spawn(leader::run(client.clone(), lease, leader_tx, shutdown_rx.clone()));
+    let settings = Settings {
+        class: ClassPolicy { handle_classless: args.handle_classless },
+        field_manager: "barelb-operator".into(),
+        identity: identity.clone(),
+        write_concurrency: args.write_concurrency,
+    };
+    tracing::info!(%identity, namespace = %args.namespace, handle_classless = args.handle_classless, "barelb-operator starting");
+    let ctrl = tokio::spawn(controller::run(client, settings, metrics, leader_rx, shutdown_rx));
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        res = metrics_task => anyhow::bail!("metrics endpoint stopped: {res:?}"),
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    match tokio::time::timeout(Duration::from_secs(5), ctrl).await {
+        Ok(Ok(res)) => res,
+        _ => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The operator's namespace holds its Lease; create it when running against
+/// a bare cluster such as the lab.
+async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_none() {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => tracing::info!(namespace = name, "created the operator namespace"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context(format!("create namespace {name}")),
+        }
+    }
+    Ok(())
 }

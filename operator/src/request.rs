@@ -200,6 +200,24 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
     })
 }
 
+/// A request that holds exactly `ips` and shares nothing: how a Service
+/// whose annotations cannot be read is restored, so it keeps its addresses.
+pub fn minimal(svc: &Service, ips: &[IpAddr]) -> Request {
+    let mut families: Vec<Family> = ips.iter().map(Family::of).collect();
+    families.dedup();
+    Request {
+        key: ServiceKey::of(svc),
+        created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        families,
+        require_all_families: true,
+        pool: None,
+        ips: ips.to_vec(),
+        sharing_key: None,
+        ports: Vec::new(),
+        external_traffic_policy: "Cluster".into(),
+    }
+}
+
 /// Addresses in the Service's `status.loadBalancer.ingress`.
 pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
     svc.status

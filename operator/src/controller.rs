@@ -1,0 +1,340 @@
+//! The allocation controller: a thin async shell around [`Allocator`].
+//!
+//! Every watch feeds one channel; the loop drains it into the [`Index`],
+//! then reconciles only what the batch touched (all Services when pools
+//! change) and writes back only what differs, with server-side apply and a
+//! bounded number of writes in flight. Only the leader allocates; on
+//! becoming leader it first rebuilds every allocation from Service status.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use barelb_api::AddressPool;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::allocator::{Allocator, Outcome};
+use crate::index::{Change, Index, Touched};
+use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
+use crate::policy::{AllowAll, PolicyCheck};
+use crate::pools::PoolDef;
+use crate::request::{self, ClassPolicy, ServiceKey};
+use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
+
+/// How the controller behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub class: ClassPolicy,
+    pub field_manager: String,
+    pub identity: String,
+    /// Writes to the apiserver in flight at once.
+    pub write_concurrency: usize,
+}
+
+/// One Service write: status, maybe the annotation, and events.
+struct Write {
+    key: ServiceKey,
+    svc: Service,
+    desired: ServiceStatus,
+    observed: ServiceStatus,
+}
+
+/// State that exists only while leading.
+struct Leading {
+    alloc: Allocator,
+    /// What was last written per Service, with the resourceVersion it produced:
+    /// a watch event older than that is not a reason to write again.
+    written: HashMap<ServiceKey, (ServiceStatus, u64)>,
+    pool_written: HashMap<String, Value>,
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    mut leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Change>(8192);
+    spawn_watch(watcher(Api::<Service>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Service);
+    spawn_watch(watcher(Api::<DeserializeGuard<AddressPool>>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Pool);
+    spawn_watch(watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Namespace);
+    spawn_watch(watcher(Api::<Node>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Node);
+    spawn_watch(watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default()), tx, Change::EndpointSlice);
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<ServiceKey>();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "barelb-operator".into(), instance: Some(settings.identity.clone()) });
+    let policy: Arc<dyn PolicyCheck> = Arc::new(AllowAll);
+
+    let mut index = Index::default();
+    let mut leading: Option<Leading> = None;
+    let mut touched = Touched::default();
+    loop {
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { anyhow::bail!("all watches ended") };
+                index.apply(change, &mut touched);
+                while let Ok(more) = rx.try_recv() {
+                    index.apply(more, &mut touched);
+                }
+            }
+            Some(key) = retry_rx.recv() => touched.services.push(key),
+            _ = leader.changed() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        if !index.synced() {
+            continue;
+        }
+        metrics.set_ready(true);
+        if !*leader.borrow() {
+            if leading.take().is_some() {
+                tracing::info!("no longer leader: stopped allocating");
+                metrics.leader.set(0);
+            }
+            touched = Touched::default();
+            continue;
+        }
+        let started = Instant::now();
+        let batch = std::mem::take(&mut touched);
+        let fresh = leading.is_none();
+        let state = match leading.as_mut() {
+            Some(s) => s,
+            None => {
+                metrics.leader.set(1);
+                leading.insert(rebuild(&index, settings.class, policy.clone()))
+            }
+        };
+        let mut keys: BTreeSet<ServiceKey> = batch.services.into_iter().collect();
+        if batch.pools {
+            state.alloc.set_pools(pool_defs(&index));
+        }
+        if fresh || batch.pools || batch.namespaces {
+            keys.extend(index.services.iter().map(|(k, _)| k.clone()));
+        }
+        let writes = reconcile_keys(state, &index, settings.class, keys, &metrics);
+        metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+        execute(&client, &settings, &recorder, &metrics, state, writes, &retry_tx).await;
+        write_pools(&client, &settings, &metrics, state, &index).await;
+    }
+}
+
+fn spawn_watch<K, S>(stream: S, tx: mpsc::Sender<Change>, wrap: fn(watcher::Event<K>) -> Change)
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.default_backoff());
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    if tx.send(wrap(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
+            }
+        }
+    });
+}
+
+fn pool_defs(index: &Index) -> Vec<PoolDef> {
+    index.pools.values().map(PoolDef::from_resource).collect()
+}
+
+/// A new leader's first step: every address already in a Service's status
+/// is taken back before anything new is allocated, oldest Service first.
+fn rebuild(index: &Index, class: ClassPolicy, policy: Arc<dyn PolicyCheck>) -> Leading {
+    let mut alloc = Allocator::new(policy);
+    alloc.set_pools(pool_defs(index));
+    let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index
+        .services
+        .values()
+        .filter(|s| request::qualifies(s, class))
+        .filter_map(|s| {
+            let ips = request::ingress_ips(s);
+            if ips.is_empty() {
+                return None;
+            }
+            let req = request::parse(s).unwrap_or_else(|_| request::minimal(s, &ips));
+            Some((req, ips))
+        })
+        .collect();
+    restored.sort_by(|a, b| (a.0.created, &a.0.key).cmp(&(b.0.created, &b.0.key)));
+    for (req, ips) in &restored {
+        alloc.restore(req, ips);
+    }
+    tracing::info!(services = restored.len(), pools = index.pools.len(), "rebuilt allocations from Service status");
+    Leading { alloc, written: HashMap::new(), pool_written: HashMap::new() }
+}
+
+fn reconcile_keys(state: &mut Leading, index: &Index, class: ClassPolicy, keys: BTreeSet<ServiceKey>, metrics: &Metrics) -> Vec<Write> {
+    // Oldest first, so competing claims resolve the same way every time.
+    let mut order: Vec<ServiceKey> = keys.into_iter().collect();
+    order.sort_by_key(|k| (index.services.get(k).and_then(|s| s.metadata.creation_timestamp.clone()).map(|t| t.0), k.clone()));
+    let mut writes = Vec::new();
+    let mut queue: std::collections::VecDeque<ServiceKey> = order.into();
+    while let Some(key) = queue.pop_front() {
+        metrics.reconciles.inc();
+        let Some(svc) = index.services.get(&key) else {
+            let freed = state.alloc.release(&key);
+            metrics.releases.inc_by(freed.len() as u64);
+            state.written.remove(&key);
+            continue;
+        };
+        let observed = ServiceStatus::observed(svc);
+        let desired = if request::qualifies(svc, class) {
+            let outcome = match request::parse(svc) {
+                Ok(req) => state.alloc.reconcile(&req),
+                Err(e) => state.alloc.invalid(&key, e.0),
+            };
+            if let Outcome::Allocated { warnings, .. } = &outcome {
+                for w in warnings {
+                    tracing::warn!(service = %key, warning = %w, "policy warning");
+                }
+            }
+            ServiceStatus::from_outcome(&outcome)
+        } else {
+            let freed = state.alloc.release(&key);
+            metrics.releases.inc_by(freed.len() as u64);
+            if observed.condition.is_none() {
+                // Never ours, or already cleared.
+                state.written.remove(&key);
+                continue;
+            }
+            ServiceStatus::released()
+        };
+        queue.extend(state.alloc.take_evicted());
+        if desired == observed {
+            state.written.remove(&key);
+            continue;
+        }
+        let rv: u64 = svc.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0);
+        if let Some((last, written_rv)) = state.written.get(&key) {
+            if *last == desired && rv < *written_rv {
+                // Our write is on its way back through the watch.
+                continue;
+            }
+        }
+        writes.push(Write { key, svc: svc.clone(), desired, observed });
+    }
+    writes
+}
+
+async fn execute(
+    client: &Client,
+    settings: &Settings,
+    recorder: &Recorder,
+    metrics: &Metrics,
+    state: &mut Leading,
+    writes: Vec<Write>,
+    retry: &mpsc::UnboundedSender<ServiceKey>,
+) {
+    let now = now_rfc3339();
+    let results: Vec<(ServiceKey, ServiceStatus, Result<u64, kube::Error>)> = futures::stream::iter(writes)
+        .map(|w| {
+            let now = now.clone();
+            async move {
+                let res = write_service(client, settings, recorder, metrics, &w, &now).await;
+                (w.key, w.desired, res)
+            }
+        })
+        .buffer_unordered(settings.write_concurrency.max(1))
+        .collect()
+        .await;
+    for (key, desired, res) in results {
+        match res {
+            Ok(rv) => {
+                state.written.insert(key, (desired, rv));
+            }
+            Err(e) => {
+                tracing::warn!(service = %key, error = %e, "status write failed; retrying in 1s");
+                state.written.remove(&key);
+                let retry = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = retry.send(key);
+                });
+            }
+        }
+    }
+}
+
+async fn write_service(client: &Client, settings: &Settings, recorder: &Recorder, metrics: &Metrics, w: &Write, now: &str) -> Result<u64, kube::Error> {
+    let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
+    let pp = PatchParams::apply(&settings.field_manager).force();
+    let label = |kind: &str, ok: bool| ResultLabels { kind: kind.into(), result: if ok { "ok" } else { "error" }.into() };
+    let res = api.patch_status(&w.key.name, &pp, &Patch::Apply(w.desired.status_patch(&w.svc, now))).await;
+    metrics.writes.get_or_create(&label("service_status", res.is_ok())).inc();
+    let mut updated = res?;
+    if w.desired.pool != w.observed.pool {
+        let res = api.patch(&w.key.name, &pp, &Patch::Apply(w.desired.annotation_patch(&w.svc))).await;
+        metrics.writes.get_or_create(&label("service_annotation", res.is_ok())).inc();
+        updated = res?;
+    }
+    for ev in w.desired.events(&w.observed) {
+        match ev.reason {
+            "IPAllocated" => {
+                metrics.allocations.inc();
+            }
+            "AllocationFailed" => {
+                let reason = w.desired.condition.as_ref().map(|c| c.reason.clone()).unwrap_or_default();
+                metrics.allocation_failures.get_or_create(&ReasonLabels { reason }).inc();
+            }
+            _ => {}
+        }
+        let event = KubeEvent {
+            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            reason: ev.reason.into(),
+            note: Some(ev.note),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &w.svc.object_ref(&())).await {
+            tracing::warn!(service = %w.key, error = %e, "could not publish event");
+        }
+    }
+    Ok(updated.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0))
+}
+
+async fn write_pools(client: &Client, settings: &Settings, metrics: &Metrics, state: &mut Leading, index: &Index) {
+    let now = now_rfc3339();
+    let mut managed = 0i64;
+    for (_, ips) in state.alloc.holdings() {
+        managed += i64::from(!ips.is_empty());
+    }
+    metrics.services_managed.set(managed);
+    for pool in index.pools.values() {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        for (family, total, used) in state.alloc.usage(&name) {
+            let labels = PoolLabels { pool: name.clone(), family: family.k8s_name().into() };
+            metrics.pool_addresses.get_or_create(&labels).set(total as f64);
+            metrics.pool_addresses_in_use.get_or_create(&labels).set(used as f64);
+        }
+        let Some(patch) = pool_status_patch(pool, &state.alloc, &now) else { continue };
+        // The status timestamp aside, skip a body already written and not yet seen back.
+        let mut cmp = patch.clone();
+        cmp["status"]["conditions"][0]["lastTransitionTime"] = Value::Null;
+        if state.pool_written.get(&name) == Some(&cmp) {
+            continue;
+        }
+        let api: Api<AddressPool> = Api::all(client.clone());
+        let res = api.patch_status(&name, &PatchParams::apply(&settings.field_manager).force(), &Patch::Apply(patch)).await;
+        metrics.writes.get_or_create(&ResultLabels { kind: "pool_status".into(), result: if res.is_ok() { "ok" } else { "error" }.into() }).inc();
+        match res {
+            Ok(_) => {
+                state.pool_written.insert(name, cmp);
+            }
+            Err(e) => tracing::warn!(pool = %name, error = %e, "pool status write failed"),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The operator's in-memory view of the cluster, fed by watch events: the
+//! Services, AddressPools, Namespaces, Nodes and EndpointSlices it needs.
+//! A malformed object is logged and skipped; it never stops a watch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use barelb_api::AddressPool;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::DeserializeGuard;
+use kube::runtime::watcher::Event;
+
+use crate::request::ServiceKey;
+
+/// One watch event, tagged by kind.
+#[derive(Debug)]
+pub enum Change {
+    Service(Event<Service>),
+    Pool(Event<DeserializeGuard<AddressPool>>),
+    Namespace(Event<Namespace>),
+    Node(Event<Node>),
+    EndpointSlice(Event<EndpointSlice>),
+}
+
+/// A keyed store that follows a watch, buffering a re-list so that objects
+/// deleted while the watch was down are noticed.
+#[derive(Debug)]
+pub struct Store<K, V> {
+    items: HashMap<K, V>,
+    pending: Option<HashMap<K, V>>,
+    synced: bool,
+}
+
+impl<K: Hash + Eq + Clone, V> Default for Store<K, V> {
+    fn default() -> Self {
+        Store { items: HashMap::new(), pending: None, synced: false }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Store<K, V> {
+    /// Applies one event; returns the keys whose value changed or vanished.
+    fn handle<O>(&mut self, ev: Event<O>, conv: impl Fn(O) -> Option<(K, V)>, key_of: impl Fn(&O) -> Option<K>) -> Vec<K> {
+        match ev {
+            Event::Apply(o) => match conv(o) {
+                Some((k, v)) => {
+                    self.items.insert(k.clone(), v);
+                    vec![k]
+                }
+                None => Vec::new(),
+            },
+            Event::Delete(o) => match key_of(&o) {
+                Some(k) => {
+                    self.items.remove(&k);
+                    vec![k]
+                }
+                None => Vec::new(),
+            },
+            Event::Init => {
+                self.pending = Some(HashMap::new());
+                Vec::new()
+            }
+            Event::InitApply(o) => {
+                if let (Some(p), Some((k, v))) = (self.pending.as_mut(), conv(o)) {
+                    p.insert(k, v);
+                }
+                Vec::new()
+            }
+            Event::InitDone => {
+                let fresh = self.pending.take().unwrap_or_default();
+                let mut touched: Vec<K> = self.items.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+                touched.extend(fresh.keys().cloned());
+                self.items = fresh;
+                self.synced = true;
+                touched
+            }
+        }
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.items.get(k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.items.values()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.items.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether the first full list has arrived.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+}
+
+/// A node as planning will need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+}
+
+/// The endpoints of one EndpointSlice: its Service and the nodes with a
+/// ready endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub service: ServiceKey,
+    pub ready_nodes: Vec<String>,
+}
+
+/// What a batch of changes touched.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub services: Vec<ServiceKey>,
+    pub pools: bool,
+    pub namespaces: bool,
+}
+
+/// Everything the operator watches.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub services: Store<ServiceKey, Service>,
+    pub pools: Store<String, AddressPool>,
+    pub namespaces: Store<String, BTreeMap<String, String>>,
+    pub nodes: Store<String, NodeInfo>,
+    pub endpoint_slices: Store<(String, String), SliceInfo>,
+}
+
+impl Index {
+    /// Applies one change and says what it touched.
+    pub fn apply(&mut self, change: Change, touched: &mut Touched) {
+        match change {
+            Change::Service(ev) => {
+                let keys = self.services.handle(ev, |s| Some((ServiceKey::of(&s), s)), |s| Some(ServiceKey::of(s)));
+                touched.services.extend(keys);
+            }
+            Change::Pool(ev) => {
+                let keys = self.pools.handle(
+                    ev,
+                    |g| match g.0 {
+                        Ok(p) => Some((p.metadata.name.clone().unwrap_or_default(), p)),
+                        Err(bad) => {
+                            tracing::warn!(pool = bad.metadata.name.as_deref().unwrap_or("?"), error = %bad.error, "skipping an AddressPool that cannot be read");
+                            None
+                        }
+                    },
+                    |g| match &g.0 {
+                        Ok(p) => p.metadata.name.clone(),
+                        Err(bad) => bad.metadata.name.clone(),
+                    },
+                );
+                touched.pools |= !keys.is_empty();
+            }
+            Change::Namespace(ev) => {
+                let keys = self.namespaces.handle(
+                    ev,
+                    |n| Some((n.metadata.name.clone().unwrap_or_default(), n.metadata.labels.unwrap_or_default())),
+                    |n| n.metadata.name.clone(),
+                );
+                touched.namespaces |= !keys.is_empty();
+            }
+            Change::Node(ev) => {
+                self.nodes.handle(
+                    ev,
+                    |n| {
+                        let ready = n
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        Some((n.metadata.name.clone().unwrap_or_default(), NodeInfo { labels: n.metadata.labels.unwrap_or_default(), ready }))
+                    },
+                    |n| n.metadata.name.clone(),
+                );
+            }
+            Change::EndpointSlice(ev) => {
+                let keys = self.endpoint_slices.handle(ev, slice_info, slice_key);
+                touched.services.extend(
+                    keys.iter().filter_map(|k| self.endpoint_slices.get(k).map(|s| s.service.clone())),
+                );
+            }
+        }
+    }
+
+    /// Whether every watch has delivered its first full list.
+    pub fn synced(&self) -> bool {
+        self.services.synced() && self.pools.synced() && self.namespaces.synced() && self.nodes.synced() && self.endpoint_slices.synced()
+    }
+}
+
+fn slice_key(s: &EndpointSlice) -> Option<(String, String)> {
+    Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?))
+}
+
+fn slice_info(s: EndpointSlice) -> Option<((String, String), SliceInfo)> {
+    let key = slice_key(&s)?;
+    let service = s.metadata.labels.as_ref()?.get("kubernetes.io/service-name")?.clone();
+    let mut ready_nodes: Vec<String> = s
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.node_name.clone())
+        .collect();
+    ready_nodes.sort();
+    ready_nodes.dedup();
+    Some((key.clone(), SliceInfo { service: ServiceKey { namespace: key.0, name: service }, ready_nodes }))
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics (prefix `barelb_`) and the HTTP endpoint that serves
+//! them with liveness and readiness.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family as MetricFamily;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+    pub family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub pool_addresses: MetricFamily<PoolLabels, Gauge<f64, AtomicU64>>,
+    pub pool_addresses_in_use: MetricFamily<PoolLabels, Gauge<f64, AtomicU64>>,
+    pub allocations: Counter,
+    pub releases: Counter,
+    pub allocation_failures: MetricFamily<ReasonLabels, Counter>,
+    pub reconciles: Counter,
+    pub reconcile_duration: Histogram,
+    pub writes: MetricFamily<ResultLabels, Counter>,
+    pub leader: Gauge,
+    pub services_managed: Gauge,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("barelb");
+        let m = Metrics {
+            pool_addresses: MetricFamily::default(),
+            pool_addresses_in_use: MetricFamily::default(),
+            allocations: Counter::default(),
+            releases: Counter::default(),
+            allocation_failures: MetricFamily::default(),
+            reconciles: Counter::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.000_01, 4.0, 12)),
+            writes: MetricFamily::default(),
+            leader: Gauge::default(),
+            services_managed: Gauge::default(),
+            ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register("pool_addresses", "Addresses a pool can hand out, by family", m.pool_addresses.clone());
+        registry.register("pool_addresses_in_use", "Addresses of a pool allocated to Services, by family", m.pool_addresses_in_use.clone());
+        registry.register("allocations", "Addresses allocated to Services", m.allocations.clone());
+        registry.register("releases", "Addresses released by Services", m.releases.clone());
+        registry.register("allocation_failures", "Allocation failures by reason", m.allocation_failures.clone());
+        registry.register("reconciles", "Service reconciliations", m.reconciles.clone());
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time to reconcile one batch of changes",
+            prometheus_client::registry::Unit::Seconds,
+            m.reconcile_duration.clone(),
+        );
+        registry.register("api_writes", "Writes to the Kubernetes API by kind and result", m.writes.clone());
+        registry.register("leader", "1 while this replica is the leader", m.leader.clone());
+        registry.register("services_managed", "Services barelb manages", m.services_managed.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Marks the operator ready (watches synced; leader or standing by).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    match m.encode() {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> StatusCode {
+    if m.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(m);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
