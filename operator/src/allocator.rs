@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::ipam::{ClaimError, Family, PoolIpam};
+use crate::ipam::{Family, PoolIpam};
 use crate::policy::{Claim, Decision, PolicyCheck};
 use crate::pools::{PoolDef, readiness};
 use crate::request::{Request, ServiceKey};
 
+mod claims;
 mod sharing;
 #[cfg(test)]
 mod tests;
@@ -59,9 +60,17 @@ pub struct Allocation {
 pub enum Outcome {
     /// Every required family has an address. `note` says what is not ideal
     /// (an address outside every pool, a preferred family still missing).
-    Allocated { alloc: Allocation, note: Option<String>, warnings: Vec<String> },
+    Allocated {
+        alloc: Allocation,
+        note: Option<String>,
+        warnings: Vec<String>,
+    },
     /// The request cannot be met; `kept` is what the Service still holds.
-    Failed { reason: FailureReason, message: String, kept: Allocation },
+    Failed {
+        reason: FailureReason,
+        message: String,
+        kept: Allocation,
+    },
 }
 
 struct Failure(FailureReason, String);
@@ -117,12 +126,12 @@ impl Allocator {
             .collect();
         let ips: Vec<IpAddr> = self.holders.keys().copied().collect();
         for ip in ips {
-            if let Some(name) = self.pool_of(&ip) {
-                if let Some(p) = self.pools.get_mut(&name) {
-                    // The pool was just built empty: a held address is free in it,
-                    // unless avoidBuggyIPs now excludes it (then it is kept unpooled).
-                    let _ = p.ipam.claim(&ip);
-                }
+            if let Some(name) = self.pool_of(&ip)
+                && let Some(p) = self.pools.get_mut(&name)
+            {
+                // The pool was just built empty: a held address is free in it,
+                // unless avoidBuggyIPs now excludes it (then it is kept unpooled).
+                let _ = p.ipam.claim(&ip);
             }
         }
     }
@@ -147,7 +156,10 @@ impl Allocator {
     /// What `key` holds now.
     pub fn current(&self, key: &ServiceKey) -> Allocation {
         let ips = self.held.get(key).cloned().unwrap_or_default();
-        Allocation { pool: ips.first().and_then(|ip| self.pool_of(ip)), ips }
+        Allocation {
+            pool: ips.first().and_then(|ip| self.pool_of(ip)),
+            ips,
+        }
     }
 
     /// Frees everything `key` holds (the Service was deleted or stopped qualifying).
@@ -167,18 +179,22 @@ impl Allocator {
 
     /// A Service whose request cannot be read keeps what it has.
     pub fn invalid(&self, key: &ServiceKey, message: String) -> Outcome {
-        Outcome::Failed { reason: FailureReason::InvalidRequest, message, kept: self.current(key) }
+        Outcome::Failed {
+            reason: FailureReason::InvalidRequest,
+            message,
+            kept: self.current(key),
+        }
     }
 
     /// Brings `req.key`'s addresses in line with its request.
     pub fn reconcile(&mut self, req: &Request) -> Outcome {
         self.meta.insert(req.key.clone(), SharingMeta::of(req));
-        if let Some(pool) = &req.pool {
-            if !self.pools.contains_key(pool) {
-                return self.fail_keep(req, FailureReason::InvalidRequest, format!(
+        if let Some(pool) = &req.pool
+            && !self.pools.contains_key(pool)
+        {
+            return self.fail_keep(req, FailureReason::InvalidRequest, format!(
                     "AddressPool {pool} (annotation barelb.io/pool) does not exist; name an existing pool"
                 ));
-            }
         }
         let keep = self.still_valid(req);
         // Drop what no longer fits the request.
@@ -187,7 +203,12 @@ impl Allocator {
             self.unhold(&req.key, ip);
         }
 
-        let missing: Vec<Family> = req.families.iter().copied().filter(|f| !keep.iter().any(|ip| Family::of(ip) == *f)).collect();
+        let missing: Vec<Family> = req
+            .families
+            .iter()
+            .copied()
+            .filter(|f| !keep.iter().any(|ip| Family::of(ip) == *f))
+            .collect();
         if missing.is_empty() {
             return self.allocated(req, Vec::new());
         }
@@ -199,17 +220,27 @@ impl Allocator {
         };
         match result {
             Ok(()) => self.allocated(req, warnings),
-            Err(Failure(reason, message)) => Outcome::Failed { reason, message, kept: self.current(&req.key) },
+            Err(Failure(reason, message)) => Outcome::Failed {
+                reason,
+                message,
+                kept: self.current(&req.key),
+            },
         }
     }
 
     fn fail_keep(&self, req: &Request, reason: FailureReason, message: String) -> Outcome {
-        Outcome::Failed { reason, message, kept: self.current(&req.key) }
+        Outcome::Failed {
+            reason,
+            message,
+            kept: self.current(&req.key),
+        }
     }
 
     fn allocated(&self, req: &Request, warnings: Vec<String>) -> Outcome {
         let mut alloc = self.current(&req.key);
-        alloc.ips.sort_by_key(|ip| req.families.iter().position(|f| *f == Family::of(ip)));
+        alloc
+            .ips
+            .sort_by_key(|ip| req.families.iter().position(|f| *f == Family::of(ip)));
         alloc.pool = alloc.ips.first().and_then(|ip| self.pool_of(ip));
         let mut notes = Vec::new();
         for ip in &alloc.ips {
@@ -227,7 +258,11 @@ impl Allocator {
                 ));
             }
         }
-        Outcome::Allocated { alloc, note: (!notes.is_empty()).then(|| notes.join("; ")), warnings }
+        Outcome::Allocated {
+            alloc,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            warnings,
+        }
     }
 
     /// Held addresses that still satisfy `req`.
@@ -242,196 +277,55 @@ impl Allocator {
                 _ => true,
             })
             .filter(|ip| {
-                let others = self.holders.get(ip).map(|h| h.iter().filter(|k| **k != req.key).count()).unwrap_or(0);
-                others == 0 || self.share_check(req, ip, self.pool_of(ip).as_deref()).is_ok()
+                let others = self
+                    .holders
+                    .get(ip)
+                    .map(|h| h.iter().filter(|k| **k != req.key).count())
+                    .unwrap_or(0);
+                others == 0
+                    || self
+                        .share_check(req, ip, self.pool_of(ip).as_deref())
+                        .is_ok()
             })
             .collect()
     }
 
-    fn claim_explicit(&mut self, req: &Request, missing: &[Family], warnings: &mut Vec<String>) -> Result<(), Failure> {
-        let mut taken = Vec::new();
-        for ip in req.ips.iter().filter(|ip| missing.contains(&Family::of(ip))) {
-            match self.claim_one_explicit(req, ip, warnings) {
-                Ok(()) => taken.push(*ip),
-                Err(f) => {
-                    for t in &taken {
-                        self.unhold(&req.key, t);
-                    }
-                    return Err(f);
-                }
-            }
-        }
-        // Families the Service wants but named no address for come from the
-        // same pool as its explicit ones.
-        let still: Vec<Family> = missing.iter().copied().filter(|f| !req.ips.iter().any(|ip| Family::of(ip) == *f)).collect();
-        if !still.is_empty() {
-            let keep = self.held.get(&req.key).cloned().unwrap_or_default();
-            return self.allocate_from_pools(req, &keep, &still, warnings);
-        }
-        Ok(())
-    }
-
-    fn claim_one_explicit(&mut self, req: &Request, ip: &IpAddr, warnings: &mut Vec<String>) -> Result<(), Failure> {
-        let Some(pool) = self.pool_of(ip) else {
-            return Err(Failure(FailureReason::InvalidRequest, format!("requested address {ip} is in no AddressPool; pick one inside a pool")));
-        };
-        if let Some(want) = &req.pool {
-            if *want != pool {
-                return Err(Failure(FailureReason::InvalidRequest, format!("requested address {ip} is in AddressPool {pool}, not in {want} named by barelb.io/pool")));
-            }
-        }
-        self.check_policy(req, &pool, false, warnings)?;
-        let holders: Vec<ServiceKey> = self.holders.get(ip).map(|h| h.iter().filter(|k| **k != req.key).cloned().collect()).unwrap_or_default();
-        if holders.is_empty() {
-            return match self.pools.get_mut(&pool).map(|p| p.ipam.claim(ip)) {
-                Some(Ok(())) | Some(Err(ClaimError::InUse)) => {
-                    self.hold(&req.key, *ip);
-                    Ok(())
-                }
-                Some(Err(ClaimError::Avoided)) => Err(Failure(FailureReason::InvalidRequest, format!("requested address {ip} ends in .0 or .255 and AddressPool {pool} sets avoidBuggyIPs; pick another"))),
-                _ => Err(Failure(FailureReason::InvalidRequest, format!("requested address {ip} is in no AddressPool"))),
-            };
-        }
-        if self.share_check(req, ip, Some(&pool)).is_ok() {
-            self.hold(&req.key, *ip);
-            return Ok(());
-        }
-        // Two Services want one address without a valid sharing key: the
-        // older explicit claim wins; an address handed out automatically
-        // stays where it is.
-        let me = (req.created, &req.key);
-        let newer_explicit = holders.iter().all(|h| self.meta.get(h).is_some_and(|m| m.explicit.contains(ip) && (m.created, h) > me));
-        if newer_explicit {
-            for h in &holders {
-                self.unhold(h, ip);
-                self.evicted.push(h.clone());
-            }
-            self.hold(&req.key, *ip);
-            if let Some(p) = self.pools.get_mut(&pool) {
-                let _ = p.ipam.claim(ip);
-            }
-            return Ok(());
-        }
-        let why = self.share_check(req, ip, Some(&pool)).err().unwrap_or_default();
-        Err(Failure(FailureReason::IpInUse, format!("requested address {ip} is used by {} ({why}); pick another address or share it with a matching barelb.io/sharing-key", holders[0])))
-    }
-
-    fn allocate_from_pools(&mut self, req: &Request, keep: &[IpAddr], missing: &[Family], warnings: &mut Vec<String>) -> Result<(), Failure> {
-        let automatic = req.pool.is_none() && req.ips.is_empty();
-        let anchored = keep.iter().find_map(|ip| self.pool_of(ip));
-        let candidates: Vec<String> = match (&req.pool, &anchored) {
-            (Some(p), _) => vec![p.clone()],
-            (None, Some(p)) => vec![p.clone()],
-            (None, None) => {
-                let mut c: Vec<&PoolState> = self.pools.values().filter(|p| p.def.auto_assign).collect();
-                c.sort_by(|a, b| (a.def.priority, &a.def.name).cmp(&(b.def.priority, &b.def.name)));
-                c.into_iter().map(|p| p.def.name.clone()).collect()
-            }
-        };
-        let required: Vec<Family> = missing.iter().copied().filter(|f| req.require_all_families || Some(f) == req.families.first()).collect();
-        let mut last_failure: Option<Failure> = None;
-        let mut saw_family = false;
-        for name in &candidates {
-            let Some(state) = self.pools.get(name) else { continue };
-            if let Err(why) = &state.ready {
-                last_failure.get_or_insert(Failure(FailureReason::NoEligiblePool, format!("AddressPool {name} is not Ready: {why}")));
-                continue;
-            }
-            if !required.iter().all(|f| state.ipam.has_family(*f)) {
-                continue;
-            }
-            saw_family = true;
-            let mut pool_warnings = Vec::new();
-            if let Err(f) = self.check_policy(req, name, automatic, &mut pool_warnings) {
-                if last_failure.as_ref().is_none_or(|l| l.0 != FailureReason::PolicyDenied) {
-                    last_failure = Some(f);
-                }
-                continue;
-            }
-            match self.take_from_pool(req, name, missing, &required) {
-                Ok(()) => {
-                    warnings.extend(pool_warnings);
-                    return Ok(());
-                }
-                Err(f) => {
-                    if last_failure.is_none() || f.0 == FailureReason::IpInUse {
-                        last_failure = Some(f);
-                    }
-                }
-            }
-        }
-        let fams = required.iter().map(|f| f.k8s_name()).collect::<Vec<_>>().join("+");
-        Err(match last_failure {
-            Some(f) => f,
-            None if !saw_family && req.pool.is_some() => Failure(FailureReason::NoEligiblePool, format!("AddressPool {} has no {fams} addresses; change the Service's ipFamilies or the pool", candidates.join(","))),
-            None => Failure(FailureReason::NoEligiblePool, format!("no AddressPool with autoAssign offers {fams}; create one or name a pool with barelb.io/pool")),
-        })
-    }
-
-    /// Takes one address per missing family from `pool` (sharing where the
-    /// key allows); all required families or nothing.
-    fn take_from_pool(&mut self, req: &Request, pool: &str, missing: &[Family], required: &[Family]) -> Result<(), Failure> {
-        let mut taken = Vec::new();
-        for family in missing {
-            let got = match self.shared_address(req, pool, *family)? {
-                Some(ip) => Some(ip),
-                None => self.pools.get_mut(pool).and_then(|p| p.ipam.allocate(*family)),
-            };
-            match got {
-                Some(ip) => {
-                    self.hold(&req.key, ip);
-                    taken.push(ip);
-                }
-                None if required.contains(family) => {
-                    for ip in &taken {
-                        self.unhold(&req.key, ip);
-                    }
-                    return Err(Failure(FailureReason::PoolExhausted, format!("AddressPool {pool} has no free {} address; widen the pool or free an address", family.k8s_name())));
-                }
-                None => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// An address of `family` in `pool` held by Services with the same
-    /// sharing key, if the sharing rules allow joining them.
-    fn shared_address(&self, req: &Request, pool: &str, family: Family) -> Result<Option<IpAddr>, Failure> {
-        let Some(key) = &req.sharing_key else { return Ok(None) };
-        let mut refusal = None;
-        let mut group_ips: Vec<IpAddr> = self
-            .holders
-            .iter()
-            .filter(|(ip, hs)| Family::of(ip) == family && hs.iter().any(|h| *h != req.key && self.meta.get(h).and_then(|m| m.sharing_key.as_ref()) == Some(key)))
-            .map(|(ip, _)| *ip)
-            .filter(|ip| self.pool_of(ip).as_deref() == Some(pool))
-            .collect();
-        group_ips.sort();
-        for ip in group_ips {
-            match self.share_check(req, &ip, Some(pool)) {
-                Ok(()) => return Ok(Some(ip)),
-                Err(why) => refusal = Some(format!("cannot share {ip} under sharing key {key:?}: {why}")),
-            }
-        }
-        match refusal {
-            Some(msg) => Err(Failure(FailureReason::IpInUse, msg)),
-            None => Ok(None),
-        }
-    }
-
     fn share_check(&self, req: &Request, ip: &IpAddr, pool: Option<&str>) -> Result<(), String> {
-        let cross_ns = pool.and_then(|p| self.pools.get(p)).is_some_and(|p| p.def.allow_cross_namespace_sharing);
+        let cross_ns = pool
+            .and_then(|p| self.pools.get(p))
+            .is_some_and(|p| p.def.allow_cross_namespace_sharing);
         let me = SharingMeta::of(req);
-        for h in self.holders.get(ip).into_iter().flatten().filter(|h| **h != req.key) {
-            let Some(other) = self.meta.get(h) else { continue };
+        for h in self
+            .holders
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .filter(|h| **h != req.key)
+        {
+            let Some(other) = self.meta.get(h) else {
+                continue;
+            };
             compatible(&me, other, cross_ns).map_err(|why| format!("{h}: {why}"))?;
         }
         Ok(())
     }
 
-    fn check_policy(&self, req: &Request, pool: &str, automatic: bool, warnings: &mut Vec<String>) -> Result<(), Failure> {
-        let Some(state) = self.pools.get(pool) else { return Ok(()) };
-        let claim = Claim { request: req, pool: &state.def, automatic, ips: &req.ips };
+    fn check_policy(
+        &self,
+        req: &Request,
+        pool: &str,
+        automatic: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), Failure> {
+        let Some(state) = self.pools.get(pool) else {
+            return Ok(());
+        };
+        let claim = Claim {
+            request: req,
+            pool: &state.def,
+            automatic,
+            ips: &req.ips,
+        };
         match self.policy.check(&claim) {
             Decision::Allow => Ok(()),
             Decision::Warn(w) => {
@@ -464,14 +358,13 @@ impl Allocator {
         if !held.contains(&ip) {
             held.push(ip);
         }
-        if first {
-            if let Some(name) = self.pool_of(&ip) {
-                if let Some(p) = self.pools.get_mut(&name) {
-                    // Already claimed when allocated from the pool; a restored
-                    // or explicit address is claimed here.
-                    let _ = p.ipam.claim(&ip);
-                }
-            }
+        if first
+            && let Some(name) = self.pool_of(&ip)
+            && let Some(p) = self.pools.get_mut(&name)
+        {
+            // Already claimed when allocated from the pool; a restored
+            // or explicit address is claimed here.
+            let _ = p.ipam.claim(&ip);
         }
     }
 
@@ -486,21 +379,25 @@ impl Allocator {
     }
 
     fn unhold_ip(&mut self, key: &ServiceKey, ip: &IpAddr) {
-        let Some(hs) = self.holders.get_mut(ip) else { return };
+        let Some(hs) = self.holders.get_mut(ip) else {
+            return;
+        };
         hs.remove(key);
         if hs.is_empty() {
             self.holders.remove(ip);
-            if let Some(name) = self.pool_of(ip) {
-                if let Some(p) = self.pools.get_mut(&name) {
-                    p.ipam.release(ip);
-                }
+            if let Some(name) = self.pool_of(ip)
+                && let Some(p) = self.pools.get_mut(&name)
+            {
+                p.ipam.release(ip);
             }
         }
     }
 
     /// Capacity of a pool: `(family, total, allocated)` for each family it has.
     pub fn usage(&self, pool: &str) -> Vec<(Family, u128, u128)> {
-        let Some(p) = self.pools.get(pool) else { return Vec::new() };
+        let Some(p) = self.pools.get(pool) else {
+            return Vec::new();
+        };
         [Family::V4, Family::V6]
             .into_iter()
             .filter(|f| p.ipam.has_family(*f))

@@ -34,6 +34,8 @@ use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub class: ClassPolicy,
+    /// Label selector limiting the AddressPools this instance uses ("" = all).
+    pub pool_selector: String,
     pub field_manager: String,
     pub identity: String,
     /// Writes to the apiserver in flight at once.
@@ -66,13 +68,56 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Change>(8192);
-    spawn_watch(watcher(Api::<Service>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Service);
-    spawn_watch(watcher(Api::<DeserializeGuard<AddressPool>>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Pool);
-    spawn_watch(watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Namespace);
-    spawn_watch(watcher(Api::<Node>::all(client.clone()), watcher::Config::default()), tx.clone(), Change::Node);
-    spawn_watch(watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default()), tx, Change::EndpointSlice);
+    spawn_watch(
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        tx.clone(),
+        Change::Service,
+    );
+    let pool_watch = if settings.pool_selector.is_empty() {
+        watcher::Config::default()
+    } else {
+        watcher::Config::default().labels(&settings.pool_selector)
+    };
+    spawn_watch(
+        watcher(
+            Api::<DeserializeGuard<AddressPool>>::all(client.clone()),
+            pool_watch,
+        ),
+        tx.clone(),
+        Change::Pool,
+    );
+    spawn_watch(
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        tx.clone(),
+        Change::Namespace,
+    );
+    spawn_watch(
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        tx.clone(),
+        Change::Node,
+    );
+    spawn_watch(
+        watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        tx,
+        Change::EndpointSlice,
+    );
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<ServiceKey>();
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "barelb-operator".into(), instance: Some(settings.identity.clone()) });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "barelb-operator".into(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
     let policy: Arc<dyn PolicyCheck> = Arc::new(AllowAll);
 
     let mut index = Index::default();
@@ -110,7 +155,7 @@ pub async fn run(
             Some(s) => s,
             None => {
                 metrics.leader.set(1);
-                leading.insert(rebuild(&index, settings.class, policy.clone()))
+                leading.insert(rebuild(&index, &settings.class, policy.clone()))
             }
         };
         let mut keys: BTreeSet<ServiceKey> = batch.services.into_iter().collect();
@@ -120,9 +165,14 @@ pub async fn run(
         if fresh || batch.pools || batch.namespaces {
             keys.extend(index.services.iter().map(|(k, _)| k.clone()));
         }
-        let writes = reconcile_keys(state, &index, settings.class, keys, &metrics);
-        metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-        execute(&client, &settings, &recorder, &metrics, state, writes, &retry_tx).await;
+        let writes = reconcile_keys(state, &index, &settings, keys, &metrics);
+        metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        execute(
+            &client, &settings, &recorder, &metrics, state, writes, &retry_tx,
+        )
+        .await;
         write_pools(&client, &settings, &metrics, state, &index).await;
     }
 }
@@ -147,13 +197,21 @@ where
     });
 }
 
+/// Whether `manager` wrote the Service's status: only then may this instance
+/// clear it when the Service stops qualifying.
+fn status_managed_by(svc: &Service, manager: &str) -> bool {
+    svc.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status")
+    })
+}
+
 fn pool_defs(index: &Index) -> Vec<PoolDef> {
     index.pools.values().map(PoolDef::from_resource).collect()
 }
 
 /// A new leader's first step: every address already in a Service's status
 /// is taken back before anything new is allocated, oldest Service first.
-fn rebuild(index: &Index, class: ClassPolicy, policy: Arc<dyn PolicyCheck>) -> Leading {
+fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> Leading {
     let mut alloc = Allocator::new(policy);
     alloc.set_pools(pool_defs(index));
     let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index
@@ -173,14 +231,38 @@ fn rebuild(index: &Index, class: ClassPolicy, policy: Arc<dyn PolicyCheck>) -> L
     for (req, ips) in &restored {
         alloc.restore(req, ips);
     }
-    tracing::info!(services = restored.len(), pools = index.pools.len(), "rebuilt allocations from Service status");
-    Leading { alloc, written: HashMap::new(), pool_written: HashMap::new() }
+    tracing::info!(
+        services = restored.len(),
+        pools = index.pools.len(),
+        "rebuilt allocations from Service status"
+    );
+    Leading {
+        alloc,
+        written: HashMap::new(),
+        pool_written: HashMap::new(),
+    }
 }
 
-fn reconcile_keys(state: &mut Leading, index: &Index, class: ClassPolicy, keys: BTreeSet<ServiceKey>, metrics: &Metrics) -> Vec<Write> {
+fn reconcile_keys(
+    state: &mut Leading,
+    index: &Index,
+    settings: &Settings,
+    keys: BTreeSet<ServiceKey>,
+    metrics: &Metrics,
+) -> Vec<Write> {
+    let class = &settings.class;
     // Oldest first, so competing claims resolve the same way every time.
     let mut order: Vec<ServiceKey> = keys.into_iter().collect();
-    order.sort_by_key(|k| (index.services.get(k).and_then(|s| s.metadata.creation_timestamp.clone()).map(|t| t.0), k.clone()));
+    order.sort_by_key(|k| {
+        (
+            index
+                .services
+                .get(k)
+                .and_then(|s| s.metadata.creation_timestamp.clone())
+                .map(|t| t.0),
+            k.clone(),
+        )
+    });
     let mut writes = Vec::new();
     let mut queue: std::collections::VecDeque<ServiceKey> = order.into();
     while let Some(key) = queue.pop_front() {
@@ -206,26 +288,38 @@ fn reconcile_keys(state: &mut Leading, index: &Index, class: ClassPolicy, keys: 
         } else {
             let freed = state.alloc.release(&key);
             metrics.releases.inc_by(freed.len() as u64);
-            if observed.condition.is_none() {
-                // Never ours, or already cleared.
+            if observed.condition.is_none() || !status_managed_by(svc, &settings.field_manager) {
+                // Never ours (perhaps another barelb instance's), or already cleared.
                 state.written.remove(&key);
                 continue;
             }
             ServiceStatus::released()
         };
         queue.extend(state.alloc.take_evicted());
+        tracing::debug!(service = %key, ?desired, ?observed, "reconciled");
         if desired == observed {
             state.written.remove(&key);
             continue;
         }
-        let rv: u64 = svc.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0);
-        if let Some((last, written_rv)) = state.written.get(&key) {
-            if *last == desired && rv < *written_rv {
-                // Our write is on its way back through the watch.
-                continue;
-            }
+        let rv: u64 = svc
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        if let Some((last, written_rv)) = state.written.get(&key)
+            && *last == desired
+            && rv < *written_rv
+        {
+            // Our write is on its way back through the watch.
+            continue;
         }
-        writes.push(Write { key, svc: svc.clone(), desired, observed });
+        writes.push(Write {
+            key,
+            svc: svc.clone(),
+            desired,
+            observed,
+        });
     }
     writes
 }
@@ -240,17 +334,18 @@ async fn execute(
     retry: &mpsc::UnboundedSender<ServiceKey>,
 ) {
     let now = now_rfc3339();
-    let results: Vec<(ServiceKey, ServiceStatus, Result<u64, kube::Error>)> = futures::stream::iter(writes)
-        .map(|w| {
-            let now = now.clone();
-            async move {
-                let res = write_service(client, settings, recorder, metrics, &w, &now).await;
-                (w.key, w.desired, res)
-            }
-        })
-        .buffer_unordered(settings.write_concurrency.max(1))
-        .collect()
-        .await;
+    let results: Vec<(ServiceKey, ServiceStatus, Result<u64, kube::Error>)> =
+        futures::stream::iter(writes)
+            .map(|w| {
+                let now = now.clone();
+                async move {
+                    let res = write_service(client, settings, recorder, metrics, &w, &now).await;
+                    (w.key, w.desired, res)
+                }
+            })
+            .buffer_unordered(settings.write_concurrency.max(1))
+            .collect()
+            .await;
     for (key, desired, res) in results {
         match res {
             Ok(rv) => {
@@ -269,31 +364,73 @@ async fn execute(
     }
 }
 
-async fn write_service(client: &Client, settings: &Settings, recorder: &Recorder, metrics: &Metrics, w: &Write, now: &str) -> Result<u64, kube::Error> {
+async fn write_service(
+    client: &Client,
+    settings: &Settings,
+    recorder: &Recorder,
+    metrics: &Metrics,
+    w: &Write,
+    now: &str,
+) -> Result<u64, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
     let pp = PatchParams::apply(&settings.field_manager).force();
-    let label = |kind: &str, ok: bool| ResultLabels { kind: kind.into(), result: if ok { "ok" } else { "error" }.into() };
-    let res = api.patch_status(&w.key.name, &pp, &Patch::Apply(w.desired.status_patch(&w.svc, now))).await;
-    metrics.writes.get_or_create(&label("service_status", res.is_ok())).inc();
-    let mut updated = res?;
+    let label = |kind: &str, ok: bool| ResultLabels {
+        kind: kind.into(),
+        result: if ok { "ok" } else { "error" }.into(),
+    };
+    // The annotation first: when the status (what users and tests wait on)
+    // shows the address, the pool annotation is already there.
     if w.desired.pool != w.observed.pool {
-        let res = api.patch(&w.key.name, &pp, &Patch::Apply(w.desired.annotation_patch(&w.svc))).await;
-        metrics.writes.get_or_create(&label("service_annotation", res.is_ok())).inc();
-        updated = res?;
+        let res = api
+            .patch(
+                &w.key.name,
+                &pp,
+                &Patch::Apply(w.desired.annotation_patch(&w.svc)),
+            )
+            .await;
+        metrics
+            .writes
+            .get_or_create(&label("service_annotation", res.is_ok()))
+            .inc();
+        res?;
     }
+    let res = api
+        .patch_status(
+            &w.key.name,
+            &pp,
+            &Patch::Apply(w.desired.status_patch(&w.svc, now)),
+        )
+        .await;
+    metrics
+        .writes
+        .get_or_create(&label("service_status", res.is_ok()))
+        .inc();
+    let updated = res?;
     for ev in w.desired.events(&w.observed) {
         match ev.reason {
             "IPAllocated" => {
                 metrics.allocations.inc();
             }
             "AllocationFailed" => {
-                let reason = w.desired.condition.as_ref().map(|c| c.reason.clone()).unwrap_or_default();
-                metrics.allocation_failures.get_or_create(&ReasonLabels { reason }).inc();
+                let reason = w
+                    .desired
+                    .condition
+                    .as_ref()
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                metrics
+                    .allocation_failures
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc();
             }
             _ => {}
         }
         let event = KubeEvent {
-            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: ev.reason.into(),
             note: Some(ev.note),
             action: "Allocate".into(),
@@ -303,10 +440,21 @@ async fn write_service(client: &Client, settings: &Settings, recorder: &Recorder
             tracing::warn!(service = %w.key, error = %e, "could not publish event");
         }
     }
-    Ok(updated.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0))
+    Ok(updated
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0))
 }
 
-async fn write_pools(client: &Client, settings: &Settings, metrics: &Metrics, state: &mut Leading, index: &Index) {
+async fn write_pools(
+    client: &Client,
+    settings: &Settings,
+    metrics: &Metrics,
+    state: &mut Leading,
+    index: &Index,
+) {
     let now = now_rfc3339();
     let mut managed = 0i64;
     for (_, ips) in state.alloc.holdings() {
@@ -316,11 +464,22 @@ async fn write_pools(client: &Client, settings: &Settings, metrics: &Metrics, st
     for pool in index.pools.values() {
         let name = pool.metadata.name.clone().unwrap_or_default();
         for (family, total, used) in state.alloc.usage(&name) {
-            let labels = PoolLabels { pool: name.clone(), family: family.k8s_name().into() };
-            metrics.pool_addresses.get_or_create(&labels).set(total as f64);
-            metrics.pool_addresses_in_use.get_or_create(&labels).set(used as f64);
+            let labels = PoolLabels {
+                pool: name.clone(),
+                family: family.k8s_name().into(),
+            };
+            metrics
+                .pool_addresses
+                .get_or_create(&labels)
+                .set(total as f64);
+            metrics
+                .pool_addresses_in_use
+                .get_or_create(&labels)
+                .set(used as f64);
         }
-        let Some(patch) = pool_status_patch(pool, &state.alloc, &now) else { continue };
+        let Some(patch) = pool_status_patch(pool, &state.alloc, &now) else {
+            continue;
+        };
         // The status timestamp aside, skip a body already written and not yet seen back.
         let mut cmp = patch.clone();
         cmp["status"]["conditions"][0]["lastTransitionTime"] = Value::Null;
@@ -328,8 +487,20 @@ async fn write_pools(client: &Client, settings: &Settings, metrics: &Metrics, st
             continue;
         }
         let api: Api<AddressPool> = Api::all(client.clone());
-        let res = api.patch_status(&name, &PatchParams::apply(&settings.field_manager).force(), &Patch::Apply(patch)).await;
-        metrics.writes.get_or_create(&ResultLabels { kind: "pool_status".into(), result: if res.is_ok() { "ok" } else { "error" }.into() }).inc();
+        let res = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(&settings.field_manager).force(),
+                &Patch::Apply(patch),
+            )
+            .await;
+        metrics
+            .writes
+            .get_or_create(&ResultLabels {
+                kind: "pool_status".into(),
+                result: if res.is_ok() { "ok" } else { "error" }.into(),
+            })
+            .inc();
         match res {
             Ok(_) => {
                 state.pool_written.insert(name, cmp);

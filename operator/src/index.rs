@@ -13,8 +13,10 @@ use kube::runtime::watcher::Event;
 
 use crate::request::ServiceKey;
 
-/// One watch event, tagged by kind.
+/// One watch event, tagged by kind. Each is moved once, through a channel,
+/// so the size difference between variants costs nothing worth a Box.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Service(Event<Service>),
     Pool(Event<DeserializeGuard<AddressPool>>),
@@ -34,13 +36,22 @@ pub struct Store<K, V> {
 
 impl<K: Hash + Eq + Clone, V> Default for Store<K, V> {
     fn default() -> Self {
-        Store { items: HashMap::new(), pending: None, synced: false }
+        Store {
+            items: HashMap::new(),
+            pending: None,
+            synced: false,
+        }
     }
 }
 
 impl<K: Hash + Eq + Clone, V> Store<K, V> {
     /// Applies one event; returns the keys whose value changed or vanished.
-    fn handle<O>(&mut self, ev: Event<O>, conv: impl Fn(O) -> Option<(K, V)>, key_of: impl Fn(&O) -> Option<K>) -> Vec<K> {
+    fn handle<O>(
+        &mut self,
+        ev: Event<O>,
+        conv: impl Fn(O) -> Option<(K, V)>,
+        key_of: impl Fn(&O) -> Option<K>,
+    ) -> Vec<K> {
         match ev {
             Event::Apply(o) => match conv(o) {
                 Some((k, v)) => {
@@ -68,7 +79,12 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
             }
             Event::InitDone => {
                 let fresh = self.pending.take().unwrap_or_default();
-                let mut touched: Vec<K> = self.items.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+                let mut touched: Vec<K> = self
+                    .items
+                    .keys()
+                    .filter(|k| !fresh.contains_key(*k))
+                    .cloned()
+                    .collect();
                 touched.extend(fresh.keys().cloned());
                 self.items = fresh;
                 self.synced = true;
@@ -141,7 +157,11 @@ impl Index {
     pub fn apply(&mut self, change: Change, touched: &mut Touched) {
         match change {
             Change::Service(ev) => {
-                let keys = self.services.handle(ev, |s| Some((ServiceKey::of(&s), s)), |s| Some(ServiceKey::of(s)));
+                let keys = self.services.handle(
+                    ev,
+                    |s| Some((ServiceKey::of(&s), s)),
+                    |s| Some(ServiceKey::of(s)),
+                );
                 touched.services.extend(keys);
             }
             Change::Pool(ev) => {
@@ -164,7 +184,12 @@ impl Index {
             Change::Namespace(ev) => {
                 let keys = self.namespaces.handle(
                     ev,
-                    |n| Some((n.metadata.name.clone().unwrap_or_default(), n.metadata.labels.unwrap_or_default())),
+                    |n| {
+                        Some((
+                            n.metadata.name.clone().unwrap_or_default(),
+                            n.metadata.labels.unwrap_or_default(),
+                        ))
+                    },
                     |n| n.metadata.name.clone(),
                 );
                 touched.namespaces |= !keys.is_empty();
@@ -177,8 +202,16 @@ impl Index {
                             .status
                             .as_ref()
                             .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                        Some((n.metadata.name.clone().unwrap_or_default(), NodeInfo { labels: n.metadata.labels.unwrap_or_default(), ready }))
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            });
+                        Some((
+                            n.metadata.name.clone().unwrap_or_default(),
+                            NodeInfo {
+                                labels: n.metadata.labels.unwrap_or_default(),
+                                ready,
+                            },
+                        ))
                     },
                     |n| n.metadata.name.clone(),
                 );
@@ -186,7 +219,8 @@ impl Index {
             Change::EndpointSlice(ev) => {
                 let keys = self.endpoint_slices.handle(ev, slice_info, slice_key);
                 touched.services.extend(
-                    keys.iter().filter_map(|k| self.endpoint_slices.get(k).map(|s| s.service.clone())),
+                    keys.iter()
+                        .filter_map(|k| self.endpoint_slices.get(k).map(|s| s.service.clone())),
                 );
             }
         }
@@ -194,7 +228,11 @@ impl Index {
 
     /// Whether every watch has delivered its first full list.
     pub fn synced(&self) -> bool {
-        self.services.synced() && self.pools.synced() && self.namespaces.synced() && self.nodes.synced() && self.endpoint_slices.synced()
+        self.services.synced()
+            && self.pools.synced()
+            && self.namespaces.synced()
+            && self.nodes.synced()
+            && self.endpoint_slices.synced()
     }
 }
 
@@ -204,7 +242,12 @@ fn slice_key(s: &EndpointSlice) -> Option<(String, String)> {
 
 fn slice_info(s: EndpointSlice) -> Option<((String, String), SliceInfo)> {
     let key = slice_key(&s)?;
-    let service = s.metadata.labels.as_ref()?.get("kubernetes.io/service-name")?.clone();
+    let service = s
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?
+        .clone();
     let mut ready_nodes: Vec<String> = s
         .endpoints
         .iter()
@@ -213,5 +256,14 @@ fn slice_info(s: EndpointSlice) -> Option<((String, String), SliceInfo)> {
         .collect();
     ready_nodes.sort();
     ready_nodes.dedup();
-    Some((key.clone(), SliceInfo { service: ServiceKey { namespace: key.0, name: service }, ready_nodes }))
+    Some((
+        key.clone(),
+        SliceInfo {
+            service: ServiceKey {
+                namespace: key.0,
+                name: service,
+            },
+            ready_nodes,
+        },
+    ))
 }

@@ -91,7 +91,11 @@ impl IpRange {
             if first_n > last_n {
                 return Err(RangeError::Backwards(entry.to_string()));
             }
-            return Ok(IpRange { family: Family::of(&first), first: first_n, last: last_n });
+            return Ok(IpRange {
+                family: Family::of(&first),
+                first: first_n,
+                last: last_n,
+            });
         }
         let net = ipnet::IpNet::from_str(entry.trim()).map_err(|_| entry_err())?;
         if net.network() != net.addr() {
@@ -105,7 +109,7 @@ impl IpRange {
     }
 
     /// Number of addresses in the range.
-    pub fn len(&self) -> u128 {
+    pub fn size(&self) -> u128 {
         // A full IPv6 range (::/0) has 2^128 addresses; saturate.
         (self.last - self.first).saturating_add(1)
     }
@@ -124,7 +128,12 @@ impl IpRange {
 
 impl fmt::Display for IpRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", from_u128(self.family, self.first), from_u128(self.family, self.last))
+        write!(
+            f,
+            "{}-{}",
+            from_u128(self.family, self.first),
+            from_u128(self.family, self.last)
+        )
     }
 }
 
@@ -140,12 +149,17 @@ impl IntervalSet {
     }
 
     fn contains(&self, x: u128) -> bool {
-        self.map.range(..=x).next_back().is_some_and(|(_, e)| x <= *e)
+        self.map
+            .range(..=x)
+            .next_back()
+            .is_some_and(|(_, e)| x <= *e)
     }
 
     /// Removes `x`; false if it was not in the set.
     fn remove(&mut self, x: u128) -> bool {
-        let Some((&start, &end)) = self.map.range(..=x).next_back() else { return false };
+        let Some((&start, &end)) = self.map.range(..=x).next_back() else {
+            return false;
+        };
         if x > end {
             return false;
         }
@@ -242,7 +256,13 @@ impl PoolIpam {
                 total[i] = total[i].saturating_add((b - a).saturating_add(1));
             }
         }
-        PoolIpam { ranges, free, total, allocated: [0; 2], avoid_buggy_ips }
+        PoolIpam {
+            ranges,
+            free,
+            total,
+            allocated: [0; 2],
+            avoid_buggy_ips,
+        }
     }
 
     /// The ranges the pool was built from.

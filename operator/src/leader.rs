@@ -33,7 +33,12 @@ enum Step {
 /// Runs the election until `shutdown` turns true, publishing whether this
 /// replica leads on `leading`. On shutdown a held Lease is released so a
 /// standby takes over at once.
-pub async fn run(client: Client, cfg: LeaseConfig, leading: watch::Sender<bool>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    client: Client,
+    cfg: LeaseConfig,
+    leading: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut observed: Option<(String, Instant)> = None;
     let mut last_renew = Instant::now();
@@ -72,12 +77,19 @@ pub async fn run(client: Client, cfg: LeaseConfig, leading: watch::Sender<bool>,
     }
 }
 
-async fn attempt(api: &Api<Lease>, cfg: &LeaseConfig, observed: &mut Option<(String, Instant)>) -> kube::Result<Step> {
+async fn attempt(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Option<(String, Instant)>,
+) -> kube::Result<Step> {
     let now = MicroTime(Timestamp::now());
     let duration_secs = i32::try_from(cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(&cfg.name).await? else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(cfg.name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(cfg.name.clone()),
+                ..Default::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(cfg.identity.clone()),
                 lease_duration_seconds: Some(duration_secs),
@@ -96,8 +108,12 @@ async fn attempt(api: &Api<Lease>, cfg: &LeaseConfig, observed: &mut Option<(Str
     }
     let spec = lease.spec.get_or_insert_with(Default::default);
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    let their_duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(duration_secs)).unwrap_or(15));
-    let expired = observed.as_ref().is_some_and(|(_, at)| at.elapsed() > their_duration);
+    let their_duration = Duration::from_secs(
+        u64::try_from(spec.lease_duration_seconds.unwrap_or(duration_secs)).unwrap_or(15),
+    );
+    let expired = observed
+        .as_ref()
+        .is_some_and(|(_, at)| at.elapsed() > their_duration);
     if holder == cfg.identity {
         spec.renew_time = Some(now);
         spec.lease_duration_seconds = Some(duration_secs);
@@ -111,18 +127,20 @@ async fn attempt(api: &Api<Lease>, cfg: &LeaseConfig, observed: &mut Option<(Str
         return Ok(Step::Following);
     }
     // replace carries the resourceVersion: a concurrent writer makes this fail.
-    api.replace(&cfg.name, &PostParams::default(), &lease).await?;
+    api.replace(&cfg.name, &PostParams::default(), &lease)
+        .await?;
     Ok(Step::Leading)
 }
 
 async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<()> {
     let mut lease = api.get(&cfg.name).await?;
-    if let Some(spec) = lease.spec.as_mut() {
-        if spec.holder_identity.as_deref() == Some(cfg.identity.as_str()) {
-            spec.holder_identity = None;
-            api.replace(&cfg.name, &PostParams::default(), &lease).await?;
-            tracing::info!("released the lease");
-        }
+    if let Some(spec) = lease.spec.as_mut()
+        && spec.holder_identity.as_deref() == Some(cfg.identity.as_str())
+    {
+        spec.holder_identity = None;
+        api.replace(&cfg.name, &PostParams::default(), &lease)
+            .await?;
+        tracing::info!("released the lease");
     }
     Ok(())
 }

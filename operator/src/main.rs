@@ -30,6 +30,16 @@ struct Args {
     #[arg(long, env = "BARELB_HANDLE_CLASSLESS", default_value_t = true, action = clap::ArgAction::Set)]
     handle_classless: bool,
 
+    /// The spec.loadBalancerClass this instance serves. Several barelb
+    /// instances can share a cluster with distinct classes and pool selectors.
+    #[arg(long, env = "BARELB_LOAD_BALANCER_CLASS", default_value = barelb_api::LOAD_BALANCER_CLASS)]
+    load_balancer_class: String,
+
+    /// Label selector of the AddressPools this instance uses (e.g.
+    /// `barelb.io/instance=edge`). Default: every pool.
+    #[arg(long, env = "BARELB_POOL_SELECTOR", default_value = "")]
+    pool_selector: String,
+
     /// Address of the /metrics, /healthz and /readyz endpoint.
     #[arg(long, env = "BARELB_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: SocketAddr,
@@ -56,8 +66,14 @@ struct Args {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
@@ -70,14 +86,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let client = kube::Client::try_default().await.context("connect to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connect to the Kubernetes API (in-cluster or KUBECONFIG)")?;
     ensure_namespace(&client, &args.namespace).await?;
 
     let metrics = Metrics::new();
@@ -93,15 +113,36 @@ async fn main() -> anyhow::Result<()> {
         renew_deadline: args.renew_deadline.min(args.lease_duration),
         retry_period: args.retry_period,
     };
-    let elector = tokio::spawn(leader::run(client.clone(), lease, leader_tx, shutdown_rx.clone()));
+    let elector = tokio::spawn(leader::run(
+        client.clone(),
+        lease,
+        leader_tx,
+        shutdown_rx.clone(),
+    ));
     let settings = Settings {
-        class: ClassPolicy { handle_classless: args.handle_classless },
-        field_manager: "barelb-operator".into(),
+        class: ClassPolicy {
+            class: args.load_balancer_class.clone(),
+            handle_classless: args.handle_classless,
+        },
+        pool_selector: args.pool_selector.clone(),
+        // Distinct managers let instances with different classes tell whose
+        // status a Service carries.
+        field_manager: if args.load_balancer_class == barelb_api::LOAD_BALANCER_CLASS {
+            "barelb-operator".into()
+        } else {
+            format!("barelb-operator@{}", args.load_balancer_class)
+        },
         identity: identity.clone(),
         write_concurrency: args.write_concurrency,
     };
     tracing::info!(%identity, namespace = %args.namespace, handle_classless = args.handle_classless, "barelb-operator starting");
-    let ctrl = tokio::spawn(controller::run(client, settings, metrics, leader_rx, shutdown_rx));
+    let ctrl = tokio::spawn(controller::run(
+        client,
+        settings,
+        metrics,
+        leader_rx,
+        shutdown_rx,
+    ));
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),
@@ -134,7 +175,8 @@ async fn shutdown_signal() {
 async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     if api.get_opt(name).await?.is_none() {
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         match api.create(&PostParams::default(), &ns).await {
             Ok(_) => tracing::info!(namespace = name, "created the operator namespace"),
             Err(kube::Error::Api(e)) if e.code == 409 => {}

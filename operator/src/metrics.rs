@@ -68,21 +68,57 @@ impl Metrics {
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
-        registry.register("pool_addresses", "Addresses a pool can hand out, by family", m.pool_addresses.clone());
-        registry.register("pool_addresses_in_use", "Addresses of a pool allocated to Services, by family", m.pool_addresses_in_use.clone());
-        registry.register("allocations", "Addresses allocated to Services", m.allocations.clone());
-        registry.register("releases", "Addresses released by Services", m.releases.clone());
-        registry.register("allocation_failures", "Allocation failures by reason", m.allocation_failures.clone());
-        registry.register("reconciles", "Service reconciliations", m.reconciles.clone());
+        registry.register(
+            "pool_addresses",
+            "Addresses a pool can hand out, by family",
+            m.pool_addresses.clone(),
+        );
+        registry.register(
+            "pool_addresses_in_use",
+            "Addresses of a pool allocated to Services, by family",
+            m.pool_addresses_in_use.clone(),
+        );
+        registry.register(
+            "allocations",
+            "Addresses allocated to Services",
+            m.allocations.clone(),
+        );
+        registry.register(
+            "releases",
+            "Addresses released by Services",
+            m.releases.clone(),
+        );
+        registry.register(
+            "allocation_failures",
+            "Allocation failures by reason",
+            m.allocation_failures.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Service reconciliations",
+            m.reconciles.clone(),
+        );
         registry.register_with_unit(
             "reconcile_duration",
             "Time to reconcile one batch of changes",
             prometheus_client::registry::Unit::Seconds,
             m.reconcile_duration.clone(),
         );
-        registry.register("api_writes", "Writes to the Kubernetes API by kind and result", m.writes.clone());
-        registry.register("leader", "1 while this replica is the leader", m.leader.clone());
-        registry.register("services_managed", "Services barelb manages", m.services_managed.clone());
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API by kind and result",
+            m.writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica is the leader",
+            m.leader.clone(),
+        );
+        registry.register(
+            "services_managed",
+            "Services barelb manages",
+            m.services_managed.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -100,13 +136,25 @@ impl Metrics {
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     match m.encode() {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> StatusCode {
-    if m.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if m.ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.

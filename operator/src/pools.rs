@@ -62,12 +62,19 @@ pub fn readiness(defs: &[PoolDef]) -> BTreeMap<String, Result<(), String>> {
     let mut in_force: Vec<&PoolDef> = Vec::new();
     for def in order {
         if let Some(bad) = def.invalid.first() {
-            out.insert(def.name.clone(), Err(format!("invalid address entry: {bad}")));
+            out.insert(
+                def.name.clone(),
+                Err(format!("invalid address entry: {bad}")),
+            );
             continue;
         }
         let clash = in_force.iter().find_map(|other| {
             def.ranges.iter().find_map(|r| {
-                other.ranges.iter().find(|o| o.overlaps(r)).map(|o| (other.name.clone(), *r, *o))
+                other
+                    .ranges
+                    .iter()
+                    .find(|o| o.overlaps(r))
+                    .map(|o| (other.name.clone(), *r, *o))
             })
         });
         match clash {

@@ -69,14 +69,25 @@ pub struct Request {
 #[error("{0}")]
 pub struct InvalidRequest(pub String);
 
-/// How the operator treats Services without `spec.loadBalancerClass`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which Services this operator serves: those of `class`, and class-less
+/// ones when `handle_classless`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassPolicy {
+    pub class: String,
     pub handle_classless: bool,
 }
 
+impl Default for ClassPolicy {
+    fn default() -> Self {
+        ClassPolicy {
+            class: LOAD_BALANCER_CLASS.to_string(),
+            handle_classless: true,
+        }
+    }
+}
+
 /// Whether barelb is responsible for `svc`.
-pub fn qualifies(svc: &Service, class: ClassPolicy) -> bool {
+pub fn qualifies(svc: &Service, class: &ClassPolicy) -> bool {
     let Some(spec) = &svc.spec else { return false };
     if spec.type_.as_deref() != Some("LoadBalancer") {
         return false;
@@ -85,7 +96,7 @@ pub fn qualifies(svc: &Service, class: ClassPolicy) -> bool {
         return false;
     }
     match spec.load_balancer_class.as_deref() {
-        Some(c) => c == LOAD_BALANCER_CLASS,
+        Some(c) => c == class.class,
         None => class.handle_classless,
     }
 }
@@ -102,7 +113,11 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
         let family = match f.as_str() {
             "IPv4" => Family::V4,
             "IPv6" => Family::V6,
-            other => return Err(InvalidRequest(format!("spec.ipFamilies has unknown family {other:?}"))),
+            other => {
+                return Err(InvalidRequest(format!(
+                    "spec.ipFamilies has unknown family {other:?}"
+                )));
+            }
         };
         if !families.contains(&family) {
             families.push(family);
@@ -117,12 +132,20 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
         "PreferDualStack" | "RequireDualStack" => {
             // The apiserver fills ipFamilies for dual-stack clusters; on a
             // single-stack cluster add the other family ourselves.
-            let other = if families[0] == Family::V4 { Family::V6 } else { Family::V4 };
+            let other = if families[0] == Family::V4 {
+                Family::V6
+            } else {
+                Family::V4
+            };
             if !families.contains(&other) {
                 families.push(other);
             }
         }
-        other => return Err(InvalidRequest(format!("spec.ipFamilyPolicy {other:?} is not one barelb knows"))),
+        other => {
+            return Err(InvalidRequest(format!(
+                "spec.ipFamilyPolicy {other:?} is not one barelb knows"
+            )));
+        }
     }
     let require_all_families = policy != "PreferDualStack";
 
@@ -145,12 +168,17 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
             ips.push(ip);
         }
         if ips.is_empty() {
-            return Err(InvalidRequest(format!("annotation {} is empty; remove it or give an address", annotations::IPS)));
+            return Err(InvalidRequest(format!(
+                "annotation {} is empty; remove it or give an address",
+                annotations::IPS
+            )));
         }
     }
     if let Some(lb_ip) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
         let ip: IpAddr = lb_ip.parse().map_err(|_| {
-            InvalidRequest(format!("spec.loadBalancerIP {lb_ip:?} is not an IP address"))
+            InvalidRequest(format!(
+                "spec.loadBalancerIP {lb_ip:?} is not an IP address"
+            ))
         })?;
         if ips.is_empty() {
             ips.push(ip);
@@ -166,14 +194,21 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
             return Err(InvalidRequest(format!(
                 "requested address {ip} is {} but the Service's ipFamilies are {}; change ipFamilies/ipFamilyPolicy or the address",
                 Family::of(ip).k8s_name(),
-                families.iter().map(|f| f.k8s_name()).collect::<Vec<_>>().join(",")
+                families
+                    .iter()
+                    .map(|f| f.k8s_name())
+                    .collect::<Vec<_>>()
+                    .join(",")
             )));
         }
     }
 
     let pool = ann.get(annotations::POOL).map(|p| p.trim().to_string());
     if pool.as_deref() == Some("") {
-        return Err(InvalidRequest(format!("annotation {} is empty; name an AddressPool", annotations::POOL)));
+        return Err(InvalidRequest(format!(
+            "annotation {} is empty; name an AddressPool",
+            annotations::POOL
+        )));
     }
     let sharing_key = ann
         .get(annotations::SHARING_KEY)
@@ -184,7 +219,10 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
         .ports
         .iter()
         .flatten()
-        .map(|p| PortKey { protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()), port: p.port })
+        .map(|p| PortKey {
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            port: p.port,
+        })
         .collect();
 
     Ok(Request {
@@ -196,7 +234,9 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
         ips,
         sharing_key,
         ports,
-        external_traffic_policy: spec.external_traffic_policy.unwrap_or_else(|| "Cluster".into()),
+        external_traffic_policy: spec
+            .external_traffic_policy
+            .unwrap_or_else(|| "Cluster".into()),
     })
 }
 

@@ -43,18 +43,45 @@ impl ServiceStatus {
     pub fn from_outcome(outcome: &Outcome) -> Self {
         match outcome {
             Outcome::Allocated { alloc, note, .. } => {
-                let ips = alloc.ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                let ips = alloc
+                    .ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let (reason, message) = match (note, &alloc.pool) {
                     (Some(n), None) => ("OutsidePool".to_string(), format!("{ips}: {n}")),
-                    (Some(n), Some(p)) => ("PartiallyAllocated".to_string(), format!("{ips} from AddressPool {p}; {n}")),
-                    (None, Some(p)) => ("Allocated".to_string(), format!("{ips} from AddressPool {p}")),
+                    (Some(n), Some(p)) => (
+                        "PartiallyAllocated".to_string(),
+                        format!("{ips} from AddressPool {p}; {n}"),
+                    ),
+                    (None, Some(p)) => (
+                        "Allocated".to_string(),
+                        format!("{ips} from AddressPool {p}"),
+                    ),
                     (None, None) => ("Allocated".to_string(), ips),
                 };
-                ServiceStatus { ips: alloc.ips.clone(), condition: Some(CondSpec { status: "True", reason, message }), pool: alloc.pool.clone() }
+                ServiceStatus {
+                    ips: alloc.ips.clone(),
+                    condition: Some(CondSpec {
+                        status: "True",
+                        reason,
+                        message,
+                    }),
+                    pool: alloc.pool.clone(),
+                }
             }
-            Outcome::Failed { reason, message, kept } => ServiceStatus {
+            Outcome::Failed {
+                reason,
+                message,
+                kept,
+            } => ServiceStatus {
                 ips: kept.ips.clone(),
-                condition: Some(CondSpec { status: "False", reason: reason.as_str().to_string(), message: message.clone() }),
+                condition: Some(CondSpec {
+                    status: "False",
+                    reason: reason.as_str().to_string(),
+                    message: message.clone(),
+                }),
                 pool: kept.pool.clone(),
             },
         }
@@ -62,7 +89,11 @@ impl ServiceStatus {
 
     /// The status of a Service barelb no longer manages.
     pub fn released() -> Self {
-        ServiceStatus { ips: Vec::new(), condition: None, pool: None }
+        ServiceStatus {
+            ips: Vec::new(),
+            condition: None,
+            pool: None,
+        }
     }
 
     /// What `svc` shows now.
@@ -84,7 +115,12 @@ impl ServiceStatus {
         ServiceStatus {
             ips: crate::request::ingress_ips(svc),
             condition: cond,
-            pool: svc.metadata.annotations.as_ref().and_then(|a| a.get(annotations::ALLOCATED_POOL)).cloned(),
+            pool: svc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(annotations::ALLOCATED_POOL))
+                .cloned(),
         }
     }
 
@@ -92,7 +128,11 @@ impl ServiceStatus {
     /// `since` is the transition time to record if the condition's status
     /// changed; otherwise the old time is kept.
     pub fn status_patch(&self, svc: &Service, now: &str) -> Value {
-        let ingress: Vec<Value> = self.ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+        let ingress: Vec<Value> = self
+            .ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect();
         let observed = Self::observed(svc);
         let old_time = svc
             .status
@@ -141,19 +181,48 @@ impl ServiceStatus {
     /// The events that moving from `before` to `self` deserves: one per change.
     pub fn events(&self, before: &ServiceStatus) -> Vec<EventSpec> {
         let mut out = Vec::new();
-        let added: Vec<String> = self.ips.iter().filter(|ip| !before.ips.contains(ip)).map(ToString::to_string).collect();
-        let removed: Vec<String> = before.ips.iter().filter(|ip| !self.ips.contains(ip)).map(ToString::to_string).collect();
+        let added: Vec<String> = self
+            .ips
+            .iter()
+            .filter(|ip| !before.ips.contains(ip))
+            .map(ToString::to_string)
+            .collect();
+        let removed: Vec<String> = before
+            .ips
+            .iter()
+            .filter(|ip| !self.ips.contains(ip))
+            .map(ToString::to_string)
+            .collect();
         if !removed.is_empty() {
-            out.push(EventSpec { warning: false, reason: "IPReleased", note: format!("released {}", removed.join(", ")) });
+            out.push(EventSpec {
+                warning: false,
+                reason: "IPReleased",
+                note: format!("released {}", removed.join(", ")),
+            });
         }
         if !added.is_empty() {
-            let from = self.pool.as_deref().map(|p| format!(" from AddressPool {p}")).unwrap_or_default();
-            out.push(EventSpec { warning: false, reason: "IPAllocated", note: format!("allocated {}{from}", added.join(", ")) });
+            let from = self
+                .pool
+                .as_deref()
+                .map(|p| format!(" from AddressPool {p}"))
+                .unwrap_or_default();
+            out.push(EventSpec {
+                warning: false,
+                reason: "IPAllocated",
+                note: format!("allocated {}{from}", added.join(", ")),
+            });
         }
         if let Some(c) = &self.condition {
-            let changed = before.condition.as_ref().is_none_or(|b| b.reason != c.reason || b.message != c.message);
+            let changed = before
+                .condition
+                .as_ref()
+                .is_none_or(|b| b.reason != c.reason || b.message != c.message);
             if c.status == "False" && changed {
-                out.push(EventSpec { warning: true, reason: "AllocationFailed", note: format!("{}: {}", c.reason, c.message) });
+                out.push(EventSpec {
+                    warning: true,
+                    reason: "AllocationFailed",
+                    note: format!("{}: {}", c.reason, c.message),
+                });
             }
         }
         out
@@ -165,20 +234,33 @@ impl ServiceStatus {
 pub fn pool_status_patch(pool: &AddressPool, alloc: &Allocator, now: &str) -> Option<Value> {
     let name = pool.metadata.name.clone().unwrap_or_default();
     let usage = alloc.usage(&name);
-    let fam = |f: Family| usage.iter().find(|u| u.0 == f).map(|(_, t, a)| json!({"total": t.to_string(), "allocated": a.to_string()}));
-    let summary = usage.iter().map(|(_, t, a)| format!("{a}/{}", display_count(*t))).collect::<Vec<_>>().join(" ");
+    let fam = |f: Family| {
+        usage
+            .iter()
+            .find(|u| u.0 == f)
+            .map(|(_, t, a)| json!({"total": t.to_string(), "allocated": a.to_string()}))
+    };
+    let summary = usage
+        .iter()
+        .map(|(_, t, a)| format!("{a}/{}", display_count(*t)))
+        .collect::<Vec<_>>()
+        .join(" ");
     let (status, reason, message) = match alloc.readiness(&name) {
         Some(Ok(())) => ("True", "InForce", "addresses are allocatable".to_string()),
         Some(Err(why)) => ("False", "Invalid", why),
         None => ("Unknown", "Pending", "not yet processed".to_string()),
     };
     let current = pool.status.clone().unwrap_or_default();
-    let current_cond = current.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == conditions::READY));
+    let current_cond = current
+        .conditions
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.type_ == conditions::READY));
     let unchanged = current.observed_generation == pool.metadata.generation
         && current.usage.as_deref() == Some(summary.as_str())
         && serde_json::to_value(&current.ipv4).ok() == Some(fam(Family::V4).unwrap_or(Value::Null))
         && serde_json::to_value(&current.ipv6).ok() == Some(fam(Family::V6).unwrap_or(Value::Null))
-        && current_cond.is_some_and(|c| c.status == status && c.reason == reason && c.message == message);
+        && current_cond
+            .is_some_and(|c| c.status == status && c.reason == reason && c.message == message);
     if unchanged {
         return None;
     }
@@ -199,10 +281,14 @@ pub fn pool_status_patch(pool: &AddressPool, alloc: &Allocator, now: &str) -> Op
             st[key] = v;
         }
     }
-    Some(json!({"apiVersion": "barelb.io/v1alpha1", "kind": "AddressPool", "metadata": {"name": name}, "status": st}))
+    Some(
+        json!({"apiVersion": "barelb.io/v1alpha1", "kind": "AddressPool", "metadata": {"name": name}, "status": st}),
+    )
 }
 
 /// Now, as Kubernetes writes times (RFC 3339, seconds).
 pub fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }

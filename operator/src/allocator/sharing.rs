@@ -34,7 +34,11 @@ impl SharingMeta {
 }
 
 /// Whether `a` may share an address with `b`; if not, why (one phrase).
-pub(super) fn compatible(a: &SharingMeta, b: &SharingMeta, cross_namespace: bool) -> Result<(), String> {
+pub(super) fn compatible(
+    a: &SharingMeta,
+    b: &SharingMeta,
+    cross_namespace: bool,
+) -> Result<(), String> {
     match (&a.sharing_key, &b.sharing_key) {
         (Some(x), Some(y)) if x == y => {}
         (_, None) | (None, _) => return Err("no shared barelb.io/sharing-key".into()),

@@ -31,14 +31,20 @@ fn pool(name: &str, entries: &[&str]) -> PoolDef {
 
 fn req(ns: &str, name: &str, created: i64) -> Request {
     Request {
-        key: ServiceKey { namespace: ns.into(), name: name.into() },
+        key: ServiceKey {
+            namespace: ns.into(),
+            name: name.into(),
+        },
         created: Some(Timestamp::from_second(created).unwrap()),
         families: vec![Family::V4],
         require_all_families: true,
         pool: None,
         ips: vec![],
         sharing_key: None,
-        ports: vec![PortKey { protocol: "TCP".into(), port: 80 }],
+        ports: vec![PortKey {
+            protocol: "TCP".into(),
+            port: 80,
+        }],
         external_traffic_policy: "Cluster".into(),
     }
 }
@@ -67,7 +73,11 @@ fn reason(o: &Outcome) -> Option<FailureReason> {
 fn lowest_free_address_by_priority_then_name() {
     let mut hi = pool("b-high", &["10.0.2.0/30"]);
     hi.priority = 10;
-    let mut a = alloc(vec![pool("a-default", &["10.0.1.0/30"]), hi, pool("c-default", &["10.0.3.0/30"])]);
+    let mut a = alloc(vec![
+        pool("a-default", &["10.0.1.0/30"]),
+        hi,
+        pool("c-default", &["10.0.3.0/30"]),
+    ]);
     assert_eq!(ips_of(&a.reconcile(&req("ns", "s1", 1))), [ip("10.0.2.0")]);
     assert_eq!(ips_of(&a.reconcile(&req("ns", "s2", 2))), [ip("10.0.2.1")]);
     // Reconciling again changes nothing.
@@ -84,7 +94,10 @@ fn named_pool_and_auto_assign_false() {
     let mut manual = pool("manual", &["10.0.9.0/30"]);
     manual.auto_assign = false;
     let mut a = alloc(vec![manual]);
-    assert_eq!(reason(&a.reconcile(&req("ns", "auto", 1))), Some(FailureReason::NoEligiblePool));
+    assert_eq!(
+        reason(&a.reconcile(&req("ns", "auto", 1))),
+        Some(FailureReason::NoEligiblePool)
+    );
     let mut r = req("ns", "named", 2);
     r.pool = Some("manual".into());
     assert_eq!(ips_of(&a.reconcile(&r)), [ip("10.0.9.0")]);
@@ -106,7 +119,10 @@ fn explicit_ips_and_conflicts_go_to_the_older_service() {
     assert_eq!(a.take_evicted(), [newer.key.clone()]);
     let o = a.reconcile(&newer);
     assert_eq!(reason(&o), Some(FailureReason::IpInUse));
-    assert!(matches!(&o, Outcome::Failed { message, .. } if message.contains("ns/older")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Failed { message, .. } if message.contains("ns/older")),
+        "{o:?}"
+    );
     // An address handed out automatically is not taken away.
     let auto = req("ns", "auto", 30);
     let auto_ip = ips_of(&a.reconcile(&auto))[0];
@@ -116,7 +132,10 @@ fn explicit_ips_and_conflicts_go_to_the_older_service() {
     // Outside every pool.
     let mut outside = req("ns", "outside", 2);
     outside.ips = vec![ip("192.0.2.1")];
-    assert_eq!(reason(&a.reconcile(&outside)), Some(FailureReason::InvalidRequest));
+    assert_eq!(
+        reason(&a.reconcile(&outside)),
+        Some(FailureReason::InvalidRequest)
+    );
 }
 
 #[test]
@@ -127,7 +146,10 @@ fn sharing_with_a_key_and_its_refusals() {
     let shared = ips_of(&a.reconcile(&web))[0];
     let mut dns = req("ns", "dns", 2);
     dns.sharing_key = Some("k".into());
-    dns.ports = vec![PortKey { protocol: "UDP".into(), port: 53 }];
+    dns.ports = vec![PortKey {
+        protocol: "UDP".into(),
+        port: 53,
+    }];
     assert_eq!(ips_of(&a.reconcile(&dns)), [shared]);
     // Same port: refused.
     let mut clash = req("ns", "clash", 3);
@@ -137,12 +159,21 @@ fn sharing_with_a_key_and_its_refusals() {
     // Other namespace: refused unless the pool allows it.
     let mut other_ns = req("other", "svc", 4);
     other_ns.sharing_key = Some("k".into());
-    other_ns.ports = vec![PortKey { protocol: "TCP".into(), port: 443 }];
-    assert_eq!(reason(&a.reconcile(&other_ns)), Some(FailureReason::IpInUse));
+    other_ns.ports = vec![PortKey {
+        protocol: "TCP".into(),
+        port: 443,
+    }];
+    assert_eq!(
+        reason(&a.reconcile(&other_ns)),
+        Some(FailureReason::IpInUse)
+    );
     // Explicit IP without the key: in use.
     let mut grab = req("ns", "grab", 0);
     grab.ips = vec![shared];
-    grab.ports = vec![PortKey { protocol: "TCP".into(), port: 8080 }];
+    grab.ports = vec![PortKey {
+        protocol: "TCP".into(),
+        port: 8080,
+    }];
     assert_eq!(reason(&a.reconcile(&grab)), Some(FailureReason::IpInUse));
     // Releasing one sharer keeps the address with the other.
     a.release(&web.key);
@@ -157,18 +188,30 @@ fn dual_stack_policies() {
     let mut a = alloc(vec![pool("v4only", &["10.0.0.0/30"])]);
     let mut require = req("ns", "require", 1);
     require.families = vec![Family::V4, Family::V6];
-    assert_eq!(reason(&a.reconcile(&require)), Some(FailureReason::NoEligiblePool));
+    assert_eq!(
+        reason(&a.reconcile(&require)),
+        Some(FailureReason::NoEligiblePool)
+    );
     assert_eq!(a.usage("v4only")[0].2, 0, "nothing half-allocated");
     let mut prefer = req("ns", "prefer", 2);
     prefer.families = vec![Family::V4, Family::V6];
     prefer.require_all_families = false;
     let o = a.reconcile(&prefer);
     assert_eq!(ips_of(&o), [ip("10.0.0.0")]);
-    assert!(matches!(&o, Outcome::Allocated { note: Some(n), .. } if n.contains("IPv6")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Allocated { note: Some(n), .. } if n.contains("IPv6")),
+        "{o:?}"
+    );
     // The pool gains IPv6: the missing family is filled from the same pool.
     a.set_pools(vec![pool("v4only", &["10.0.0.0/30", "2001:db8::/126"])]);
-    assert_eq!(ips_of(&a.reconcile(&prefer)), [ip("10.0.0.0"), ip("2001:db8::")]);
-    assert_eq!(ips_of(&a.reconcile(&require)), [ip("10.0.0.1"), ip("2001:db8::1")]);
+    assert_eq!(
+        ips_of(&a.reconcile(&prefer)),
+        [ip("10.0.0.0"), ip("2001:db8::")]
+    );
+    assert_eq!(
+        ips_of(&a.reconcile(&require)),
+        [ip("10.0.0.1"), ip("2001:db8::1")]
+    );
     let mut v6 = req("ns", "v6", 3);
     v6.families = vec![Family::V6];
     assert_eq!(ips_of(&a.reconcile(&v6)), [ip("2001:db8::2")]);
@@ -211,10 +254,16 @@ fn pool_edits_keep_addresses_and_report_orphans() {
     a.set_pools(vec![pool("p", &["10.0.0.0/25"])]);
     let o = a.reconcile(&s);
     assert_eq!(ips_of(&o), [ip("10.0.0.200")]);
-    assert!(matches!(&o, Outcome::Allocated { note: Some(n), alloc, .. } if n.contains("outside every AddressPool") && alloc.pool.is_none()), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Allocated { note: Some(n), alloc, .. } if n.contains("outside every AddressPool") && alloc.pool.is_none()),
+        "{o:?}"
+    );
     assert_eq!(a.usage("p")[0].2, 0);
     // Another pool covering it again takes it back in.
-    a.set_pools(vec![pool("p", &["10.0.0.0/25"]), pool("q", &["10.0.0.192/26"])]);
+    a.set_pools(vec![
+        pool("p", &["10.0.0.0/25"]),
+        pool("q", &["10.0.0.192/26"]),
+    ]);
     assert_eq!(a.current(&s.key).pool.as_deref(), Some("q"));
     assert_eq!(a.usage("q")[0].2, 1);
 }
@@ -237,7 +286,10 @@ struct DenyNamespace(&'static str);
 impl PolicyCheck for DenyNamespace {
     fn check(&self, claim: &Claim<'_>) -> Decision {
         if claim.request.key.namespace == self.0 {
-            Decision::Deny(format!("namespace {} may not use pool {}", self.0, claim.pool.name))
+            Decision::Deny(format!(
+                "namespace {} may not use pool {}",
+                self.0, claim.pool.name
+            ))
         } else {
             Decision::Allow
         }
@@ -250,5 +302,8 @@ fn policy_denials_are_reported_and_other_pools_tried() {
     a.set_pools(vec![pool("p", &["10.0.0.0/24"])]);
     let o = a.reconcile(&req("tenant", "s", 1));
     assert_eq!(reason(&o), Some(FailureReason::PolicyDenied));
-    assert_eq!(ips_of(&a.reconcile(&req("platform", "s", 1))), [ip("10.0.0.0")]);
+    assert_eq!(
+        ips_of(&a.reconcile(&req("platform", "s", 1))),
+        [ip("10.0.0.0")]
+    );
 }

@@ -12,18 +12,36 @@ fn svc(spec: serde_json::Value, annotations: serde_json::Value) -> Service {
     .unwrap()
 }
 
-const CLASSLESS: ClassPolicy = ClassPolicy { handle_classless: true };
-
 #[test]
 fn class_handling() {
+    let classless = ClassPolicy::default();
+    let strict = ClassPolicy {
+        handle_classless: false,
+        ..ClassPolicy::default()
+    };
     let lb = svc(json!({"type": "LoadBalancer"}), json!({}));
-    assert!(qualifies(&lb, CLASSLESS));
-    assert!(!qualifies(&lb, ClassPolicy { handle_classless: false }));
-    let ours = svc(json!({"type": "LoadBalancer", "loadBalancerClass": "barelb.io/lb"}), json!({}));
-    assert!(qualifies(&ours, ClassPolicy { handle_classless: false }));
-    let theirs = svc(json!({"type": "LoadBalancer", "loadBalancerClass": "other.io/lb"}), json!({}));
-    assert!(!qualifies(&theirs, CLASSLESS));
-    assert!(!qualifies(&svc(json!({"type": "ClusterIP"}), json!({})), CLASSLESS));
+    assert!(qualifies(&lb, &classless));
+    assert!(!qualifies(&lb, &strict));
+    let ours = svc(
+        json!({"type": "LoadBalancer", "loadBalancerClass": "barelb.io/lb"}),
+        json!({}),
+    );
+    assert!(qualifies(&ours, &strict));
+    let theirs = svc(
+        json!({"type": "LoadBalancer", "loadBalancerClass": "other.io/lb"}),
+        json!({}),
+    );
+    assert!(!qualifies(&theirs, &classless));
+    let custom = ClassPolicy {
+        class: "other.io/lb".into(),
+        handle_classless: false,
+    };
+    assert!(qualifies(&theirs, &custom));
+    assert!(!qualifies(&ours, &custom));
+    assert!(!qualifies(
+        &svc(json!({"type": "ClusterIP"}), json!({})),
+        &classless
+    ));
 }
 
 #[test]
@@ -39,13 +57,23 @@ fn reads_families_ips_pool_and_key() {
     assert_eq!(r.ips.len(), 2);
     assert_eq!(r.pool.as_deref(), Some("edge"));
     assert_eq!(r.sharing_key.as_deref(), Some("dns"));
-    assert_eq!(r.ports, [PortKey { protocol: "UDP".into(), port: 53 }]);
+    assert_eq!(
+        r.ports,
+        [PortKey {
+            protocol: "UDP".into(),
+            port: 53
+        }]
+    );
     assert_eq!(r.external_traffic_policy, "Local");
 }
 
 #[test]
 fn single_stack_defaults_and_load_balancer_ip() {
-    let r = parse(&svc(json!({"type": "LoadBalancer", "loadBalancerIP": "10.0.0.9"}), json!({}))).unwrap();
+    let r = parse(&svc(
+        json!({"type": "LoadBalancer", "loadBalancerIP": "10.0.0.9"}),
+        json!({}),
+    ))
+    .unwrap();
     assert_eq!(r.families, [Family::V4]);
     assert!(r.require_all_families);
     assert_eq!(r.ips, ["10.0.0.9".parse::<IpAddr>().unwrap()]);
@@ -55,15 +83,32 @@ fn single_stack_defaults_and_load_balancer_ip() {
 fn malformed_requests_name_the_annotation() {
     let cases = [
         (json!({"barelb.io/ips": "not-an-ip"}), "not an IP address"),
-        (json!({"barelb.io/ips": "10.0.0.1,10.0.0.2"}), "two IPv4 addresses"),
-        (json!({"barelb.io/ips": "2001:db8::1"}), "ipFamilies are IPv4"),
-        (json!({"barelb.io/pool": ""}), "annotation barelb.io/pool is empty"),
+        (
+            json!({"barelb.io/ips": "10.0.0.1,10.0.0.2"}),
+            "two IPv4 addresses",
+        ),
+        (
+            json!({"barelb.io/ips": "2001:db8::1"}),
+            "ipFamilies are IPv4",
+        ),
+        (
+            json!({"barelb.io/pool": ""}),
+            "annotation barelb.io/pool is empty",
+        ),
     ];
     for (ann, words) in cases {
-        let err = parse(&svc(json!({"type": "LoadBalancer", "ipFamilies": ["IPv4"]}), ann.clone())).unwrap_err();
+        let err = parse(&svc(
+            json!({"type": "LoadBalancer", "ipFamilies": ["IPv4"]}),
+            ann.clone(),
+        ))
+        .unwrap_err();
         assert!(err.0.contains(words), "{ann}: {err}");
         assert!(!err.0.contains('\n'));
     }
-    let err = parse(&svc(json!({"type": "LoadBalancer", "loadBalancerIP": "10.0.0.1"}), json!({"barelb.io/ips": "10.0.0.2"}))).unwrap_err();
+    let err = parse(&svc(
+        json!({"type": "LoadBalancer", "loadBalancerIP": "10.0.0.1"}),
+        json!({"barelb.io/ips": "10.0.0.2"}),
+    ))
+    .unwrap_err();
     assert!(err.0.contains("disagrees"), "{err}");
 }

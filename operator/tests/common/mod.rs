@@ -1,0 +1,281 @@
+//! Shared helpers for the operator's lab tests: each test gets its own
+//! load-balancer class, pool label, application namespace and operator
+//! namespace, so tests run in parallel against one real apiserver without
+//! seeing each other's objects.
+#![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use barelb_testsupport::lab::{DeleteOnDrop, Lab, lab, lab_dir, output_text};
+use barelb_testsupport::unique_name;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+
+pub const TEST_LABEL: &str = "barelb.io/test";
+
+/// One test's private slice of the lab.
+pub struct Instance {
+    pub lab: Lab,
+    pub client: kube::Client,
+    pub id: String,
+    pub class: String,
+    pub ns: String,
+    guards: Vec<DeleteOnDrop>,
+    operators: usize,
+}
+
+/// A running barelb-operator process, killed on drop.
+pub struct Operator {
+    child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Operator {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// SIGKILL: a crash, no graceful hand-over.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Instance {
+    pub async fn new(test: &str) -> Self {
+        let lab = lab(test);
+        lab.install_crds();
+        let id = unique_name("t");
+        let ns = format!("{id}-app");
+        let out = lab.kubectl(&["create", "namespace", &ns]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let guards = vec![
+            lab.delete_on_drop("namespace", &ns, &[]),
+            lab.delete_on_drop("namespace", &format!("{id}-op"), &[]),
+        ];
+        let client = lab.client().await.expect("lab client");
+        Instance {
+            class: format!("test.barelb.io/{id}"),
+            lab,
+            client,
+            id,
+            ns,
+            guards,
+            operators: 0,
+        }
+    }
+
+    /// Starts an operator that serves only this test's class and pools.
+    pub fn operator(&mut self, extra: &[&str]) -> Operator {
+        self.operators += 1;
+        let logs = lab_dir().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("{}-operator-{}.log", self.id, self.operators));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_barelb-operator"))
+            .args([
+                "--load-balancer-class",
+                &self.class,
+                "--handle-classless=false",
+                "--pool-selector",
+                &format!("{TEST_LABEL}={}", self.id),
+                "--namespace",
+                &format!("{}-op", self.id),
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--identity",
+                &format!("{}-{}", self.id, self.operators),
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &self.lab.kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("BARELB_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("spawn barelb-operator");
+        Operator { child, log }
+    }
+
+    /// Applies an AddressPool labelled for this test; deleted on drop.
+    pub fn pool(&mut self, name: &str, spec: &str) -> String {
+        let full = format!("{}-{name}", self.id);
+        let yaml = format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata:\n  name: {full}\n  labels: {{{TEST_LABEL}: {}}}\nspec: {spec}\n",
+            self.id
+        );
+        let out = self.lab.apply(&yaml);
+        assert!(out.status.success(), "pool {full}: {}", output_text(&out));
+        self.guards
+            .push(self.lab.delete_on_drop("addresspool", &full, &[]));
+        full
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates a LoadBalancer Service of this test's class. `spec` and
+    /// `annotations` are merged into a minimal one (port 80/TCP).
+    pub async fn service(&self, name: &str, spec: Value, annotations: Value) {
+        let mut full_spec = json!({"type": "LoadBalancer", "loadBalancerClass": self.class, "ports": [{"port": 80}]});
+        merge(&mut full_spec, spec);
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": full_spec,
+        }))
+        .unwrap();
+        self.services()
+            .create(&PostParams::default(), &svc)
+            .await
+            .unwrap_or_else(|e| panic!("create service {name}: {e}"));
+    }
+
+    pub async fn delete_service(&self, name: &str) {
+        self.services()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    pub async fn get(&self, name: &str) -> Service {
+        self.services().get(name).await.unwrap()
+    }
+
+    /// Polls until `pred` holds for the Service (30 s), returning it.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Service) -> bool,
+    ) -> Service {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let svc = self.get(name).await;
+            if pred(&svc) {
+                return svc;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "service {name}: timed out waiting for {what}; status: {:?}",
+                    svc.status
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the Service has exactly `n` addresses; returns them.
+    pub async fn wait_ips(&self, name: &str, n: usize) -> Vec<IpAddr> {
+        let svc = self
+            .wait_for(name, &format!("{n} address(es)"), |s| {
+                ips(s).len() == n && allocated(s).is_some()
+            })
+            .await;
+        ips(&svc)
+    }
+
+    /// Waits until the Allocated condition has `reason`; returns its message.
+    pub async fn wait_reason(&self, name: &str, reason: &str) -> String {
+        let svc = self
+            .wait_for(name, &format!("reason {reason}"), |s| {
+                allocated(s).is_some_and(|(_, r, _)| r == reason)
+            })
+            .await;
+        allocated(&svc).map(|(_, _, m)| m).unwrap_or_default()
+    }
+
+    /// Reasons of the events recorded on a Service.
+    pub fn events(&self, name: &str) -> Vec<(String, String)> {
+        let out = self.lab.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &self.ns,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.message}{\"\\n\"}{end}",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('\t')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect()
+    }
+
+    /// `.status` of one of this test's pools.
+    pub fn pool_status(&self, name: &str) -> Value {
+        let out = self
+            .lab
+            .kubectl(&["get", "addresspool", name, "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["status"].clone()
+    }
+
+    pub async fn wait_pool(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = self.pool_status(name);
+            if pred(&st) {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!("pool {name}: timed out waiting for {what}; status: {st}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The Service's ingress addresses.
+pub fn ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_ref()?.parse().ok())
+        .collect()
+}
+
+/// `(status, reason, message)` of the `barelb.io/Allocated` condition.
+pub fn allocated(svc: &Service) -> Option<(String, String, String)> {
+    svc.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "barelb.io/Allocated")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+}

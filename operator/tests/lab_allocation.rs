@@ -1,0 +1,376 @@
+//! Allocation against the real apiserver of the lab: a real operator
+//! process per test, real Services, status read back through the API.
+
+mod common;
+
+use common::{Instance, allocated, ip, ips};
+use serde_json::json;
+
+#[tokio::test]
+async fn allocates_releases_and_respects_the_class() {
+    let mut t = Instance::new("operator::allocates_releases_and_respects_the_class").await;
+    let pool = t.pool(
+        "main",
+        r#"{addresses: ["198.51.100.10-198.51.100.12"], announce: {mode: L2}}"#,
+    );
+    let _op = t.operator(&[]);
+
+    t.service("first", json!({}), json!({})).await;
+    assert_eq!(t.wait_ips("first", 1).await, [ip("198.51.100.10")]);
+    let svc = t.get("first").await;
+    assert_eq!(
+        svc.metadata.annotations.unwrap()["barelb.io/allocated-pool"],
+        pool
+    );
+    let ingress = &svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
+    assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"));
+
+    // Another class and a class-less Service are not ours (--handle-classless=false).
+    t.service(
+        "other",
+        json!({"loadBalancerClass": "someone.else/lb"}),
+        json!({}),
+    )
+    .await;
+    let classless: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "classless"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    t.services()
+        .create(&Default::default(), &classless)
+        .await
+        .unwrap();
+    t.service("second", json!({}), json!({})).await;
+    assert_eq!(t.wait_ips("second", 1).await, [ip("198.51.100.11")]);
+    for name in ["other", "classless"] {
+        let s = t.get(name).await;
+        assert!(
+            ips(&s).is_empty() && allocated(&s).is_none(),
+            "{name} touched: {:?}",
+            s.status
+        );
+    }
+    let st = t
+        .wait_pool(&pool, "2 allocated", |s| s["ipv4"]["allocated"] == "2")
+        .await;
+    assert_eq!(st["ipv4"]["total"], "3");
+    assert_eq!(st["usage"], "2/3");
+    assert_eq!(st["conditions"][0]["status"], "True");
+
+    // Deleting frees the address: the next Service gets the lowest free one.
+    t.delete_service("first").await;
+    t.wait_pool(&pool, "1 allocated", |s| s["ipv4"]["allocated"] == "1")
+        .await;
+    t.service("third", json!({}), json!({})).await;
+    assert_eq!(t.wait_ips("third", 1).await, [ip("198.51.100.10")]);
+
+    // A Service that stops qualifying is released and its status cleared.
+    let patch = json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null, "allocateLoadBalancerNodePorts": null, "externalTrafficPolicy": null}});
+    t.services()
+        .patch(
+            "second",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .unwrap();
+    t.wait_for("second", "release", |s| {
+        ips(s).is_empty() && allocated(s).is_none()
+    })
+    .await;
+    t.wait_pool(&pool, "1 allocated", |s| s["ipv4"]["allocated"] == "1")
+        .await;
+
+    let reasons: Vec<String> = t.events("third").into_iter().map(|e| e.0).collect();
+    assert_eq!(reasons, ["IPAllocated"], "one event per change");
+}
+
+#[tokio::test]
+async fn named_pools_explicit_ips_and_bad_annotations() {
+    let mut t = Instance::new("operator::named_pools_explicit_ips_and_bad_annotations").await;
+    let auto = t.pool(
+        "auto",
+        r#"{addresses: ["198.51.100.0/28"], announce: {mode: L2}}"#,
+    );
+    let manual = t.pool(
+        "manual",
+        r#"{addresses: ["203.0.113.0/28"], autoAssign: false, priority: 1, announce: {mode: L2}}"#,
+    );
+    let _op = t.operator(&[]);
+
+    t.service("auto", json!({}), json!({})).await;
+    assert_eq!(
+        t.wait_ips("auto", 1).await,
+        [ip("198.51.100.0")],
+        "autoAssign: false pools are skipped"
+    );
+    t.service("named", json!({}), json!({"barelb.io/pool": manual}))
+        .await;
+    assert_eq!(t.wait_ips("named", 1).await, [ip("203.0.113.0")]);
+    t.service(
+        "explicit",
+        json!({}),
+        json!({"barelb.io/ips": "203.0.113.9"}),
+    )
+    .await;
+    assert_eq!(t.wait_ips("explicit", 1).await, [ip("203.0.113.9")]);
+    t.service("lbip", json!({"loadBalancerIP": "198.51.100.7"}), json!({}))
+        .await;
+    assert_eq!(t.wait_ips("lbip", 1).await, [ip("198.51.100.7")]);
+
+    // Bad requests: a clear reason, nothing allocated, nobody else affected.
+    let bad = [
+        (
+            "notip",
+            json!({"barelb.io/ips": "banana"}),
+            "InvalidRequest",
+            "not an IP address",
+        ),
+        (
+            "twov4",
+            json!({"barelb.io/ips": "198.51.100.3,198.51.100.4"}),
+            "InvalidRequest",
+            "two IPv4",
+        ),
+        (
+            "nopool",
+            json!({"barelb.io/ips": "192.0.2.1"}),
+            "InvalidRequest",
+            "in no AddressPool",
+        ),
+        (
+            "unknown",
+            json!({"barelb.io/pool": "does-not-exist"}),
+            "InvalidRequest",
+            "does not exist",
+        ),
+        (
+            "taken",
+            json!({"barelb.io/ips": "203.0.113.9"}),
+            "IPInUse",
+            "used by",
+        ),
+    ];
+    for (name, ann, _, _) in &bad {
+        t.service(name, json!({}), ann.clone()).await;
+    }
+    for (name, _, reason, words) in &bad {
+        let msg = t.wait_reason(name, reason).await;
+        assert!(msg.contains(words), "{name}: {msg}");
+        assert!(!msg.contains('\n'));
+        assert!(ips(&t.get(name).await).is_empty(), "{name} got an address");
+        let evs = t.events(name);
+        assert!(
+            evs.iter()
+                .any(|(r, m)| r == "AllocationFailed" && m.contains(reason)),
+            "{name}: {evs:?}"
+        );
+    }
+    assert_eq!(ips(&t.get("explicit").await), [ip("203.0.113.9")]);
+
+    // A Service with an address that then gets a malformed annotation keeps it.
+    let patch = json!({"metadata": {"annotations": {"barelb.io/ips": "not-an-ip"}}});
+    t.services()
+        .patch("auto", &Default::default(), &kube::api::Patch::Merge(patch))
+        .await
+        .unwrap();
+    t.wait_reason("auto", "InvalidRequest").await;
+    assert_eq!(ips(&t.get("auto").await), [ip("198.51.100.0")]);
+    let st = t
+        .wait_pool(&auto, "3 allocated", |s| s["ipv4"]["allocated"] == "2")
+        .await;
+    assert_eq!(st["conditions"][0]["status"], "True");
+}
+
+#[tokio::test]
+async fn sharing_allowed_and_refused() {
+    let mut t = Instance::new("operator::sharing_allowed_and_refused").await;
+    t.pool(
+        "p",
+        r#"{addresses: ["198.51.100.0/28"], announce: {mode: L2}}"#,
+    );
+    let _op = t.operator(&[]);
+    let key = json!({"barelb.io/sharing-key": "edge"});
+    t.service("http", json!({"ports": [{"port": 80}]}), key.clone())
+        .await;
+    let shared = t.wait_ips("http", 1).await;
+    t.service(
+        "dns",
+        json!({"ports": [{"port": 53, "protocol": "UDP"}]}),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(
+        t.wait_ips("dns", 1).await,
+        shared,
+        "same key, distinct ports: shared"
+    );
+
+    t.service("clash", json!({"ports": [{"port": 80}]}), key.clone())
+        .await;
+    let msg = t.wait_reason("clash", "IPInUse").await;
+    assert!(msg.contains("80/TCP"), "{msg}");
+    t.service(
+        "local",
+        json!({"ports": [{"port": 443}], "externalTrafficPolicy": "Local"}),
+        key.clone(),
+    )
+    .await;
+    let msg = t.wait_reason("local", "IPInUse").await;
+    assert!(msg.contains("externalTrafficPolicy"), "{msg}");
+    let explicit = json!({"barelb.io/ips": shared[0].to_string()});
+    t.service("nokey", json!({"ports": [{"port": 8080}]}), explicit)
+        .await;
+    t.wait_reason("nokey", "IPInUse").await;
+
+    // Without a key a Service gets its own address.
+    t.service("alone", json!({}), json!({})).await;
+    assert_ne!(t.wait_ips("alone", 1).await, shared);
+}
+
+#[tokio::test]
+async fn dual_stack_single_prefer_and_require() {
+    let mut t = Instance::new("operator::dual_stack_single_prefer_and_require").await;
+    let v4 = t.pool(
+        "v4",
+        r#"{addresses: ["198.51.100.0/30"], priority: 1, announce: {mode: L2}}"#,
+    );
+    let _op = t.operator(&[]);
+
+    t.service(
+        "single6",
+        json!({"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack"}),
+        json!({}),
+    )
+    .await;
+    t.wait_reason("single6", "NoEligiblePool").await;
+    t.service(
+        "require",
+        json!({"ipFamilyPolicy": "RequireDualStack"}),
+        json!({}),
+    )
+    .await;
+    t.wait_reason("require", "NoEligiblePool").await;
+    t.service(
+        "prefer",
+        json!({"ipFamilyPolicy": "PreferDualStack"}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(t.wait_ips("prefer", 1).await, [ip("198.51.100.0")]);
+    let msg = t.wait_reason("prefer", "PartiallyAllocated").await;
+    assert!(msg.contains("IPv6"), "{msg}");
+
+    // The pool gains IPv6: the preferred family is filled from the same pool,
+    // the waiting Services get theirs, and no IPv4 address moves.
+    let out = t.lab.kubectl(&[
+        "patch",
+        "addresspool",
+        &v4,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"addresses":["198.51.100.0/30","2001:db8:7::/64"]}}"#,
+    ]);
+    assert!(out.status.success());
+    // Which Service gets which of the three lowest IPv6 addresses depends on
+    // creation order (second precision, then name); the set does not.
+    let single6 = t.wait_ips("single6", 1).await;
+    let require = t.wait_ips("require", 2).await;
+    let prefer = t.wait_ips("prefer", 2).await;
+    assert_eq!(
+        prefer[0],
+        ip("198.51.100.0"),
+        "the IPv4 address did not move"
+    );
+    assert_eq!(require[0], ip("198.51.100.1"));
+    let mut v6 = vec![single6[0], require[1], prefer[1]];
+    v6.sort();
+    assert_eq!(
+        v6,
+        [ip("2001:db8:7::"), ip("2001:db8:7::1"), ip("2001:db8:7::2")]
+    );
+    let st = t
+        .wait_pool(&v4, "v6 counted", |s| s["ipv6"]["allocated"] == "3")
+        .await;
+    assert_eq!(st["ipv6"]["total"], "18446744073709551616");
+    assert_eq!(st["usage"], "2/4 3/2^64");
+}
+
+#[tokio::test]
+async fn exhaustion_then_room_freed() {
+    let mut t = Instance::new("operator::exhaustion_then_room_freed").await;
+    t.pool(
+        "tiny",
+        r#"{addresses: ["198.51.100.5-198.51.100.6"], announce: {mode: L2}}"#,
+    );
+    let _op = t.operator(&[]);
+    for name in ["a", "b"] {
+        t.service(name, json!({}), json!({})).await;
+        t.wait_ips(name, 1).await;
+    }
+    t.service("c", json!({}), json!({})).await;
+    let msg = t.wait_reason("c", "PoolExhausted").await;
+    assert!(msg.contains("no free IPv4"), "{msg}");
+    let freed = ips(&t.get("a").await);
+    t.delete_service("a").await;
+    assert_eq!(t.wait_ips("c", 1).await, freed);
+}
+
+#[tokio::test]
+async fn pool_edits_keep_addresses_and_overlaps_are_reported() {
+    let mut t =
+        Instance::new("operator::pool_edits_keep_addresses_and_overlaps_are_reported").await;
+    let pool = t.pool(
+        "p",
+        r#"{addresses: ["198.51.100.0/28"], announce: {mode: L2}}"#,
+    );
+    let _op = t.operator(&[]);
+    t.service("low", json!({}), json!({"barelb.io/ips": "198.51.100.2"}))
+        .await;
+    t.service("high", json!({}), json!({"barelb.io/ips": "198.51.100.12"}))
+        .await;
+    t.wait_ips("low", 1).await;
+    t.wait_ips("high", 1).await;
+
+    // Shrink the pool past "high": it keeps its address and says so.
+    let out = t.lab.kubectl(&[
+        "patch",
+        "addresspool",
+        &pool,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"addresses":["198.51.100.0/29"]}}"#,
+    ]);
+    assert!(out.status.success());
+    let msg = t.wait_reason("high", "OutsidePool").await;
+    assert!(
+        msg.contains("198.51.100.12") && msg.contains("outside every AddressPool"),
+        "{msg}"
+    );
+    assert_eq!(ips(&t.get("high").await), [ip("198.51.100.12")]);
+    assert_eq!(ips(&t.get("low").await), [ip("198.51.100.2")]);
+    t.wait_pool(&pool, "1 allocated of 8", |s| s["usage"] == "1/8")
+        .await;
+
+    // An overlapping newer pool is not Ready and names the older one.
+    let newer = t.pool(
+        "newer",
+        r#"{addresses: ["198.51.100.4/30"], priority: 1, announce: {mode: L2}}"#,
+    );
+    let st = t
+        .wait_pool(&newer, "Ready=False", |s| {
+            s["conditions"][0]["status"] == "False"
+        })
+        .await;
+    let msg = st["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains(&pool) && msg.contains("overlap"), "{msg}");
+    t.service("next", json!({}), json!({})).await;
+    assert_eq!(
+        t.wait_ips("next", 1).await,
+        [ip("198.51.100.0")],
+        "the not-Ready pool is not used"
+    );
+}
