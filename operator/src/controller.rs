@@ -212,6 +212,7 @@ fn pool_defs(index: &Index) -> Vec<PoolDef> {
 /// A new leader's first step: every address already in a Service's status
 /// is taken back before anything new is allocated, oldest Service first.
 fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> Leading {
+    let started = Instant::now();
     let mut alloc = Allocator::new(policy);
     alloc.set_pools(pool_defs(index));
     let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index

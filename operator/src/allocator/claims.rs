@@ -296,5 +296,4 @@ impl Allocator {
             None => Ok(None),
         }
     }
-
 }

@@ -1,0 +1,196 @@
+//! Addresses never move because the operator restarts or the leader changes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::{Instance, ips};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+/// Creates `n` Services named `{prefix}-{i}` with up to 32 requests in flight.
+async fn create_many(t: &Instance, prefix: &str, n: usize) {
+    let api = t.services();
+    let class = t.class.clone();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let class = class.clone();
+            async move {
+                let svc: Service = serde_json::from_value(json!({
+                    "metadata": {"name": format!("{prefix}-{i}")},
+                    "spec": {"type": "LoadBalancer", "loadBalancerClass": class, "ports": [{"port": 80}],
+                             "allocateLoadBalancerNodePorts": false},
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &svc).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Waits until every Service in the namespace whose name starts with
+/// `prefix` (and there are `n`) has an address; returns name -> addresses.
+async fn wait_all(
+    t: &Instance,
+    prefix: &str,
+    n: usize,
+    limit: Duration,
+) -> BTreeMap<String, Vec<IpAddr>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let list = t.services().list(&ListParams::default()).await.unwrap();
+        let got: BTreeMap<String, Vec<IpAddr>> = list
+            .items
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with(prefix)
+            })
+            .map(|s| (s.metadata.name.clone().unwrap_or_default(), ips(s)))
+            .collect();
+        let done = got.values().filter(|v| !v.is_empty()).count();
+        if got.len() == n && done == n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {n} {prefix} Services have an address after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn assert_unique(all: &BTreeMap<String, Vec<IpAddr>>) {
+    let mut seen = BTreeMap::new();
+    for (name, v) in all {
+        for ip in v {
+            if let Some(other) = seen.insert(*ip, name) {
+                panic!("{ip} given to both {other} and {name}");
+            }
+        }
+    }
+}
+
+const FAST_LEASE: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "500ms",
+];
+
+#[tokio::test]
+async fn restart_with_1000_services_changes_no_address() {
+    let mut t = Instance::new("operator::restart_with_1000_services_changes_no_address").await;
+    t.pool(
+        "big",
+        r#"{addresses: ["198.18.0.0/21"], announce: {mode: L2}}"#,
+    );
+    let mut op = t.operator(&FAST_LEASE);
+    create_many(&t, "svc", 1000).await;
+    let before = wait_all(&t, "svc", 1000, Duration::from_secs(180)).await;
+    assert_unique(&before);
+
+    op.kill();
+    let started = Instant::now();
+    let op2 = t.operator(&FAST_LEASE);
+    // A Service created after the restart is only handled once the new
+    // operator has rebuilt every existing allocation.
+    t.service(
+        "after-restart",
+        json!({"allocateLoadBalancerNodePorts": false}),
+        json!({}),
+    )
+    .await;
+    let fresh = t.wait_ips("after-restart", 1).await;
+    eprintln!(
+        "restart: new operator allocating again after {:?}",
+        started.elapsed()
+    );
+    let after = wait_all(&t, "svc", 1000, Duration::from_secs(60)).await;
+    let moved: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(v))
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "{} addresses moved after a restart, e.g. {:?}",
+        moved.len(),
+        moved.first()
+    );
+    assert!(
+        !before.values().flatten().any(|ip| *ip == fresh[0]),
+        "{} was handed out twice",
+        fresh[0]
+    );
+    let log = op2.log_text();
+    assert!(
+        log.contains("rebuilt allocations from Service status services=1000"),
+        "operator log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn killing_the_leader_moves_no_address() {
+    let mut t = Instance::new("operator::killing_the_leader_moves_no_address").await;
+    t.pool(
+        "p",
+        r#"{addresses: ["198.18.8.0/24", "2001:db8:18::/120"], announce: {mode: L2}}"#,
+    );
+    let mut ops = vec![t.operator(&FAST_LEASE), t.operator(&FAST_LEASE)];
+    create_many(&t, "svc", 20).await;
+    let before = wait_all(&t, "svc", 20, Duration::from_secs(60)).await;
+    assert_unique(&before);
+
+    let lease_ns = format!("{}-op", t.id);
+    let holder = |t: &Instance| {
+        let out = t.lab.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            &lease_ns,
+            "barelb-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let leader = holder(&t);
+    let idx = match leader.rsplit('-').next() {
+        Some("1") => 0,
+        Some("2") => 1,
+        _ => panic!("unexpected lease holder {leader:?}"),
+    };
+    ops[idx].kill();
+    let killed_at = Instant::now();
+
+    create_many(&t, "new", 5).await;
+    let new = wait_all(&t, "new", 5, Duration::from_secs(30)).await;
+    eprintln!(
+        "leader change: new Services allocated {:?} after the kill",
+        killed_at.elapsed()
+    );
+    let now_leader = holder(&t);
+    assert_ne!(now_leader, leader, "the standby took the lease");
+    let after = wait_all(&t, "svc", 20, Duration::from_secs(10)).await;
+    assert_eq!(before, after, "no address moved");
+    let mut all = after.clone();
+    all.extend(new);
+    assert_unique(&all);
+    let standby_log = ops[1 - idx].log_text();
+    assert!(
+        standby_log.contains("rebuilt allocations from Service status services=20"),
+        "{standby_log}"
+    );
+}
