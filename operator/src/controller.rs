@@ -235,6 +235,7 @@ fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> 
     tracing::info!(
         services = restored.len(),
         pools = index.pools.len(),
+        millis = started.elapsed().as_millis() as u64,
         "rebuilt allocations from Service status"
     );
     Leading {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Instance, allocated, ip, ips};
+use common::{Instance, allocated, free_local_addr, http_get, ip, ips};
 use serde_json::json;
 
 #[tokio::test]
@@ -13,7 +13,8 @@ async fn allocates_releases_and_respects_the_class() {
         "main",
         r#"{addresses: ["198.51.100.10-198.51.100.12"], announce: {mode: L2}}"#,
     );
-    let _op = t.operator(&[]);
+    let metrics_addr = free_local_addr();
+    let _op = t.operator_at(&metrics_addr, &[]);
 
     t.service("first", json!({}), json!({})).await;
     assert_eq!(t.wait_ips("first", 1).await, [ip("198.51.100.10")]);
@@ -83,6 +84,25 @@ async fn allocates_releases_and_respects_the_class() {
 
     let reasons: Vec<String> = t.events("third").into_iter().map(|e| e.0).collect();
     assert_eq!(reasons, ["IPAllocated"], "one event per change");
+
+    let metrics = http_get(&metrics_addr, "/metrics");
+    for line in [
+        format!("barelb_pool_addresses{{pool=\"{pool}\",family=\"IPv4\"}} 3.0"),
+        format!("barelb_pool_addresses_in_use{{pool=\"{pool}\",family=\"IPv4\"}} 1.0"),
+        "barelb_leader 1".to_string(),
+        "barelb_allocations_total 3".to_string(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("barelb_reconcile_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("barelb_releases_total 2"), "{metrics}");
+    assert_eq!(http_get(&metrics_addr, "/readyz"), "");
 }
 
 #[tokio::test]

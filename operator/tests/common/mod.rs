@@ -79,6 +79,11 @@ impl Instance {
 
     /// Starts an operator that serves only this test's class and pools.
     pub fn operator(&mut self, extra: &[&str]) -> Operator {
+        self.operator_at("127.0.0.1:0", extra)
+    }
+
+    /// Like [`Instance::operator`], serving metrics on `metrics_addr`.
+    pub fn operator_at(&mut self, metrics_addr: &str, extra: &[&str]) -> Operator {
         self.operators += 1;
         let logs = lab_dir().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
@@ -94,7 +99,7 @@ impl Instance {
                 "--namespace",
                 &format!("{}-op", self.id),
                 "--metrics-addr",
-                "127.0.0.1:0",
+                metrics_addr,
                 "--identity",
                 &format!("{}-{}", self.id, self.operators),
             ])
@@ -278,4 +283,29 @@ fn merge(base: &mut Value, extra: Value) {
             b.insert(k, v);
         }
     }
+}
+
+/// A loopback address with a port nobody listens on right now.
+pub fn free_local_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// `GET path` over plain HTTP/1.0 on loopback; the body, or "" until it answers.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
