@@ -438,9 +438,14 @@ async fn write_service(
             action: "Allocate".into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&event, &w.svc.object_ref(&())).await {
-            tracing::warn!(service = %w.key, error = %e, "could not publish event");
-        }
+        // Events go out beside the status path: the address is what users
+        // wait for, the event can follow a moment later.
+        let (recorder, reference, key) = (recorder.clone(), w.svc.object_ref(&()), w.key.clone());
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(service = %key, error = %e, "could not publish event");
+            }
+        });
     }
     Ok(updated
         .metadata

@@ -159,7 +159,7 @@ impl Index {
             Change::Service(ev) => {
                 let keys = self.services.handle(
                     ev,
-                    |s| Some((ServiceKey::of(&s), s)),
+                    |s| Some((ServiceKey::of(&s), trim(s))),
                     |s| Some(ServiceKey::of(s)),
                 );
                 touched.services.extend(keys);
@@ -234,6 +234,22 @@ impl Index {
             && self.nodes.synced()
             && self.endpoint_slices.synced()
     }
+}
+
+/// Drops what the operator never reads from a Service, to keep the index
+/// small with many Services: field ownership details (only who wrote the
+/// status matters) and kubectl's copy of the last applied object.
+fn trim(mut svc: Service) -> Service {
+    if let Some(mf) = svc.metadata.managed_fields.as_mut() {
+        mf.retain(|m| m.subresource.as_deref() == Some("status"));
+        for m in mf.iter_mut() {
+            m.fields_v1 = None;
+        }
+    }
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    svc
 }
 
 fn slice_key(s: &EndpointSlice) -> Option<(String, String)> {

@@ -1,0 +1,232 @@
+//! End-to-end benchmark in the lab (needs `tests/lab up` and a release build
+//! of barelb-operator):
+//!
+//!   1. N new Services pending, operator started: time until all have an
+//!      address, next to the time a plain client needs for the same writes
+//!      (annotation + status per Service, same concurrency) in the same run.
+//!   2. The operator's RSS with M allocated Services, and its rebuild time
+//!      and time to allocate again after a restart.
+//!
+//!     scripts/bench-operator [N] [M]      (defaults 2000 and 10000)
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use barelb_testsupport::lab::{lab, lab_dir};
+use barelb_testsupport::unique_name;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const CONCURRENCY: usize = 32;
+
+struct Operator(Child);
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(2000);
+    let m = args.get(1).copied().unwrap_or(10_000);
+    let lab = lab("bench::operator");
+    lab.install_crds();
+    let client = lab.client().await?;
+    let id = unique_name("bench");
+    let class = format!("bench.barelb.io/{id}");
+    let ns = format!("{id}-app");
+    let bin = std::env::var("BARELB_OPERATOR_BIN")
+        .context("set BARELB_OPERATOR_BIN to a release barelb-operator")?;
+    run_kubectl(&lab, &["create", "namespace", &ns])?;
+    let pool = format!(
+        "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {id}, labels: {{bench: {id}}}}}\nspec: {{addresses: [\"198.18.0.0/15\"], announce: {{mode: L2}}}}\n"
+    );
+    let out = lab.apply(&pool);
+    if !out.status.success() {
+        bail!("pool: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let start_operator = |tag: &str| -> anyhow::Result<Operator> {
+        let log = std::fs::File::create(lab_dir().join(format!("logs/{id}-{tag}.log")))?;
+        Ok(Operator(
+            Command::new(&bin)
+                .args([
+                    "--load-balancer-class",
+                    &class,
+                    "--handle-classless=false",
+                    "--pool-selector",
+                    &format!("bench={id}"),
+                ])
+                .args([
+                    "--namespace",
+                    &format!("{id}-op"),
+                    "--metrics-addr",
+                    "127.0.0.1:0",
+                    "--lease-duration",
+                    "2s",
+                    "--retry-period",
+                    "500ms",
+                ])
+                .env("KUBECONFIG", &lab.kubeconfig)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()?,
+        ))
+    };
+    std::fs::create_dir_all(lab_dir().join("logs"))?;
+
+    // 1. N pending Services, then the operator.
+    create(&api, "op", n, &class).await?;
+    let t0 = Instant::now();
+    let op = start_operator("1")?;
+    wait_allocated(&api, "op", n).await?;
+    let operator_time = t0.elapsed();
+    drop(op);
+
+    // The same writes from a plain client: an annotation and a status patch per Service.
+    create(&api, "raw", n, "nobody.barelb.io/none").await?;
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("raw-{i}");
+                let pp = PatchParams::apply("bench-raw").force();
+                let ann = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "annotations": {"barelb.io/allocated-pool": "raw"}}});
+                api.patch(&name, &pp, &Patch::Apply(ann)).await?;
+                let ip = format!("198.19.{}.{}", i / 250, i % 250 + 1);
+                let st = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                                "status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+                api.patch_status(&name, &pp, &Patch::Apply(st)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<kube::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<kube::Result<Vec<()>>>()?;
+    let raw_time = t0.elapsed();
+    println!(
+        "N={n}: operator {:.2}s ({:.0} Services/s); plain client, same writes: {:.2}s ({:.0} Services/s); ratio {:.2}",
+        operator_time.as_secs_f64(),
+        n as f64 / operator_time.as_secs_f64(),
+        raw_time.as_secs_f64(),
+        n as f64 / raw_time.as_secs_f64(),
+        operator_time.as_secs_f64() / raw_time.as_secs_f64()
+    );
+
+    // 2. M allocated Services: RSS, then a restart.
+    let extra = m.saturating_sub(n);
+    let op = start_operator("2")?;
+    create(&api, "more", extra, &class).await?;
+    wait_allocated(&api, "more", extra).await?;
+    wait_allocated(&api, "op", n).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_kib(op.0.id());
+    println!(
+        "M={m}: operator RSS {:.1} MiB with {m} allocated Services",
+        rss as f64 / 1024.0
+    );
+    drop(op);
+    let t0 = Instant::now();
+    let _op = start_operator("3")?;
+    let probe = format!("probe-{}", m);
+    create_one(&api, &probe, &class).await?;
+    wait_allocated(&api, "probe", 1).await?;
+    let log = std::fs::read_to_string(lab_dir().join(format!("logs/{id}-3.log")))?;
+    let rebuild = log
+        .lines()
+        .find(|l| l.contains("rebuilt allocations"))
+        .unwrap_or("")
+        .to_string();
+    println!(
+        "M={m}: after a restart a new Service had its address in {:.2}s (lease expiry included); {}",
+        t0.elapsed().as_secs_f64(),
+        rebuild
+            .split("rebuilt")
+            .nth(1)
+            .map(|s| format!("rebuilt{s}"))
+            .unwrap_or_default()
+    );
+
+    run_kubectl(&lab, &["delete", "namespace", &ns, "--wait=false"])?;
+    run_kubectl(&lab, &["delete", "addresspool", &id, "--wait=false"])?;
+    Ok(())
+}
+
+async fn create(api: &Api<Service>, prefix: &str, n: usize, class: &str) -> anyhow::Result<()> {
+    futures::stream::iter(0..n)
+        .map(|i| async move { create_one(api, &format!("{prefix}-{i}"), class).await })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
+}
+
+async fn create_one(api: &Api<Service>, name: &str, class: &str) -> anyhow::Result<()> {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": class, "ports": [{"port": 80}], "allocateLoadBalancerNodePorts": false},
+    }))?;
+    api.create(&PostParams::default(), &svc).await?;
+    Ok(())
+}
+
+async fn wait_allocated(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let done: BTreeMap<_, _> = list
+            .items
+            .iter()
+            .filter(|s| s.metadata.name.as_deref().unwrap_or("").starts_with(prefix))
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| st.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.as_ref())
+                    .is_some_and(|i| !i.is_empty())
+            })
+            .map(|s| (s.metadata.name.clone(), ()))
+            .collect();
+        if done.len() >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} of {n} {prefix} Services allocated", done.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn run_kubectl(lab: &barelb_testsupport::lab::Lab, args: &[&str]) -> anyhow::Result<()> {
+    let out = lab.kubectl(args);
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
