@@ -104,9 +104,14 @@ async fn main() -> anyhow::Result<()> {
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "N={n}: operator {:.2}s ({:.0} Services/s) | plain client status patches {:.2}s ({:.0}/s), ratio {:.2} | plain client annotation+status {:.2}s ({:.0}/s), ratio {:.2}",
-        operator_time.as_secs_f64(), rate(operator_time),
-        status_only.as_secs_f64(), rate(status_only), operator_time.as_secs_f64() / status_only.as_secs_f64(),
-        same_writes.as_secs_f64(), rate(same_writes), operator_time.as_secs_f64() / same_writes.as_secs_f64(),
+        operator_time.as_secs_f64(),
+        rate(operator_time),
+        status_only.as_secs_f64(),
+        rate(status_only),
+        operator_time.as_secs_f64() / status_only.as_secs_f64(),
+        same_writes.as_secs_f64(),
+        rate(same_writes),
+        operator_time.as_secs_f64() / same_writes.as_secs_f64(),
     );
 
     // 2. M allocated Services: RSS, then a restart.
@@ -150,7 +155,12 @@ async fn main() -> anyhow::Result<()> {
 
 /// Writes what the operator writes, from a plain client with the same
 /// concurrency: a status patch per Service, and the annotation first if asked.
-async fn raw_writes(api: &Api<Service>, prefix: &str, n: usize, annotation: bool) -> anyhow::Result<Duration> {
+async fn raw_writes(
+    api: &Api<Service>,
+    prefix: &str,
+    n: usize,
+    annotation: bool,
+) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
