@@ -2,6 +2,7 @@
 //! they install, valid objects are accepted and shown with their printer
 //! columns, and invalid ones are refused by the apiserver itself with a
 //! message that names the field.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 use barelb_testsupport::lab::{lab, output_text};
 use barelb_testsupport::unique_name;

@@ -3,6 +3,7 @@
 //! fragmented the way random releases leave it.
 //!
 //!     cargo bench -p barelb-operator --bench ipam
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 use std::hint::black_box;
 use std::net::IpAddr;

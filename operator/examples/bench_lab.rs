@@ -8,6 +8,7 @@
 //!      and time to allocate again after a restart.
 //!
 //!     scripts/bench-operator [N] [M]      (defaults 2000 and 10000)
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,6 @@
 //! Allocation against the real apiserver of the lab: a real operator
 //! process per test, real Services, status read back through the API.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Addresses never move because the operator restarts or the leader changes.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 mod common;
 
@@ -148,7 +149,7 @@ async fn killing_the_leader_moves_no_address() {
         "p",
         r#"{addresses: ["198.18.8.0/24", "2001:db8:18::/120"], announce: {mode: L2}}"#,
     );
-    let mut ops = vec![t.operator(&FAST_LEASE), t.operator(&FAST_LEASE)];
+    let mut ops = [t.operator(&FAST_LEASE), t.operator(&FAST_LEASE)];
     create_many(&t, "svc", 20).await;
     let before = wait_all(&t, "svc", 20, Duration::from_secs(60)).await;
     assert_unique(&before);
