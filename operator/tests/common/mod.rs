@@ -250,16 +250,9 @@ impl Instance {
     }
 }
 
-/// The Service's ingress addresses.
+/// The Service's ingress addresses, read as the operator reads them.
 pub fn ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_ref()?.parse().ok())
-        .collect()
+    barelb_operator::request::ingress_ips(svc)
 }
 
 /// `(status, reason, message)` of the `barelb.io/Allocated` condition.
