@@ -94,3 +94,48 @@ pub fn readiness(defs: &[PoolDef]) -> BTreeMap<String, Result<(), String>> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::IpRange;
+
+    fn def(name: &str, entries: &[&str], created: i64) -> PoolDef {
+        let mut ranges = Vec::new();
+        let mut invalid = Vec::new();
+        for e in entries {
+            match IpRange::parse(e) {
+                Ok(r) => ranges.push(r),
+                Err(err) => invalid.push(err.to_string()),
+            }
+        }
+        PoolDef {
+            name: name.into(),
+            ranges,
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            priority: 100,
+            allow_cross_namespace_sharing: false,
+            mode: AnnounceMode::L2,
+            labels: BTreeMap::new(),
+            created: Timestamp::from_second(created).ok(),
+            generation: Some(1),
+            invalid,
+        }
+    }
+
+    #[test]
+    fn backwards_ipv6_range_makes_the_pool_not_ready() {
+        // The apiserver's CEL cannot order IPv6 addresses; the operator must.
+        let r = readiness(&[def("v6", &["2001:db8::9-2001:db8::1"], 1)]);
+        let why = r["v6"].clone().unwrap_err();
+        assert!(why.contains("starts after it ends"), "{why}");
+    }
+
+    #[test]
+    fn the_older_of_two_overlapping_pools_stays_in_force() {
+        let r = readiness(&[def("b-new", &["10.0.0.128/25"], 2), def("a-old", &["10.0.0.0/24"], 1)]);
+        assert!(r["a-old"].is_ok());
+        assert!(r["b-new"].as_ref().unwrap_err().contains("AddressPool a-old"));
+    }
+}
