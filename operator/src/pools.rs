@@ -134,8 +134,16 @@ mod tests {
 
     #[test]
     fn the_older_of_two_overlapping_pools_stays_in_force() {
-        let r = readiness(&[def("b-new", &["10.0.0.128/25"], 2), def("a-old", &["10.0.0.0/24"], 1)]);
+        let r = readiness(&[
+            def("b-new", &["10.0.0.128/25"], 2),
+            def("a-old", &["10.0.0.0/24"], 1),
+        ]);
         assert!(r["a-old"].is_ok());
-        assert!(r["b-new"].as_ref().unwrap_err().contains("AddressPool a-old"));
+        assert!(
+            r["b-new"]
+                .as_ref()
+                .unwrap_err()
+                .contains("AddressPool a-old")
+        );
     }
 }

@@ -84,6 +84,22 @@ impl Netns {
         Ok(Process { child })
     }
 
+    /// Like [`Netns::spawn`], with standard output and error going to `log`.
+    pub fn spawn_logged(&self, args: &[&str], log: &std::path::Path) -> anyhow::Result<Process> {
+        let (program, rest) = args.split_first().context("empty command")?;
+        let file =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let child = self
+            .command(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("spawn {args:?} in {}", self.name))?;
+        Ok(Process { child })
+    }
+
     /// `ip -n NS ARGS...`.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = run(Command::new("ip").arg("-n").arg(&self.name).args(args))?;

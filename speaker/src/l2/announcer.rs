@@ -1,0 +1,119 @@
+//! Answers ARP requests and Neighbor Solicitations for owned addresses on
+//! one interface, and announces each address when it is acquired
+//! (gratuitous ARP / unsolicited NA, repeated). Never answers for an
+//! address it does not own.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::socket::{PacketSocket, PacketType};
+use super::{Frame, arp, ndp};
+
+/// How take-overs are announced.
+#[derive(Clone, Copy, Debug)]
+pub struct AnnounceConfig {
+    /// Announcements sent per acquired address (the first at once).
+    pub count: u32,
+    /// Gap between repeats.
+    pub interval: Duration,
+}
+
+/// Counters, for logs and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub replies: u64,
+    pub gratuitous: u64,
+    pub malformed: u64,
+}
+
+/// Runs until `owned` is closed. The set in `owned` is the addresses this
+/// node answers for; a change takes effect at once, and newly acquired
+/// addresses are announced.
+pub async fn run(
+    sock: PacketSocket,
+    mut owned: watch::Receiver<BTreeSet<IpAddr>>,
+    cfg: AnnounceConfig,
+) -> std::io::Result<Counters> {
+    let mut counters = Counters::default();
+    let mut current: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut buf = vec![0u8; 65536];
+    let (ann_tx, mut ann_rx) = tokio::sync::mpsc::unbounded_channel::<(IpAddr, u32)>();
+    let mut changed = true;
+    loop {
+        if changed {
+            let next = owned.borrow_and_update().clone();
+            for ip in next.difference(&current) {
+                tracing::info!(address = %ip, mac = %sock.mac, "acquired: announcing");
+                let _ = ann_tx.send((*ip, 0));
+            }
+            for ip in current.difference(&next) {
+                tracing::info!(address = %ip, "released: no longer answering");
+            }
+            current = next;
+            changed = false;
+        }
+        tokio::select! {
+            res = owned.changed() => {
+                if res.is_err() {
+                    return Ok(counters);
+                }
+                changed = true;
+            }
+            Some((ip, sent)) = ann_rx.recv() => {
+                // Announce only what is still owned: a release stops repeats.
+                if current.contains(&ip) {
+                    for f in announcement(ip, sock.mac) {
+                        sock.send(&f).await?;
+                        counters.gratuitous += 1;
+                    }
+                    if sent + 1 < cfg.count {
+                        let tx = ann_tx.clone();
+                        let gap = cfg.interval;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(gap).await;
+                            let _ = tx.send((ip, sent + 1));
+                        });
+                    }
+                }
+            }
+            res = sock.recv(&mut buf) => {
+                let (n, kind) = res?;
+                if kind == PacketType::Outgoing {
+                    continue;
+                }
+                let reply = match Frame::parse(&buf[..n]) {
+                    Ok(Frame::Arp(a)) if a.op == arp::OP_REQUEST && current.contains(&IpAddr::V4(a.target_ip)) => {
+                        counters.requests += 1;
+                        // A gratuitous ARP of our own address by someone else is a claim, not a question.
+                        (a.sender_ip != a.target_ip).then(|| arp::reply(&a, sock.mac))
+                    }
+                    Ok(Frame::NeighborSolicit(ns)) if current.contains(&IpAddr::V6(ns.target)) => {
+                        counters.requests += 1;
+                        Some(ndp::answer(&ns, sock.mac))
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        counters.malformed += 1;
+                        tracing::trace!(error = %e, "ignoring a frame");
+                        None
+                    }
+                };
+                if let Some(f) = reply {
+                    sock.send(&f).await?;
+                    counters.replies += 1;
+                }
+            }
+        }
+    }
+}
+
+fn announcement(ip: IpAddr, mac: super::Mac) -> Vec<Vec<u8>> {
+    match ip {
+        IpAddr::V4(v4) => arp::gratuitous(v4, mac).to_vec(),
+        IpAddr::V6(v6) => vec![ndp::unsolicited(v6, mac)],
+    }
+}

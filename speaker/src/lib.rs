@@ -1,0 +1,4 @@
+//! barelb-speaker as a library: layer-2 announcements (ARP/NDP) today; BGP
+//! and the control-channel client join as their issues land.
+
+pub mod l2;
