@@ -117,6 +117,36 @@ fn take_over_flips_the_clients_neighbour_entry() {
 }
 
 #[test]
+fn a_second_owner_is_noticed_as_a_conflict() {
+    let topo = Topology::build(&["a", "b", "client"]).unwrap();
+    let (a, b) = (topo.host("a"), topo.host("b"));
+    let mut first = speaker(a, &[VIP4, VIP6]);
+    let _second = speaker(b, &[VIP4, VIP6]);
+    std::thread::sleep(Duration::from_millis(500));
+    first.terminate();
+    let log = std::fs::read_to_string(
+        barelb_testsupport::lab::lab_dir().join(format!("logs/{}-speaker.log", a.ns.name())),
+    )
+    .unwrap();
+    let stop = log
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        log.contains("another host claims an address") && log.contains(&b.mac),
+        "{log}"
+    );
+    let conflicts: u64 = stop
+        .split("conflicts: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(conflicts >= 2, "both families seen as conflicts: {stop}");
+}
+
+#[test]
 fn malformed_frames_do_not_stop_the_speaker() {
     let topo = Topology::build(&["node", "client"]).unwrap();
     let (node, client) = (topo.host("node"), topo.host("client"));

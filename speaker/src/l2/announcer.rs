@@ -28,6 +28,8 @@ pub struct Counters {
     pub replies: u64,
     pub gratuitous: u64,
     pub malformed: u64,
+    /// Frames in which another MAC claimed an address this node owns.
+    pub conflicts: u64,
 }
 
 /// Runs until `owned` is closed. The set in `owned` is the addresses this
@@ -85,7 +87,12 @@ pub async fn run(
                 if kind == PacketType::Outgoing {
                     continue;
                 }
-                let reply = match Frame::parse(&buf[..n]) {
+                let frame = Frame::parse(&buf[..n]);
+                if let Some((ip, other)) = claim_by_other(&frame, &current, sock.mac) {
+                    counters.conflicts += 1;
+                    tracing::warn!(address = %ip, other_mac = %other, "another host claims an address this node announces");
+                }
+                let reply = match frame {
                     Ok(Frame::Arp(a)) if a.op == arp::OP_REQUEST && current.contains(&IpAddr::V4(a.target_ip)) => {
                         counters.requests += 1;
                         // A gratuitous ARP of our own address by someone else is a claim, not a question.
@@ -108,6 +115,25 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// An ARP packet or Neighbor Advertisement in which a MAC other than ours
+/// says it has an address we own: the input of the yield rule.
+fn claim_by_other(
+    frame: &Result<Frame, super::FrameError>,
+    owned: &BTreeSet<IpAddr>,
+    me: super::Mac,
+) -> Option<(IpAddr, super::Mac)> {
+    match frame {
+        Ok(Frame::Arp(a)) if a.sender_mac != me && owned.contains(&IpAddr::V4(a.sender_ip)) => {
+            Some((IpAddr::V4(a.sender_ip), a.sender_mac))
+        }
+        Ok(Frame::NeighborAdvert(na)) if owned.contains(&IpAddr::V6(na.target)) => {
+            let mac = na.target_mac.unwrap_or(na.eth_src);
+            (mac != me).then_some((IpAddr::V6(na.target), mac))
+        }
+        _ => None,
     }
 }
 

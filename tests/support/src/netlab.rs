@@ -130,6 +130,20 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Asks it to stop (SIGTERM) and waits up to 5 s, then kills it.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.kill();
+    }
+
     /// Kills it now (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
