@@ -30,7 +30,9 @@ fn speaker(host: &Host, addrs: &[String]) -> Process {
     for a in addrs {
         args.extend(["--address", a.as_str()]);
     }
-    host.ns.spawn_logged(&args, std::path::Path::new("/dev/null")).unwrap()
+    host.ns
+        .spawn_logged(&args, std::path::Path::new("/dev/null"))
+        .unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -38,13 +40,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let moves: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let moves: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     let topo = Topology::build(&["a", "b", "client"]).unwrap();
     let (a, b, client) = (topo.host("a"), topo.host("b"), topo.host("client"));
     let vips = vec![VIP4.to_string(), VIP6.to_string()];
 
     // Every neighbour change the client's kernel makes, timestamped on arrival.
-    let mut monitor = client.ns.command("ip").args(["monitor", "neigh"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut monitor = client
+        .ns
+        .command("ip")
+        .args(["monitor", "neigh"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let out = monitor.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -66,7 +77,9 @@ fn main() {
         owner = speaker(next, &vips);
         let (mut d4, mut d6) = (None, None);
         while d4.is_none() || d6.is_none() {
-            let (at, line) = rx.recv_timeout(Duration::from_secs(5)).expect("neighbour entry did not flip within 5 s");
+            let (at, line) = rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("neighbour entry did not flip within 5 s");
             if line.contains(&next.mac) {
                 if line.starts_with(&format!("{VIP4} ")) {
                     d4.get_or_insert(at - t0);
@@ -122,18 +135,46 @@ el = time.time() - t0 - 1.0
 print(n, got, el)
 "#;
     let n = 200_000;
-    let out = client.ns.exec(&["python3", "-c", flood, "eth0", VIP4, &client.mac, &a.mac, &n.to_string()]).unwrap();
-    let parts: Vec<f64> = out.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let out = client
+        .ns
+        .exec(&[
+            "python3",
+            "-c",
+            flood,
+            "eth0",
+            VIP4,
+            &client.mac,
+            &a.mac,
+            &n.to_string(),
+        ])
+        .unwrap();
+    let parts: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     println!(
         "ARP: {} requests sent in {:.2} s, {} replies ({:.0} replies/s; {:.1}% answered)",
-        parts[0], parts[2], parts[1], parts[1] / parts[2], 100.0 * parts[1] / parts[0]
+        parts[0],
+        parts[2],
+        parts[1],
+        parts[1] / parts[2],
+        100.0 * parts[1] / parts[0]
     );
 
     // RSS with 1,000 owned addresses.
-    let many: Vec<String> = (0..1000).map(|i| format!("198.18.{}.{}", 10 + i / 250, 1 + i % 250)).collect();
+    let many: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", 10 + i / 250, 1 + i % 250))
+        .collect();
     let big = speaker(b, &many);
     std::thread::sleep(Duration::from_secs(3));
     let status = std::fs::read_to_string(format!("/proc/{}/status", big.pid())).unwrap_or_default();
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").to_string();
-    println!("speaker with 1000 owned addresses: {}", rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "));
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or("VmRSS: ?")
+        .to_string();
+    println!(
+        "speaker with 1000 owned addresses: {}",
+        rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    );
 }
