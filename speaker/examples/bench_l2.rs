@@ -96,6 +96,7 @@ fn main() {
     }
     owner.kill();
     let _ = monitor.kill();
+    let _ = monitor.wait();
     lat4.sort();
     lat6.sort();
     for (fam, l) in [("IPv4", &lat4), ("IPv6", &lat6)] {
