@@ -2,3 +2,4 @@
 //! and the control-channel client join as their issues land.
 
 pub mod l2;
+pub mod metrics;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use barelb_speaker::l2::announcer::{self, AnnounceConfig};
+use barelb_speaker::l2::link::LinkMonitor;
 use barelb_speaker::l2::socket::PacketSocket;
+use barelb_speaker::metrics::{InterfaceLabels, L2Metrics};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -35,6 +37,13 @@ enum Mode {
         /// Milliseconds between those rounds.
         #[arg(long, default_value_t = 500)]
         announce_interval_ms: u64,
+        /// Re-announce every owned address this often (ms), for switches that
+        /// age out MAC tables. Default: never.
+        #[arg(long)]
+        refresh_interval_ms: Option<u64>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
 }
 
@@ -52,16 +61,29 @@ async fn main() -> anyhow::Result<()> {
             addresses,
             announce_count,
             announce_interval_ms,
+            refresh_interval_ms,
+            metrics_addr,
         } => {
             let sock = PacketSocket::open(&interface)
                 .with_context(|| format!("open a raw socket on {interface} (needs CAP_NET_RAW)"))?;
             tracing::info!(interface, mac = %sock.mac, addresses = ?addresses, "announcing");
+            let metrics = L2Metrics::new();
+            if let Some(addr) = metrics_addr {
+                let m = metrics.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = barelb_speaker::metrics::serve(addr, m).await {
+                        tracing::error!(error = %e, "metrics endpoint stopped");
+                    }
+                });
+            }
+            spawn_link_watch(&interface, sock.ifindex, metrics.clone())?;
             let (tx, rx) = watch::channel(addresses.into_iter().collect::<BTreeSet<_>>());
             let cfg = AnnounceConfig {
                 count: announce_count.max(1),
                 interval: Duration::from_millis(announce_interval_ms),
+                refresh: refresh_interval_ms.map(Duration::from_millis),
             };
-            let task = tokio::spawn(announcer::run(sock, rx, cfg));
+            let task = tokio::spawn(announcer::run(sock, rx, cfg, metrics));
             shutdown_signal().await;
             drop(tx);
             let counters = task.await.context("announcer task")??;
@@ -69,6 +91,52 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Logs and counts carrier changes on the announcing interface.
+fn spawn_link_watch(
+    interface: &str,
+    ifindex: i32,
+    metrics: std::sync::Arc<L2Metrics>,
+) -> anyhow::Result<()> {
+    let monitor = LinkMonitor::open(ifindex).context("subscribe to netlink link events")?;
+    let labels = InterfaceLabels {
+        interface: interface.to_string(),
+    };
+    let carrier = std::fs::read_to_string(format!("/sys/class/net/{interface}/carrier"))
+        .map(|c| c.trim() == "1")
+        .unwrap_or(true);
+    metrics
+        .link_up
+        .get_or_create(&labels)
+        .set(i64::from(carrier));
+    let interface = interface.to_string();
+    tokio::spawn(async move {
+        let mut up = carrier;
+        loop {
+            match monitor.next().await {
+                Ok(now) if now != up => {
+                    up = now;
+                    metrics.link_up.get_or_create(&labels).set(i64::from(up));
+                    metrics.carrier_changes.get_or_create(&labels).inc();
+                    if up {
+                        tracing::info!(interface, "carrier regained");
+                    } else {
+                        tracing::warn!(
+                            interface,
+                            "carrier lost: this node cannot deliver its addresses"
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "link monitor stopped");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn shutdown_signal() {

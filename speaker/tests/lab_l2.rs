@@ -275,3 +275,71 @@ fn take_over_announcements_have_the_right_fields() {
         assert_eq!(r[5], node.mac);
     }
 }
+
+fn scrape(host: &Host) -> String {
+    let out = host
+        .ns
+        .exec_output(&["curl", "-s", "http://127.0.0.1:9465/metrics"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn metrics_count_per_address_and_carrier_loss_is_seen() {
+    let topo = Topology::build(&["node", "client"]).unwrap();
+    let (node, client) = (topo.host("node"), topo.host("client"));
+    let bin = env!("CARGO_BIN_EXE_barelb-speaker");
+    let log = barelb_testsupport::lab::lab_dir()
+        .join(format!("logs/{}-metrics-speaker.log", node.ns.name()));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let _sp = node
+        .ns
+        .spawn_logged(
+            &[
+                bin,
+                "l2",
+                "--interface",
+                "eth0",
+                "--address",
+                VIP4,
+                "--metrics-addr",
+                "127.0.0.1:9465",
+            ],
+            &log,
+        )
+        .unwrap();
+    // All three announcement rounds (0, 0.5 and 1 s) are out by now.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(arping(client, VIP4).0, 1);
+    let m = scrape(node);
+    for line in [
+        format!("barelb_l2_replies_total{{address=\"{VIP4}\"}} 1"),
+        format!("barelb_l2_requests_total{{address=\"{VIP4}\"}} 1"),
+        format!("barelb_l2_gratuitous_total{{address=\"{VIP4}\"}} 6"),
+        "barelb_link_up{interface=\"eth0\"} 1".to_string(),
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+    // The lan side of the node's veth goes down: the node loses carrier.
+    topo.lan.ip(&["link", "set", "p0", "down"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let m = scrape(node);
+        if m.lines()
+            .any(|l| l == "barelb_link_up{interface=\"eth0\"} 0")
+        {
+            assert!(
+                m.contains("barelb_link_carrier_changes_total{interface=\"eth0\"} 1"),
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "carrier loss not seen:\n{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("carrier lost")
+    );
+}

@@ -5,12 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::socket::{PacketSocket, PacketType};
 use super::{Frame, arp, ndp};
+use crate::metrics::L2Metrics;
 
 /// How take-overs are announced.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +21,9 @@ pub struct AnnounceConfig {
     pub count: u32,
     /// Gap between repeats.
     pub interval: Duration,
+    /// Re-announce every owned address this often, for switches that age
+    /// out their MAC tables. None: never.
+    pub refresh: Option<Duration>,
 }
 
 /// Counters, for logs and metrics.
@@ -39,12 +44,16 @@ pub async fn run(
     sock: PacketSocket,
     mut owned: watch::Receiver<BTreeSet<IpAddr>>,
     cfg: AnnounceConfig,
+    metrics: Arc<L2Metrics>,
 ) -> std::io::Result<Counters> {
     let mut counters = Counters::default();
     let mut current: BTreeSet<IpAddr> = BTreeSet::new();
     let mut buf = vec![0u8; 65536];
     let (ann_tx, mut ann_rx) = tokio::sync::mpsc::unbounded_channel::<(IpAddr, u32)>();
     let mut changed = true;
+    let mut refresh = cfg
+        .refresh
+        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     loop {
         if changed {
             let next = owned.borrow_and_update().clone();
@@ -54,6 +63,7 @@ pub async fn run(
             }
             for ip in current.difference(&next) {
                 tracing::info!(address = %ip, "released: no longer answering");
+                metrics.forget(ip);
             }
             current = next;
             changed = false;
@@ -65,12 +75,22 @@ pub async fn run(
                 }
                 changed = true;
             }
+            _ = async { match refresh.as_mut() { Some(r) => { r.tick().await; } None => std::future::pending::<()>().await } } => {
+                for ip in &current {
+                    for f in announcement(*ip, sock.mac) {
+                        sock.send(&f).await?;
+                        counters.gratuitous += 1;
+                        metrics.gratuitous.get_or_create(&L2Metrics::addr(ip)).inc();
+                    }
+                }
+            }
             Some((ip, sent)) = ann_rx.recv() => {
                 // Announce only what is still owned: a release stops repeats.
                 if current.contains(&ip) {
                     for f in announcement(ip, sock.mac) {
                         sock.send(&f).await?;
                         counters.gratuitous += 1;
+                        metrics.gratuitous.get_or_create(&L2Metrics::addr(&ip)).inc();
                     }
                     if sent + 1 < cfg.count {
                         let tx = ann_tx.clone();
@@ -90,28 +110,31 @@ pub async fn run(
                 let frame = Frame::parse(&buf[..n]);
                 if let Some((ip, other)) = claim_by_other(&frame, &current, sock.mac) {
                     counters.conflicts += 1;
+                    metrics.conflicts.get_or_create(&L2Metrics::addr(&ip)).inc();
                     tracing::warn!(address = %ip, other_mac = %other, "another host claims an address this node announces");
                 }
                 let reply = match frame {
                     Ok(Frame::Arp(a)) if a.op == arp::OP_REQUEST && current.contains(&IpAddr::V4(a.target_ip)) => {
-                        counters.requests += 1;
                         // A gratuitous ARP of our own address by someone else is a claim, not a question.
-                        (a.sender_ip != a.target_ip).then(|| arp::reply(&a, sock.mac))
+                        (a.sender_ip != a.target_ip).then(|| (IpAddr::V4(a.target_ip), arp::reply(&a, sock.mac)))
                     }
                     Ok(Frame::NeighborSolicit(ns)) if current.contains(&IpAddr::V6(ns.target)) => {
-                        counters.requests += 1;
-                        Some(ndp::answer(&ns, sock.mac))
+                        Some((IpAddr::V6(ns.target), ndp::answer(&ns, sock.mac)))
                     }
                     Ok(_) => None,
                     Err(e) => {
                         counters.malformed += 1;
+                        metrics.malformed.inc();
                         tracing::trace!(error = %e, "ignoring a frame");
                         None
                     }
                 };
-                if let Some(f) = reply {
+                if let Some((ip, f)) = reply {
+                    counters.requests += 1;
+                    metrics.requests.get_or_create(&L2Metrics::addr(&ip)).inc();
                     sock.send(&f).await?;
                     counters.replies += 1;
+                    metrics.replies.get_or_create(&L2Metrics::addr(&ip)).inc();
                 }
             }
         }
