@@ -1,12 +1,13 @@
 //! barelb-speaker: announces the addresses assigned to this node over ARP/NDP
 //! (BGP to come). It never talks to the kube-apiserver.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use barelb_speaker::l2::announcer::{self, AnnounceConfig};
+use barelb_speaker::l2::iface;
 use barelb_speaker::l2::link::LinkMonitor;
 use barelb_speaker::l2::socket::PacketSocket;
 use barelb_speaker::metrics::{InterfaceLabels, L2Metrics};
@@ -25,9 +26,11 @@ struct Args {
 enum Mode {
     /// Standalone layer 2: answer ARP/NDP for ADDRESSes on INTERFACE until SIGTERM.
     L2 {
-        /// Interface to answer on.
-        #[arg(long)]
-        interface: String,
+        /// Interface to answer on (repeat to allow several). Default: for each
+        /// address, the interface whose subnet holds it, else the one with the
+        /// default route; never loopback or container veths unless named.
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
         /// An address to own (repeat for more; IPv4 or IPv6).
         #[arg(long = "address", required = true)]
         addresses: Vec<IpAddr>,
@@ -57,16 +60,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Args::parse().mode {
         Mode::L2 {
-            interface,
+            interfaces,
             addresses,
             announce_count,
             announce_interval_ms,
             refresh_interval_ms,
             metrics_addr,
         } => {
-            let sock = PacketSocket::open(&interface)
-                .with_context(|| format!("open a raw socket on {interface} (needs CAP_NET_RAW)"))?;
-            tracing::info!(interface, mac = %sock.mac, addresses = ?addresses, "announcing");
             let metrics = L2Metrics::new();
             if let Some(addr) = metrics_addr {
                 let m = metrics.clone();
@@ -76,18 +76,40 @@ async fn main() -> anyhow::Result<()> {
                     }
                 });
             }
-            spawn_link_watch(&interface, sock.ifindex, metrics.clone())?;
-            let (tx, rx) = watch::channel(addresses.into_iter().collect::<BTreeSet<_>>());
+            let ifaddrs = iface::addresses().context("list interface addresses")?;
+            let mut by_interface: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+            for a in addresses {
+                let route = iface::default_route(&a);
+                let Some(chosen) = iface::choose(&a, &interfaces, &ifaddrs, route.as_deref())
+                else {
+                    anyhow::bail!("no interface to announce {a} on: name one with --interface");
+                };
+                by_interface.entry(chosen).or_default().insert(a);
+            }
             let cfg = AnnounceConfig {
                 count: announce_count.max(1),
                 interval: Duration::from_millis(announce_interval_ms),
                 refresh: refresh_interval_ms.map(Duration::from_millis),
             };
-            let task = tokio::spawn(announcer::run(sock, rx, cfg, metrics));
+            let mut running = Vec::new();
+            for (interface, owned) in by_interface {
+                let sock = PacketSocket::open(&interface).with_context(|| {
+                    format!("open a raw socket on {interface} (needs CAP_NET_RAW)")
+                })?;
+                tracing::info!(interface, mac = %sock.mac, addresses = ?owned, "announcing");
+                spawn_link_watch(&interface, sock.ifindex, metrics.clone())?;
+                let (tx, rx) = watch::channel(owned);
+                running.push((
+                    tx,
+                    tokio::spawn(announcer::run(sock, rx, cfg, metrics.clone())),
+                ));
+            }
             shutdown_signal().await;
-            drop(tx);
-            let counters = task.await.context("announcer task")??;
-            tracing::info!(?counters, "stopped");
+            for (tx, task) in running {
+                drop(tx);
+                let counters = task.await.context("announcer task")??;
+                tracing::info!(?counters, "stopped");
+            }
             Ok(())
         }
     }

@@ -343,3 +343,31 @@ fn metrics_count_per_address_and_carrier_loss_is_seen() {
             .contains("carrier lost")
     );
 }
+
+#[test]
+fn without_interface_it_picks_the_one_whose_subnet_holds_the_address() {
+    let topo = Topology::build(&["node", "client"]).unwrap();
+    let (node, client) = (topo.host("node"), topo.host("client"));
+    let bin = env!("CARGO_BIN_EXE_barelb-speaker");
+    let log = barelb_testsupport::lab::lab_dir()
+        .join(format!("logs/{}-auto-speaker.log", node.ns.name()));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let _sp = node
+        .ns
+        .spawn_logged(&[bin, "l2", "--address", VIP4], &log)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(arping(client, VIP4), (1, vec![node.mac.clone()]));
+
+    // No subnet holds it and the namespace has no default route: refused, with the fix.
+    let out = node
+        .ns
+        .exec_output(&[bin, "l2", "--address", "192.0.2.1"])
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no interface to announce 192.0.2.1 on: name one with --interface"),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@
 
 pub mod announcer;
 pub mod arp;
+pub mod iface;
 pub mod link;
 pub mod ndp;
 pub mod socket;
