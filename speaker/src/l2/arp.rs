@@ -120,6 +120,37 @@ mod tests {
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 198, 18, 0, 100, // target
     ];
 
+    /// Captured on a lab veth: `arping -c1 -I ca 198.18.0.100` (iputils
+    /// 20221126) from 02:42:b1:00:00:0c / 198.18.0.12. Note the broadcast
+    /// target MAC iputils puts in the request.
+    const CAPTURED_ARPING: &str =
+        "ffffffffffff0242b100000c080600010800060400010242b100000cc612000cffffffffffffc6120064";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn parses_a_captured_arping_request() {
+        let Ok(Frame::Arp(arp)) = Frame::parse(&unhex(CAPTURED_ARPING)) else {
+            panic!("not ARP")
+        };
+        assert_eq!(arp.op, OP_REQUEST);
+        assert_eq!(arp.sender_mac, Mac([0x02, 0x42, 0xb1, 0, 0, 0x0c]));
+        assert_eq!(arp.sender_ip, Ipv4Addr::new(198, 18, 0, 12));
+        assert_eq!(arp.target_mac, Mac::BROADCAST);
+        assert_eq!(arp.target_ip, Ipv4Addr::new(198, 18, 0, 100));
+        // The reply goes back to the asker, from us, about the asked address.
+        let me = Mac([0x02, 0x42, 0xb1, 0, 0, 0x0a]);
+        let expected = unhex(
+            "0242b100000c0242b100000a080600010800060400020242b100000ac61200640242b100000cc612000c",
+        );
+        assert_eq!(reply(&arp, me), expected);
+    }
+
     #[test]
     fn parses_a_request_byte_for_byte() {
         let Ok(Frame::Arp(arp)) = Frame::parse(&REQUEST) else {

@@ -246,6 +246,40 @@ mod tests {
     const CLIENT_MAC: Mac = Mac([2, 0x42, 0xb1, 0, 0, 0x0c]);
     const ME: Mac = Mac([2, 0x42, 0xb1, 0, 0, 0x0a]);
 
+    /// Captured on a lab veth: `ndisc6 -1 -r1 2001:db8:18::100 ca` (ndisc6
+    /// 1.0.5) from 02:42:b1:00:00:0c, sourced from its link-local address.
+    const CAPTURED_NDISC6: &str = "3333ff0001000242b100000c86dd600d880100203afffe800000000000000042b1fffe00000cff0200000000000000000001ff0001008700e7af0000000020010db800180000000000000000010001010242b100000c";
+
+    #[test]
+    fn parses_a_captured_ndisc6_solicitation_and_answers_it() {
+        let bytes: Vec<u8> = (0..CAPTURED_NDISC6.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&CAPTURED_NDISC6[i..i + 2], 16).unwrap())
+            .collect();
+        let Ok(Frame::NeighborSolicit(ns)) = Frame::parse(&bytes) else {
+            panic!("not NS")
+        };
+        let link_local: Ipv6Addr = "fe80::42:b1ff:fe00:c".parse().unwrap();
+        assert_eq!(
+            (ns.src, ns.target, ns.source_mac),
+            (link_local, VIP, Some(CLIENT_MAC))
+        );
+        let na = answer(&ns, ME);
+        let Ok(Frame::NeighborAdvert(adv)) = Frame::parse(&na) else {
+            panic!("answer is not a valid NA")
+        };
+        assert_eq!(&na[..6], &CLIENT_MAC.0);
+        assert_eq!(
+            &na[14 + 24..14 + 40],
+            &link_local.octets(),
+            "unicast back to the asker"
+        );
+        assert_eq!(
+            (adv.target, adv.flags, adv.target_mac),
+            (VIP, FLAG_SOLICITED | FLAG_OVERRIDE, Some(ME))
+        );
+    }
+
     #[test]
     fn parses_a_solicitation() {
         let f = solicitation(CLIENT, VIP, CLIENT_MAC);
