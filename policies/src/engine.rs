@@ -1,0 +1,292 @@
+//! Compiling and evaluating policies.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use kube_cel::{KubeCelExt, cel};
+
+use crate::inputs::Inputs;
+
+/// What a denying policy does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Action {
+    #[default]
+    Deny,
+    Warn,
+}
+
+/// One rule as written in a LoadBalancerPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSource {
+    pub name: String,
+    pub expression: String,
+    pub message: Option<String>,
+    pub message_expression: Option<String>,
+}
+
+/// A LoadBalancerPolicy as the engine needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicySource {
+    pub name: String,
+    /// `metadata.generation`: the compile cache key.
+    pub generation: i64,
+    pub action: Action,
+    pub rules: Vec<RuleSource>,
+}
+
+/// Bounds on work.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest expression accepted, in bytes.
+    pub max_expression: usize,
+    /// Largest input (labels, annotations, addresses) evaluated, in bytes.
+    pub max_input: usize,
+    /// Longest one rule may run.
+    pub max_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_expression: 4096,
+            max_input: 256 * 1024,
+            max_time: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A rule that does not compile: names the policy and rule, with position.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("LoadBalancerPolicy {policy} rule {rule}: {message}")]
+pub struct CompileError {
+    pub policy: String,
+    pub rule: String,
+    pub message: String,
+}
+
+struct CompiledRule {
+    source: RuleSource,
+    program: Arc<cel::Program>,
+    message_program: Option<Arc<cel::Program>>,
+}
+
+/// A policy whose rules all compiled.
+pub struct CompiledPolicy {
+    pub name: String,
+    pub generation: i64,
+    pub action: Action,
+    rules: Vec<CompiledRule>,
+}
+
+impl std::fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .field(
+                "rules",
+                &self
+                    .rules
+                    .iter()
+                    .map(|r| r.source.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The outcome of evaluating one policy against one claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refused, or admitted with a warning when the policy's action is Warn.
+    Refuse {
+        action: Action,
+        policy: String,
+        rule: String,
+        message: String,
+    },
+}
+
+/// Compiles policies (cached by name and generation) and evaluates them.
+#[derive(Default)]
+pub struct Engine {
+    limits: Limits,
+    cache: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(limits: Limits) -> Self {
+        Engine {
+            limits,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Compiles `src`, or returns the cached result for its generation.
+    pub fn compile(&self, src: &PolicySource) -> Result<Arc<CompiledPolicy>, CompileError> {
+        if let Ok(cache) = self.cache.lock()
+            && let Some(c) = cache
+                .get(&src.name)
+                .filter(|c| c.generation == src.generation)
+        {
+            return Ok(c.clone());
+        }
+        let err = |rule: &str, message: String| CompileError {
+            policy: src.name.clone(),
+            rule: rule.to_string(),
+            message,
+        };
+        let mut rules = Vec::new();
+        for r in &src.rules {
+            let program = self
+                .compile_one(&r.expression)
+                .map_err(|m| err(&r.name, m))?;
+            let message_program = match &r.message_expression {
+                Some(e) => Some(
+                    self.compile_one(e)
+                        .map_err(|m| err(&r.name, format!("messageExpression: {m}")))?,
+                ),
+                None => None,
+            };
+            rules.push(CompiledRule {
+                source: r.clone(),
+                program,
+                message_program,
+            });
+        }
+        let compiled = Arc::new(CompiledPolicy {
+            name: src.name.clone(),
+            generation: src.generation,
+            action: src.action,
+            rules,
+        });
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(src.name.clone(), compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    /// Forgets a deleted policy.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(name);
+        }
+    }
+
+    fn compile_one(&self, expr: &str) -> Result<Arc<cel::Program>, String> {
+        if expr.len() > self.limits.max_expression {
+            return Err(format!(
+                "expression is {} bytes; the limit is {}",
+                expr.len(),
+                self.limits.max_expression
+            ));
+        }
+        // The parser is third-party code fed user input: contain any panic.
+        let owned = expr.to_string();
+        match catch_unwind(AssertUnwindSafe(move || cel::Program::compile(&owned))) {
+            Ok(Ok(p)) => Ok(Arc::new(p)),
+            Ok(Err(e)) => Err(one_line(&e.to_string())),
+            Err(_) => Err("the CEL parser failed on this expression; simplify it".into()),
+        }
+    }
+
+    /// Evaluates every rule of `policy`; the first that does not return true
+    /// refuses the claim.
+    pub fn evaluate(&self, policy: &CompiledPolicy, inputs: &Inputs) -> Verdict {
+        let refuse = |rule: &str, message: String| Verdict::Refuse {
+            action: policy.action,
+            policy: policy.name.clone(),
+            rule: rule.to_string(),
+            message,
+        };
+        if inputs.size() > self.limits.max_input {
+            return refuse(
+                "-",
+                format!(
+                    "inputs are {} bytes, over the {}-byte limit",
+                    inputs.size(),
+                    self.limits.max_input
+                ),
+            );
+        }
+        for rule in &policy.rules {
+            match self.run(&rule.program, inputs) {
+                Ok(cel::Value::Bool(true)) => continue,
+                Ok(cel::Value::Bool(false)) => {
+                    let message = self.message(rule, inputs);
+                    return refuse(&rule.source.name, message);
+                }
+                Ok(other) => {
+                    return refuse(
+                        &rule.source.name,
+                        format!("expression returned {other:?}, not a bool"),
+                    );
+                }
+                Err(e) => return refuse(&rule.source.name, format!("evaluation error: {e}")),
+            }
+        }
+        Verdict::Allow
+    }
+
+    fn message(&self, rule: &CompiledRule, inputs: &Inputs) -> String {
+        if let Some(p) = &rule.message_program
+            && let Ok(cel::Value::String(s)) = self.run(p, inputs)
+        {
+            return one_line(&s);
+        }
+        rule.source
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("failed rule: {}", rule.source.expression))
+    }
+
+    /// Runs a program on its own thread under a time limit, containing panics.
+    fn run(&self, program: &Arc<cel::Program>, inputs: &Inputs) -> Result<cel::Value, String> {
+        let (tx, rx) = mpsc::channel();
+        let program = program.clone();
+        let inputs = inputs.clone();
+        std::thread::spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut ctx = cel::Context::default().with_all();
+                for (name, value) in [
+                    ("namespace", serde_json::to_value(&inputs.namespace)),
+                    ("service", serde_json::to_value(&inputs.service)),
+                    ("pool", serde_json::to_value(&inputs.pool)),
+                    ("request", serde_json::to_value(&inputs.request)),
+                ] {
+                    let value = value.map_err(|e| e.to_string())?;
+                    ctx.add_variable(name, value).map_err(|e| e.to_string())?;
+                }
+                program.execute(&ctx).map_err(|e| e.to_string())
+            }));
+            let _ = tx.send(
+                result.unwrap_or_else(|_| Err("the CEL interpreter failed on this rule".into())),
+            );
+        });
+        match rx.recv_timeout(self.limits.max_time) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "rule took longer than {:?}; simplify it",
+                self.limits.max_time
+            )),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

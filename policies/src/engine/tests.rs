@@ -1,0 +1,182 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::inputs::{NamespaceInput, PoolInput, RequestInput, ServiceInput};
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn inputs(ns_labels: &[(&str, &str)], pool_labels: &[(&str, &str)]) -> Inputs {
+    Inputs {
+        namespace: NamespaceInput {
+            name: "team-a".into(),
+            labels: labels(ns_labels),
+            annotations: BTreeMap::new(),
+        },
+        service: ServiceInput {
+            name: "web".into(),
+            namespace: "team-a".into(),
+            ..Default::default()
+        },
+        pool: PoolInput {
+            name: "shared".into(),
+            labels: labels(pool_labels),
+            addresses: vec!["10.0.10.0/24".into()],
+        },
+        request: RequestInput {
+            pool: String::new(),
+            ips: vec!["10.0.10.7".into()],
+            automatic: false,
+        },
+    }
+}
+
+fn policy(rules: &[(&str, &str)]) -> PolicySource {
+    PolicySource {
+        name: "p".into(),
+        generation: 1,
+        action: Action::Deny,
+        rules: rules
+            .iter()
+            .map(|(n, e)| RuleSource {
+                name: n.to_string(),
+                expression: e.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn team_labels_must_match() {
+    let engine = Engine::default();
+    let mut src = policy(&[(
+        "team-matches",
+        "namespace.labels['team'] == pool.labels['team']",
+    )]);
+    src.rules[0].message = Some("namespace team must match pool team".into());
+    let p = engine.compile(&src).unwrap();
+    assert_eq!(
+        engine.evaluate(&p, &inputs(&[("team", "web")], &[("team", "web")])),
+        Verdict::Allow
+    );
+    let v = engine.evaluate(&p, &inputs(&[("team", "db")], &[("team", "web")]));
+    assert_eq!(
+        v,
+        Verdict::Refuse {
+            action: Action::Deny,
+            policy: "p".into(),
+            rule: "team-matches".into(),
+            message: "namespace team must match pool team".into()
+        }
+    );
+}
+
+#[test]
+fn kubernetes_cidr_and_ip_functions_work() {
+    let engine = Engine::default();
+    let p = engine
+        .compile(&policy(&[("in-range", "request.ips.all(ip, cidr('10.0.10.0/28').containsIP(ip)) && ip(request.ips[0]).family() == 4")]))
+        .unwrap();
+    assert_eq!(engine.evaluate(&p, &inputs(&[], &[])), Verdict::Allow);
+}
+
+#[test]
+fn compile_errors_name_policy_rule_and_position() {
+    let engine = Engine::default();
+    let err = engine
+        .compile(&policy(&[("ok", "true"), ("broken", "namespace.name ==")]))
+        .unwrap_err();
+    assert_eq!((err.policy.as_str(), err.rule.as_str()), ("p", "broken"));
+    assert!(err.message.contains("1:"), "position in {err}");
+    assert!(!err.to_string().contains('\n'));
+}
+
+#[test]
+fn message_expression_and_warn_action() {
+    let engine = Engine::default();
+    let mut src = policy(&[("prod-only", "namespace.labels['env'] == 'prod'")]);
+    src.action = Action::Warn;
+    src.rules[0].message_expression =
+        Some("'namespace ' + namespace.name + ' is not env=prod'".into());
+    let p = engine.compile(&src).unwrap();
+    match engine.evaluate(&p, &inputs(&[("env", "dev")], &[])) {
+        Verdict::Refuse {
+            action: Action::Warn,
+            message,
+            ..
+        } => assert_eq!(message, "namespace team-a is not env=prod"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_keys_and_non_bool_results_refuse_clearly() {
+    let engine = Engine::default();
+    let p = engine
+        .compile(&policy(&[("missing", "namespace.labels.team == 'x'")]))
+        .unwrap();
+    let Verdict::Refuse { message, .. } = engine.evaluate(&p, &inputs(&[], &[])) else {
+        panic!()
+    };
+    assert!(message.contains("evaluation error"), "{message}");
+    let mut number = policy(&[("number", "1 + 1")]);
+    number.generation = 2; // same name: a new generation replaces the cached one
+    let p = engine.compile(&number).unwrap();
+    let Verdict::Refuse { message, .. } = engine.evaluate(&p, &inputs(&[], &[])) else {
+        panic!()
+    };
+    assert!(message.contains("not a bool"), "{message}");
+}
+
+#[test]
+fn interpreter_panics_become_refusals() {
+    // cel 0.13 panics on struct literals (see FACTS.md): contained.
+    let engine = Engine::default();
+    let verdict = match engine.compile(&policy(&[("struct", "Foo{a: 1} == Foo{a: 1}")])) {
+        Ok(p) => engine.evaluate(&p, &inputs(&[], &[])),
+        Err(e) => Verdict::Refuse {
+            action: Action::Deny,
+            policy: e.policy,
+            rule: e.rule,
+            message: e.message,
+        },
+    };
+    assert!(matches!(verdict, Verdict::Refuse { .. }), "{verdict:?}");
+}
+
+#[test]
+fn bounds_on_expression_and_input_size() {
+    let engine = Engine::new(Limits {
+        max_expression: 32,
+        max_input: 64,
+        max_time: Duration::from_millis(100),
+    });
+    let long = format!("{} == 'x'", "namespace.name + ".repeat(10));
+    assert!(
+        engine
+            .compile(&policy(&[("long", &long)]))
+            .unwrap_err()
+            .message
+            .contains("limit")
+    );
+    let p = engine.compile(&policy(&[("t", "true")])).unwrap();
+    let big = inputs(&[("k", &"v".repeat(100))], &[]);
+    assert!(matches!(engine.evaluate(&p, &big), Verdict::Refuse { .. }));
+}
+
+#[test]
+fn compiles_once_per_generation() {
+    let engine = Engine::default();
+    let src = policy(&[("t", "true")]);
+    let a = engine.compile(&src).unwrap();
+    let b = engine.compile(&src).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let mut next = src.clone();
+    next.generation = 2;
+    assert!(!Arc::ptr_eq(&a, &engine.compile(&next).unwrap()));
+}
