@@ -10,16 +10,25 @@ use barelb_testsupport::netlab::{Host, Process, Topology};
 const VIP4: &str = "198.18.0.100";
 const VIP6: &str = "2001:db8:18::100";
 
-fn speaker(host: &Host, addresses: &[&str]) -> Process {
+/// Starts `barelb-speaker l2 ARGS…` in `host`, logging to
+/// target/lab/logs/<netns>-<tag>.log (returned).
+fn run_speaker(host: &Host, args: &[&str], tag: &str) -> (Process, std::path::PathBuf) {
     let bin = env!("CARGO_BIN_EXE_barelb-speaker");
-    let mut args = vec![bin, "l2", "--interface", &host.ifname];
+    let logs = barelb_testsupport::lab::lab_dir().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join(format!("{}-{tag}.log", host.ns.name()));
+    let mut full = vec![bin, "l2"];
+    full.extend_from_slice(args);
+    let p = host.ns.spawn_logged(&full, &log).expect("spawn speaker");
+    (p, log)
+}
+
+fn speaker(host: &Host, addresses: &[&str]) -> Process {
+    let mut args = vec!["--interface", host.ifname.as_str()];
     for a in addresses {
         args.extend(["--address", a]);
     }
-    let logs = barelb_testsupport::lab::lab_dir().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let log = logs.join(format!("{}-speaker.log", host.ns.name()));
-    let p = host.ns.spawn_logged(&args, &log).expect("spawn speaker");
+    let (p, _) = run_speaker(host, &args, "speaker");
     // The socket is open within milliseconds; give the first announcement time to go out.
     std::thread::sleep(Duration::from_millis(300));
     p
@@ -288,26 +297,18 @@ fn scrape(host: &Host) -> String {
 fn metrics_count_per_address_and_carrier_loss_is_seen() {
     let topo = Topology::build(&["node", "client"]).unwrap();
     let (node, client) = (topo.host("node"), topo.host("client"));
-    let bin = env!("CARGO_BIN_EXE_barelb-speaker");
-    let log = barelb_testsupport::lab::lab_dir()
-        .join(format!("logs/{}-metrics-speaker.log", node.ns.name()));
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let _sp = node
-        .ns
-        .spawn_logged(
-            &[
-                bin,
-                "l2",
-                "--interface",
-                "eth0",
-                "--address",
-                VIP4,
-                "--metrics-addr",
-                "127.0.0.1:9465",
-            ],
-            &log,
-        )
-        .unwrap();
+    let (_sp, log) = run_speaker(
+        node,
+        &[
+            "--interface",
+            "eth0",
+            "--address",
+            VIP4,
+            "--metrics-addr",
+            "127.0.0.1:9465",
+        ],
+        "metrics-speaker",
+    );
     // All three announcement rounds (0, 0.5 and 1 s) are out by now.
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(arping(client, VIP4).0, 1);
@@ -348,18 +349,12 @@ fn metrics_count_per_address_and_carrier_loss_is_seen() {
 fn without_interface_it_picks_the_one_whose_subnet_holds_the_address() {
     let topo = Topology::build(&["node", "client"]).unwrap();
     let (node, client) = (topo.host("node"), topo.host("client"));
-    let bin = env!("CARGO_BIN_EXE_barelb-speaker");
-    let log = barelb_testsupport::lab::lab_dir()
-        .join(format!("logs/{}-auto-speaker.log", node.ns.name()));
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let _sp = node
-        .ns
-        .spawn_logged(&[bin, "l2", "--address", VIP4], &log)
-        .unwrap();
+    let (_sp, _log) = run_speaker(node, &["--address", VIP4], "auto-speaker");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(arping(client, VIP4), (1, vec![node.mac.clone()]));
 
     // No subnet holds it and the namespace has no default route: refused, with the fix.
+    let bin = env!("CARGO_BIN_EXE_barelb-speaker");
     let out = node
         .ns
         .exec_output(&[bin, "l2", "--address", "192.0.2.1"])
