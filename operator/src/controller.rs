@@ -23,12 +23,15 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::allocator::{Allocator, Outcome};
+use crate::cel_policy::CelPolicies;
 use crate::index::{Change, Index, Touched};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
-use crate::policy::{AllowAll, PolicyCheck};
+use crate::policy::PolicyCheck;
 use crate::pools::PoolDef;
 use crate::request::{self, ClassPolicy, ServiceKey};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
+use barelb_api::LoadBalancerPolicy;
+use barelb_policies::Engine;
 
 /// How the controller behaves.
 #[derive(Clone, Debug)]
@@ -36,6 +39,8 @@ pub struct Settings {
     pub class: ClassPolicy,
     /// Label selector limiting the AddressPools this instance uses ("" = all).
     pub pool_selector: String,
+    /// Refuse claims on pools that no LoadBalancerPolicy selects.
+    pub default_deny_pools: bool,
     pub field_manager: String,
     pub identity: String,
     /// Writes to the apiserver in flight at once.
@@ -98,6 +103,14 @@ pub async fn run(
         Change::Namespace,
     );
     spawn_watch(
+        watcher(
+            Api::<DeserializeGuard<LoadBalancerPolicy>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        tx.clone(),
+        Change::Policy,
+    );
+    spawn_watch(
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
         tx.clone(),
         Change::Node,
@@ -118,7 +131,7 @@ pub async fn run(
             instance: Some(settings.identity.clone()),
         },
     );
-    let policy: Arc<dyn PolicyCheck> = Arc::new(AllowAll);
+    let engine = Arc::new(Engine::default());
 
     let mut index = Index::default();
     let mut leading: Option<Leading> = None;
@@ -155,14 +168,21 @@ pub async fn run(
             Some(s) => s,
             None => {
                 metrics.leader.set(1);
-                leading.insert(rebuild(&index, &settings.class, policy.clone()))
+                leading.insert(rebuild(
+                    &index,
+                    &settings.class,
+                    policies(&index, &engine, &settings),
+                ))
             }
         };
         let mut keys: BTreeSet<ServiceKey> = batch.services.into_iter().collect();
         if batch.pools {
             state.alloc.set_pools(pool_defs(&index));
         }
-        if fresh || batch.pools || batch.namespaces {
+        if !fresh && (batch.policies || batch.namespaces) {
+            state.alloc.set_policy(policies(&index, &engine, &settings));
+        }
+        if fresh || batch.pools || batch.namespaces || batch.policies {
             keys.extend(index.services.iter().map(|(k, _)| k.clone()));
         }
         let writes = reconcile_keys(state, &index, &settings, keys, &metrics);
@@ -203,6 +223,23 @@ fn status_managed_by(svc: &Service, manager: &str) -> bool {
     svc.metadata.managed_fields.iter().flatten().any(|m| {
         m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status")
     })
+}
+
+/// The policy check for the allocator, from the current policies and
+/// namespace labels.
+fn policies(index: &Index, engine: &Arc<Engine>, settings: &Settings) -> Arc<dyn PolicyCheck> {
+    let list: Vec<&LoadBalancerPolicy> = index.policies.values().collect();
+    let namespaces = index
+        .namespaces
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Arc::new(CelPolicies::new(
+        engine.clone(),
+        &list,
+        namespaces,
+        settings.default_deny_pools,
+    ))
 }
 
 fn pool_defs(index: &Index) -> Vec<PoolDef> {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-use barelb_api::AddressPool;
+use barelb_api::{AddressPool, LoadBalancerPolicy};
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::DeserializeGuard;
@@ -20,6 +20,7 @@ use crate::request::ServiceKey;
 pub enum Change {
     Service(Event<Service>),
     Pool(Event<DeserializeGuard<AddressPool>>),
+    Policy(Event<DeserializeGuard<LoadBalancerPolicy>>),
     Namespace(Event<Namespace>),
     Node(Event<Node>),
     EndpointSlice(Event<EndpointSlice>),
@@ -139,6 +140,7 @@ pub struct SliceInfo {
 pub struct Touched {
     pub services: Vec<ServiceKey>,
     pub pools: bool,
+    pub policies: bool,
     pub namespaces: bool,
 }
 
@@ -147,6 +149,7 @@ pub struct Touched {
 pub struct Index {
     pub services: Store<ServiceKey, Service>,
     pub pools: Store<String, AddressPool>,
+    pub policies: Store<String, LoadBalancerPolicy>,
     pub namespaces: Store<String, BTreeMap<String, String>>,
     pub nodes: Store<String, NodeInfo>,
     pub endpoint_slices: Store<(String, String), SliceInfo>,
@@ -180,6 +183,23 @@ impl Index {
                     },
                 );
                 touched.pools |= !keys.is_empty();
+            }
+            Change::Policy(ev) => {
+                let keys = self.policies.handle(
+                    ev,
+                    |g| match g.0 {
+                        Ok(p) => Some((p.metadata.name.clone().unwrap_or_default(), p)),
+                        Err(bad) => {
+                            tracing::warn!(policy = bad.metadata.name.as_deref().unwrap_or("?"), error = %bad.error, "skipping a LoadBalancerPolicy that cannot be read");
+                            None
+                        }
+                    },
+                    |g| match &g.0 {
+                        Ok(p) => p.metadata.name.clone(),
+                        Err(bad) => bad.metadata.name.clone(),
+                    },
+                );
+                touched.policies |= !keys.is_empty();
             }
             Change::Namespace(ev) => {
                 let keys = self.namespaces.handle(
@@ -230,6 +250,7 @@ impl Index {
     pub fn synced(&self) -> bool {
         self.services.synced()
             && self.pools.synced()
+            && self.policies.synced()
             && self.namespaces.synced()
             && self.nodes.synced()
             && self.endpoint_slices.synced()

@@ -3,6 +3,7 @@
 //! Kubernetes API.
 
 pub mod allocator;
+pub mod cel_policy;
 pub mod controller;
 pub mod index;
 pub mod ipam;

@@ -40,6 +40,11 @@ struct Args {
     #[arg(long, env = "BARELB_POOL_SELECTOR", default_value = "")]
     pool_selector: String,
 
+    /// Refuse claims on AddressPools that no LoadBalancerPolicy selects
+    /// (default: such pools are open to every namespace).
+    #[arg(long, env = "BARELB_DEFAULT_DENY_POOLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    default_deny_pools: bool,
+
     /// Address of the /metrics, /healthz and /readyz endpoint.
     #[arg(long, env = "BARELB_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: SocketAddr,
@@ -126,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
             handle_classless: args.handle_classless,
         },
         pool_selector: args.pool_selector.clone(),
+        default_deny_pools: args.default_deny_pools,
         // Distinct managers let instances with different classes tell whose
         // status a Service carries.
         field_manager: if args.load_balancer_class == barelb_api::LOAD_BALANCER_CLASS {

@@ -60,8 +60,14 @@ pub struct Request {
     /// `barelb.io/sharing-key`.
     pub sharing_key: Option<String>,
     pub ports: Vec<PortKey>,
+    /// Port names, in the order of `ports` (for policies).
+    pub port_names: Vec<String>,
     /// `Local` or `Cluster`.
     pub external_traffic_policy: String,
+    /// The Service's labels and annotations and class (for policies).
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub class: String,
 }
 
 /// A malformed request, as one line for the Service's condition and event.
@@ -234,9 +240,18 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
         ips,
         sharing_key,
         ports,
+        port_names: spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.name.clone().unwrap_or_default())
+            .collect(),
         external_traffic_policy: spec
             .external_traffic_policy
             .unwrap_or_else(|| "Cluster".into()),
+        labels: svc.metadata.labels.clone().unwrap_or_default(),
+        annotations: ann.clone(),
+        class: spec.load_balancer_class.unwrap_or_default(),
     })
 }
 
@@ -254,7 +269,11 @@ pub fn minimal(svc: &Service, ips: &[IpAddr]) -> Request {
         ips: ips.to_vec(),
         sharing_key: None,
         ports: Vec::new(),
+        port_names: Vec::new(),
         external_traffic_policy: "Cluster".into(),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        class: String::new(),
     }
 }
 

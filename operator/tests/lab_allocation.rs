@@ -395,3 +395,57 @@ async fn pool_edits_keep_addresses_and_overlaps_are_reported() {
         "the not-Ready pool is not used"
     );
 }
+
+#[tokio::test]
+async fn policies_decide_which_namespaces_may_claim_a_pool() {
+    let mut t = Instance::new("operator::policies_decide_which_namespaces_may_claim_a_pool").await;
+    let pool = t.pool(
+        "teams",
+        r#"{addresses: ["198.51.100.0/29"], announce: {mode: L2}}"#,
+    );
+    let out = t.lab.kubectl(&["label", "addresspool", &pool, "team=web"]);
+    assert!(out.status.success());
+    let policy = format!("{}-team", t.id);
+    let yaml = format!(
+        r#"apiVersion: barelb.io/v1alpha1
+kind: LoadBalancerPolicy
+metadata: {{name: {policy}}}
+spec:
+  poolSelector: {{matchLabels: {{barelb.io/test: {id}}}}}
+  rules:
+  - name: team-matches
+    expression: "'team' in namespace.labels && namespace.labels['team'] == pool.labels['team']"
+    message: "the namespace's team label must match the pool's team"
+"#,
+        id = t.id
+    );
+    let out = t.lab.apply(&yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        barelb_testsupport::lab::output_text(&out)
+    );
+    let _policy = t.lab.delete_on_drop("loadbalancerpolicy", &policy, &[]);
+    let _op = t.operator(&[]);
+
+    t.service("web", json!({}), json!({})).await;
+    let msg = t.wait_reason("web", "PolicyDenied").await;
+    assert!(
+        msg.contains(&format!("LoadBalancerPolicy {policy} rule team-matches"))
+            && msg.contains(&t.ns)
+            && msg.contains(&pool),
+        "{msg}"
+    );
+    assert!(ips(&t.get("web").await).is_empty());
+    let evs = t.events("web");
+    assert!(
+        evs.iter()
+            .any(|(r, m)| r == "AllocationFailed" && m.contains("PolicyDenied")),
+        "{evs:?}"
+    );
+
+    // The namespace gains the right label: the claim is allowed now.
+    let out = t.lab.kubectl(&["label", "namespace", &t.ns, "team=web"]);
+    assert!(out.status.success());
+    assert_eq!(t.wait_ips("web", 1).await, [ip("198.51.100.0")]);
+}

@@ -1,0 +1,193 @@
+//! The allocator's policy check backed by LoadBalancerPolicies and the CEL
+//! engine: a claim on a pool is allowed iff every policy selecting the pool
+//! allows it; a pool no policy selects is open unless `--default-deny-pools`.
+//! A policy that does not compile refuses every claim on its pools (fail
+//! closed) and says why.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use barelb_api::{LabelSelector, LoadBalancerPolicy, PolicyAction};
+use barelb_policies::{
+    Action, CompiledPolicy, Engine, Inputs, NamespaceInput, PolicySource, PoolInput, PortInput,
+    RequestInput, RuleSource, ServiceInput, Verdict,
+};
+
+use crate::policy::{Claim, Decision, PolicyCheck};
+
+struct Loaded {
+    selector: LabelSelector,
+    compiled: Result<Arc<CompiledPolicy>, String>,
+}
+
+/// A snapshot of the policies and namespaces, rebuilt when either changes.
+pub struct CelPolicies {
+    engine: Arc<Engine>,
+    policies: Vec<(String, Loaded)>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    default_deny: bool,
+}
+
+impl std::fmt::Debug for CelPolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CelPolicies")
+            .field("policies", &self.policies.len())
+            .field("default_deny", &self.default_deny)
+            .finish()
+    }
+}
+
+impl CelPolicies {
+    pub fn new(
+        engine: Arc<Engine>,
+        policies: &[&LoadBalancerPolicy],
+        namespaces: BTreeMap<String, BTreeMap<String, String>>,
+        default_deny: bool,
+    ) -> Self {
+        let mut loaded: Vec<(String, Loaded)> = policies
+            .iter()
+            .map(|p| {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let src = PolicySource {
+                    name: name.clone(),
+                    generation: p.metadata.generation.unwrap_or(0),
+                    action: match p.spec.action() {
+                        PolicyAction::Deny => Action::Deny,
+                        PolicyAction::Warn => Action::Warn,
+                    },
+                    rules: p
+                        .spec
+                        .rules
+                        .iter()
+                        .map(|r| RuleSource {
+                            name: r.name.clone(),
+                            expression: r.expression.clone(),
+                            message: r.message.clone(),
+                            message_expression: r.message_expression.clone(),
+                        })
+                        .collect(),
+                };
+                let compiled = engine.compile(&src).map_err(|e| e.to_string());
+                (
+                    name,
+                    Loaded {
+                        selector: p.spec.pool_selector.clone().unwrap_or_default(),
+                        compiled,
+                    },
+                )
+            })
+            .collect();
+        loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        CelPolicies {
+            engine,
+            policies: loaded,
+            namespaces,
+            default_deny,
+        }
+    }
+
+    fn inputs(&self, claim: &Claim<'_>) -> Inputs {
+        let req = claim.request;
+        let ns = &req.key.namespace;
+        Inputs {
+            namespace: NamespaceInput {
+                name: ns.clone(),
+                labels: self.namespaces.get(ns).cloned().unwrap_or_default(),
+                annotations: BTreeMap::new(),
+            },
+            service: ServiceInput {
+                name: req.key.name.clone(),
+                namespace: ns.clone(),
+                labels: req.labels.clone(),
+                annotations: req.annotations.clone(),
+                ports: req
+                    .ports
+                    .iter()
+                    .zip(
+                        req.port_names
+                            .iter()
+                            .chain(std::iter::repeat(&String::new())),
+                    )
+                    .map(|(p, n)| PortInput {
+                        name: n.clone(),
+                        port: i64::from(p.port),
+                        protocol: p.protocol.clone(),
+                    })
+                    .collect(),
+                external_traffic_policy: req.external_traffic_policy.clone(),
+                ip_families: req
+                    .families
+                    .iter()
+                    .map(|f| f.k8s_name().to_string())
+                    .collect(),
+                load_balancer_class: req.class.clone(),
+                sharing_key: req.sharing_key.clone().unwrap_or_default(),
+            },
+            pool: PoolInput {
+                name: claim.pool.name.clone(),
+                labels: claim.pool.labels.clone(),
+                addresses: claim.pool.ranges.iter().map(ToString::to_string).collect(),
+            },
+            request: RequestInput {
+                pool: req.pool.clone().unwrap_or_default(),
+                ips: claim.ips.iter().map(ToString::to_string).collect(),
+                automatic: claim.automatic,
+            },
+        }
+    }
+}
+
+impl PolicyCheck for CelPolicies {
+    fn check(&self, claim: &Claim<'_>) -> Decision {
+        let ns = &claim.request.key.namespace;
+        let pool = &claim.pool.name;
+        let selecting: Vec<&(String, Loaded)> = self
+            .policies
+            .iter()
+            .filter(|(_, l)| l.selector.matches(&claim.pool.labels))
+            .collect();
+        if selecting.is_empty() {
+            return if self.default_deny {
+                Decision::Deny(format!(
+                    "namespace {ns} may not use AddressPool {pool}: no LoadBalancerPolicy selects it and the operator denies unselected pools; add a policy for the pool"
+                ))
+            } else {
+                Decision::Allow
+            };
+        }
+        let inputs = self.inputs(claim);
+        let mut warnings = Vec::new();
+        for (name, loaded) in selecting {
+            let compiled = match &loaded.compiled {
+                Ok(c) => c,
+                Err(e) => {
+                    return Decision::Deny(format!(
+                        "AddressPool {pool} is governed by a policy that does not compile ({e}); fix LoadBalancerPolicy {name}"
+                    ));
+                }
+            };
+            match self.engine.evaluate(compiled, &inputs) {
+                Verdict::Allow => {}
+                Verdict::Refuse {
+                    action,
+                    policy,
+                    rule,
+                    message,
+                } => {
+                    let line = format!(
+                        "namespace {ns} may not use AddressPool {pool}: LoadBalancerPolicy {policy} rule {rule}: {message}"
+                    );
+                    match action {
+                        Action::Deny => return Decision::Deny(line),
+                        Action::Warn => warnings.push(line),
+                    }
+                }
+            }
+        }
+        if warnings.is_empty() {
+            Decision::Allow
+        } else {
+            Decision::Warn(warnings.join("; "))
+        }
+    }
+}
