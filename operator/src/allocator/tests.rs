@@ -45,7 +45,11 @@ fn req(ns: &str, name: &str, created: i64) -> Request {
             protocol: "TCP".into(),
             port: 80,
         }],
+        port_names: vec![String::new()],
         external_traffic_policy: "Cluster".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        class: String::new(),
     }
 }
 
