@@ -45,6 +45,29 @@ impl<K: Hash + Eq + Clone, V> Default for Store<K, V> {
     }
 }
 
+impl<V: kube::Resource> Store<String, V> {
+    /// Applies an event of a cluster-scoped object keyed by name, read
+    /// through `DeserializeGuard`: an object that cannot be read is logged
+    /// and skipped. Returns whether anything changed.
+    fn handle_guarded(&mut self, ev: Event<DeserializeGuard<V>>, kind: &str) -> bool {
+        let keys = self.handle(
+            ev,
+            |g| match g.0 {
+                Ok(o) => Some((o.meta().name.clone().unwrap_or_default(), o)),
+                Err(bad) => {
+                    tracing::warn!(kind, name = bad.metadata.name.as_deref().unwrap_or("?"), error = %bad.error, "skipping an object that cannot be read");
+                    None
+                }
+            },
+            |g| match &g.0 {
+                Ok(o) => o.meta().name.clone(),
+                Err(bad) => bad.metadata.name.clone(),
+            },
+        );
+        !keys.is_empty()
+    }
+}
+
 impl<K: Hash + Eq + Clone, V> Store<K, V> {
     /// Applies one event; returns the keys whose value changed or vanished.
     fn handle<O>(
@@ -167,39 +190,9 @@ impl Index {
                 );
                 touched.services.extend(keys);
             }
-            Change::Pool(ev) => {
-                let keys = self.pools.handle(
-                    ev,
-                    |g| match g.0 {
-                        Ok(p) => Some((p.metadata.name.clone().unwrap_or_default(), p)),
-                        Err(bad) => {
-                            tracing::warn!(pool = bad.metadata.name.as_deref().unwrap_or("?"), error = %bad.error, "skipping an AddressPool that cannot be read");
-                            None
-                        }
-                    },
-                    |g| match &g.0 {
-                        Ok(p) => p.metadata.name.clone(),
-                        Err(bad) => bad.metadata.name.clone(),
-                    },
-                );
-                touched.pools |= !keys.is_empty();
-            }
+            Change::Pool(ev) => touched.pools |= self.pools.handle_guarded(ev, "AddressPool"),
             Change::Policy(ev) => {
-                let keys = self.policies.handle(
-                    ev,
-                    |g| match g.0 {
-                        Ok(p) => Some((p.metadata.name.clone().unwrap_or_default(), p)),
-                        Err(bad) => {
-                            tracing::warn!(policy = bad.metadata.name.as_deref().unwrap_or("?"), error = %bad.error, "skipping a LoadBalancerPolicy that cannot be read");
-                            None
-                        }
-                    },
-                    |g| match &g.0 {
-                        Ok(p) => p.metadata.name.clone(),
-                        Err(bad) => bad.metadata.name.clone(),
-                    },
-                );
-                touched.policies |= !keys.is_empty();
+                touched.policies |= self.policies.handle_guarded(ev, "LoadBalancerPolicy")
             }
             Change::Namespace(ev) => {
                 let keys = self.namespaces.handle(
