@@ -13,6 +13,7 @@ use barelb_policies::{
     RequestInput, RuleSource, ServiceInput, Verdict,
 };
 
+use crate::index::NamespaceMeta;
 use crate::policy::{Claim, Decision, PolicyCheck};
 
 struct Loaded {
@@ -24,7 +25,7 @@ struct Loaded {
 pub struct CelPolicies {
     engine: Arc<Engine>,
     policies: Vec<(String, Loaded)>,
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    namespaces: BTreeMap<String, NamespaceMeta>,
     default_deny: bool,
 }
 
@@ -41,7 +42,7 @@ impl CelPolicies {
     pub fn new(
         engine: Arc<Engine>,
         policies: &[&LoadBalancerPolicy],
-        namespaces: BTreeMap<String, BTreeMap<String, String>>,
+        namespaces: BTreeMap<String, NamespaceMeta>,
         default_deny: bool,
     ) -> Self {
         let mut loaded: Vec<(String, Loaded)> = policies
@@ -89,11 +90,12 @@ impl CelPolicies {
     fn inputs(&self, claim: &Claim<'_>) -> Inputs {
         let req = claim.request;
         let ns = &req.key.namespace;
+        let meta = self.namespaces.get(ns).cloned().unwrap_or_default();
         Inputs {
             namespace: NamespaceInput {
                 name: ns.clone(),
-                labels: self.namespaces.get(ns).cloned().unwrap_or_default(),
-                annotations: BTreeMap::new(),
+                labels: meta.labels,
+                annotations: meta.annotations,
             },
             service: ServiceInput {
                 name: req.key.name.clone(),

@@ -26,6 +26,15 @@ pub enum Change {
     EndpointSlice(Event<EndpointSlice>),
 }
 
+/// What policies see of a Namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceMeta {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// A keyed store that follows a watch, buffering a re-list so that objects
 /// deleted while the watch was down are noticed.
 #[derive(Debug)]
@@ -173,7 +182,7 @@ pub struct Index {
     pub services: Store<ServiceKey, Service>,
     pub pools: Store<String, AddressPool>,
     pub policies: Store<String, LoadBalancerPolicy>,
-    pub namespaces: Store<String, BTreeMap<String, String>>,
+    pub namespaces: Store<String, NamespaceMeta>,
     pub nodes: Store<String, NodeInfo>,
     pub endpoint_slices: Store<(String, String), SliceInfo>,
 }
@@ -198,9 +207,14 @@ impl Index {
                 let keys = self.namespaces.handle(
                     ev,
                     |n| {
+                        let mut annotations = n.metadata.annotations.unwrap_or_default();
+                        annotations.remove(LAST_APPLIED);
                         Some((
                             n.metadata.name.clone().unwrap_or_default(),
-                            n.metadata.labels.unwrap_or_default(),
+                            NamespaceMeta {
+                                labels: n.metadata.labels.unwrap_or_default(),
+                                annotations,
+                            },
                         ))
                     },
                     |n| n.metadata.name.clone(),

@@ -1,13 +1,17 @@
 //! Compiling and evaluating policies.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube_cel::{KubeCelExt, cel};
 
 use crate::inputs::Inputs;
+
+mod shape;
+mod workers;
+
+use workers::Workers;
 
 /// What a denying policy does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +49,17 @@ pub struct Limits {
     pub max_input: usize,
     /// Longest one rule may run.
     pub max_time: Duration,
+    /// Longest one expression may take to compile.
+    pub max_compile_time: Duration,
+    /// Deepest bracket nesting accepted: the parser recurses per level.
+    pub max_nesting: usize,
+    /// Deepest nesting of comprehensions (`all`, `exists`, `map`, ...).
+    pub max_comprehension_depth: usize,
+    /// Evaluation threads.
+    pub threads: usize,
+    /// Rules allowed to keep running past `max_time` before evaluation is
+    /// refused outright (a runaway rule cannot be stopped, only abandoned).
+    pub max_runaway: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +68,11 @@ impl Default for Limits {
             max_expression: 4096,
             max_input: 256 * 1024,
             max_time: Duration::from_millis(100),
+            max_compile_time: Duration::from_secs(2),
+            max_nesting: 24,
+            max_comprehension_depth: 2,
+            threads: 2,
+            max_runaway: 4,
         }
     }
 }
@@ -110,11 +130,23 @@ pub enum Verdict {
     },
 }
 
+/// What a worker hands back.
+enum Work {
+    Compiled(Result<cel::Program, String>),
+    Value(Result<cel::Value, String>),
+}
+
 /// Compiles policies (cached by name and generation) and evaluates them.
-#[derive(Default)]
 pub struct Engine {
     limits: Limits,
     cache: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    workers: Workers<Work>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(Limits::default())
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,6 +162,7 @@ impl Engine {
         Engine {
             limits,
             cache: Mutex::new(HashMap::new()),
+            workers: Workers::new(limits.threads, limits.max_runaway),
         }
     }
 
@@ -192,12 +225,24 @@ impl Engine {
                 self.limits.max_expression
             ));
         }
-        // The parser is third-party code fed user input: contain any panic.
+        shape::check(
+            expr,
+            self.limits.max_nesting,
+            self.limits.max_comprehension_depth,
+        )?;
+        // The parser is third-party code fed user input: it runs on a worker
+        // (large stack, time limit, panics contained).
         let owned = expr.to_string();
-        match catch_unwind(AssertUnwindSafe(move || cel::Program::compile(&owned))) {
-            Ok(Ok(p)) => Ok(Arc::new(p)),
-            Ok(Err(e)) => Err(one_line(&e.to_string())),
-            Err(_) => Err("the CEL parser failed on this expression; simplify it".into()),
+        let work = self.workers.run(self.limits.max_compile_time, move || {
+            Work::Compiled(cel::Program::compile(&owned).map_err(|e| one_line(&e.to_string())))
+        });
+        match work {
+            Ok(Work::Compiled(r)) => r.map(Arc::new),
+            Ok(Work::Value(_)) => Err("internal: a compile returned a value".into()),
+            Err(e) if e.contains("failed") => {
+                Err("the CEL parser failed on this expression; simplify it".into())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -251,37 +296,33 @@ impl Engine {
             .unwrap_or_else(|| format!("failed rule: {}", rule.source.expression))
     }
 
-    /// Runs a program on its own thread under a time limit, containing panics.
+    /// Runs a program on a worker under the time limit, containing panics.
     fn run(&self, program: &Arc<cel::Program>, inputs: &Inputs) -> Result<cel::Value, String> {
-        let (tx, rx) = mpsc::channel();
         let program = program.clone();
         let inputs = inputs.clone();
-        std::thread::spawn(move || {
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                let mut ctx = cel::Context::default().with_all();
-                for (name, value) in [
-                    ("namespace", serde_json::to_value(&inputs.namespace)),
-                    ("service", serde_json::to_value(&inputs.service)),
-                    ("pool", serde_json::to_value(&inputs.pool)),
-                    ("request", serde_json::to_value(&inputs.request)),
-                ] {
-                    let value = value.map_err(|e| e.to_string())?;
-                    ctx.add_variable(name, value).map_err(|e| e.to_string())?;
-                }
-                program.execute(&ctx).map_err(|e| e.to_string())
-            }));
-            let _ = tx.send(
-                result.unwrap_or_else(|_| Err("the CEL interpreter failed on this rule".into())),
-            );
+        let work = self.workers.run(self.limits.max_time, move || {
+            Work::Value(execute(&program, &inputs))
         });
-        match rx.recv_timeout(self.limits.max_time) {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "rule took longer than {:?}; simplify it",
-                self.limits.max_time
-            )),
+        match work {
+            Ok(Work::Value(r)) => r,
+            Ok(Work::Compiled(_)) => Err("internal: an evaluation returned a program".into()),
+            Err(e) => Err(e),
         }
     }
+}
+
+fn execute(program: &cel::Program, inputs: &Inputs) -> Result<cel::Value, String> {
+    let mut ctx = cel::Context::default().with_all();
+    for (name, value) in [
+        ("namespace", serde_json::to_value(&inputs.namespace)),
+        ("service", serde_json::to_value(&inputs.service)),
+        ("pool", serde_json::to_value(&inputs.pool)),
+        ("request", serde_json::to_value(&inputs.request)),
+    ] {
+        let value = value.map_err(|e| e.to_string())?;
+        ctx.add_variable(name, value).map_err(|e| e.to_string())?;
+    }
+    program.execute(&ctx).map_err(|e| e.to_string())
 }
 
 fn one_line(s: &str) -> String {

@@ -155,6 +155,7 @@ fn bounds_on_expression_and_input_size() {
         max_expression: 32,
         max_input: 64,
         max_time: Duration::from_millis(100),
+        ..Limits::default()
     });
     let long = format!("{} == 'x'", "namespace.name + ".repeat(10));
     assert!(
@@ -179,4 +180,46 @@ fn compiles_once_per_generation() {
     let mut next = src.clone();
     next.generation = 2;
     assert!(!Arc::ptr_eq(&a, &engine.compile(&next).unwrap()));
+}
+
+#[test]
+fn deep_nesting_and_nested_comprehensions_are_refused_at_compile() {
+    let engine = Engine::default();
+    // Unchecked, 60 nested parentheses overflow the parser's stack in a
+    // debug build: an abort no catch_unwind can contain.
+    let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
+    let err = engine.compile(&policy(&[("deep", &deep)])).unwrap_err();
+    assert!(
+        err.message.contains("nested") && err.message.contains("1:25"),
+        "{err}"
+    );
+    let l = "[0,1,2,3,4,5,6,7,8,9]";
+    let huge = format!("{l}.all(a, {l}.all(b, {l}.all(c, {l}.all(d, a + b + c + d >= 0))))");
+    let err = engine.compile(&policy(&[("huge", &huge)])).unwrap_err();
+    assert!(
+        err.message.contains("comprehensions nested 3 deep"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_runaway_rule_is_abandoned_and_the_engine_keeps_serving() {
+    let engine = Engine::new(Limits {
+        max_time: Duration::from_millis(50),
+        max_expression: 16 * 1024,
+        ..Limits::default()
+    });
+    // Two nested comprehensions over a long literal list: allowed by shape,
+    // stopped by time.
+    let l = format!("[{}]", vec!["1"; 1500].join(","));
+    let slow = format!("{l}.all(a, {l}.all(b, a + b > 0 && string(a) + string(b) != 'x'))");
+    let p = engine.compile(&policy(&[("slow", &slow)])).unwrap();
+    let Verdict::Refuse { message, .. } = engine.evaluate(&p, &inputs(&[], &[])) else {
+        panic!("expected a refusal")
+    };
+    assert!(message.contains("longer than"), "{message}");
+    let mut fine = policy(&[("t", "true")]);
+    fine.name = "q".into();
+    let ok = engine.compile(&fine).unwrap();
+    assert_eq!(engine.evaluate(&ok, &inputs(&[], &[])), Verdict::Allow);
 }
