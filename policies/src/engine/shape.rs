@@ -53,9 +53,8 @@ pub(crate) fn check(
                 }
             }
             b')' | b']' | b'}' => {
-                if open.pop() == Some(true) {
-                    comprehensions -= 1;
-                }
+                let closed_comprehension = open.pop() == Some(true);
+                comprehensions -= usize::from(closed_comprehension);
             }
             _ => {}
         }
