@@ -18,7 +18,7 @@ use crate::pools::{PoolDef, readiness};
 use crate::request::{Request, ServiceKey};
 
 mod claims;
-mod sharing;
+pub(crate) mod sharing;
 #[cfg(test)]
 mod tests;
 
@@ -332,7 +332,7 @@ impl Allocator {
                 warnings.push(w);
                 Ok(())
             }
-            Decision::Deny(why) => Err(Failure(FailureReason::PolicyDenied, why)),
+            Decision::Deny(why) => Err(Failure(FailureReason::PolicyDenied, why.message)),
         }
     }
 

@@ -14,7 +14,7 @@ use barelb_policies::{
 };
 
 use crate::index::NamespaceMeta;
-use crate::policy::{Claim, Decision, PolicyCheck};
+use crate::policy::{Claim, Decision, Denied, PolicyCheck};
 
 struct Loaded {
     selector: LabelSelector,
@@ -45,43 +45,36 @@ impl CelPolicies {
         namespaces: BTreeMap<String, NamespaceMeta>,
         default_deny: bool,
     ) -> Self {
-        let mut loaded: Vec<(String, Loaded)> = policies
+        let compiled = policies
             .iter()
             .map(|p| {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                let src = PolicySource {
-                    name: name.clone(),
-                    generation: p.metadata.generation.unwrap_or(0),
-                    action: match p.spec.action() {
-                        PolicyAction::Deny => Action::Deny,
-                        PolicyAction::Warn => Action::Warn,
-                    },
-                    rules: p
-                        .spec
-                        .rules
-                        .iter()
-                        .map(|r| RuleSource {
-                            name: r.name.clone(),
-                            expression: r.expression.clone(),
-                            message: r.message.clone(),
-                            message_expression: r.message_expression.clone(),
-                        })
-                        .collect(),
-                };
+                let src = source(p);
                 let compiled = engine.compile(&src).map_err(|e| e.to_string());
                 (
-                    name,
-                    Loaded {
-                        selector: p.spec.pool_selector.clone().unwrap_or_default(),
-                        compiled,
-                    },
+                    src.name,
+                    p.spec.pool_selector.clone().unwrap_or_default(),
+                    compiled,
                 )
             })
             .collect();
-        loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        Self::from_compiled(engine, compiled, namespaces, default_deny)
+    }
+
+    /// From policies already compiled: `(name, poolSelector, compiled or why not)`.
+    pub fn from_compiled(
+        engine: Arc<Engine>,
+        compiled: Vec<(String, LabelSelector, Result<Arc<CompiledPolicy>, String>)>,
+        namespaces: BTreeMap<String, NamespaceMeta>,
+        default_deny: bool,
+    ) -> Self {
+        let mut policies: Vec<(String, Loaded)> = compiled
+            .into_iter()
+            .map(|(name, selector, compiled)| (name, Loaded { selector, compiled }))
+            .collect();
+        policies.sort_by(|a, b| a.0.cmp(&b.0));
         CelPolicies {
             engine,
-            policies: loaded,
+            policies,
             namespaces,
             default_deny,
         }
@@ -128,7 +121,7 @@ impl CelPolicies {
             pool: PoolInput {
                 name: claim.pool.name.clone(),
                 labels: claim.pool.labels.clone(),
-                addresses: claim.pool.ranges.iter().map(ToString::to_string).collect(),
+                addresses: claim.pool.entries.clone(),
             },
             request: RequestInput {
                 pool: req.pool.clone().unwrap_or_default(),
@@ -136,6 +129,29 @@ impl CelPolicies {
                 automatic: claim.automatic,
             },
         }
+    }
+}
+
+/// A LoadBalancerPolicy as the engine reads it.
+pub fn source(p: &LoadBalancerPolicy) -> PolicySource {
+    PolicySource {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        generation: p.metadata.generation.unwrap_or(0),
+        action: match p.spec.action() {
+            PolicyAction::Deny => Action::Deny,
+            PolicyAction::Warn => Action::Warn,
+        },
+        rules: p
+            .spec
+            .rules
+            .iter()
+            .map(|r| RuleSource {
+                name: r.name.clone(),
+                expression: r.expression.clone(),
+                message: r.message.clone(),
+                message_expression: r.message_expression.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -150,7 +166,7 @@ impl PolicyCheck for CelPolicies {
             .collect();
         if selecting.is_empty() {
             return if self.default_deny {
-                Decision::Deny(format!(
+                Decision::deny(format!(
                     "namespace {ns} may not use AddressPool {pool}: no LoadBalancerPolicy selects it and the operator denies unselected pools; add a policy for the pool"
                 ))
             } else {
@@ -163,9 +179,12 @@ impl PolicyCheck for CelPolicies {
             let compiled = match &loaded.compiled {
                 Ok(c) => c,
                 Err(e) => {
-                    return Decision::Deny(format!(
-                        "AddressPool {pool} is governed by a policy that does not compile ({e}); fix LoadBalancerPolicy {name}"
-                    ));
+                    return Decision::Deny(Denied {
+                        policy: Some(name.clone()),
+                        message: format!(
+                            "AddressPool {pool} is governed by a policy that does not compile ({e}); fix LoadBalancerPolicy {name}"
+                        ),
+                    });
                 }
             };
             match self.engine.evaluate(compiled, &inputs) {
@@ -180,7 +199,12 @@ impl PolicyCheck for CelPolicies {
                         "namespace {ns} may not use AddressPool {pool}: LoadBalancerPolicy {policy} rule {rule}: {message}"
                     );
                     match action {
-                        Action::Deny => return Decision::Deny(line),
+                        Action::Deny => {
+                            return Decision::Deny(Denied {
+                                policy: Some(policy),
+                                message: line,
+                            });
+                        }
                         Action::Warn => warnings.push(line),
                     }
                 }

@@ -2,6 +2,7 @@
 //! allocator, policy seam) and the thin async shells that drive it from the
 //! Kubernetes API.
 
+pub mod admission;
 pub mod allocator;
 pub mod cel_policy;
 pub mod controller;

@@ -25,7 +25,25 @@ pub enum Decision {
     /// Allowed, with a warning (policy action `Warn`).
     Warn(String),
     /// Refused: one line naming the policy, rule and fix.
-    Deny(String),
+    Deny(Denied),
+}
+
+/// A refusal: the one-line message, and the LoadBalancerPolicy behind it
+/// (None when no policy selects the pool and unselected pools are denied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    pub policy: Option<String>,
+    pub message: String,
+}
+
+impl Decision {
+    /// A refusal that no particular policy made.
+    pub fn deny(message: String) -> Self {
+        Decision::Deny(Denied {
+            policy: None,
+            message,
+        })
+    }
 }
 
 /// Decides claims. Implementations must be cheap and never block.

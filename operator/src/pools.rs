@@ -13,6 +13,8 @@ use crate::ipam::IpRange;
 pub struct PoolDef {
     pub name: String,
     pub ranges: Vec<IpRange>,
+    /// `spec.addresses` as written (what policies see as `pool.addresses`).
+    pub entries: Vec<String>,
     pub auto_assign: bool,
     pub avoid_buggy_ips: bool,
     pub priority: i32,
@@ -40,6 +42,7 @@ impl PoolDef {
         PoolDef {
             name: pool.metadata.name.clone().unwrap_or_default(),
             ranges,
+            entries: pool.spec.addresses.clone(),
             auto_assign: pool.spec.auto_assign(),
             avoid_buggy_ips: pool.spec.avoid_buggy_ips(),
             priority: pool.spec.priority(),
@@ -112,6 +115,7 @@ mod tests {
         PoolDef {
             name: name.into(),
             ranges,
+            entries: entries.iter().map(|e| e.to_string()).collect(),
             auto_assign: true,
             avoid_buggy_ips: false,
             priority: 100,

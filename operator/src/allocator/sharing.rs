@@ -10,7 +10,7 @@ use crate::request::{PortKey, Request};
 
 /// What the sharing rules need to know about a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct SharingMeta {
+pub(crate) struct SharingMeta {
     pub sharing_key: Option<String>,
     pub namespace: String,
     pub ports: Vec<PortKey>,
@@ -34,7 +34,7 @@ impl SharingMeta {
 }
 
 /// Whether `a` may share an address with `b`; if not, why (one phrase).
-pub(super) fn compatible(
+pub(crate) fn compatible(
     a: &SharingMeta,
     b: &SharingMeta,
     cross_namespace: bool,

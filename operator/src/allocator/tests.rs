@@ -17,6 +17,7 @@ fn pool(name: &str, entries: &[&str]) -> PoolDef {
     PoolDef {
         name: name.into(),
         ranges: entries.iter().map(|e| IpRange::parse(e).unwrap()).collect(),
+        entries: entries.iter().map(|e| e.to_string()).collect(),
         auto_assign: true,
         avoid_buggy_ips: false,
         priority: 100,
@@ -290,7 +291,7 @@ struct DenyNamespace(&'static str);
 impl PolicyCheck for DenyNamespace {
     fn check(&self, claim: &Claim<'_>) -> Decision {
         if claim.request.key.namespace == self.0 {
-            Decision::Deny(format!(
+            Decision::deny(format!(
                 "namespace {} may not use pool {}",
                 self.0, claim.pool.name
             ))
