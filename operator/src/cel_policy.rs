@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use barelb_api::{LabelSelector, LoadBalancerPolicy, PolicyAction};
 use barelb_policies::{
     Action, CompiledPolicy, Engine, Inputs, NamespaceInput, PolicySource, PoolInput, PortInput,
@@ -27,6 +29,8 @@ pub struct CelPolicies {
     policies: Vec<(String, Loaded)>,
     namespaces: BTreeMap<String, NamespaceMeta>,
     default_deny: bool,
+    /// Observes the time to evaluate the policies for one claim.
+    timer: Option<Histogram>,
 }
 
 impl std::fmt::Debug for CelPolicies {
@@ -77,7 +81,14 @@ impl CelPolicies {
             policies,
             namespaces,
             default_deny,
+            timer: None,
         }
+    }
+
+    /// Records evaluation latency in `h`.
+    pub fn with_timer(mut self, h: Histogram) -> Self {
+        self.timer = Some(h);
+        self
     }
 
     fn inputs(&self, claim: &Claim<'_>) -> Inputs {
@@ -173,9 +184,22 @@ impl PolicyCheck for CelPolicies {
                 Decision::Allow
             };
         }
+        let started = std::time::Instant::now();
+        let decision = self.decide(claim, &selecting);
+        if let Some(t) = &self.timer {
+            t.observe(started.elapsed().as_secs_f64());
+        }
+        decision
+    }
+}
+
+impl CelPolicies {
+    fn decide(&self, claim: &Claim<'_>, selecting: &[&(String, Loaded)]) -> Decision {
+        let ns = &claim.request.key.namespace;
+        let pool = &claim.pool.name;
         let inputs = self.inputs(claim);
         let mut warnings = Vec::new();
-        for (name, loaded) in selecting {
+        for (name, loaded) in selecting.iter().copied() {
             let compiled = match &loaded.compiled {
                 Ok(c) => c,
                 Err(e) => {

@@ -28,8 +28,10 @@ use crate::index::{Change, Index, Touched};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
 use crate::policy::PolicyCheck;
 use crate::pools::PoolDef;
+use crate::publish::Publisher;
 use crate::request::{self, ClassPolicy, ServiceKey};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
+use crate::webhook::SharedView;
 use barelb_api::LoadBalancerPolicy;
 use barelb_policies::Engine;
 
@@ -71,6 +73,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
+    view: SharedView,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Change>(8192);
     spawn_watch(
@@ -132,6 +135,13 @@ pub async fn run(
         },
     );
     let engine = Arc::new(Engine::default());
+    let mut publisher = Publisher::new(
+        view,
+        settings.class.clone(),
+        settings.default_deny_pools,
+        engine.clone(),
+        metrics.clone(),
+    );
 
     let mut index = Index::default();
     let mut leading: Option<Leading> = None;
@@ -148,10 +158,13 @@ pub async fn run(
             Some(key) = retry_rx.recv() => touched.services.push(key),
             _ = leader.changed() => {}
             _ = shutdown.changed() => return Ok(()),
+            _ = sleep_until(publisher.due()) => {}
         }
         if !index.synced() {
             continue;
         }
+        publisher.note(&index, &touched);
+        publisher.publish_if_due(&index);
         metrics.set_ready(true);
         if !*leader.borrow() {
             if leading.take().is_some() {
@@ -194,6 +207,14 @@ pub async fn run(
         )
         .await;
         write_pools(&client, &settings, &metrics, state, &index).await;
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

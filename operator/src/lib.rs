@@ -12,5 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod pools;
+pub mod publish;
 pub mod request;
 pub mod status;
+pub mod webhook;

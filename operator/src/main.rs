@@ -3,13 +3,17 @@
 //! events and Prometheus metrics.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use barelb_operator::admission::View;
 use barelb_operator::controller::{self, Settings};
 use barelb_operator::leader::{self, LeaseConfig};
 use barelb_operator::metrics::{self, Metrics};
 use barelb_operator::request::ClassPolicy;
+use barelb_operator::webhook::config::{Endpoint, Registration};
+use barelb_operator::webhook::{self, SharedView};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
@@ -68,6 +72,63 @@ struct Args {
     /// Status writes to the apiserver in flight at once.
     #[arg(long, default_value_t = 32)]
     write_concurrency: usize,
+
+    /// Serve the validating admission webhook and keep its
+    /// ValidatingWebhookConfiguration current (`--webhook=false` to turn off).
+    #[arg(long, env = "BARELB_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook: bool,
+
+    /// Address the webhook listens on (HTTPS).
+    #[arg(long, env = "BARELB_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    webhook_addr: SocketAddr,
+
+    /// URL the apiserver calls (e.g. https://127.0.0.1:9443 when the
+    /// apiserver has no route to Services). Default: Service --webhook-service.
+    #[arg(long, env = "BARELB_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+
+    /// Service (in --namespace) in front of the webhook, and its port.
+    #[arg(
+        long,
+        env = "BARELB_WEBHOOK_SERVICE",
+        default_value = "barelb-webhook:443"
+    )]
+    webhook_service: String,
+
+    /// Name of the ValidatingWebhookConfiguration the operator owns.
+    #[arg(long, env = "BARELB_WEBHOOK_CONFIG", default_value = "barelb")]
+    webhook_config_name: String,
+
+    /// What the apiserver does when the webhook cannot be reached: Fail or Ignore.
+    /// The allocator enforces policy either way.
+    #[arg(long, env = "BARELB_WEBHOOK_FAILURE_POLICY", default_value = "Fail", value_parser = ["Fail", "Ignore"])]
+    webhook_failure_policy: String,
+
+    /// Seconds the apiserver waits for the webhook (1-30).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=30))]
+    webhook_timeout: i32,
+
+    /// Namespaces whose Services are reviewed (label selector; default all).
+    #[arg(long, env = "BARELB_WEBHOOK_NAMESPACE_SELECTOR", default_value = "")]
+    webhook_namespace_selector: String,
+
+    /// LoadBalancerPolicies and BGPPeers reviewed (label selector; default all).
+    /// AddressPools reviewed follow --pool-selector.
+    #[arg(long, env = "BARELB_WEBHOOK_OBJECT_SELECTOR", default_value = "")]
+    webhook_object_selector: String,
+
+    /// Secret (in --namespace) holding the webhook CA; created if absent.
+    #[arg(
+        long,
+        env = "BARELB_WEBHOOK_CA_SECRET",
+        default_value = "barelb-webhook-ca"
+    )]
+    webhook_ca_secret: String,
+
+    /// Directory with tls.crt, tls.key and ca.crt from cert-manager: use
+    /// them instead of the operator's own CA.
+    #[arg(long, env = "BARELB_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -143,17 +204,43 @@ async fn main() -> anyhow::Result<()> {
         write_concurrency: args.write_concurrency,
     };
     tracing::info!(%identity, namespace = %args.namespace, handle_classless = args.handle_classless, "barelb-operator starting");
+    let view: SharedView = Arc::new(RwLock::new(Arc::new(View::empty(Arc::new(
+        barelb_policies::Engine::default(),
+    )))));
+    let webhook_task = if args.webhook {
+        let ws = webhook_settings(&args, &settings.field_manager)?;
+        Some(tokio::spawn(webhook::run(
+            client.clone(),
+            ws,
+            view.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )))
+    } else {
+        None
+    };
     let ctrl = tokio::spawn(controller::run(
         client,
         settings,
         metrics,
         leader_rx,
         shutdown_rx,
+        view,
     ));
 
+    let webhook_done = async {
+        match webhook_task {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),
         res = metrics_task => anyhow::bail!("metrics endpoint stopped: {res:?}"),
+        res = webhook_done => match res {
+            Ok(Err(e)) => return Err(e.context("admission webhook")),
+            other => anyhow::bail!("admission webhook stopped: {other:?}"),
+        },
     }
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
@@ -161,6 +248,58 @@ async fn main() -> anyhow::Result<()> {
         Ok(Ok(res)) => res,
         _ => Ok(()),
     }
+}
+
+fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook::Settings> {
+    let (svc_name, svc_port) = match args.webhook_service.split_once(':') {
+        Some((n, p)) => (
+            n.to_string(),
+            p.parse::<i32>()
+                .with_context(|| format!("--webhook-service {}: port", args.webhook_service))?,
+        ),
+        None => (args.webhook_service.clone(), 443),
+    };
+    let endpoint = match &args.webhook_url {
+        Some(url) => Endpoint::Url(url.clone()),
+        None => Endpoint::Service {
+            namespace: args.namespace.clone(),
+            name: svc_name.clone(),
+            port: svc_port,
+        },
+    };
+    let mut cert_names = vec![
+        format!("{svc_name}.{}.svc", args.namespace),
+        format!("{svc_name}.{}.svc.cluster.local", args.namespace),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    if let Some(host) = args
+        .webhook_url
+        .as_deref()
+        .and_then(|u| u.strip_prefix("https://"))
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .filter(|h| !h.is_empty())
+        && !cert_names.iter().any(|n| n == host)
+    {
+        cert_names.push(host.to_string());
+    }
+    Ok(webhook::Settings {
+        addr: args.webhook_addr,
+        namespace: args.namespace.clone(),
+        ca_secret: args.webhook_ca_secret.clone(),
+        cert_names,
+        cert_dir: args.webhook_cert_dir.clone(),
+        config: Registration {
+            name: args.webhook_config_name.clone(),
+            endpoint,
+            failure_policy: args.webhook_failure_policy.clone(),
+            timeout_seconds: args.webhook_timeout,
+            namespace_selector: args.webhook_namespace_selector.clone(),
+            pool_selector: args.pool_selector.clone(),
+            object_selector: args.webhook_object_selector.clone(),
+            field_manager: field_manager.to_string(),
+        },
+    })
 }
 
 async fn shutdown_signal() {

@@ -34,6 +34,16 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,7 +58,18 @@ pub struct Metrics {
     pub writes: MetricFamily<ResultLabels, Counter>,
     pub leader: Gauge,
     pub services_managed: Gauge,
+    /// Admission reviews by kind and result (allowed, warned, denied, error).
+    pub admission_requests: MetricFamily<ResultLabels, Counter>,
+    pub admission_duration: MetricFamily<KindLabels, Histogram>,
+    /// Admission denials by the LoadBalancerPolicy that made them.
+    pub policy_denials: MetricFamily<PolicyLabels, Counter>,
+    pub policy_evaluation_duration: Histogram,
     ready: AtomicBool,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~2.6 s
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 19))
 }
 
 impl Metrics {
@@ -65,6 +86,10 @@ impl Metrics {
             writes: MetricFamily::default(),
             leader: Gauge::default(),
             services_managed: Gauge::default(),
+            admission_requests: MetricFamily::default(),
+            admission_duration: MetricFamily::new_with_constructor(latency_histogram),
+            policy_denials: MetricFamily::default(),
+            policy_evaluation_duration: latency_histogram(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -118,6 +143,28 @@ impl Metrics {
             "services_managed",
             "Services barelb manages",
             m.services_managed.clone(),
+        );
+        registry.register(
+            "admission_requests",
+            "Admission reviews by kind and result",
+            m.admission_requests.clone(),
+        );
+        registry.register_with_unit(
+            "admission_duration",
+            "Time to answer one admission review, by kind",
+            prometheus_client::registry::Unit::Seconds,
+            m.admission_duration.clone(),
+        );
+        registry.register(
+            "policy_denials",
+            "Admission denials by LoadBalancerPolicy",
+            m.policy_denials.clone(),
+        );
+        registry.register_with_unit(
+            "policy_evaluation_duration",
+            "Time to evaluate the policies for one claim",
+            prometheus_client::registry::Unit::Seconds,
+            m.policy_evaluation_duration.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -83,7 +83,12 @@ async fn allocates_releases_and_respects_the_class() {
     t.wait_pool(&pool, "1 allocated", |s| s["ipv4"]["allocated"] == "1")
         .await;
 
-    let reasons: Vec<String> = t.events("third").into_iter().map(|e| e.0).collect();
+    let reasons: Vec<String> = t
+        .wait_events("third", 1)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(reasons, ["IPAllocated"], "one event per change");
 
     let metrics = http_get(&metrics_addr, "/metrics");
@@ -180,7 +185,7 @@ async fn named_pools_explicit_ips_and_bad_annotations() {
         assert!(msg.contains(words), "{name}: {msg}");
         assert!(!msg.contains('\n'));
         assert!(ips(&t.get(name).await).is_empty(), "{name} got an address");
-        let evs = t.events(name);
+        let evs = t.wait_events(name, 1).await;
         assert!(
             evs.iter()
                 .any(|(r, m)| r == "AllocationFailed" && m.contains(reason)),
@@ -437,7 +442,7 @@ spec:
         "{msg}"
     );
     assert!(ips(&t.get("web").await).is_empty());
-    let evs = t.events("web");
+    let evs = t.wait_events("web", 1).await;
     assert!(
         evs.iter()
             .any(|(r, m)| r == "AllocationFailed" && m.contains("PolicyDenied")),

@@ -20,6 +20,11 @@ pub fn review_service(view: &View, svc: &Service, old: Option<&Service>) -> Revi
         return Review::allow();
     }
     let key = ServiceKey::of(svc);
+    if !view.synced {
+        return Review::deny(format!(
+            "Service {key}: the barelb operator is still loading pools and policies; retry in a few seconds"
+        ));
+    }
     let req = match request::parse(svc) {
         Ok(r) => r,
         Err(e) => return Review::deny(format!("Service {key}: {e}")),

@@ -45,8 +45,8 @@ fn team_policy() -> LoadBalancerPolicy {
 /// Pools `web` (team=web, 10.1.0.0/24) and `open` (10.2.0.0/24); namespaces
 /// `web` (team=web) and `db` (team=db); web/holder holds 10.1.0.5.
 fn view() -> View {
-    let engine = Arc::new(barelb_policies::Engine::default());
-    let pools = vec![
+    let engine = Arc::new(Engine::default());
+    let pools = [
         pool("web", &["10.1.0.0/24"], json!({"team": "web"})),
         pool("open", &["10.2.0.0/24"], json!({})),
     ];

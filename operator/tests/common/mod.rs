@@ -42,6 +42,9 @@ impl Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -60,6 +63,9 @@ impl Instance {
         let id = unique_name("t");
         let ns = format!("{id}-app");
         let out = lab.kubectl(&["create", "namespace", &ns]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        // The label scopes this test's webhook (namespaceSelector) to its namespaces.
+        let out = lab.kubectl(&["label", "namespace", &ns, &format!("{TEST_LABEL}={id}")]);
         assert!(out.status.success(), "{}", output_text(&out));
         let guards = vec![
             lab.delete_on_drop("namespace", &ns, &[]),
@@ -80,6 +86,68 @@ impl Instance {
     /// Starts an operator that serves only this test's class and pools.
     pub fn operator(&mut self, extra: &[&str]) -> Operator {
         self.operator_at("127.0.0.1:0", extra)
+    }
+
+    /// Starts an operator that also serves the admission webhook on a free
+    /// loopback port, registered as `barelb-<id>` for this test's namespaces
+    /// and objects only (failurePolicy Ignore unless `extra` says otherwise,
+    /// so a test that fails never leaves a webhook blocking the lab).
+    /// Returns the operator and the webhook's configuration name.
+    pub fn webhook_operator(&mut self, metrics_addr: &str, extra: &[&str]) -> (Operator, String) {
+        let addr = free_local_addr();
+        let name = format!("barelb-{}", self.id);
+        let selector = format!("{TEST_LABEL}={}", self.id);
+        // Deleted first on drop: before the pools and namespaces it guards.
+        self.guards.insert(
+            0,
+            self.lab
+                .delete_on_drop("validatingwebhookconfiguration", &name, &[]),
+        );
+        let mut args: Vec<&str> = vec![
+            "--webhook=true",
+            "--webhook-addr",
+            &addr,
+            "--webhook-config-name",
+            &name,
+            "--webhook-namespace-selector",
+            &selector,
+            "--webhook-object-selector",
+            &selector,
+        ];
+        let url = format!("https://{addr}");
+        args.extend(["--webhook-url", &url]);
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--webhook-failure-policy"))
+        {
+            args.extend(["--webhook-failure-policy", "Ignore"]);
+        }
+        args.extend(extra);
+        let op = self.operator_at(metrics_addr, &args);
+        (op, name)
+    }
+
+    /// Waits until the apiserver routes this test's Services to the webhook:
+    /// a server-side dry run naming a pool that does not exist is refused.
+    pub fn wait_webhook(&self) {
+        let probe = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: probe, namespace: {ns}, annotations: {{barelb.io/pool: no-such-pool}}}}\nspec: {{type: LoadBalancer, loadBalancerClass: {class}, ports: [{{port: 80}}]}}\n",
+            ns = self.ns,
+            class = self.class
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.lab.apply_args(&probe, &["--dry-run=server"]);
+            if !out.status.success() && output_text(&out).contains("no-such-pool") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the webhook never answered: {}",
+                output_text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Like [`Instance::operator`], serving metrics on `metrics_addr`.
@@ -103,6 +171,13 @@ impl Instance {
                 "--identity",
                 &format!("{}-{}", self.id, self.operators),
             ])
+            // The webhook is opt-in for tests (see webhook_operator): most
+            // tests exercise the allocator, which must hold without it.
+            .args(if extra.iter().any(|a| a.starts_with("--webhook")) {
+                &[][..]
+            } else {
+                &["--webhook=false"][..]
+            })
             .args(extra)
             .env("KUBECONFIG", &self.lab.kubeconfig)
             .env(
@@ -115,6 +190,12 @@ impl Instance {
             .spawn()
             .expect("spawn barelb-operator");
         Operator { child, log }
+    }
+
+    /// Deletes `resource/name` when the test ends.
+    pub fn guard(&mut self, resource: &str, name: &str) {
+        self.guards
+            .push(self.lab.delete_on_drop(resource, name, &[]));
     }
 
     /// Applies an AddressPool labelled for this test; deleted on drop.
@@ -224,6 +305,19 @@ impl Instance {
                     .map(|(a, b)| (a.to_string(), b.to_string()))
             })
             .collect()
+    }
+
+    /// Events on a Service once at least `n` exist (events are written
+    /// asynchronously, after the status), polled for up to 30 s.
+    pub async fn wait_events(&self, name: &str, n: usize) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let evs = self.events(name);
+            if evs.len() >= n || Instant::now() > deadline {
+                return evs;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// `.status` of one of this test's pools.

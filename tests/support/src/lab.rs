@@ -107,6 +107,13 @@ impl Lab {
         self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
     }
 
+    /// `kubectl apply -f -` with extra flags (e.g. `--dry-run=server`).
+    pub fn apply_args(&self, yaml: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        self.kubectl_stdin(&args, Some(yaml))
+    }
+
     /// A kube client for the lab's admin user.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;

@@ -1,0 +1,167 @@
+//! Keeps the admission webhook's [`View`] current from the index, on every
+//! replica (leader or not): holdings are maintained incrementally from the
+//! Services a batch touched, and a fresh snapshot is published at most
+//! every `min_interval` so that a burst of changes costs one rebuild.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use barelb_policies::Engine;
+
+use crate::admission::View;
+use crate::cel_policy::CelPolicies;
+use crate::index::{Index, Touched};
+use crate::metrics::Metrics;
+use crate::pools::{PoolDef, readiness};
+use crate::request::{self, ClassPolicy, Request, ServiceKey};
+use crate::webhook::SharedView;
+
+/// Builds and publishes views.
+pub struct Publisher {
+    target: SharedView,
+    class: ClassPolicy,
+    default_deny_pools: bool,
+    /// Compiles the policies in force (shared with the allocator).
+    engine: Arc<Engine>,
+    /// Compiles drafts under review.
+    draft_engine: Arc<Engine>,
+    held: HashMap<ServiceKey, (Vec<IpAddr>, Arc<Request>)>,
+    loaded: bool,
+    dirty: bool,
+    last: Option<Instant>,
+    min_interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("held", &self.held.len())
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(
+        target: SharedView,
+        class: ClassPolicy,
+        default_deny_pools: bool,
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Publisher {
+            target,
+            class,
+            default_deny_pools,
+            engine,
+            draft_engine: Arc::new(Engine::default()),
+            held: HashMap::new(),
+            loaded: false,
+            dirty: true,
+            last: None,
+            min_interval: Duration::from_millis(100),
+            metrics,
+        }
+    }
+
+    /// Notes what a batch touched (call before the batch is consumed).
+    pub fn note(&mut self, index: &Index, touched: &Touched) {
+        if !index.synced() {
+            return;
+        }
+        if !self.loaded {
+            self.held.clear();
+            for (key, svc) in index.services.iter() {
+                self.refresh(key, Some(svc));
+            }
+            self.loaded = true;
+            self.dirty = true;
+            return;
+        }
+        for key in &touched.services {
+            self.refresh(key, index.services.get(key));
+        }
+        self.dirty |=
+            !touched.services.is_empty() || touched.pools || touched.policies || touched.namespaces;
+    }
+
+    fn refresh(&mut self, key: &ServiceKey, svc: Option<&k8s_openapi::api::core::v1::Service>) {
+        let entry = svc
+            .filter(|s| request::qualifies(s, &self.class))
+            .and_then(|s| {
+                let ips = request::ingress_ips(s);
+                if ips.is_empty() {
+                    return None;
+                }
+                let req = request::parse(s).unwrap_or_else(|_| request::minimal(s, &ips));
+                Some((ips, Arc::new(req)))
+            });
+        match entry {
+            Some(e) => {
+                self.held.insert(key.clone(), e);
+            }
+            None => {
+                self.held.remove(key);
+            }
+        }
+    }
+
+    /// When the next publish is due, if one is pending.
+    pub fn due(&self) -> Option<Instant> {
+        if !self.dirty || !self.loaded {
+            return None;
+        }
+        Some(
+            self.last
+                .map_or_else(Instant::now, |l| l + self.min_interval),
+        )
+    }
+
+    /// Publishes a new view if one is pending and due.
+    pub fn publish_if_due(&mut self, index: &Index) {
+        match self.due() {
+            Some(at) if at <= Instant::now() => {}
+            _ => return,
+        }
+        let pools: Vec<PoolDef> = index.pools.values().map(PoolDef::from_resource).collect();
+        let namespaces: BTreeMap<_, _> = index
+            .namespaces
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let policies: Vec<_> = index.policies.values().collect();
+        let policy = CelPolicies::new(
+            self.engine.clone(),
+            &policies,
+            namespaces.clone(),
+            self.default_deny_pools,
+        )
+        .with_timer(self.metrics.policy_evaluation_duration.clone());
+        let mut holders: HashMap<IpAddr, Vec<Arc<Request>>> = HashMap::new();
+        for (ips, req) in self.held.values() {
+            for ip in ips {
+                holders.entry(*ip).or_default().push(req.clone());
+            }
+        }
+        let view = View {
+            ready: readiness(&pools),
+            pools,
+            policy: Arc::new(policy),
+            namespaces,
+            holders,
+            class: self.class.clone(),
+            default_deny_pools: self.default_deny_pools,
+            engine: self.draft_engine.clone(),
+            synced: true,
+        };
+        match self.target.write() {
+            Ok(mut v) => *v = Arc::new(view),
+            Err(p) => *p.into_inner() = Arc::new(view),
+        }
+        self.dirty = false;
+        self.last = Some(Instant::now());
+    }
+}

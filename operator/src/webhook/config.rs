@@ -1,0 +1,203 @@
+//! The ValidatingWebhookConfiguration, owned by the operator (applied with
+//! server-side apply, `caBundle` included). It is deliberately not a
+//! git-owned object: injecting a CA into a file ArgoCD syncs would keep the
+//! application OutOfSync forever.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
+    WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+
+/// Where the apiserver finds the webhook.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// `https://host:port` (the lab: the apiserver reaches 127.0.0.1 only).
+    Url(String),
+    /// A Service in the cluster.
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+}
+
+/// How the webhook is registered.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// Name of the ValidatingWebhookConfiguration.
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// `Fail` (default: a webhook outage blocks claims it would judge) or `Ignore`.
+    pub failure_policy: String,
+    pub timeout_seconds: i32,
+    /// Namespaces whose Services are reviewed (label selector; "" = all).
+    pub namespace_selector: String,
+    /// AddressPools reviewed (the operator's `--pool-selector`).
+    pub pool_selector: String,
+    /// LoadBalancerPolicies and BGPPeers reviewed (label selector; "" = all).
+    pub object_selector: String,
+    pub field_manager: String,
+}
+
+/// Parses an equality-based label selector (`a=b,c!=d,e,!f`).
+pub fn parse_selector(s: &str) -> anyhow::Result<LabelSelector> {
+    let mut labels = BTreeMap::new();
+    let mut exprs = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let req = |key: &str, op: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
+            key: key.trim().to_string(),
+            operator: op.to_string(),
+            values,
+        };
+        if let Some((k, v)) = part.split_once("!=") {
+            exprs.push(req(k, "NotIn", Some(vec![v.trim().to_string()])));
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            labels.insert(k.trim().to_string(), v.trim().to_string());
+        } else if let Some(k) = part.strip_prefix('!') {
+            exprs.push(req(k, "DoesNotExist", None));
+        } else if part.contains(' ') || part.contains('(') {
+            anyhow::bail!(
+                "label selector {s:?}: only equality-based selectors (a=b, a!=b, a, !a) are supported here"
+            );
+        } else {
+            exprs.push(req(part, "Exists", None));
+        }
+    }
+    Ok(LabelSelector {
+        match_labels: (!labels.is_empty()).then_some(labels),
+        match_expressions: (!exprs.is_empty()).then_some(exprs),
+    })
+}
+
+/// The configuration for `reg`, trusting `ca_pem`.
+pub fn build(reg: &Registration, ca_pem: &str) -> anyhow::Result<ValidatingWebhookConfiguration> {
+    let client_config = |path: &str| match &reg.endpoint {
+        Endpoint::Url(base) => WebhookClientConfig {
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+            service: None,
+        },
+        Endpoint::Service {
+            namespace,
+            name,
+            port,
+        } => WebhookClientConfig {
+            url: None,
+            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(path.to_string()),
+                port: Some(*port),
+            }),
+        },
+    };
+    let rule = |group: &str, version: &str, resource: &str, ops: &[&str]| RuleWithOperations {
+        api_groups: Some(vec![group.into()]),
+        api_versions: Some(vec![version.into()]),
+        resources: Some(vec![resource.into()]),
+        operations: Some(ops.iter().map(|o| o.to_string()).collect()),
+        scope: None,
+    };
+    let hook = |name: &str, path: &str, rule: RuleWithOperations| ValidatingWebhook {
+        name: name.into(),
+        admission_review_versions: vec!["v1".into()],
+        client_config: client_config(path),
+        failure_policy: Some(reg.failure_policy.clone()),
+        match_policy: Some("Equivalent".into()),
+        side_effects: "None".into(),
+        timeout_seconds: Some(reg.timeout_seconds),
+        rules: Some(vec![rule]),
+        ..Default::default()
+    };
+    let object = parse_selector(&reg.object_selector)?;
+    let mut services = hook(
+        "services.barelb.io",
+        "/validate/services",
+        rule("", "v1", "services", &["CREATE", "UPDATE"]),
+    );
+    services.namespace_selector = Some(parse_selector(&reg.namespace_selector)?);
+    let mut pools = hook(
+        "addresspools.barelb.io",
+        "/validate/addresspools",
+        rule(
+            "barelb.io",
+            "*",
+            "addresspools",
+            &["CREATE", "UPDATE", "DELETE"],
+        ),
+    );
+    pools.object_selector = Some(parse_selector(&reg.pool_selector)?);
+    let mut policies = hook(
+        "loadbalancerpolicies.barelb.io",
+        "/validate/loadbalancerpolicies",
+        rule(
+            "barelb.io",
+            "*",
+            "loadbalancerpolicies",
+            &["CREATE", "UPDATE"],
+        ),
+    );
+    policies.object_selector = Some(object.clone());
+    let mut peers = hook(
+        "bgppeers.barelb.io",
+        "/validate/bgppeers",
+        rule("barelb.io", "*", "bgppeers", &["CREATE", "UPDATE"]),
+    );
+    peers.object_selector = Some(object);
+    Ok(ValidatingWebhookConfiguration {
+        metadata: kube::api::ObjectMeta {
+            name: Some(reg.name.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "barelb-operator".to_string(),
+            )])),
+            ..Default::default()
+        },
+        webhooks: Some(vec![services, pools, policies, peers]),
+    })
+}
+
+/// Applies the configuration (server-side apply, forced: the operator owns it).
+pub async fn apply(client: &Client, reg: &Registration, ca_pem: &str) -> anyhow::Result<()> {
+    let mut vwc = build(reg, ca_pem)?;
+    vwc.metadata.managed_fields = None;
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mut value = serde_json::to_value(&vwc)?;
+    value["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    value["kind"] = "ValidatingWebhookConfiguration".into();
+    api.patch(
+        &reg.name,
+        &PatchParams::apply(&reg.field_manager).force(),
+        &Patch::Apply(value),
+    )
+    .await?;
+    tracing::info!(name = %reg.name, "ValidatingWebhookConfiguration applied");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse() {
+        let s = parse_selector("a=b, c!=d,e,!f").unwrap();
+        assert_eq!(s.match_labels.unwrap()["a"], "b");
+        let ops: Vec<String> = s
+            .match_expressions
+            .unwrap()
+            .into_iter()
+            .map(|e| format!("{} {}", e.key, e.operator))
+            .collect();
+        assert_eq!(ops, ["c NotIn", "e Exists", "f DoesNotExist"]);
+        assert_eq!(parse_selector("").unwrap(), LabelSelector::default());
+        assert!(parse_selector("env in (a,b)").is_err());
+    }
+}

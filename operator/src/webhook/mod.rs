@@ -1,0 +1,230 @@
+//! The validating admission webhook, served over HTTPS by every replica
+//! (each keeps the same index, so any replica answers the same way).
+//! Decisions come from [`crate::admission`]; this module is the HTTP shell:
+//! AdmissionReview in and out, metrics, and the serving certificate and
+//! ValidatingWebhookConfiguration it keeps current.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use barelb_api::{AddressPool, BGPPeer, LoadBalancerPolicy};
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::admission::{self, Review, View};
+use crate::metrics::{KindLabels, Metrics, PolicyLabels, ResultLabels};
+
+pub mod certs;
+pub mod config;
+mod tls;
+
+/// The view the controller publishes and the webhook reads.
+pub type SharedView = Arc<RwLock<Arc<View>>>;
+
+/// How the webhook is served and registered.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    /// The operator's namespace (for the CA Secret).
+    pub namespace: String,
+    /// Secret holding the CA (`ca.crt`, `ca.key`).
+    pub ca_secret: String,
+    /// Names and addresses the serving certificate is valid for.
+    pub cert_names: Vec<String>,
+    /// A directory with `tls.crt`, `tls.key` and `ca.crt` (cert-manager);
+    /// when set the operator does not issue certificates itself.
+    pub cert_dir: Option<PathBuf>,
+    pub config: config::Registration,
+}
+
+/// Loads or issues the serving certificate, registers the webhook, and
+/// serves until `shutdown` turns true.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    view: SharedView,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let tls = match &settings.cert_dir {
+        Some(dir) => certs::from_dir(dir)?,
+        None => {
+            let ca =
+                certs::load_or_create_ca(&client, &settings.namespace, &settings.ca_secret).await?;
+            ca.issue_serving(&settings.cert_names)?
+        }
+    };
+    if let Some(ca_pem) = &tls.ca_pem {
+        config::apply(&client, &settings.config, ca_pem).await?;
+    }
+    let app = router(view, metrics);
+    tls::serve(settings.addr, &tls, app, shutdown).await
+}
+
+#[derive(Clone)]
+struct AppState {
+    view: SharedView,
+    metrics: Arc<Metrics>,
+}
+
+/// The webhook's routes: `POST /validate/{services,addresspools,...}`.
+pub fn router(view: SharedView, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/validate/{kind}", post(validate))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .with_state(AppState { view, metrics })
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
+        ))
+        // The apiserver caps request bodies at 3 MiB; an AdmissionReview
+        // carries the object twice on update.
+        .layer(RequestBodyLimitLayer::new(8 * 1024 * 1024))
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let started = Instant::now();
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed AdmissionReview");
+            state
+                .metrics
+                .admission_requests
+                .get_or_create(&ResultLabels {
+                    kind,
+                    result: "error".into(),
+                })
+                .inc();
+            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
+        }
+    };
+    let view = match state.view.read() {
+        Ok(v) => v.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let req_for_review = req.clone();
+    // Policy evaluation blocks (on the engine's workers, bounded in time):
+    // keep it off the async executor.
+    let outcome = tokio::task::spawn_blocking(move || decide(&view, &req_for_review)).await;
+    let (review, result) = match outcome {
+        Ok(Ok(r)) => {
+            let result = if !r.allowed() {
+                "denied"
+            } else if r.warnings.is_empty() {
+                "allowed"
+            } else {
+                "warned"
+            };
+            (r, result)
+        }
+        Ok(Err(e)) => (Review::deny(e), "error"),
+        Err(e) => (
+            Review::deny(format!(
+                "the barelb webhook failed on this object ({e}); retry"
+            )),
+            "error",
+        ),
+    };
+    let m = &state.metrics;
+    m.admission_requests
+        .get_or_create(&ResultLabels {
+            kind: kind.clone(),
+            result: result.into(),
+        })
+        .inc();
+    m.admission_duration
+        .get_or_create(&KindLabels { kind: kind.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(policy) = &review.denied_by {
+        m.policy_denials
+            .get_or_create(&PolicyLabels {
+                policy: policy.clone(),
+            })
+            .inc();
+    }
+    let name = format!(
+        "{}{}",
+        req.namespace
+            .as_deref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        req.name
+    );
+    let mut resp = AdmissionResponse::from(&req);
+    if let Some(msg) = &review.denial {
+        tracing::info!(kind, object = %name, op = ?req.operation, dry_run = req.dry_run, message = %msg, "denied");
+        resp = resp.deny(msg);
+    } else {
+        tracing::debug!(kind, object = %name, op = ?req.operation, "allowed");
+    }
+    if !review.warnings.is_empty() {
+        resp.warnings = Some(review.warnings);
+    }
+    Json(resp.into_review())
+}
+
+/// Dispatches one request by kind. `Err` is a request the webhook cannot
+/// read (an object of the wrong shape), answered with a denial.
+fn decide(view: &View, req: &AdmissionRequest<DynamicObject>) -> Result<Review, String> {
+    let kind = req.kind.kind.as_str();
+    fn parse<K>(o: &Option<DynamicObject>, kind: &str) -> Result<Option<K>, String>
+    where
+        K: kube::Resource + serde::de::DeserializeOwned,
+    {
+        o.as_ref()
+            .map(|o| {
+                o.clone().try_parse::<K>().map_err(|e| {
+                    format!("{kind} cannot be read: {e}; check the object against the schema")
+                })
+            })
+            .transpose()
+    }
+    if req.operation == Operation::Connect {
+        return Ok(Review::allow());
+    }
+    match kind {
+        "Service" => {
+            let (Some(new), old) = (
+                parse::<Service>(&req.object, kind)?,
+                parse::<Service>(&req.old_object, kind)?,
+            ) else {
+                return Ok(Review::allow());
+            };
+            Ok(admission::review_service(view, &new, old.as_ref()))
+        }
+        "AddressPool" => {
+            let new = parse::<AddressPool>(&req.object, kind)?;
+            let old = parse::<AddressPool>(&req.old_object, kind)?;
+            Ok(admission::review_pool(view, new.as_ref(), old.as_ref()))
+        }
+        "LoadBalancerPolicy" => match parse::<LoadBalancerPolicy>(&req.object, kind)? {
+            Some(p) => Ok(admission::review_policy(view, &p)),
+            None => Ok(Review::allow()),
+        },
+        "BGPPeer" => match parse::<BGPPeer>(&req.object, kind)? {
+            Some(p) => Ok(admission::review_peer(&p)),
+            None => Ok(Review::allow()),
+        },
+        other => Ok(Review::deny(format!(
+            "the barelb webhook does not validate {other}; remove it from the ValidatingWebhookConfiguration"
+        ))),
+    }
+}
