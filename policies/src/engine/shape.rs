@@ -14,16 +14,18 @@ const COMPREHENSIONS: [&str; 6] = [
     "transformList",
 ];
 
-/// Checks bracket nesting and comprehension nesting against the limits.
+/// Checks bracket nesting and comprehension nesting against the limits;
+/// returns the deepest comprehension nesting seen (0: none).
 pub(crate) fn check(
     expr: &str,
     max_nesting: usize,
     max_comprehensions: usize,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let bytes = expr.as_bytes();
     // One entry per open bracket: whether it opened a comprehension.
     let mut open: Vec<bool> = Vec::new();
     let mut comprehensions = 0usize;
+    let mut deepest = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
@@ -36,6 +38,7 @@ pub(crate) fn check(
                 let is_comp = c == b'(' && preceding_macro(bytes, i);
                 if is_comp {
                     comprehensions += 1;
+                    deepest = deepest.max(comprehensions);
                     if comprehensions > max_comprehensions {
                         return Err(format!(
                             "{}: comprehensions nested {comprehensions} deep; the limit is {max_comprehensions} (each level multiplies the work)",
@@ -60,7 +63,7 @@ pub(crate) fn check(
         }
         i += 1;
     }
-    Ok(())
+    Ok(deepest)
 }
 
 /// Whether the `(` at `at` follows `.name` where name is a comprehension macro.
@@ -126,7 +129,8 @@ mod tests {
     #[test]
     fn comprehension_depth_is_bounded() {
         let two = "a.all(x, b.exists(y, x == y))";
-        assert!(check(two, 32, 2).is_ok());
+        assert_eq!(check(two, 32, 2), Ok(2));
+        assert_eq!(check("a.b == 'x.all('", 32, 2), Ok(0));
         let three = "a.all(x, b.exists(y, c.map(z, z).size() > 0))";
         let err = check(three, 32, 2).unwrap_err();
         assert!(err.contains("comprehensions nested 3 deep"), "{err}");

@@ -1,0 +1,254 @@
+//! Admission latency benchmark in the lab (needs `tests/lab up` and a
+//! release barelb-operator in BARELB_OPERATOR_BIN):
+//!
+//! Service creates at a steady RATE per second from a loopback load
+//! generator, for SECONDS each, in three namespaces of one run:
+//!   - `none`: no admission policy at all (the apiserver's own cost);
+//!   - `vap`:  the team-match rule as a ValidatingAdmissionPolicy whose
+//!             params are the AddressPool itself (the in-process anchor);
+//!   - `hook`: the same rule enforced by barelb's webhook (CEL engine,
+//!             HTTPS round trip from the apiserver).
+//! Every create claims the same pool by annotation and is allowed, so all
+//! three do the same work but for the check. Prints p50/p99 of the
+//! client-observed create latency and the webhook/VAP ratio.
+//!
+//!     scripts/bench-webhook [RATE] [SECONDS]     (defaults 200 and 15)
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // bench code: failing loudly is the point
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use barelb_testsupport::lab::{Lab, lab, lab_dir};
+use barelb_testsupport::unique_name;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+struct Operator(Child);
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kubectl(lab: &Lab, args: &[&str]) -> anyhow::Result<()> {
+    let out = lab.kubectl(args);
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn apply(lab: &Lab, yaml: &str) -> anyhow::Result<()> {
+    let out = lab.apply(yaml);
+    if !out.status.success() {
+        bail!("apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rate = args.first().copied().unwrap_or(200);
+    let seconds = args.get(1).copied().unwrap_or(15);
+    let lab = lab("bench::webhook");
+    lab.install_crds();
+    let client = lab.client().await?;
+    let bin = std::env::var("BARELB_OPERATOR_BIN")
+        .context("set BARELB_OPERATOR_BIN to a release barelb-operator")?;
+    let id = unique_name("bw");
+    let class = format!("bench.barelb.io/{id}");
+    let pool = format!("{id}-pool");
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {pool}, labels: {{bench: {id}, team: web}}}}\nspec: {{addresses: [\"10.128.0.0/14\"], announce: {{mode: L2}}}}\n"
+        ),
+    )?;
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata: {{name: {id}-team, labels: {{bench: {id}}}}}\nspec:\n  poolSelector: {{matchLabels: {{bench: {id}}}}}\n  rules:\n  - name: team\n    expression: \"'team' in namespace.labels && namespace.labels['team'] == pool.labels['team']\"\n"
+        ),
+    )?;
+    let namespaces = ["none", "vap", "hook"].map(|k| format!("{id}-{k}"));
+    for ns in &namespaces {
+        kubectl(&lab, &["create", "namespace", ns])?;
+        kubectl(
+            &lab,
+            &[
+                "label",
+                "namespace",
+                ns,
+                "team=web",
+                &format!("bench-{id}={ns}"),
+            ],
+        )?;
+    }
+    // The anchor: the same rule in the apiserver's own CEL, with the pool as params.
+    apply(
+        &lab,
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {id}-team}}
+spec:
+  failurePolicy: Fail
+  paramKind: {{apiVersion: barelb.io/v1alpha1, kind: AddressPool}}
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["services"]}}
+  validations:
+  - expression: "!has(object.metadata.annotations) || !('barelb.io/pool' in object.metadata.annotations) || object.metadata.annotations['barelb.io/pool'] != params.metadata.name || ('team' in namespaceObject.metadata.labels && namespaceObject.metadata.labels['team'] == params.metadata.labels['team'])"
+    message: namespace team must match the pool's team
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {id}-team}}
+spec:
+  policyName: {id}-team
+  validationActions: [Deny]
+  paramRef: {{name: {pool}, parameterNotFoundAction: Deny}}
+  matchResources:
+    namespaceSelector: {{matchLabels: {{bench-{id}: {vap}}}}}
+"#,
+            vap = namespaces[1]
+        ),
+    )?;
+    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    std::fs::create_dir_all(lab_dir().join("logs"))?;
+    let log = std::fs::File::create(lab_dir().join(format!("logs/{id}-operator.log")))?;
+    let _op = Operator(
+        Command::new(&bin)
+            .args(["--load-balancer-class", &class, "--handle-classless=false"])
+            .args(["--pool-selector", &format!("bench={id}")])
+            .args([
+                "--namespace",
+                &format!("{id}-op"),
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--webhook-addr", &hook_port.to_string()])
+            .args(["--webhook-url", &format!("https://{hook_port}")])
+            .args(["--webhook-config-name", &format!("{id}-hook")])
+            .args([
+                "--webhook-namespace-selector",
+                &format!("bench-{id}={}", namespaces[2]),
+            ])
+            .args(["--webhook-object-selector", &format!("bench={id}")])
+            .env("KUBECONFIG", &lab.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?,
+    );
+    // Wait until the webhook answers (a dry run naming a missing pool is refused).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let probe = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: probe, namespace: {}, annotations: {{barelb.io/pool: missing}}}}\nspec: {{type: LoadBalancer, loadBalancerClass: {class}, ports: [{{port: 80}}]}}\n",
+            namespaces[2]
+        );
+        let out = lab.apply_args(&probe, &["--dry-run=server"]);
+        if String::from_utf8_lossy(&out.stderr).contains("does not exist") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "webhook never answered: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut results = Vec::new();
+    for ns in &namespaces {
+        let api: Api<Service> = Api::namespaced(client.clone(), ns);
+        // Warm up connections and caches, then measure.
+        run(&api, &class, &pool, "warm", rate, 2).await?;
+        let lat = run(&api, &class, &pool, "svc", rate, seconds).await?;
+        results.push(lat);
+    }
+    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    for (ns, lat) in ["none", "vap", "hook"].iter().zip(&results) {
+        println!(
+            "{ns:>5}: {} creates at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            lat.len(),
+            pct(lat, 0.5),
+            pct(lat, 0.99),
+            lat.last().copied().unwrap_or(0.0)
+        );
+    }
+    let (vap, hook) = (&results[1], &results[2]);
+    println!(
+        "webhook / ValidatingAdmissionPolicy: p50 ratio {:.2}, p99 ratio {:.2}",
+        pct(hook, 0.5) / pct(vap, 0.5),
+        pct(hook, 0.99) / pct(vap, 0.99)
+    );
+    // Clean up (the operator is killed on drop; the webhook config first).
+    let _ = lab.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        &format!("{id}-hook"),
+    ]);
+    let _ = lab.kubectl(&[
+        "delete",
+        "validatingadmissionpolicybinding",
+        &format!("{id}-team"),
+    ]);
+    let _ = lab.kubectl(&["delete", "validatingadmissionpolicy", &format!("{id}-team")]);
+    for ns in &namespaces {
+        let _ = lab.kubectl(&["delete", "namespace", ns, "--wait=false"]);
+    }
+    let _ = lab.kubectl(&["delete", "namespace", &format!("{id}-op"), "--wait=false"]);
+    let _ = lab.kubectl(&["delete", "loadbalancerpolicy", &format!("{id}-team")]);
+    let _ = lab.kubectl(&["delete", "addresspool", &pool, "--wait=false"]);
+    Ok(())
+}
+
+/// Creates Services at `rate`/s for `seconds`; returns sorted latencies in ms.
+async fn run(
+    api: &Api<Service>,
+    class: &str,
+    pool: &str,
+    prefix: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Vec<f64>> {
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for i in 0..rate * seconds {
+        tick.tick().await;
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": format!("{prefix}-{i}"), "annotations": {"barelb.io/pool": pool}},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": class, "ports": [{"port": 80}]}
+        }))?;
+        let api = api.clone();
+        let lat = lat.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = api.create(&PostParams::default(), &svc).await;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            lat.lock().await.push(ms);
+            r.map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await?.context("a create failed")?;
+    }
+    let mut v = std::mem::take(&mut *lat.lock().await);
+    v.sort_by(f64::total_cmp);
+    Ok(v)
+}
