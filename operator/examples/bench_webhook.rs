@@ -3,11 +3,13 @@
 //!
 //! Service creates at a steady RATE per second from a loopback load
 //! generator, for SECONDS each, in three namespaces of one run:
-//!   - `none`: no admission policy at all (the apiserver's own cost);
-//!   - `vap`:  the team-match rule as a ValidatingAdmissionPolicy whose
-//!             params are the AddressPool itself (the in-process anchor);
-//!   - `hook`: the same rule enforced by barelb's webhook (CEL engine,
-//!             HTTPS round trip from the apiserver).
+//!
+//! - `none`: no admission policy at all (the apiserver's own cost);
+//! - `vap`: the team-match rule as a ValidatingAdmissionPolicy whose params
+//!   are the AddressPool itself (the in-process anchor);
+//! - `hook`: the same rule enforced by barelb's webhook (CEL engine, HTTPS
+//!   round trip from the apiserver).
+//!
 //! Every create claims the same pool by annotation and is allowed, so all
 //! three do the same work but for the check. Prints p50/p99 of the
 //! client-observed create latency and the webhook/VAP ratio.
