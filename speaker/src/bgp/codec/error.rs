@@ -23,6 +23,9 @@ pub enum DecodeError {
     UnacceptableHoldTime(u16),
     #[error("malformed OPEN: {0}")]
     MalformedOpen(&'static str),
+    /// UPDATE Message Error (code 3) with its subcode.
+    #[error("malformed UPDATE: {what}")]
+    Update { subcode: u8, what: &'static str },
 }
 
 impl DecodeError {
@@ -43,6 +46,7 @@ impl DecodeError {
             DecodeError::UnsupportedOptionalParameter(_) => (2, 4, Vec::new()),
             DecodeError::UnacceptableHoldTime(_) => (2, 6, Vec::new()),
             DecodeError::MalformedOpen(_) => (2, 0, Vec::new()),
+            DecodeError::Update { subcode, .. } => (3, *subcode, Vec::new()),
         }
     }
 }

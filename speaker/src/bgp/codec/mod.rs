@@ -7,9 +7,11 @@ mod open;
 mod reader;
 #[cfg(test)]
 mod tests;
+mod update;
 
 pub use error::DecodeError;
 pub use open::{AS_TRANS, Capability, Open};
+pub use update::{Attributes, Update};
 
 use reader::Reader;
 
@@ -44,11 +46,11 @@ pub struct RouteRefresh {
     pub safi: u8,
 }
 
-/// One BGP message. UPDATE bodies are carried raw until the UPDATE codec lands.
+/// One BGP message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
-    Update(Vec<u8>),
+    Update(Update),
     Notification(Notification),
     Keepalive,
     RouteRefresh(RouteRefresh),
@@ -89,7 +91,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
     let body = &buf[HEADER_LEN..len];
     let msg = match ty {
         kind::OPEN => Message::Open(open::decode(body)?),
-        kind::UPDATE => Message::Update(body.to_vec()),
+        kind::UPDATE => Message::Update(update::decode(body)?),
         kind::NOTIFICATION => {
             let mut r = Reader::new(body);
             Message::Notification(Notification {
@@ -113,7 +115,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
 pub fn encode(msg: &Message) -> Vec<u8> {
     let (ty, body) = match msg {
         Message::Open(o) => (kind::OPEN, open::encode(o)),
-        Message::Update(b) => (kind::UPDATE, b.clone()),
+        Message::Update(u) => (kind::UPDATE, update::encode(u)),
         Message::Notification(n) => {
             let mut b = vec![n.code, n.subcode];
             b.extend_from_slice(&n.data);

@@ -142,3 +142,101 @@ fn open_errors_map_to_their_notifications() {
         DecodeError::Truncated
     );
 }
+
+fn update_msg(body: &str) -> Vec<u8> {
+    let body = hex(body);
+    let mut m = hex(MARK);
+    m.extend_from_slice(&u16::try_from(19 + body.len()).unwrap().to_be_bytes());
+    m.push(2);
+    m.extend_from_slice(&body);
+    m
+}
+
+#[test]
+fn update_announcing_v4_and_v6_is_byte_exact() {
+    let u = Update {
+        withdrawn: vec![],
+        attributes: Attributes {
+            origin: Some(0),
+            as_path: vec![4_200_000_001],
+            next_hop: Some("198.18.0.10".parse().unwrap()),
+            med: None,
+            local_pref: Some(200),
+            communities: vec![(64500 << 16) | 10],
+            large_communities: vec![(64500, 1, 2)],
+            mp_next_hop: Some(("2001:db8:18::a".parse().unwrap(), None)),
+        },
+        announced: vec![
+            "203.0.113.7/32".parse().unwrap(),
+            "2001:db8:5::7/128".parse().unwrap(),
+        ],
+    };
+    let encoded = encode(&Message::Update(u.clone()));
+    let (decoded, used) = decode(&encoded).unwrap().unwrap();
+    assert_eq!(used, encoded.len());
+    assert_eq!(decoded, Message::Update(u));
+    // Spot-check the wire: attribute order and flags as RFC 4271 and 8092 want.
+    let body = &encoded[HEADER_LEN..];
+    assert_eq!(&body[..2], &[0, 0], "no withdrawn routes");
+    assert_eq!(
+        &body[4..8],
+        &[0x40, 1, 1, 0],
+        "ORIGIN IGP, well-known transitive"
+    );
+    assert_eq!(
+        &body[8..17],
+        &hex("40 02 06 02 01 fa56ea01")[..],
+        "AS_PATH, 4-octet"
+    );
+    assert_eq!(
+        &encoded[encoded.len() - 5..],
+        &hex("20 cb007107")[..],
+        "NLRI 203.0.113.7/32"
+    );
+}
+
+#[test]
+fn withdrawals_of_both_families_round_trip() {
+    let u = Update {
+        withdrawn: vec![
+            "203.0.113.7/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8:5::7/128".parse().unwrap(),
+        ],
+        ..Update::default()
+    };
+    let encoded = encode(&Message::Update(u.clone()));
+    assert_eq!(
+        &encoded[HEADER_LEN..HEADER_LEN + 9],
+        &hex("0007 20 cb007107 08 0a")[..]
+    );
+    assert_eq!(decode(&encoded).unwrap().unwrap().0, Message::Update(u));
+}
+
+#[test]
+fn update_errors_map_to_their_notifications() {
+    let err = |body: &str| decode(&update_msg(body)).unwrap_err().notification();
+    // Withdrawn length past the message: Malformed Attribute List.
+    assert_eq!(err("0010 0000"), (3, 1, vec![]));
+    // ORIGIN 7: Invalid ORIGIN.
+    assert_eq!(err("0000 0004 40 01 01 07"), (3, 6, vec![]));
+    // ORIGIN of length 2: Attribute Length Error.
+    assert_eq!(err("0000 0005 40 01 02 0000"), (3, 5, vec![]));
+    // ORIGIN flagged optional: Attribute Flags Error.
+    assert_eq!(err("0000 0004 c0 01 01 00"), (3, 4, vec![]));
+    // Unknown well-known attribute 99.
+    assert_eq!(err("0000 0004 40 63 01 00"), (3, 2, vec![]));
+    // NLRI without NEXT_HOP: Missing Well-known Attribute.
+    assert_eq!(
+        err("0000 0007 40 01 01 00 40 02 00 20 cb007107"),
+        (3, 3, vec![])
+    );
+    // AS_PATH segment claiming 2 ASNs with 1 present: Malformed AS_PATH.
+    assert_eq!(err("0000 0009 40 02 06 02 02 fa56ea01"), (3, 11, vec![]));
+    // Prefix length 33: Invalid Network Field.
+    assert_eq!(err("0000 0000 21 cb007107"), (3, 10, vec![]));
+    // NEXT_HOP 0.0.0.0: Invalid NEXT_HOP.
+    assert_eq!(err("0000 0007 40 03 04 00000000"), (3, 8, vec![]));
+    // An unknown optional attribute is ignored.
+    assert!(decode(&update_msg("0000 0004 c0 63 01 00")).is_ok());
+}
