@@ -266,7 +266,7 @@ pub(super) fn encode(u: &Update) -> Vec<u8> {
     if let Some(o) = at.origin {
         put_attr(&mut attrs, TRANSITIVE, code::ORIGIN, &[o]);
     }
-    if at.origin.is_some() {
+    if at.origin.is_some() || !at.as_path.is_empty() {
         let mut path = Vec::new();
         for chunk in at.as_path.chunks(255) {
             path.push(AS_SEQUENCE);
@@ -294,7 +294,7 @@ pub(super) fn encode(u: &Update) -> Vec<u8> {
             .collect();
         put_attr(&mut attrs, OPTIONAL | TRANSITIVE, code::COMMUNITIES, &v);
     }
-    if !a6.is_empty() {
+    if !a6.is_empty() || at.mp_next_hop.is_some() {
         let mut v = vec![0, 2, 1];
         match at.mp_next_hop {
             Some((g, Some(ll))) => {
