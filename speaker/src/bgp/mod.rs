@@ -2,3 +2,4 @@
 //! machine and the tokio session driver build on it.
 
 pub mod codec;
+pub mod fsm;
