@@ -379,6 +379,9 @@ async fn pool_edits_keep_addresses_and_overlaps_are_reported() {
         .await;
 
     // An overlapping newer pool is not Ready and names the older one.
+    // Creation times have one-second resolution and ties go by name (where
+    // "...-newer" sorts first): make sure the newer pool is a second younger.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let newer = t.pool(
         "newer",
         r#"{addresses: ["198.51.100.4/30"], priority: 1, announce: {mode: L2}}"#,
