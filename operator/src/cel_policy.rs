@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::Histogram;
 
-use barelb_api::{LabelSelector, LoadBalancerPolicy, PolicyAction};
+use barelb_api::{LabelSelector, LoadBalancerPolicy};
 use barelb_policies::{
     Action, CompiledPolicy, Engine, Inputs, NamespaceInput, PolicySource, PoolInput, PortInput,
-    RequestInput, RuleSource, ServiceInput, Verdict,
+    RequestInput, ServiceInput, Verdict,
 };
 
-use crate::index::NamespaceMeta;
+use crate::index::{Index, NamespaceMeta};
 use crate::policy::{Claim, Decision, Denied, PolicyCheck};
 
 struct Loaded {
@@ -52,7 +52,7 @@ impl CelPolicies {
         let compiled = policies
             .iter()
             .map(|p| {
-                let src = source(p);
+                let src = PolicySource::from_resource(p);
                 let compiled = engine.compile(&src).map_err(|e| e.to_string());
                 (
                     src.name,
@@ -62,6 +62,12 @@ impl CelPolicies {
             })
             .collect();
         Self::from_compiled(engine, compiled, namespaces, default_deny)
+    }
+
+    /// From the policies and namespaces in the index.
+    pub fn from_index(engine: Arc<Engine>, index: &Index, default_deny: bool) -> Self {
+        let policies: Vec<&LoadBalancerPolicy> = index.policies.values().collect();
+        Self::new(engine, &policies, index.namespace_meta(), default_deny)
     }
 
     /// From policies already compiled: `(name, poolSelector, compiled or why not)`.
@@ -140,29 +146,6 @@ impl CelPolicies {
                 automatic: claim.automatic,
             },
         }
-    }
-}
-
-/// A LoadBalancerPolicy as the engine reads it.
-pub fn source(p: &LoadBalancerPolicy) -> PolicySource {
-    PolicySource {
-        name: p.metadata.name.clone().unwrap_or_default(),
-        generation: p.metadata.generation.unwrap_or(0),
-        action: match p.spec.action() {
-            PolicyAction::Deny => Action::Deny,
-            PolicyAction::Warn => Action::Warn,
-        },
-        rules: p
-            .spec
-            .rules
-            .iter()
-            .map(|r| RuleSource {
-                name: r.name.clone(),
-                expression: r.expression.clone(),
-                message: r.message.clone(),
-                message_expression: r.message_expression.clone(),
-            })
-            .collect(),
     }
 }
 

@@ -27,7 +27,6 @@ use crate::cel_policy::CelPolicies;
 use crate::index::{Change, Index, Touched};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
 use crate::policy::PolicyCheck;
-use crate::pools::PoolDef;
 use crate::publish::Publisher;
 use crate::request::{self, ClassPolicy, ServiceKey};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
@@ -190,7 +189,7 @@ pub async fn run(
         };
         let mut keys: BTreeSet<ServiceKey> = batch.services.into_iter().collect();
         if batch.pools {
-            state.alloc.set_pools(pool_defs(&index));
+            state.alloc.set_pools(index.pool_defs());
         }
         if !fresh && (batch.policies || batch.namespaces) {
             state.alloc.set_policy(policies(&index, &engine, &settings));
@@ -249,22 +248,11 @@ fn status_managed_by(svc: &Service, manager: &str) -> bool {
 /// The policy check for the allocator, from the current policies and
 /// namespace labels.
 fn policies(index: &Index, engine: &Arc<Engine>, settings: &Settings) -> Arc<dyn PolicyCheck> {
-    let list: Vec<&LoadBalancerPolicy> = index.policies.values().collect();
-    let namespaces = index
-        .namespaces
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Arc::new(CelPolicies::new(
+    Arc::new(CelPolicies::from_index(
         engine.clone(),
-        &list,
-        namespaces,
+        index,
         settings.default_deny_pools,
     ))
-}
-
-fn pool_defs(index: &Index) -> Vec<PoolDef> {
-    index.pools.values().map(PoolDef::from_resource).collect()
 }
 
 /// A new leader's first step: every address already in a Service's status
@@ -272,7 +260,7 @@ fn pool_defs(index: &Index) -> Vec<PoolDef> {
 fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> Leading {
     let started = Instant::now();
     let mut alloc = Allocator::new(policy);
-    alloc.set_pools(pool_defs(index));
+    alloc.set_pools(index.pool_defs());
     let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index
         .services
         .values()

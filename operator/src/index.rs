@@ -253,6 +253,22 @@ impl Index {
         }
     }
 
+    /// The AddressPools as the allocator and the webhook read them.
+    pub fn pool_defs(&self) -> Vec<crate::pools::PoolDef> {
+        self.pools
+            .values()
+            .map(crate::pools::PoolDef::from_resource)
+            .collect()
+    }
+
+    /// Namespace labels and annotations by name (what policies see).
+    pub fn namespace_meta(&self) -> BTreeMap<String, NamespaceMeta> {
+        self.namespaces
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Whether every watch has delivered its first full list.
     pub fn synced(&self) -> bool {
         self.services.synced()

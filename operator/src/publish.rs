@@ -3,7 +3,7 @@
 //! Services a batch touched, and a fresh snapshot is published at most
 //! every `min_interval` so that a burst of changes costs one rebuild.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use crate::admission::View;
 use crate::cel_policy::CelPolicies;
 use crate::index::{Index, Touched};
 use crate::metrics::Metrics;
-use crate::pools::{PoolDef, readiness};
+use crate::pools::readiness;
 use crate::request::{self, ClassPolicy, Request, ServiceKey};
 use crate::webhook::SharedView;
 
@@ -126,20 +126,9 @@ impl Publisher {
             Some(at) if at <= Instant::now() => {}
             _ => return,
         }
-        let pools: Vec<PoolDef> = index.pools.values().map(PoolDef::from_resource).collect();
-        let namespaces: BTreeMap<_, _> = index
-            .namespaces
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let policies: Vec<_> = index.policies.values().collect();
-        let policy = CelPolicies::new(
-            self.engine.clone(),
-            &policies,
-            namespaces.clone(),
-            self.default_deny_pools,
-        )
-        .with_timer(self.metrics.policy_evaluation_duration.clone());
+        let pools = index.pool_defs();
+        let policy = CelPolicies::from_index(self.engine.clone(), index, self.default_deny_pools)
+            .with_timer(self.metrics.policy_evaluation_duration.clone());
         let mut holders: HashMap<IpAddr, Vec<Arc<Request>>> = HashMap::new();
         for (ips, req) in self.held.values() {
             for ip in ips {
@@ -150,7 +139,7 @@ impl Publisher {
             ready: readiness(&pools),
             pools,
             policy: Arc::new(policy),
-            namespaces,
+            namespaces: index.namespace_meta(),
             holders,
             class: self.class.clone(),
             default_deny_pools: self.default_deny_pools,

@@ -8,33 +8,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use barelb_api::{LoadBalancerPolicy, PolicyAction};
+use barelb_api::LoadBalancerPolicy;
 use barelb_policies::{
     Action, Engine, Inputs, NamespaceInput, PolicySource, PoolInput, RequestInput, RuleSource,
     ServiceInput, Verdict,
 };
-
-fn source(p: &LoadBalancerPolicy) -> PolicySource {
-    PolicySource {
-        name: p.metadata.name.clone().unwrap(),
-        generation: 1,
-        action: match p.spec.action() {
-            PolicyAction::Deny => Action::Deny,
-            PolicyAction::Warn => Action::Warn,
-        },
-        rules: p
-            .spec
-            .rules
-            .iter()
-            .map(|r| RuleSource {
-                name: r.name.clone(),
-                expression: r.expression.clone(),
-                message: r.message.clone(),
-                message_expression: r.message_expression.clone(),
-            })
-            .collect(),
-    }
-}
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -130,7 +108,7 @@ fn main() {
     for (name, inp) in cases {
         let text = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
         let p: LoadBalancerPolicy = serde_yaml::from_str(&text).unwrap();
-        all.push((name.to_string(), source(&p), inp));
+        all.push((name.to_string(), PolicySource::from_resource(&p), inp));
     }
     for (name, src, inp) in &all {
         let compiled = engine.compile(src).unwrap();

@@ -8,6 +8,8 @@
 //! and wall time; a panic inside the interpreter becomes a denial with a
 //! clear reason, never a crashed process.
 
+#[cfg(feature = "api")]
+mod api;
 mod engine;
 mod inputs;
 

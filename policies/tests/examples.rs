@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use barelb_api::{LoadBalancerPolicy, PolicyAction};
+use barelb_api::LoadBalancerPolicy;
 use barelb_policies::{
-    Action, Engine, Inputs, NamespaceInput, PolicySource, PoolInput, RequestInput, RuleSource,
-    ServiceInput, Verdict,
+    Engine, Inputs, NamespaceInput, PolicySource, PoolInput, RequestInput, ServiceInput, Verdict,
 };
 
 fn load(name: &str) -> LoadBalancerPolicy {
@@ -18,28 +17,6 @@ fn load(name: &str) -> LoadBalancerPolicy {
         .join(format!("{name}.yaml"));
     let text = std::fs::read_to_string(&path).unwrap();
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn source(p: &LoadBalancerPolicy) -> PolicySource {
-    PolicySource {
-        name: p.metadata.name.clone().unwrap(),
-        generation: 1,
-        action: match p.spec.action() {
-            PolicyAction::Deny => Action::Deny,
-            PolicyAction::Warn => Action::Warn,
-        },
-        rules: p
-            .spec
-            .rules
-            .iter()
-            .map(|r| RuleSource {
-                name: r.name.clone(),
-                expression: r.expression.clone(),
-                message: r.message.clone(),
-                message_expression: r.message_expression.clone(),
-            })
-            .collect(),
-    }
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -97,7 +74,9 @@ fn verdict(engine: &Engine, name: &str, case: &Case<'_>) -> Verdict {
     if !selector.matches(&map(case.pool_labels)) {
         return Verdict::Allow;
     }
-    let compiled = engine.compile(&source(&policy)).unwrap();
+    let compiled = engine
+        .compile(&PolicySource::from_resource(&policy))
+        .unwrap();
     engine.evaluate(&compiled, &case.inputs())
 }
 

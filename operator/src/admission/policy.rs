@@ -10,7 +10,9 @@ use std::hash::{Hash, Hasher};
 use barelb_api::LoadBalancerPolicy;
 
 use super::{Review, View};
-use crate::cel_policy::{CelPolicies, source};
+use barelb_policies::PolicySource;
+
+use crate::cel_policy::CelPolicies;
 use crate::policy::{Claim, Decision, PolicyCheck};
 
 /// Services evaluated for the warning; past this the warning says so.
@@ -21,7 +23,7 @@ pub fn review_policy(view: &View, policy: &LoadBalancerPolicy) -> Review {
     // Drafts are compiled under a content hash, not metadata.generation: a
     // dry-run and a real apply of different text may carry the same
     // generation, and must not share a cache entry.
-    let mut src = source(policy);
+    let mut src = PolicySource::from_resource(policy);
     src.generation = content_hash(policy);
     let name = src.name.clone();
     let compiled = match view.engine.compile(&src) {
