@@ -83,6 +83,22 @@ impl View {
     }
 }
 
+/// Names sorted, the first `at_most` joined by commas, the rest counted
+/// ("a, b and 3 more"): denial and warning lines stay one readable line.
+fn some_of(mut names: Vec<String>, at_most: usize) -> String {
+    names.sort();
+    let n = names.len();
+    let mut listed = names
+        .into_iter()
+        .take(at_most)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if n > at_most {
+        listed.push_str(&format!(" and {} more", n - at_most));
+    }
+    listed
+}
+
 /// The webhook's answer for one object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Review {

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use barelb_api::LoadBalancerPolicy;
 
-use super::{Review, View};
+use super::{Review, View, some_of};
 use barelb_policies::PolicySource;
 
 use crate::cel_policy::CelPolicies;
@@ -68,16 +68,8 @@ pub fn review_policy(view: &View, policy: &LoadBalancerPolicy) -> Review {
     }
     let mut review = Review::allow();
     if !denied.is_empty() {
-        denied.sort();
         let n = denied.len();
-        let mut listed = denied
-            .into_iter()
-            .take(LIST_AT_MOST)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if n > LIST_AT_MOST {
-            listed.push_str(&format!(" and {} more", n - LIST_AT_MOST));
-        }
+        let listed = some_of(denied, LIST_AT_MOST);
         review.warnings.push(format!(
             "LoadBalancerPolicy {name} would deny {n} Service(s) that already hold addresses (they keep them; new claims like theirs will be refused): {listed}"
         ));

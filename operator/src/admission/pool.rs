@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use barelb_api::{AddressPool, annotations};
 
-use super::{Review, View};
+use super::{Review, View, some_of};
 use crate::ipam::IpRange;
 use crate::pools::PoolDef;
 
@@ -23,8 +23,9 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
         );
     }
     let mut review = Review::allow();
-    if let Some(pool) = new {
-        let def = PoolDef::from_resource(pool);
+    // Parsed once: the orphan check below asks it about every held address.
+    let new_def = new.map(PoolDef::from_resource);
+    if let Some(def) = &new_def {
         let name = &def.name;
         if let Some(bad) = def.invalid.first() {
             return Review::deny(format!(
@@ -35,8 +36,8 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
             if let Some(b) = def.ranges[i + 1..].iter().find(|b| a.overlaps(b)) {
                 return Review::deny(format!(
                     "AddressPool {name}: entries {} and {} overlap; merge them into one entry",
-                    written(&def, a),
-                    written(&def, b)
+                    written(def, a),
+                    written(def, b)
                 ));
             }
         }
@@ -48,7 +49,7 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
             {
                 return Review::deny(format!(
                     "AddressPool {name}: {} overlaps {} of AddressPool {}; pools must not share addresses, change one of them",
-                    written(&def, mine),
+                    written(def, mine),
                     written(other, theirs),
                     other.name
                 ));
@@ -63,10 +64,11 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
     if let Some(old) = old {
         let old_def = PoolDef::from_resource(old);
         let still = |ip: &IpAddr| {
-            new.map(PoolDef::from_resource)
+            new_def
+                .as_ref()
                 .is_some_and(|d| d.ranges.iter().any(|r| r.contains(ip)))
         };
-        let mut orphans: Vec<String> = view
+        let orphans: Vec<String> = view
             .holders
             .iter()
             .filter(|(ip, _)| {
@@ -82,16 +84,8 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
                 .is_some_and(|v| v == "true")
         });
         if !orphans.is_empty() {
-            orphans.sort();
             let n = orphans.len();
-            let mut listed = orphans
-                .into_iter()
-                .take(LIST_AT_MOST)
-                .collect::<Vec<_>>()
-                .join(", ");
-            if n > LIST_AT_MOST {
-                listed.push_str(&format!(" and {} more", n - LIST_AT_MOST));
-            }
+            let listed = some_of(orphans, LIST_AT_MOST);
             let what = if new.is_some() {
                 "this edit"
             } else {
