@@ -120,10 +120,21 @@ async fn validate(
         Ok(v) => v.clone(),
         Err(p) => p.into_inner().clone(),
     };
-    let req_for_review = req.clone();
+    // What the response and the log need, before the request moves into
+    // the review.
+    let mut resp = AdmissionResponse::from(&req);
+    let (op, dry_run) = (req.operation.clone(), req.dry_run);
+    let name = format!(
+        "{}{}",
+        req.namespace
+            .as_deref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        req.name
+    );
     // Policy evaluation blocks (on the engine's workers, bounded in time):
     // keep it off the async executor.
-    let outcome = tokio::task::spawn_blocking(move || decide(&view, &req_for_review)).await;
+    let outcome = tokio::task::spawn_blocking(move || decide(&view, req)).await;
     let (review, result) = match outcome {
         Ok(Ok(r)) => {
             let result = if !r.allowed() {
@@ -160,20 +171,11 @@ async fn validate(
             })
             .inc();
     }
-    let name = format!(
-        "{}{}",
-        req.namespace
-            .as_deref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default(),
-        req.name
-    );
-    let mut resp = AdmissionResponse::from(&req);
     if let Some(msg) = &review.denial {
-        tracing::info!(kind, object = %name, op = ?req.operation, dry_run = req.dry_run, message = %msg, "denied");
+        tracing::info!(kind, object = %name, op = ?op, dry_run, message = %msg, "denied");
         resp = resp.deny(msg);
     } else {
-        tracing::debug!(kind, object = %name, op = ?req.operation, "allowed");
+        tracing::debug!(kind, object = %name, op = ?op, "allowed");
     }
     if !review.warnings.is_empty() {
         resp.warnings = Some(review.warnings);
@@ -183,19 +185,18 @@ async fn validate(
 
 /// Dispatches one request by kind. `Err` is a request the webhook cannot
 /// read (an object of the wrong shape), answered with a denial.
-fn decide(view: &View, req: &AdmissionRequest<DynamicObject>) -> Result<Review, String> {
+fn decide(view: &View, req: AdmissionRequest<DynamicObject>) -> Result<Review, String> {
     let kind = req.kind.kind.as_str();
-    fn parse<K>(o: &Option<DynamicObject>, kind: &str) -> Result<Option<K>, String>
+    fn parse<K>(o: Option<DynamicObject>, kind: &str) -> Result<Option<K>, String>
     where
         K: kube::Resource + serde::de::DeserializeOwned,
     {
-        o.as_ref()
-            .map(|o| {
-                o.clone().try_parse::<K>().map_err(|e| {
-                    format!("{kind} cannot be read: {e}; check the object against the schema")
-                })
+        o.map(|o| {
+            o.try_parse::<K>().map_err(|e| {
+                format!("{kind} cannot be read: {e}; check the object against the schema")
             })
-            .transpose()
+        })
+        .transpose()
     }
     if req.operation == Operation::Connect {
         return Ok(Review::allow());
@@ -203,23 +204,23 @@ fn decide(view: &View, req: &AdmissionRequest<DynamicObject>) -> Result<Review, 
     match kind {
         "Service" => {
             let (Some(new), old) = (
-                parse::<Service>(&req.object, kind)?,
-                parse::<Service>(&req.old_object, kind)?,
+                parse::<Service>(req.object, kind)?,
+                parse::<Service>(req.old_object, kind)?,
             ) else {
                 return Ok(Review::allow());
             };
             Ok(admission::review_service(view, &new, old.as_ref()))
         }
         "AddressPool" => {
-            let new = parse::<AddressPool>(&req.object, kind)?;
-            let old = parse::<AddressPool>(&req.old_object, kind)?;
+            let new = parse::<AddressPool>(req.object, kind)?;
+            let old = parse::<AddressPool>(req.old_object, kind)?;
             Ok(admission::review_pool(view, new.as_ref(), old.as_ref()))
         }
-        "LoadBalancerPolicy" => match parse::<LoadBalancerPolicy>(&req.object, kind)? {
+        "LoadBalancerPolicy" => match parse::<LoadBalancerPolicy>(req.object, kind)? {
             Some(p) => Ok(admission::review_policy(view, &p)),
             None => Ok(Review::allow()),
         },
-        "BGPPeer" => match parse::<BGPPeer>(&req.object, kind)? {
+        "BGPPeer" => match parse::<BGPPeer>(req.object, kind)? {
             Some(p) => Ok(admission::review_peer(&p)),
             None => Ok(Review::allow()),
         },
