@@ -203,6 +203,18 @@ impl Fsm {
                         ),
                     );
                 }
+                if !peer
+                    .capabilities
+                    .iter()
+                    .any(|c| matches!(c, Capability::FourOctetAs(_)))
+                {
+                    // Our AS_PATHs are 4-octet only (RFC 6793); every router
+                    // barelb targets supports it.
+                    return self.fail(
+                        Some(Self::notification(2, 7, vec![65, 4, 0, 0, 0, 0])),
+                        "peer does not support 4-octet AS numbers (RFC 6793)".into(),
+                    );
+                }
                 if peer.identifier == self.cfg.router_id {
                     return self.fail(
                         Some(Self::notification(2, 3, Vec::new())),

@@ -1,5 +1,10 @@
-//! BGP: the wire codec (RFC 4271 and its extensions). The sans-IO state
-//! machine and the tokio session driver build on it.
+//! BGP: the wire codec (RFC 4271 and its extensions), the sans-IO session
+//! state machine, the Adj-RIB-Out that turns a desired table into UPDATEs,
+//! and the tokio session driver that connects them to a TCP socket.
 
 pub mod codec;
 pub mod fsm;
+pub mod parse;
+pub mod routes;
+pub mod session;
+pub mod transport;

@@ -170,6 +170,7 @@ fn update_announcing_v4_and_v6_is_byte_exact() {
             "203.0.113.7/32".parse().unwrap(),
             "2001:db8:5::7/128".parse().unwrap(),
         ],
+        end_of_rib_v6: false,
     };
     let encoded = encode(&Message::Update(u.clone()));
     let (decoded, used) = decode(&encoded).unwrap().unwrap();
@@ -239,4 +240,28 @@ fn update_errors_map_to_their_notifications() {
     assert_eq!(err("0000 0007 40 03 04 00000000"), (3, 8, vec![]));
     // An unknown optional attribute is ignored.
     assert!(decode(&update_msg("0000 0004 c0 63 01 00")).is_ok());
+}
+
+#[test]
+fn end_of_rib_markers_are_byte_exact() {
+    // IPv4: an UPDATE with nothing in it (RFC 4724 §2).
+    assert_eq!(
+        encode(&Message::Update(Update::default())),
+        [&[0xff; 16][..], &hex("0017 02 0000 0000")[..]].concat()
+    );
+    // IPv6: only an empty MP_UNREACH for AFI 2 / SAFI 1.
+    let eor6 = Message::Update(Update {
+        end_of_rib_v6: true,
+        ..Update::default()
+    });
+    let wire = encode(&eor6);
+    assert_eq!(
+        wire,
+        [
+            &[0xff; 16][..],
+            &hex("001d 02 0000 0006 800f03 0002 01")[..]
+        ]
+        .concat()
+    );
+    assert_eq!(decode(&wire).unwrap().unwrap().0, eor6);
 }

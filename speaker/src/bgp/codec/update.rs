@@ -51,6 +51,9 @@ pub struct Update {
     pub withdrawn: Vec<IpNet>,
     pub attributes: Attributes,
     pub announced: Vec<IpNet>,
+    /// An MP_UNREACH for IPv6 unicast with no prefixes: the IPv6
+    /// End-of-RIB marker (RFC 4724 §2) when nothing else is in the UPDATE.
+    pub end_of_rib_v6: bool,
 }
 
 fn attr_err(subcode: u8, what: &'static str) -> DecodeError {
@@ -222,7 +225,9 @@ pub(super) fn decode(body: &[u8]) -> Result<Update, DecodeError> {
             code::MP_UNREACH => {
                 let (afi, _safi) = (v.u16()?, v.u8()?);
                 if afi == 2 {
-                    u.withdrawn.extend(prefixes(v, 6)?);
+                    let w = prefixes(v, 6)?;
+                    u.end_of_rib_v6 = w.is_empty();
+                    u.withdrawn.extend(w);
                 }
             }
             _ if flags & OPTIONAL == 0 => {
@@ -317,7 +322,7 @@ pub(super) fn encode(u: &Update) -> Vec<u8> {
         }
         put_attr(&mut attrs, OPTIONAL, code::MP_REACH, &v);
     }
-    if !w6.is_empty() {
+    if !w6.is_empty() || u.end_of_rib_v6 {
         let mut v = vec![0, 2, 1];
         for n in &w6 {
             put_prefix(&mut v, n);

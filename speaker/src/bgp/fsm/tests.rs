@@ -16,7 +16,7 @@ fn peer_open(asn: u32, id: u32, hold: u16) -> Message {
         asn,
         hold_time: hold,
         identifier: id,
-        capabilities: vec![],
+        capabilities: vec![Capability::FourOctetAs(asn)],
     })
 }
 
@@ -201,4 +201,22 @@ fn stop_sends_cease_and_does_not_retry() {
             .iter()
             .any(|a| matches!(a, Action::Send(_)))
     );
+}
+
+#[test]
+fn a_peer_without_four_octet_as_is_refused_with_unsupported_capability() {
+    let mut f = Fsm::new(cfg());
+    f.handle(Event::Start);
+    f.handle(Event::TcpConnected);
+    let out = f.handle(Event::Received(Message::Open(Open {
+        asn: 64501,
+        hold_time: 30,
+        identifier: 1,
+        capabilities: vec![],
+    })));
+    assert!(
+        matches!(&out[0], Action::Send(Message::Notification(n)) if n.code == 2 && n.subcode == 7),
+        "{out:?}"
+    );
+    assert_eq!(f.state(), State::Idle);
 }

@@ -1,16 +1,11 @@
-//! The speaker's Prometheus metrics (prefix `barelb_`). Per-address series
-//! exist only for addresses the node owns, so the label set stays bounded;
-//! a released address's series are removed.
+//! Layer-2 metrics. Per-address series exist only for addresses the node
+//! owns, so the label set stays bounded; a released address's series are
+//! removed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,7 +25,6 @@ pub struct InterfaceLabels {
 /// Layer-2 metrics.
 #[derive(Debug)]
 pub struct L2Metrics {
-    registry: Registry,
     pub requests: Family<AddressLabels, Counter>,
     pub replies: Family<AddressLabels, Counter>,
     pub gratuitous: Family<AddressLabels, Counter>,
@@ -41,10 +35,9 @@ pub struct L2Metrics {
 }
 
 impl L2Metrics {
-    pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("barelb");
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = L2Metrics {
-            registry: Registry::default(),
             requests: Family::default(),
             replies: Family::default(),
             gratuitous: Family::default(),
@@ -88,7 +81,7 @@ impl L2Metrics {
             "Carrier gained or lost on the announcing interface",
             m.carrier_changes.clone(),
         );
-        Arc::new(L2Metrics { registry, ..m })
+        Arc::new(m)
     }
 
     /// Drops the series of an address the node no longer owns.
@@ -111,31 +104,4 @@ impl L2Metrics {
             address: ip.to_string(),
         }
     }
-}
-
-async fn metrics(State(m): State<Arc<L2Metrics>>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &m.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-/// Serves `/metrics` and `/healthz` on `addr`.
-pub async fn serve(addr: SocketAddr, m: Arc<L2Metrics>) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(m);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await?;
-    Ok(())
 }
