@@ -5,6 +5,7 @@
 //!   needs the lab fails (never skips) when the lab is not up.
 //! - [`netlab`]: throwaway network-namespace topologies (a bridge in a "lan"
 //!   namespace, host namespaces on it) with unique names and cleanup on drop.
+//! - [`routers`]: BIRD, FRR bgpd and GoBGP in a lab namespace, their RIBs read back.
 //! - [`unique_name`]: names that do not collide between parallel tests.
 
 // Test support: failing loudly (panicking) is how a test reports a problem.
@@ -12,6 +13,7 @@
 
 pub mod lab;
 pub mod netlab;
+pub mod routers;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,329 @@
+//! The BGP speaker against real routers (BIRD 2, FRR bgpd, GoBGP) in
+//! network namespaces: sessions come up, IPv4 and IPv6 prefixes arrive with
+//! the expected attributes, withdrawals remove them, a router restart is
+//! followed by re-advertisement, a hung router is caught by the hold timer,
+//! and iBGP sessions carry LOCAL_PREF over TCP-MD5.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use barelb_testsupport::netlab::{Host, Process, Topology};
+use barelb_testsupport::routers::{Kind, Neighbor, Router};
+
+const SPEAKER_AS: u32 = 64500;
+const ROUTER_AS: u32 = 64501;
+const V4: &str = "198.51.100.7/32";
+const V6: &str = "2001:db8:5::7/128";
+
+struct Speaker {
+    process: Process,
+    log: PathBuf,
+    announce: PathBuf,
+}
+
+impl Speaker {
+    /// `barelb-speaker bgp` in `node`, peering with `router`, announcing
+    /// what `announce` lists (re-read on SIGHUP).
+    fn start(node: &Host, router: &Host, peer_asn: u32, prefixes: &[&str], extra: &[&str]) -> Self {
+        let dir = barelb_testsupport::lab::lab_dir().join("logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{}-bgp-speaker.log", node.ns.name()));
+        let announce = dir.join(format!("{}-announce.txt", node.ns.name()));
+        std::fs::write(&announce, prefixes.join("\n")).unwrap();
+        let bin = env!("CARGO_BIN_EXE_barelb-speaker");
+        let peer = router.ipv4.to_string();
+        let asn = peer_asn.to_string();
+        let my = SPEAKER_AS.to_string();
+        let file = announce.display().to_string();
+        let mut args = vec![
+            bin,
+            "bgp",
+            "--peer",
+            &peer,
+            "--peer-asn",
+            &asn,
+            "--my-asn",
+            &my,
+            "--hold-time",
+            "3",
+            "--connect-retry",
+            "0.5",
+            "--announce-file",
+            &file,
+            "--metrics-addr",
+            "127.0.0.1:9479",
+        ];
+        args.extend_from_slice(extra);
+        node.ns.ip(&["link", "set", "lo", "up"]).unwrap();
+        let process = node.ns.spawn_logged(&args, &log).unwrap();
+        Speaker {
+            process,
+            log,
+            announce,
+        }
+    }
+
+    /// Replaces the announcements and tells the speaker (SIGHUP).
+    fn announce(&self, prefixes: &[&str]) {
+        std::fs::write(&self.announce, prefixes.join("\n")).unwrap();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &self.process.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metrics(&self, node: &Host) -> String {
+        node.ns
+            .exec(&["curl", "-sf", "http://127.0.0.1:9479/metrics"])
+            .unwrap_or_default()
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+/// eBGP: attributes, withdrawal, router restart, hung router.
+fn ebgp_scenario(kind: Kind) {
+    let topo = Topology::build(&["router", "node"]).unwrap();
+    let (rh, node) = (topo.host("router"), topo.host("node"));
+    let mut router = Router::start(
+        kind,
+        rh,
+        ROUTER_AS,
+        vec![Neighbor {
+            addr: IpAddr::V4(node.ipv4),
+            asn: SPEAKER_AS,
+            password: None,
+        }],
+    )
+    .unwrap();
+    let mut speaker = Speaker::start(
+        node,
+        rh,
+        ROUTER_AS,
+        &[V4, V6],
+        &[
+            "--community",
+            "64500:10",
+            "--community",
+            "no-export",
+            "--large-community",
+            "64500:1:2",
+        ],
+    );
+    router
+        .wait_established(IpAddr::V4(node.ipv4), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+
+    // Both families arrive with our next hops, AS path and communities.
+    let routes = router
+        .wait_routes(Duration::from_secs(10), |r| {
+            r.contains_key(V4) && r.contains_key(V6)
+        })
+        .unwrap();
+    let v4 = &routes[V4];
+    assert_eq!(v4.next_hop, node.ipv4.to_string(), "{kind:?}");
+    assert_eq!(v4.as_path, [SPEAKER_AS], "{kind:?}");
+    assert!(v4.communities.contains(&"64500:10".to_string()), "{v4:?}");
+    assert!(
+        v4.communities
+            .iter()
+            .any(|c| c == "65535:65281" || c == "no-export"),
+        "{kind:?}: NO_EXPORT missing: {v4:?}"
+    );
+    assert_eq!(v4.large_communities, ["64500:1:2"], "{kind:?}");
+    let v6 = &routes[V6];
+    assert_eq!(v6.next_hop, node.ipv6.to_string(), "{kind:?}");
+    assert_eq!(v6.as_path, [SPEAKER_AS], "{kind:?}");
+    assert_eq!(v6.large_communities, ["64500:1:2"], "{kind:?}");
+
+    // Withdrawal: the IPv4 prefix goes, the IPv6 one stays.
+    speaker.announce(&[V6]);
+    router
+        .wait_routes(Duration::from_secs(10), |r| {
+            !r.contains_key(V4) && r.contains_key(V6)
+        })
+        .unwrap();
+
+    // Router restart: its RIB is empty afterwards until we re-advertise.
+    router.restart(&rh.ns).unwrap();
+    router
+        .wait_established(IpAddr::V4(node.ipv4), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    router
+        .wait_routes(Duration::from_secs(10), |r| {
+            r.contains_key(V6) && !r.contains_key(V4)
+        })
+        .unwrap();
+
+    // A hung router (frozen process, TCP still open) is caught by our hold timer.
+    router.freeze(true).unwrap();
+    wait_for("hold timer expiry", Duration::from_secs(10), || {
+        speaker.log_text().contains("hold timer expired")
+    });
+    let m = speaker.metrics(node);
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("barelb_bgp_notifications_total{")
+                && l.contains("direction=\"sent\"")
+                && l.contains("code=\"4\"")),
+        "{m}"
+    );
+    router.freeze(false).unwrap();
+    router
+        .wait_established(IpAddr::V4(node.ipv4), Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    router
+        .wait_routes(Duration::from_secs(10), |r| r.contains_key(V6))
+        .unwrap();
+    let m = speaker.metrics(node);
+    for series in [
+        "barelb_bgp_session_up{peer=",
+        "barelb_bgp_session_state{peer=",
+        "barelb_bgp_updates_sent_total{peer=",
+        "barelb_bgp_prefixes_advertised{",
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
+    assert!(speaker.process.is_running(), "speaker died");
+}
+
+/// iBGP over TCP-MD5: LOCAL_PREF arrives, AS path is empty.
+fn ibgp_md5_scenario(kind: Kind) {
+    if !barelb_speaker::bgp::transport::md5_supported() {
+        eprintln!("SKIP {kind:?} TCP-MD5: this kernel has no TCP_MD5SIG support");
+        return;
+    }
+    let topo = Topology::build(&["router", "node"]).unwrap();
+    let (rh, node) = (topo.host("router"), topo.host("node"));
+    let router = Router::start(
+        kind,
+        rh,
+        SPEAKER_AS,
+        vec![Neighbor {
+            addr: IpAddr::V4(node.ipv4),
+            asn: SPEAKER_AS,
+            password: Some("lab-s3cret".into()),
+        }],
+    )
+    .unwrap();
+    let pw = barelb_testsupport::lab::lab_dir()
+        .join("logs")
+        .join(format!("{}-bgp-password", node.ns.name()));
+    std::fs::create_dir_all(pw.parent().unwrap()).unwrap();
+    std::fs::write(&pw, "lab-s3cret\n").unwrap();
+    let pw_arg = pw.display().to_string();
+    let speaker = Speaker::start(
+        node,
+        rh,
+        SPEAKER_AS,
+        &[V4, V6],
+        &["--local-pref", "250", "--password-file", &pw_arg],
+    );
+    router
+        .wait_established(IpAddr::V4(node.ipv4), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    let routes = router
+        .wait_routes(Duration::from_secs(10), |r| {
+            r.contains_key(V4) && r.contains_key(V6)
+        })
+        .unwrap();
+    for p in [V4, V6] {
+        assert_eq!(
+            routes[p].local_pref,
+            Some(250),
+            "{kind:?} {p}: {:?}",
+            routes[p]
+        );
+        assert!(
+            routes[p].as_path.is_empty(),
+            "{kind:?} {p}: {:?}",
+            routes[p]
+        );
+    }
+    std::fs::remove_file(&pw).ok();
+}
+
+/// A wrong TCP-MD5 password never gets a session up.
+#[test]
+fn a_wrong_md5_password_gets_no_session() {
+    if !barelb_speaker::bgp::transport::md5_supported() {
+        eprintln!("SKIP TCP-MD5: this kernel has no TCP_MD5SIG support");
+        return;
+    }
+    let topo = Topology::build(&["router", "node"]).unwrap();
+    let (rh, node) = (topo.host("router"), topo.host("node"));
+    let router = Router::start(
+        Kind::Bird,
+        rh,
+        ROUTER_AS,
+        vec![Neighbor {
+            addr: IpAddr::V4(node.ipv4),
+            asn: SPEAKER_AS,
+            password: Some("right".into()),
+        }],
+    )
+    .unwrap();
+    let pw = barelb_testsupport::lab::lab_dir()
+        .join("logs")
+        .join(format!("{}-bgp-password", node.ns.name()));
+    std::fs::create_dir_all(pw.parent().unwrap()).unwrap();
+    std::fs::write(&pw, "wrong").unwrap();
+    let pw_arg = pw.display().to_string();
+    let speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &["--password-file", &pw_arg]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!router.established(IpAddr::V4(node.ipv4)).unwrap());
+    assert!(router.routes().unwrap().is_empty());
+    assert!(
+        speaker.log_text().contains("connect failed"),
+        "{}",
+        speaker.log_text()
+    );
+    std::fs::remove_file(&pw).ok();
+}
+
+#[test]
+fn bird_ebgp() {
+    ebgp_scenario(Kind::Bird);
+}
+
+#[test]
+fn frr_ebgp() {
+    ebgp_scenario(Kind::Frr);
+}
+
+#[test]
+fn gobgp_ebgp() {
+    ebgp_scenario(Kind::Gobgp);
+}
+
+#[test]
+fn bird_ibgp_md5() {
+    ibgp_md5_scenario(Kind::Bird);
+}
+
+#[test]
+fn frr_ibgp_md5() {
+    ibgp_md5_scenario(Kind::Frr);
+}
+
+#[test]
+fn gobgp_ibgp_md5() {
+    ibgp_md5_scenario(Kind::Gobgp);
+}
