@@ -28,8 +28,20 @@ enum Mode {
     Bgp(cmd::bgp::BgpArgs),
 }
 
+fn main() -> std::process::ExitCode {
+    // One line on stderr for a user's mistake (no backtrace dump even when
+    // RUST_BACKTRACE is set): the error and its causes.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("barelb-speaker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
