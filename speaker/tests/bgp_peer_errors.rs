@@ -229,7 +229,8 @@ fn malformed_messages_get_their_notification_and_the_speaker_reconnects() {
     let _s = establish(&listener);
     let log = std::fs::read_to_string(&sp.log).unwrap();
     assert_eq!(
-        log.matches("answering with NOTIFICATION and reconnecting").count(),
+        log.matches("answering with NOTIFICATION and reconnecting")
+            .count(),
         cases.len(),
         "{log}"
     );

@@ -237,6 +237,17 @@ impl Router {
         }
     }
 
+    /// Runs `args` with the router's own CLI (birdc, vtysh -c, gobgp).
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.control(&args)
+    }
+
+    /// The router process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// Runs a command on the router's control interface.
     fn control(&self, args: &[String]) -> anyhow::Result<String> {
         let d = self.dir.display().to_string();
@@ -358,13 +369,12 @@ impl Router {
         match self.kind {
             Kind::Bird => {
                 let text = self.control(&["show route count".into()])?;
-                // "N of M routes for K networks in T tables"
+                // One "N of M routes for K networks in table T" line per table.
                 Ok(text
                     .lines()
-                    .find(|l| l.contains("routes for"))
-                    .and_then(|l| l.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0))
+                    .filter(|l| l.contains("routes for"))
+                    .filter_map(|l| l.split_whitespace().next()?.parse::<usize>().ok())
+                    .sum())
             }
             _ => Ok(self.routes()?.len()),
         }
