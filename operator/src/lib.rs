@@ -10,6 +10,7 @@ pub mod index;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;
+pub mod planner;
 pub mod policy;
 pub mod pools;
 pub mod publish;

@@ -1,0 +1,243 @@
+//! Announcement planning, as plain data in and out: which node announces
+//! each address (layer 2: exactly one; BGP: every eligible node, to the
+//! peers the pool and the peer select).
+//!
+//! Eligible nodes = speakers connected ∩ Ready ∩ not labelled
+//! `node.kubernetes.io/exclude-from-external-load-balancers` ∩ link up ∩
+//! the pool's `nodeSelector` ∩ (externalTrafficPolicy Local: nodes with a
+//! ready local endpoint; Cluster: at least one ready endpoint anywhere).
+//! A layer-2 owner is picked by rendezvous hashing of (unit, node): every
+//! planner — another replica, a restarted leader — computes the same owner,
+//! owners spread evenly, and a node joining or leaving moves only the
+//! addresses it gains or loses. Addresses shared by several Services are
+//! one unit, so they always land on the same node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use barelb_api::LabelSelector;
+
+/// Nodes with this label never announce (the upstream convention).
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// A node as planning sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    /// Its speaker holds a live stream to the operator.
+    pub connected: bool,
+    /// Its speaker reports carrier on its announcing interface.
+    pub link_up: bool,
+}
+
+/// A BGPPeer as planning sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub node_selector: Option<LabelSelector>,
+}
+
+/// BGP attributes a pool asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BgpAttrs {
+    pub communities: Vec<String>,
+    pub large_communities: Vec<String>,
+    pub local_pref: Option<u32>,
+    pub aggregation_length: Option<u8>,
+    pub aggregation_length_v6: Option<u8>,
+}
+
+/// How a pool announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum How {
+    L2 {
+        node_selector: Option<LabelSelector>,
+        interfaces: Vec<String>,
+    },
+    Bgp {
+        node_selector: Option<LabelSelector>,
+        peer_selector: Option<LabelSelector>,
+        attrs: BgpAttrs,
+    },
+}
+
+/// Addresses announced together: one Service's, or those shared by several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub ips: BTreeSet<IpAddr>,
+    pub how: How,
+    /// Some Service of the unit has externalTrafficPolicy Local.
+    pub local: bool,
+    /// Some Service of the unit has a ready endpoint (anywhere, also
+    /// without a node name).
+    pub has_ready_endpoints: bool,
+    /// Nodes with a ready endpoint of any of the unit's Services.
+    pub endpoint_nodes: BTreeSet<String>,
+}
+
+/// A layer-2 address's owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Owner {
+    pub node: String,
+    pub interfaces: Vec<String>,
+}
+
+/// A BGP address's announcers: node → peers it announces to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpAnnouncement {
+    pub nodes: BTreeMap<String, Vec<String>>,
+    pub attrs: BgpAttrs,
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub l2: BTreeMap<IpAddr, L2Owner>,
+    pub bgp: BTreeMap<IpAddr, BgpAnnouncement>,
+}
+
+/// What one node must announce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePlan {
+    pub l2: BTreeMap<IpAddr, Vec<String>>,
+    /// address → (attributes, peers)
+    pub bgp: BTreeMap<IpAddr, (BgpAttrs, Vec<String>)>,
+}
+
+impl Plan {
+    /// The part of the plan `node` carries out.
+    pub fn for_node(&self, node: &str) -> NodePlan {
+        let mut out = NodePlan::default();
+        for (ip, o) in &self.l2 {
+            if o.node == node {
+                out.l2.insert(*ip, o.interfaces.clone());
+            }
+        }
+        for (ip, a) in &self.bgp {
+            if let Some(peers) = a.nodes.get(node) {
+                out.bgp.insert(*ip, (a.attrs.clone(), peers.clone()));
+            }
+        }
+        out
+    }
+
+    /// Nodes announcing `ip` (one for layer 2).
+    pub fn announcers(&self, ip: &IpAddr) -> Vec<String> {
+        if let Some(o) = self.l2.get(ip) {
+            return vec![o.node.clone()];
+        }
+        self.bgp
+            .get(ip)
+            .map(|a| a.nodes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn selected(sel: &Option<LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    sel.as_ref().is_none_or(|s| s.matches(labels))
+}
+
+/// 64-bit FNV-1a with a final avalanche (splitmix64's), fixed across
+/// processes and versions: every replica must compute the same owners.
+pub fn rendezvous_score(unit_key: &str, node: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in unit_key.bytes().chain([0u8]).chain(node.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The unit's identity for hashing: its addresses, sorted, comma-joined.
+fn unit_key(u: &Unit) -> String {
+    u.ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Plans every unit.
+pub fn plan(units: &[Unit], nodes: &[Node], peers: &[Peer]) -> Plan {
+    let mut out = Plan::default();
+    let base: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.connected && n.ready && n.link_up && !n.labels.contains_key(EXCLUDE_LABEL))
+        .collect();
+    for u in units {
+        if !u.has_ready_endpoints {
+            // Nothing would answer behind the address: nobody announces it.
+            continue;
+        }
+        let node_selector = match &u.how {
+            How::L2 { node_selector, .. } | How::Bgp { node_selector, .. } => node_selector,
+        };
+        let eligible: Vec<&Node> = base
+            .iter()
+            .copied()
+            .filter(|n| selected(node_selector, &n.labels))
+            .filter(|n| !u.local || u.endpoint_nodes.contains(&n.name))
+            .collect();
+        match &u.how {
+            How::L2 { interfaces, .. } => {
+                let key = unit_key(u);
+                let Some(owner) = eligible
+                    .iter()
+                    .max_by_key(|n| (rendezvous_score(&key, &n.name), n.name.as_str()))
+                else {
+                    continue;
+                };
+                for ip in &u.ips {
+                    out.l2.insert(
+                        *ip,
+                        L2Owner {
+                            node: owner.name.clone(),
+                            interfaces: interfaces.clone(),
+                        },
+                    );
+                }
+            }
+            How::Bgp {
+                peer_selector,
+                attrs,
+                ..
+            } => {
+                let mut by_node = BTreeMap::new();
+                for n in &eligible {
+                    let chosen: Vec<String> = peers
+                        .iter()
+                        .filter(|p| selected(peer_selector, &p.labels))
+                        .filter(|p| selected(&p.node_selector, &n.labels))
+                        .map(|p| p.name.clone())
+                        .collect();
+                    if !chosen.is_empty() {
+                        by_node.insert(n.name.clone(), chosen);
+                    }
+                }
+                if by_node.is_empty() {
+                    continue;
+                }
+                for ip in &u.ips {
+                    out.bgp.insert(
+                        *ip,
+                        BgpAnnouncement {
+                            nodes: by_node.clone(),
+                            attrs: attrs.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+use super::*;
+
+fn node(name: &str, labels: &[(&str, &str)]) -> Node {
+    Node {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ready: true,
+        connected: true,
+        link_up: true,
+    }
+}
+
+fn nodes(n: usize) -> Vec<Node> {
+    (0..n).map(|i| node(&format!("node-{i}"), &[])).collect()
+}
+
+fn l2_unit(ips: &[&str], endpoints: &[&str], local: bool) -> Unit {
+    Unit {
+        ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        how: How::L2 {
+            node_selector: None,
+            interfaces: vec![],
+        },
+        local,
+        has_ready_endpoints: !endpoints.is_empty(),
+        endpoint_nodes: endpoints.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn many(n: u32) -> Vec<Unit> {
+    (0..n)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(0xc633_6400 + i).to_string();
+            l2_unit(&[&ip], &["node-0"], false)
+        })
+        .collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn every_l2_address_has_exactly_one_owner_and_owners_are_balanced() {
+    let units = many(1000);
+    let p = plan(&units, &nodes(5), &[]);
+    assert_eq!(p.l2.len(), 1000);
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in p.l2.values() {
+        *per.entry(o.node.as_str()).or_default() += 1;
+    }
+    assert_eq!(per.len(), 5);
+    for (n, c) in per {
+        assert!((150..=250).contains(&c), "{n} owns {c} of 1000");
+    }
+}
+
+#[test]
+fn a_node_leaving_moves_only_its_addresses_and_joining_takes_only_what_it_gains() {
+    let units = many(1000);
+    let five = nodes(5);
+    let before = plan(&units, &five, &[]);
+    let mut four = five.clone();
+    four[2].connected = false;
+    let after = plan(&units, &four, &[]);
+    for (ip, o) in &before.l2 {
+        if o.node != "node-2" {
+            assert_eq!(after.l2[ip].node, o.node, "{ip} moved without cause");
+        } else {
+            assert_ne!(after.l2[ip].node, "node-2");
+        }
+    }
+    let mut six = five.clone();
+    six.push(node("node-5", &[]));
+    let grown = plan(&units, &six, &[]);
+    let mut gained = 0;
+    for (ip, o) in &before.l2 {
+        if grown.l2[ip].node != o.node {
+            assert_eq!(grown.l2[ip].node, "node-5", "{ip} moved between old nodes");
+            gained += 1;
+        }
+    }
+    assert!((100..=250).contains(&gained), "node-5 gained {gained}");
+}
+
+#[test]
+fn the_plan_does_not_depend_on_input_order() {
+    let units = many(200);
+    let mut ns = nodes(4);
+    let a = plan(&units, &ns, &[]);
+    ns.reverse();
+    let mut rev = units.clone();
+    rev.reverse();
+    assert_eq!(plan(&rev, &ns, &[]), a);
+}
+
+#[test]
+fn shared_addresses_move_as_one_unit() {
+    let u = l2_unit(&["198.51.100.1", "2001:db8::1"], &["node-0"], false);
+    let p = plan(&[u], &nodes(7), &[]);
+    assert_eq!(
+        p.l2[&ip("198.51.100.1")].node,
+        p.l2[&ip("2001:db8::1")].node
+    );
+}
+
+#[test]
+fn ineligible_nodes_never_announce() {
+    let mut ns = nodes(4);
+    ns[0].ready = false;
+    ns[1].link_up = false;
+    ns[2].labels.insert(EXCLUDE_LABEL.into(), String::new());
+    let p = plan(&many(50), &ns, &[]);
+    assert!(p.l2.values().all(|o| o.node == "node-3"));
+    ns[3].connected = false;
+    assert!(plan(&many(50), &ns, &[]).l2.is_empty());
+}
+
+#[test]
+fn local_policy_announces_only_from_nodes_with_endpoints() {
+    let u = l2_unit(&["198.51.100.9"], &["node-4", "node-6"], true);
+    let p = plan(std::slice::from_ref(&u), &nodes(8), &[]);
+    let owner = &p.l2[&ip("198.51.100.9")].node;
+    assert!(owner == "node-4" || owner == "node-6", "{owner}");
+    // Moving the endpoints moves the announcement.
+    let moved = Unit {
+        endpoint_nodes: ["node-1".to_string()].into(),
+        ..u
+    };
+    assert_eq!(
+        plan(&[moved], &nodes(8), &[]).l2[&ip("198.51.100.9")].node,
+        "node-1"
+    );
+}
+
+#[test]
+fn no_ready_endpoint_means_no_announcement() {
+    let u = l2_unit(&["198.51.100.9"], &[], false);
+    assert!(plan(&[u], &nodes(3), &[]).l2.is_empty());
+}
+
+#[test]
+fn node_selector_limits_layer_2_owners() {
+    let mut ns = nodes(4);
+    ns[3].labels.insert("edge".into(), "true".into());
+    let mut u = l2_unit(&["198.51.100.9"], &["node-0"], false);
+    u.how = How::L2 {
+        node_selector: Some(LabelSelector {
+            match_labels: Some([("edge".to_string(), "true".to_string())].into()),
+            match_expressions: None,
+        }),
+        interfaces: vec!["eth1".into()],
+    };
+    let p = plan(&[u], &ns, &[]);
+    assert_eq!(
+        p.l2[&ip("198.51.100.9")],
+        L2Owner {
+            node: "node-3".into(),
+            interfaces: vec!["eth1".into()]
+        }
+    );
+    assert_eq!(p.for_node("node-3").l2.len(), 1);
+    assert!(p.for_node("node-0").l2.is_empty());
+}
+
+#[test]
+fn bgp_announces_from_every_eligible_node_to_the_selected_peers() {
+    let mut ns = nodes(3);
+    ns[0].labels.insert("rack".into(), "a".into());
+    ns[1].labels.insert("rack".into(), "b".into());
+    let sel = |k: &str, v: &str| {
+        Some(LabelSelector {
+            match_labels: Some([(k.to_string(), v.to_string())].into()),
+            match_expressions: None,
+        })
+    };
+    let peers = vec![
+        Peer {
+            name: "tor-a".into(),
+            labels: [("role".to_string(), "tor".to_string())].into(),
+            node_selector: sel("rack", "a"),
+        },
+        Peer {
+            name: "tor-b".into(),
+            labels: [("role".to_string(), "tor".to_string())].into(),
+            node_selector: sel("rack", "b"),
+        },
+        Peer {
+            name: "lab".into(),
+            labels: BTreeMap::new(),
+            node_selector: None,
+        },
+    ];
+    let u = Unit {
+        how: How::Bgp {
+            node_selector: None,
+            peer_selector: sel("role", "tor"),
+            attrs: BgpAttrs {
+                communities: vec!["64500:10".into()],
+                ..BgpAttrs::default()
+            },
+        },
+        ..l2_unit(&["198.51.100.20"], &["node-2"], false)
+    };
+    let p = plan(std::slice::from_ref(&u), &ns, &peers);
+    let a = &p.bgp[&ip("198.51.100.20")];
+    // node-2 is in no rack: no selected peer wants it.
+    assert_eq!(
+        a.nodes,
+        BTreeMap::from([
+            ("node-0".to_string(), vec!["tor-a".to_string()]),
+            ("node-1".to_string(), vec!["tor-b".to_string()]),
+        ])
+    );
+    assert_eq!(p.announcers(&ip("198.51.100.20")), ["node-0", "node-1"]);
+    // Local: only the endpoint's node.
+    let local = Unit { local: true, ..u };
+    let p = plan(&[local], &ns, &peers);
+    assert!(p.bgp.is_empty(), "node-2 has the endpoint but no peer");
+}
+
+#[test]
+fn rendezvous_scores_are_fixed_across_versions() {
+    // Replicas and restarts must agree on owners; a changed hash function
+    // would move every address on upgrade. Pinned values catch that.
+    assert_eq!(
+        rendezvous_score("198.51.100.1", "node-a"),
+        0x7743_ecd0_5ec5_bae1
+    );
+    assert_eq!(
+        rendezvous_score("198.51.100.1", "node-b"),
+        0x3607_f5d4_fb1c_c31f
+    );
+}
