@@ -165,6 +165,8 @@ pub struct NodeInfo {
 pub struct SliceInfo {
     pub service: ServiceKey,
     pub ready_nodes: Vec<String>,
+    /// Ready endpoints, also those without a node name.
+    pub ready: usize,
 }
 
 /// What a batch of changes touched.
@@ -308,12 +310,12 @@ fn slice_info(s: EndpointSlice) -> Option<((String, String), SliceInfo)> {
         .as_ref()?
         .get("kubernetes.io/service-name")?
         .clone();
-    let mut ready_nodes: Vec<String> = s
+    let ready: Vec<_> = s
         .endpoints
         .iter()
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|e| e.node_name.clone())
         .collect();
+    let mut ready_nodes: Vec<String> = ready.iter().filter_map(|e| e.node_name.clone()).collect();
     ready_nodes.sort();
     ready_nodes.dedup();
     Some((
@@ -324,6 +326,7 @@ fn slice_info(s: EndpointSlice) -> Option<((String, String), SliceInfo)> {
                 name: service,
             },
             ready_nodes,
+            ready: ready.len(),
         },
     ))
 }

@@ -4,7 +4,9 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod announce;
 pub mod cel_policy;
+pub mod control;
 pub mod controller;
 pub mod index;
 pub mod ipam;

@@ -64,6 +64,18 @@ pub struct Metrics {
     /// Admission denials by the LoadBalancerPolicy that made them.
     pub policy_denials: MetricFamily<PolicyLabels, Counter>,
     pub policy_evaluation_duration: Histogram,
+    /// Speakers with a live control stream.
+    pub speakers_connected: Gauge,
+    /// Announcements moved to another node, by cause (stream-ended, link-down, node, endpoints, …).
+    pub failovers: MetricFamily<ReasonLabels, Counter>,
+    /// Fault detected → new owner told.
+    pub failover_duration: Histogram,
+    /// Control messages by kind (snapshot, delta, ack, report, hello).
+    pub control_messages: MetricFamily<KindLabels, Counter>,
+    /// Message sent → speaker's Ack.
+    pub control_apply_duration: Histogram,
+    /// Speakers refused, by reason.
+    pub control_refused: MetricFamily<ReasonLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -90,6 +102,12 @@ impl Metrics {
             admission_duration: MetricFamily::new_with_constructor(latency_histogram),
             policy_denials: MetricFamily::default(),
             policy_evaluation_duration: latency_histogram(),
+            speakers_connected: Gauge::default(),
+            failovers: MetricFamily::default(),
+            failover_duration: latency_histogram(),
+            control_messages: MetricFamily::default(),
+            control_apply_duration: latency_histogram(),
+            control_refused: MetricFamily::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -166,6 +184,38 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             m.policy_evaluation_duration.clone(),
         );
+        registry.register(
+            "control_speakers_connected",
+            "Speakers with a live control stream",
+            m.speakers_connected.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Announcements moved to another node, by cause",
+            m.failovers.clone(),
+        );
+        registry.register_with_unit(
+            "failover_duration",
+            "From detecting a fault to telling the new owner",
+            prometheus_client::registry::Unit::Seconds,
+            m.failover_duration.clone(),
+        );
+        registry.register(
+            "control_messages",
+            "Control-channel messages by kind",
+            m.control_messages.clone(),
+        );
+        registry.register_with_unit(
+            "control_apply_duration",
+            "From sending a snapshot or delta to the speaker's Ack",
+            prometheus_client::registry::Unit::Seconds,
+            m.control_apply_duration.clone(),
+        );
+        registry.register(
+            "control_refused",
+            "Speakers refused, by reason",
+            m.control_refused.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -174,7 +224,7 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    fn encode(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

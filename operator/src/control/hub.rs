@@ -1,0 +1,251 @@
+//! The operator's side of the speakers: who is connected, what each was
+//! told, and the plan. Every input change (units or nodes from the
+//! controller, a speaker attaching or detaching, a link report) replans at
+//! once and sends each affected speaker only its change. Layer-2 moves are
+//! logged and counted with their cause, and timed from the fault.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use barelb_control::v1::{OperatorMessage, operator_message};
+use tokio::sync::{mpsc, watch};
+
+use super::messages;
+use crate::metrics::{KindLabels, Metrics, ReasonLabels};
+use crate::planner::{self, Node, NodePlan, Plan, Unit};
+
+/// What goes down one speaker's stream.
+pub type Outbox = mpsc::Sender<Result<OperatorMessage, tonic::Status>>;
+
+/// Messages a speaker may fall behind by before it is dropped (it
+/// reconnects and gets a fresh snapshot).
+pub const OUTBOX: usize = 256;
+
+#[derive(Debug)]
+struct Speaker {
+    id: u64,
+    tx: Outbox,
+    sent: Option<NodePlan>,
+    generation: u64,
+    /// Generation → when it was sent (for the apply-latency histogram).
+    in_flight: BTreeMap<u64, Instant>,
+    link_up: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    units: Vec<Unit>,
+    nodes: Vec<Node>,
+    speakers: BTreeMap<String, Speaker>,
+    plan: Plan,
+    next_id: u64,
+}
+
+/// Shared by the control server and the controller.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+    plan_tx: watch::Sender<Arc<Plan>>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
+        Arc::new(Hub {
+            state: Mutex::new(State::default()),
+            metrics,
+            plan_tx,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest plan, for Service conditions and events.
+    pub fn plans(&self) -> watch::Receiver<Arc<Plan>> {
+        self.plan_tx.subscribe()
+    }
+
+    /// New units or nodes from the controller.
+    pub fn set_inputs(&self, units: Vec<Unit>, nodes: Vec<Node>, cause: &str) {
+        let mut s = self.lock();
+        if s.units == units && s.nodes == nodes {
+            return;
+        }
+        s.units = units;
+        s.nodes = nodes;
+        self.replan(&mut s, cause, Instant::now());
+    }
+
+    /// A speaker's stream is up; returns its connection id. An older stream
+    /// of the same node is replaced (its sender dropped).
+    pub fn attach(&self, node: &str, tx: Outbox) -> u64 {
+        let mut s = self.lock();
+        s.next_id += 1;
+        let id = s.next_id;
+        s.speakers.insert(
+            node.to_string(),
+            Speaker {
+                id,
+                tx,
+                sent: None,
+                generation: 0,
+                in_flight: BTreeMap::new(),
+                link_up: true,
+            },
+        );
+        self.metrics
+            .speakers_connected
+            .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
+        self.replan(&mut s, "speaker-connected", Instant::now());
+        id
+    }
+
+    /// The stream `id` of `node` ended (`cause`: why), detected at `at`.
+    pub fn detach(&self, node: &str, id: u64, cause: &str, at: Instant) {
+        let mut s = self.lock();
+        if s.speakers.get(node).is_none_or(|sp| sp.id != id) {
+            return;
+        }
+        s.speakers.remove(node);
+        self.metrics
+            .speakers_connected
+            .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
+        self.replan(&mut s, cause, at);
+    }
+
+    /// A link report from `node`.
+    pub fn link(&self, node: &str, id: u64, up: bool) {
+        let mut s = self.lock();
+        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
+            return;
+        };
+        if sp.link_up == up {
+            return;
+        }
+        sp.link_up = up;
+        self.replan(
+            &mut s,
+            if up { "link-up" } else { "link-down" },
+            Instant::now(),
+        );
+    }
+
+    /// The speaker applied `generation`.
+    pub fn ack(&self, node: &str, id: u64, generation: u64, error: &str) {
+        let mut s = self.lock();
+        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
+            return;
+        };
+        if let Some(sent) = sp.in_flight.remove(&generation) {
+            self.metrics
+                .control_apply_duration
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        sp.in_flight.retain(|g, _| *g > generation);
+        if !error.is_empty() {
+            tracing::warn!(
+                node,
+                generation,
+                error,
+                "speaker could not apply everything"
+            );
+        }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics
+            .control_messages
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    fn replan(&self, s: &mut State, cause: &str, detected: Instant) {
+        let nodes: Vec<Node> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                let sp = s.speakers.get(&n.name);
+                Node {
+                    connected: sp.is_some(),
+                    link_up: sp.is_none_or(|sp| sp.link_up),
+                    ..n.clone()
+                }
+            })
+            .collect();
+        let plan = planner::plan(&s.units, &nodes, &[]);
+        for (ip, new) in &plan.l2 {
+            if let Some(old) = s.plan.l2.get(ip)
+                && old.node != new.node
+            {
+                tracing::info!(address = %ip, from = %old.node, to = %new.node, cause, "announcement moved");
+                self.metrics
+                    .failovers
+                    .get_or_create(&ReasonLabels {
+                        reason: cause.into(),
+                    })
+                    .inc();
+            }
+        }
+        let mut dropped = Vec::new();
+        for (node, sp) in s.speakers.iter_mut() {
+            let np = plan.for_node(node);
+            let msg = match &sp.sent {
+                None => {
+                    sp.generation += 1;
+                    Some(operator_message::Msg::Snapshot(messages::snapshot(
+                        sp.generation,
+                        &np,
+                    )))
+                }
+                Some(old) => messages::delta(sp.generation + 1, old, &np).map(|d| {
+                    sp.generation += 1;
+                    operator_message::Msg::Delta(d)
+                }),
+            };
+            let Some(msg) = msg else { continue };
+            let kind = match msg {
+                operator_message::Msg::Snapshot(_) => "snapshot",
+                operator_message::Msg::Delta(_) => "delta",
+            };
+            let gains = np
+                .l2
+                .keys()
+                .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));
+            match sp.tx.try_send(Ok(OperatorMessage { msg: Some(msg) })) {
+                Ok(()) => {
+                    self.count(kind);
+                    sp.in_flight.insert(sp.generation, Instant::now());
+                    sp.sent = Some(np);
+                    if gains {
+                        self.metrics
+                            .failover_duration
+                            .observe(detected.elapsed().as_secs_f64());
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(node, "speaker is not keeping up; dropping its stream");
+                    dropped.push(node.clone());
+                }
+            }
+        }
+        let again = !dropped.is_empty();
+        for node in dropped {
+            s.speakers.remove(&node);
+        }
+        s.plan = plan;
+        if again {
+            // Their addresses go elsewhere now (the dropped are gone, so this ends).
+            self.replan(s, "speaker-too-slow", detected);
+            return;
+        }
+        self.plan_tx.send_replace(Arc::new(s.plan.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

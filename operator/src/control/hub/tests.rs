@@ -1,0 +1,118 @@
+use std::collections::BTreeSet;
+
+use barelb_control::v1::operator_message::Msg;
+
+use super::*;
+use crate::planner::How;
+
+fn unit(ip: &str) -> Unit {
+    Unit {
+        ips: [ip.parse().unwrap()].into(),
+        how: How::L2 {
+            node_selector: None,
+            interfaces: vec![],
+        },
+        local: false,
+        has_ready_endpoints: true,
+        endpoint_nodes: BTreeSet::new(),
+    }
+}
+
+fn node(name: &str) -> Node {
+    Node {
+        name: name.into(),
+        labels: Default::default(),
+        ready: true,
+        connected: false,
+        link_up: true,
+    }
+}
+
+type Inbox = mpsc::Receiver<Result<OperatorMessage, tonic::Status>>;
+
+fn next(rx: &mut Inbox) -> Msg {
+    rx.try_recv().expect("a message").unwrap().msg.unwrap()
+}
+
+fn owned(m: &Msg) -> Vec<String> {
+    match m {
+        Msg::Snapshot(s) => s.l2.iter().map(|a| a.ip.clone()).collect(),
+        Msg::Delta(d) => d.l2_set.iter().map(|a| a.ip.clone()).collect(),
+    }
+}
+
+#[test]
+fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
+    let metrics = Metrics::new();
+    let hub = Hub::new(metrics.clone());
+    let units: Vec<Unit> = (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect();
+    hub.set_inputs(units, vec![node("a"), node("b")], "test");
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    let ida = hub.attach("a", ta);
+    // Alone, a owns everything.
+    let first = next(&mut ra);
+    assert!(matches!(first, Msg::Snapshot(ref s) if s.generation == 1));
+    assert_eq!(owned(&first).len(), 20);
+    hub.attach("b", tb);
+    let b_snap = next(&mut rb);
+    let b_has = owned(&b_snap);
+    assert!(!b_has.is_empty() && b_has.len() < 20, "{b_has:?}");
+    // a is told to drop exactly what b took.
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    assert_eq!(d.generation, 2);
+    let mut removed = d.l2_remove.clone();
+    removed.sort();
+    let mut took = b_has.clone();
+    took.sort();
+    assert_eq!(removed, took);
+    // a's stream ends: b gets everything; one failover per moved address.
+    hub.detach("a", ida, "stream-ended", Instant::now());
+    let Msg::Delta(d) = next(&mut rb) else {
+        panic!("delta expected")
+    };
+    assert_eq!(d.l2_set.len(), 20 - b_has.len());
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains(&format!(
+            "barelb_failovers_total{{reason=\"stream-ended\"}} {}",
+            20 - b_has.len()
+        )),
+        "{text}"
+    );
+    // A stale detach (old connection id) changes nothing.
+    hub.detach("b", 999, "stream-ended", Instant::now());
+    assert!(rb.try_recv().is_err());
+}
+
+#[test]
+fn a_link_down_moves_addresses_away_and_back() {
+    let hub = Hub::new(Metrics::new());
+    hub.set_inputs(
+        vec![unit("198.51.100.1")],
+        vec![node("a"), node("b")],
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    let ida = hub.attach("a", ta);
+    let idb = hub.attach("b", tb);
+    while ra.try_recv().is_ok() {}
+    while rb.try_recv().is_ok() {}
+    let owner = hub.plans().borrow().l2[&"198.51.100.1".parse().unwrap()]
+        .node
+        .clone();
+    let (id, rx_other) = if owner == "a" {
+        (ida, &mut rb)
+    } else {
+        (idb, &mut ra)
+    };
+    hub.link(&owner, id, false);
+    assert_eq!(owned(&next(rx_other)), ["198.51.100.1"]);
+    assert_ne!(
+        hub.plans().borrow().l2[&"198.51.100.1".parse().unwrap()].node,
+        owner
+    );
+}

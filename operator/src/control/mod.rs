@@ -1,0 +1,8 @@
+//! The control channel (barelb.control.v1): the hub that plans and tells
+//! each speaker its part, the gRPC server speakers connect to, and the
+//! authentication of those speakers.
+
+pub mod hub;
+pub mod messages;
+
+pub use hub::Hub;
