@@ -73,6 +73,7 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
     view: SharedView,
+    hub: Option<Arc<crate::control::Hub>>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Change>(8192);
     spawn_watch(
@@ -164,6 +165,15 @@ pub async fn run(
         }
         publisher.note(&index, &touched);
         publisher.publish_if_due(&index);
+        if let Some(hub) = &hub {
+            // Every replica keeps the hub's inputs current, so a new leader
+            // plans at once from the same data.
+            hub.set_inputs(
+                crate::announce::units(&index),
+                crate::announce::nodes(&index),
+                "cluster-change",
+            );
+        }
         metrics.set_ready(true);
         if !*leader.borrow() {
             if leading.take().is_some() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use barelb_operator::admission::View;
+use barelb_operator::control;
 use barelb_operator::controller::{self, Settings};
 use barelb_operator::leader::{self, LeaseConfig};
 use barelb_operator::metrics::{self, Metrics};
@@ -129,6 +130,34 @@ struct Args {
     /// them instead of the operator's own CA.
     #[arg(long, env = "BARELB_WEBHOOK_CERT_DIR")]
     webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Serve the speakers' control channel (barelb.control.v1).
+    #[arg(long, env = "BARELB_CONTROL", default_value_t = true, action = clap::ArgAction::Set)]
+    control: bool,
+    /// Where the control channel listens: HOST:PORT, or unix:PATH.
+    #[arg(long, env = "BARELB_CONTROL_ADDR", default_value = "0.0.0.0:9444")]
+    control_addr: control::server::Listen,
+    /// HTTP/2 keepalive ping interval towards speakers (ms).
+    #[arg(long, default_value_t = 250)]
+    control_keepalive_ms: u64,
+    /// A speaker that does not answer a ping within this (ms) is gone.
+    #[arg(long, default_value_t = 500)]
+    control_keepalive_timeout_ms: u64,
+    /// Secret (CA key) and ConfigMap (CA certificate, for speakers) of the control channel.
+    #[arg(long, default_value = "barelb-control-ca")]
+    control_ca: String,
+    /// The Service speakers reach the operator by (certificate names).
+    #[arg(long, default_value = "barelb-control")]
+    control_service: String,
+    /// More names for the control certificate (repeatable).
+    #[arg(long = "control-cert-name")]
+    control_cert_names: Vec<String>,
+    /// NAMESPACE/NAME of the speakers' ServiceAccount ("" = any service account).
+    #[arg(
+        long,
+        env = "BARELB_SPEAKER_SERVICE_ACCOUNT",
+        default_value = "barelb-system/barelb-speaker"
+    )]
+    speaker_service_account: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -219,6 +248,30 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let hub = control::Hub::new(metrics.clone());
+    let control_task = if args.control {
+        let cs = control_settings(&args, &client).await?;
+        let sa = match args.speaker_service_account.as_str() {
+            "" => None,
+            s => Some(
+                s.split_once('/')
+                    .map(|(n, a)| (n.to_string(), a.to_string()))
+                    .with_context(|| {
+                        format!("--speaker-service-account {s}: want NAMESPACE/NAME")
+                    })?,
+            ),
+        };
+        Some(tokio::spawn(control::server::run(
+            cs,
+            hub.clone(),
+            control::auth::Authenticator::new(client.clone(), sa),
+            leader_rx.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )))
+    } else {
+        None
+    };
     let ctrl = tokio::spawn(controller::run(
         client,
         settings,
@@ -226,7 +279,14 @@ async fn main() -> anyhow::Result<()> {
         leader_rx,
         shutdown_rx,
         view,
+        args.control.then_some(hub),
     ));
+    let control_done = async {
+        match control_task {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
 
     let webhook_done = async {
         match webhook_task {
@@ -241,6 +301,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(Err(e)) => return Err(e.context("admission webhook")),
             other => anyhow::bail!("admission webhook stopped: {other:?}"),
         },
+        res = control_done => match res {
+            Ok(Err(e)) => return Err(e.context("control channel")),
+            other => anyhow::bail!("control channel stopped: {other:?}"),
+        },
     }
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
@@ -248,6 +312,60 @@ async fn main() -> anyhow::Result<()> {
         Ok(Ok(res)) => res,
         _ => Ok(()),
     }
+}
+
+/// The control channel's listener and certificate: a server certificate
+/// from the operator's control CA (kept in a Secret), whose certificate is
+/// published in a ConfigMap of the same name for speakers to trust.
+async fn control_settings(
+    args: &Args,
+    client: &kube::Client,
+) -> anyhow::Result<control::server::Settings> {
+    let ca = webhook::certs::load_or_create_ca(client, &args.namespace, &args.control_ca).await?;
+    let mut names = vec![
+        format!("{}.{}.svc", args.control_service, args.namespace),
+        format!(
+            "{}.{}.svc.cluster.local",
+            args.control_service, args.namespace
+        ),
+        args.control_service.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    names.extend(args.control_cert_names.iter().cloned());
+    let cert = ca.issue_serving(&names)?;
+    publish_ca(client, &args.namespace, &args.control_ca, &ca.cert_pem).await?;
+    Ok(control::server::Settings {
+        listen: args.control_addr.clone(),
+        keepalive: Duration::from_millis(args.control_keepalive_ms),
+        keepalive_timeout: Duration::from_millis(args.control_keepalive_timeout_ms),
+        cert_pem: cert.cert_pem,
+        key_pem: cert.key_pem,
+    })
+}
+
+/// Writes the CA certificate (public) to ConfigMap NAMESPACE/NAME, key `ca.crt`.
+async fn publish_ca(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    pem: &str,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"ca.crt": pem},
+    });
+    api.patch(
+        name,
+        &kube::api::PatchParams::apply("barelb-operator").force(),
+        &kube::api::Patch::Apply(&cm),
+    )
+    .await
+    .with_context(|| format!("publish the control CA in ConfigMap {namespace}/{name}"))?;
+    Ok(())
 }
 
 fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook::Settings> {

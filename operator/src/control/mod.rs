@@ -6,3 +6,5 @@ pub mod hub;
 pub mod messages;
 
 pub use hub::Hub;
+pub mod auth;
+pub mod server;

@@ -178,6 +178,12 @@ impl Instance {
             } else {
                 &["--webhook=false"][..]
             })
+            // So is the control channel (lab_control.rs turns it on).
+            .args(if extra.iter().any(|a| a.starts_with("--control")) {
+                &[][..]
+            } else {
+                &["--control=false"][..]
+            })
             .args(extra)
             .env("KUBECONFIG", &self.lab.kubeconfig)
             .env(

@@ -1,0 +1,227 @@
+//! The gRPC server speakers connect to. Only the leader serves; a follower
+//! refuses with UNAVAILABLE so a speaker tries the next operator address.
+//! HTTP/2 keepalive pings detect a speaker that vanished without closing
+//! its connection (node lost, cable pulled) within interval + timeout.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use barelb_control::v1::control_server::{Control, ControlServer};
+use barelb_control::v1::{OperatorMessage, SpeakerMessage, speaker_message};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Hub;
+use super::auth::{Authenticator, Refusal};
+use super::hub::OUTBOX;
+use crate::metrics::{KindLabels, Metrics, ReasonLabels};
+
+/// Where to listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix socket (the lab: speakers in other network namespaces reach
+    /// it through the filesystem, via a relay).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("unix:") {
+            Some(p) => Ok(Listen::Unix(p.into())),
+            None => s
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| format!("{s:?} is neither HOST:PORT nor unix:PATH")),
+        }
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: Listen,
+    pub keepalive: Duration,
+    pub keepalive_timeout: Duration,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+#[derive(Debug)]
+struct Service {
+    hub: Arc<Hub>,
+    auth: Authenticator,
+    leader: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<OperatorMessage, Status>> + Send>>;
+
+impl Service {
+    fn refuse(&self, node: &str, r: &Refusal) -> Status {
+        self.metrics
+            .control_refused
+            .get_or_create(&ReasonLabels {
+                reason: r.reason().into(),
+            })
+            .inc();
+        tracing::warn!(node, reason = r.reason(), error = %r, "speaker refused");
+        match r {
+            Refusal::Unavailable(_) => Status::unavailable(r.to_string()),
+            Refusal::WrongNode { .. } | Refusal::WrongServiceAccount(_) => {
+                Status::permission_denied(r.to_string())
+            }
+            _ => Status::unauthenticated(r.to_string()),
+        }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics
+            .control_messages
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Service {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<SpeakerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        if !*self.leader.borrow() {
+            return Err(Status::unavailable("not the leader; try another operator"));
+        }
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(SpeakerMessage {
+                msg: Some(speaker_message::Msg::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        self.count("hello");
+        let node = hello.node.clone();
+        if node.is_empty() || hello.protocol == 0 {
+            return Err(Status::invalid_argument(
+                "Hello needs a node name and a protocol version",
+            ));
+        }
+        let Some(token) = token else {
+            return Err(self.refuse(&node, &Refusal::NoToken));
+        };
+        if let Err(r) = self.auth.check(&token, &node).await {
+            return Err(self.refuse(&node, &r));
+        }
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let id = self.hub.attach(&node, tx);
+        let link_up = hello.interfaces.iter().all(|i| i.carrier);
+        if !link_up {
+            self.hub.link(&node, id, false);
+        }
+        tracing::info!(node, version = %hello.version, protocol = hello.protocol, "speaker connected");
+        let hub = self.hub.clone();
+        let metrics = self.metrics.clone();
+        let mut leader = self.leader.clone();
+        tokio::spawn(async move {
+            let count = |kind: &str| {
+                metrics
+                    .control_messages
+                    .get_or_create(&KindLabels { kind: kind.into() })
+                    .inc();
+            };
+            let cause = loop {
+                tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(SpeakerMessage { msg: Some(speaker_message::Msg::Ack(a)) })) => {
+                            count("ack");
+                            hub.ack(&node, id, a.generation, &a.error);
+                        }
+                        Ok(Some(SpeakerMessage { msg: Some(speaker_message::Msg::Report(r)) })) => {
+                            count("report");
+                            if !r.links.is_empty() {
+                                hub.link(&node, id, r.links.iter().all(|l| l.carrier));
+                            }
+                            for c in &r.conflicts {
+                                tracing::warn!(node, address = %c.ip, other_mac = %c.mac, "speaker reports another host claiming an address");
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break "stream-ended",
+                        Err(e) => {
+                            tracing::info!(node, error = %e, "speaker stream lost");
+                            break "stream-lost";
+                        }
+                    },
+                    r = leader.changed() => {
+                        if r.is_err() || !*leader.borrow() {
+                            break "leader-change";
+                        }
+                    }
+                }
+            };
+            let at = Instant::now();
+            tracing::info!(node, cause, "speaker disconnected");
+            hub.detach(&node, id, cause, at);
+        });
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn run(
+    settings: Settings,
+    hub: Arc<Hub>,
+    auth: Authenticator,
+    leader: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let svc = Service {
+        hub,
+        auth,
+        leader,
+        metrics,
+    };
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        settings.cert_pem.as_bytes(),
+        settings.key_pem.as_bytes(),
+    ));
+    let mut builder = Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(settings.keepalive))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .tcp_nodelay(true);
+    let router = builder.add_service(ControlServer::new(svc));
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    match settings.listen {
+        Listen::Tcp(addr) => {
+            tracing::info!(%addr, "control channel listening");
+            router.serve_with_shutdown(addr, stop).await?;
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            tracing::info!(path = %path.display(), "control channel listening");
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, stop).await?;
+        }
+    }
+    Ok(())
+}
