@@ -26,6 +26,8 @@ enum Mode {
     /// Standalone BGP: peer with routers and announce prefixes until SIGTERM
     /// (then close each session with a Cease NOTIFICATION).
     Bgp(cmd::bgp::BgpArgs),
+    /// Under the operator: announce what it assigns over the control channel.
+    Run(cmd::run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,5 +63,6 @@ async fn run() -> anyhow::Result<()> {
     match args.mode {
         Mode::L2(a) => cmd::l2::run(a, metrics).await,
         Mode::Bgp(a) => cmd::bgp::run(a, metrics).await,
+        Mode::Run(a) => cmd::run::run(a, metrics).await,
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(a: L2Args, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(owned);
         running.push((
             tx,
-            tokio::spawn(announcer::run(sock, rx, cfg, metrics.l2.clone())),
+            tokio::spawn(announcer::run(sock, rx, cfg, metrics.l2.clone(), None)),
         ));
     }
     super::shutdown_signal().await;

@@ -2,6 +2,7 @@
 
 pub mod bgp;
 pub mod l2;
+pub mod run;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {

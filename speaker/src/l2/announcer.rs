@@ -37,6 +37,10 @@ pub struct Counters {
     pub conflicts: u64,
 }
 
+/// Where another host's claim on an owned address is reported: (address,
+/// that host's MAC). The agent's yield rule listens here.
+pub type Conflicts = tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>;
+
 /// Runs until `owned` is closed. The set in `owned` is the addresses this
 /// node answers for; a change takes effect at once, and newly acquired
 /// addresses are announced.
@@ -45,6 +49,7 @@ pub async fn run(
     mut owned: watch::Receiver<BTreeSet<IpAddr>>,
     cfg: AnnounceConfig,
     metrics: Arc<L2Metrics>,
+    conflicts: Option<Conflicts>,
 ) -> std::io::Result<Counters> {
     let mut counters = Counters::default();
     let mut current: BTreeSet<IpAddr> = BTreeSet::new();
@@ -112,6 +117,9 @@ pub async fn run(
                     counters.conflicts += 1;
                     metrics.conflicts.get_or_create(&L2Metrics::addr(&ip)).inc();
                     tracing::warn!(address = %ip, other_mac = %other, "another host claims an address this node announces");
+                    if let Some(tx) = &conflicts {
+                        let _ = tx.send((ip, other.to_string()));
+                    }
                 }
                 let reply = match frame {
                     Ok(Frame::Arp(a)) if a.op == arp::OP_REQUEST && current.contains(&IpAddr::V4(a.target_ip)) => {

@@ -1,0 +1,125 @@
+//! The layer-2 part of what the operator assigned: the set of owned
+//! addresses, spread over one announcer task per interface (started when an
+//! interface first gets an address). Conflicts seen by any announcer come
+//! out of one channel, for the yield rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::l2::announcer::{self, AnnounceConfig};
+use crate::l2::iface;
+use crate::l2::socket::PacketSocket;
+use crate::metrics::L2Metrics;
+
+/// Announcers by interface, and who owns what.
+#[derive(Debug)]
+pub struct L2 {
+    cfg: AnnounceConfig,
+    metrics: Arc<L2Metrics>,
+    /// Interfaces to use when the operator names none (from the command line).
+    default_interfaces: Vec<String>,
+    /// Address → the interfaces the operator named for it.
+    owned: BTreeMap<IpAddr, Vec<String>>,
+    running: BTreeMap<String, watch::Sender<BTreeSet<IpAddr>>>,
+    conflicts_tx: mpsc::UnboundedSender<(IpAddr, String)>,
+}
+
+impl L2 {
+    pub fn new(
+        cfg: AnnounceConfig,
+        metrics: Arc<L2Metrics>,
+        default_interfaces: Vec<String>,
+    ) -> (Self, mpsc::UnboundedReceiver<(IpAddr, String)>) {
+        let (conflicts_tx, rx) = mpsc::unbounded_channel();
+        (
+            L2 {
+                cfg,
+                metrics,
+                default_interfaces,
+                owned: BTreeMap::new(),
+                running: BTreeMap::new(),
+                conflicts_tx,
+            },
+            rx,
+        )
+    }
+
+    /// Addresses owned now.
+    pub fn owned(&self) -> &BTreeMap<IpAddr, Vec<String>> {
+        &self.owned
+    }
+
+    pub fn set(&mut self, ip: IpAddr, interfaces: Vec<String>) {
+        self.owned.insert(ip, interfaces);
+    }
+
+    pub fn remove(&mut self, ip: &IpAddr) -> bool {
+        self.owned.remove(ip).is_some()
+    }
+
+    pub fn clear(&mut self) {
+        self.owned.clear();
+    }
+
+    /// Pushes the owned set to the announcers; returns what could not be
+    /// placed (no interface for it), in one line.
+    pub fn apply(&mut self) -> Result<(), String> {
+        let ifaddrs = iface::addresses().map_err(|e| format!("list interfaces: {e}"))?;
+        let mut by_if: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (ip, named) in &self.owned {
+            let explicit = if named.is_empty() {
+                &self.default_interfaces
+            } else {
+                named
+            };
+            let route = iface::default_route(ip);
+            match iface::choose(ip, explicit, &ifaddrs, route.as_deref()) {
+                Some(i) => {
+                    by_if.entry(i).or_default().insert(*ip);
+                }
+                None => errors.push(format!("no interface for {ip}")),
+            }
+        }
+        // Interfaces that lost everything get an empty set (the task keeps
+        // its socket, ready for the next address).
+        for (name, tx) in &self.running {
+            if !by_if.contains_key(name) {
+                tx.send_replace(BTreeSet::new());
+            }
+        }
+        for (name, set) in by_if {
+            if let Some(tx) = self.running.get(&name) {
+                tx.send_replace(set);
+                continue;
+            }
+            match PacketSocket::open(&name) {
+                Ok(sock) => {
+                    let (tx, rx) = watch::channel(set);
+                    tokio::spawn(announcer::run(
+                        sock,
+                        rx,
+                        self.cfg,
+                        self.metrics.clone(),
+                        Some(self.conflicts_tx.clone()),
+                    ));
+                    self.running.insert(name, tx);
+                }
+                Err(e) => errors.push(format!("open a raw socket on {name}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Interfaces with an announcer.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,85 @@
+//! `barelb-speaker run`: the speaker as deployed — announces what the
+//! operator assigns over the control channel (see `agent`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use barelb_speaker::agent::{self, l2::L2};
+use barelb_speaker::l2::announcer::AnnounceConfig;
+use barelb_speaker::l2::link::LinkMonitor;
+use barelb_speaker::metrics::Metrics;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Operator control endpoint, e.g. https://barelb-control.barelb-system.svc:9444
+    /// (repeat for several replicas; only the leader accepts).
+    #[arg(long = "operator", required = true)]
+    operators: Vec<String>,
+    /// This node's name (as in the Node object).
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// Projected ServiceAccount token (audience barelb-control); re-read on every connect.
+    #[arg(long, default_value = "/var/run/secrets/barelb/token")]
+    token_file: PathBuf,
+    /// CA certificate of the operator's control channel (ConfigMap barelb-control-ca, key ca.crt).
+    #[arg(long, default_value = "/etc/barelb/ca.crt")]
+    ca_file: PathBuf,
+    /// Name the operator's certificate must carry.
+    #[arg(long, default_value = "barelb-control")]
+    server_name: String,
+    /// Interfaces for addresses whose pool names none, and whose carrier is
+    /// watched and reported (repeatable). Default: chosen per address.
+    #[arg(long = "interface")]
+    interfaces: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    announce_count: u32,
+    #[arg(long, default_value_t = 500)]
+    announce_interval_ms: u64,
+    /// HTTP/2 keepalive towards the operator (ms).
+    #[arg(long, default_value_t = 500)]
+    keepalive_ms: u64,
+}
+
+pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let cfg = AnnounceConfig {
+        count: a.announce_count.max(1),
+        interval: Duration::from_millis(a.announce_interval_ms),
+        refresh: None,
+    };
+    let (l2, conflicts) = L2::new(cfg, metrics.l2.clone(), a.interfaces.clone());
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    for name in &a.interfaces {
+        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .with_context(|| format!("--interface {name}: no such interface"))?
+            .trim()
+            .parse::<i32>()?;
+        let monitor = LinkMonitor::open(ifindex).context("subscribe to netlink link events")?;
+        let (tx, name) = (link_tx.clone(), name.clone());
+        tokio::spawn(async move {
+            let mut up = true;
+            while let Ok(now) = monitor.next().await {
+                if now != up {
+                    up = now;
+                    tracing::warn!(interface = %name, carrier = up, "carrier changed");
+                    let _ = tx.send((name.clone(), up));
+                }
+            }
+        });
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let agent_cfg = agent::Config {
+        operators: a.operators,
+        node: a.node,
+        token_file: a.token_file,
+        ca_file: a.ca_file,
+        server_name: a.server_name,
+        keepalive: Duration::from_millis(a.keepalive_ms),
+    };
+    let task = tokio::spawn(agent::run(agent_cfg, l2, conflicts, link_rx, stop_rx));
+    super::shutdown_signal().await;
+    stop_tx.send_replace(true);
+    task.await.context("agent task")?
+}
