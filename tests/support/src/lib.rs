@@ -34,6 +34,27 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// The path of a workspace binary, built on first use (`cargo build --bin`).
+/// Integration tests of one package use another package's binaries this way
+/// (Cargo's `CARGO_BIN_EXE_*` only covers the package's own).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<std::collections::BTreeSet<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut done = built.lock().unwrap_or_else(|p| p.into_inner());
+    if !done.contains(name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(repo_root())
+            .args(["build", "-q", "--bin", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+        done.insert(name.to_string());
+    }
+    repo_root().join("target/debug").join(name)
+}
+
 /// The repository's top directory.
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
