@@ -294,7 +294,7 @@ async fn the_planned_node_alone_answers_and_a_killed_speakers_address_moves() {
     );
     let took = t.elapsed();
     eprintln!("failover (speaker killed → client neighbour entry flipped): {took:?}");
-    assert_eq!(arp_answers(client, &vip), [other.clone()]);
+    assert_eq!(arp_answers(client, &vip), [other]);
     let log = c.op.log_text();
     assert!(log.contains("announcement moved"), "{log}");
     let _ = (log_a, log_b);
