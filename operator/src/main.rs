@@ -142,6 +142,10 @@ struct Args {
     /// A speaker that does not answer a ping within this (ms) is gone.
     #[arg(long, default_value_t = 500)]
     control_keepalive_timeout_ms: u64,
+    /// After a leader change, wait this long (ms) for speakers to reconnect
+    /// before planning, so nothing moves (speakers keep announcing meanwhile).
+    #[arg(long, default_value_t = 5000)]
+    control_settle_ms: u64,
     /// Secret (CA key) and ConfigMap (CA certificate, for speakers) of the control channel.
     #[arg(long, default_value = "barelb-control-ca")]
     control_ca: String,
@@ -248,7 +252,10 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let hub = control::Hub::new(metrics.clone());
+    let hub = control::Hub::new(
+        metrics.clone(),
+        Duration::from_millis(args.control_settle_ms),
+    );
     let control_task = if args.control {
         let cs = control_settings(&args, &client).await?;
         let sa = match args.speaker_service_account.as_str() {

@@ -337,3 +337,143 @@ async fn a_token_for_another_node_or_no_pod_is_refused() {
     });
     p.kill();
 }
+
+/// Two speakers and a Service; returns (cluster, vip, owner MAC, other MAC,
+/// owner role, speakers).
+async fn two_nodes_and_a_service(
+    test: &str,
+) -> (Cluster, String, String, String, &'static str, Vec<Process>) {
+    let mut c = cluster(test, &["node-a", "node-b"]).await;
+    c.inst.pool(
+        "l2",
+        "{addresses: [198.18.0.200-198.18.0.220], announce: {mode: L2}}",
+    );
+    let ta = c.register_node("node-a");
+    let tb = c.register_node("node-b");
+    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
+    let (pa, _) = c.speaker("node-a", &na, &ta);
+    let (pb, _) = c.speaker("node-b", &nb, &tb);
+    let vip = service_with_endpoint(&mut c, "web", &na).await;
+    let client = c.topo.host("client");
+    let (ma, mb) = (
+        c.topo.host("node-a").mac.to_lowercase(),
+        c.topo.host("node-b").mac.to_lowercase(),
+    );
+    let mut owner = String::new();
+    wait_until("an ARP answer", Duration::from_secs(20), || {
+        let a = arp_answers(client, &vip);
+        if a.len() == 1 {
+            owner = a[0].clone();
+            true
+        } else {
+            false
+        }
+    });
+    let _ = client.ns.exec_output(&["ping", "-c1", "-W1", &vip]);
+    wait_until("client neighbour entry", Duration::from_secs(5), || {
+        neigh_mac(client, &vip).as_deref() == Some(owner.as_str())
+    });
+    let (other, role) = if owner == ma {
+        (mb, "node-a")
+    } else {
+        (ma, "node-b")
+    };
+    (c, vip, owner, other, role, vec![pa, pb])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silently_cut_node_loses_its_address_and_yields_it() {
+    let (c, vip, _owner, other, role, _speakers) =
+        two_nodes_and_a_service("control-blackhole").await;
+    let client = c.topo.host("client");
+    let node = c.topo.host(role);
+    let relay = c.topo.host("relay");
+    // Cut the owner off from the operator without any signal: both
+    // directions to a MAC that does not exist (no RST, no FIN, no carrier loss).
+    for (host, peer) in [(node, relay), (relay, node)] {
+        host.ns
+            .ip(&[
+                "neigh",
+                "replace",
+                &peer.ipv4.to_string(),
+                "lladdr",
+                "02:00:00:00:00:99",
+                "dev",
+                &host.ifname,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+    }
+    let t = Instant::now();
+    wait_until(
+        "neighbour entry flips to the other node",
+        Duration::from_secs(5),
+        || neigh_mac(client, &vip).as_deref() == Some(other.as_str()),
+    );
+    eprintln!(
+        "failover (node silently cut off → client entry flipped): {:?}",
+        t.elapsed()
+    );
+    // The cut-off speaker notices its dead stream and yields: no split brain.
+    let mut streak = 0;
+    wait_until(
+        "only the new owner answers",
+        Duration::from_secs(15),
+        || {
+            // arping may stop at the first reply: insist on a run of clean answers.
+            streak = if arp_answers(client, &vip) == std::slice::from_ref(&other) {
+                streak + 1
+            } else {
+                0
+            };
+            streak >= 3
+        },
+    );
+    eprintln!("cut-off owner stopped answering after {:?}", t.elapsed());
+    let log = c.op.log_text();
+    let node_name = c.node_name(role);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("announcement moved") && l.contains(&format!("from={node_name}"))),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_keep_answering_while_the_operator_is_down_and_do_not_move_on_its_return() {
+    let (mut c, vip, owner, _other, _role, _speakers) =
+        two_nodes_and_a_service("control-outage").await;
+    let client = c.topo.host("client");
+    c.op.kill();
+    // Fail-static: 60 s without an operator, the owner keeps answering alone.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        assert_eq!(
+            arp_answers(client, &vip),
+            std::slice::from_ref(&owner),
+            "after {:?} without the operator",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    // A new operator (a new leader) rebuilds the same plan: nothing moves.
+    let sock = c.dir.join("control.sock");
+    let op_ns = c.op_ns.clone();
+    let op2 = c.inst.operator(&[
+        "--control-addr",
+        &format!("unix:{}", sock.display()),
+        "--speaker-service-account",
+        &format!("{op_ns}/barelb-speaker"),
+    ]);
+    wait_until("both speakers reconnect", Duration::from_secs(30), || {
+        op2.log_text().matches("speaker connected").count() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(arp_answers(client, &vip), std::slice::from_ref(&owner));
+    assert!(
+        !op2.log_text().contains("announcement moved"),
+        "{}",
+        op2.log_text()
+    );
+}

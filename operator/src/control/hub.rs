@@ -35,6 +35,11 @@ struct Speaker {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Until then plans are computed but not sent: after a leader change
+    /// speakers reconnect one by one, and planning with the first few
+    /// would move addresses to them (see `Hub::new`).
+    hold_until: Option<Instant>,
+    settled: bool,
     units: Vec<Unit>,
     nodes: Vec<Node>,
     speakers: BTreeMap<String, Speaker>,
@@ -46,14 +51,20 @@ struct State {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
+    settle: std::time::Duration,
     metrics: Arc<Metrics>,
     plan_tx: watch::Sender<Arc<Plan>>,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+    /// `settle`: how long after the first speaker connects (to a new
+    /// leader) to wait for the others before telling anyone anything.
+    /// Speakers keep announcing meanwhile (fail-static), so a leader change
+    /// moves nothing and leaves no gap.
+    pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> Arc<Self> {
         let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
         Arc::new(Hub {
+            settle,
             state: Mutex::new(State::default()),
             metrics,
             plan_tx,
@@ -83,8 +94,20 @@ impl Hub {
 
     /// A speaker's stream is up; returns its connection id. An older stream
     /// of the same node is replaced (its sender dropped).
-    pub fn attach(&self, node: &str, tx: Outbox) -> u64 {
+    pub fn attach(self: &Arc<Self>, node: &str, tx: Outbox) -> u64 {
         let mut s = self.lock();
+        if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
+            s.hold_until = Some(Instant::now() + self.settle);
+            tracing::info!(settle = ?self.settle, "first speaker connected: waiting for the others before planning");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let hub = Arc::clone(self);
+                let settle = self.settle;
+                rt.spawn(async move {
+                    tokio::time::sleep(settle).await;
+                    hub.release();
+                });
+            }
+        }
         s.next_id += 1;
         let id = s.next_id;
         s.speakers.insert(
@@ -105,6 +128,18 @@ impl Hub {
         id
     }
 
+    /// Ends the settle period: plans go out from now on.
+    pub fn release(&self) {
+        let mut s = self.lock();
+        if s.settled {
+            return;
+        }
+        s.settled = true;
+        s.hold_until = None;
+        tracing::info!(speakers = s.speakers.len(), "settled: planning");
+        self.replan(&mut s, "settled", Instant::now());
+    }
+
     /// The stream `id` of `node` ended (`cause`: why), detected at `at`.
     pub fn detach(&self, node: &str, id: u64, cause: &str, at: Instant) {
         let mut s = self.lock();
@@ -115,6 +150,13 @@ impl Hub {
         self.metrics
             .speakers_connected
             .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
+        if s.speakers.is_empty() {
+            // Everyone is gone (leadership lost, or a full outage): the next
+            // connection starts a new settle period.
+            s.settled = false;
+            s.hold_until = None;
+            s.plan = Plan::default();
+        }
         self.replan(&mut s, cause, at);
     }
 
@@ -165,6 +207,13 @@ impl Hub {
     }
 
     fn replan(&self, s: &mut State, cause: &str, detected: Instant) {
+        if !s.settled {
+            if self.settle.is_zero() || s.hold_until.is_some_and(|t| Instant::now() >= t) {
+                s.settled = true;
+            } else {
+                return;
+            }
+        }
         let nodes: Vec<Node> = s
             .nodes
             .iter()

@@ -38,6 +38,28 @@ pub struct Config {
     pub keepalive: Duration,
 }
 
+/// Conflicts seen while connected are remembered this long: if the stream
+/// then turns out to be dead (a silent cut is noticed only after the
+/// keepalive timeout), the new owner's announcements were already heard.
+const YIELD_MEMORY: Duration = Duration::from_secs(10);
+
+type Recent = std::collections::BTreeMap<IpAddr, (tokio::time::Instant, String)>;
+
+/// Stops announcing owned addresses another host claimed recently.
+fn yield_recent(l2: &mut L2, recent: &mut Recent) {
+    let now = tokio::time::Instant::now();
+    let mut changed = false;
+    for (addr, (at, mac)) in std::mem::take(recent) {
+        if now.duration_since(at) <= YIELD_MEMORY && l2.remove(&addr) {
+            tracing::warn!(address = %addr, other_mac = %mac, "another node claimed this address and the operator is unreachable: yielding it");
+            changed = true;
+        }
+    }
+    if changed && let Err(e) = l2.apply() {
+        tracing::warn!(error = %e, "applying the yield");
+    }
+}
+
 /// Backoff between connection attempts: 100 ms doubling to 5 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
@@ -78,6 +100,7 @@ pub async fn run(
     let mut attempt = 0u32;
     let mut which = 0usize;
     let mut link_state: std::collections::BTreeMap<String, bool> = Default::default();
+    let mut recent = Recent::new();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -92,6 +115,7 @@ pub async fn run(
             &mut conflicts,
             &mut links,
             &mut link_state,
+            &mut recent,
             &mut shutdown,
         )
         .await
@@ -99,6 +123,7 @@ pub async fn run(
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::info!(operator = %target, error = %e, "control stream down; keeping announcements (fail-static)");
+                yield_recent(&mut l2, &mut recent);
             }
         }
         let wait = backoff(attempt);
@@ -109,12 +134,8 @@ pub async fn run(
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 Some((addr, mac)) = conflicts.recv() => {
-                    if l2.remove(&addr) {
-                        tracing::warn!(address = %addr, other_mac = %mac, "another node claims this address and the operator is unreachable: yielding it");
-                        if let Err(e) = l2.apply() {
-                            tracing::warn!(error = %e, "applying the yield");
-                        }
-                    }
+                    recent.insert(addr, (tokio::time::Instant::now(), mac));
+                    yield_recent(&mut l2, &mut recent);
                 }
                 Some((name, up)) = links.recv() => { link_state.insert(name, up); }
                 _ = shutdown.changed() => return Ok(()),
@@ -138,6 +159,7 @@ async fn session(
     conflicts: &mut mpsc::UnboundedReceiver<(IpAddr, String)>,
     links: &mut mpsc::UnboundedReceiver<(String, bool)>,
     link_state: &mut std::collections::BTreeMap<String, bool>,
+    recent: &mut Recent,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&cfg.token_file)
@@ -191,7 +213,11 @@ async fn session(
                     Some(operator_message::Msg::Snapshot(s)) => {
                         l2.clear();
                         for a in s.l2 {
-                            if let Some(addr) = ip(&a.ip) { l2.set(addr, a.interfaces); }
+                            if let Some(addr) = ip(&a.ip) {
+                                // The operator gives it (back): old claims no longer count.
+                                recent.remove(&addr);
+                                l2.set(addr, a.interfaces);
+                            }
                         }
                         (s.generation, l2.apply())
                     }
@@ -200,7 +226,11 @@ async fn session(
                             if let Some(addr) = ip(r) { l2.remove(&addr); }
                         }
                         for a in d.l2_set {
-                            if let Some(addr) = ip(&a.ip) { l2.set(addr, a.interfaces); }
+                            if let Some(addr) = ip(&a.ip) {
+                                // The operator gives it (back): old claims no longer count.
+                                recent.remove(&addr);
+                                l2.set(addr, a.interfaces);
+                            }
                         }
                         (d.generation, l2.apply())
                     }
@@ -212,6 +242,7 @@ async fn session(
                 }))).await?;
             }
             Some((addr, mac)) = conflicts.recv() => {
+                recent.insert(addr, (tokio::time::Instant::now(), mac.clone()));
                 // Connected: the operator decides; tell it.
                 out_tx.send(send(speaker_message::Msg::Report(Report {
                     conflicts: vec![Conflict { ip: addr.to_string(), mac }],

@@ -44,7 +44,7 @@ fn owned(m: &Msg) -> Vec<String> {
 #[test]
 fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
     let metrics = Metrics::new();
-    let hub = Hub::new(metrics.clone());
+    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
     let units: Vec<Unit> = (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect();
     hub.set_inputs(units, vec![node("a"), node("b")], "test");
     let (ta, mut ra) = mpsc::channel(OUTBOX);
@@ -89,7 +89,7 @@ fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
 
 #[test]
 fn a_link_down_moves_addresses_away_and_back() {
-    let hub = Hub::new(Metrics::new());
+    let hub = Hub::new(Metrics::new(), std::time::Duration::ZERO);
     hub.set_inputs(
         vec![unit("198.51.100.1")],
         vec![node("a"), node("b")],
@@ -115,4 +115,24 @@ fn a_link_down_moves_addresses_away_and_back() {
         hub.plans().borrow().l2[&"198.51.100.1".parse().unwrap()].node,
         owner
     );
+}
+
+#[test]
+fn after_a_leader_change_nothing_is_sent_until_speakers_had_time_to_return() {
+    let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
+    let units: Vec<Unit> = (1..=10).map(|i| unit(&format!("198.51.100.{i}"))).collect();
+    hub.set_inputs(units, vec![node("a"), node("b")], "test");
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.attach("a", ta);
+    // a alone would get everything; it must not be told so yet.
+    assert!(ra.try_recv().is_err());
+    hub.attach("b", tb);
+    assert!(rb.try_recv().is_err());
+    hub.release();
+    // The first message each gets is the balanced plan; no moves were logged.
+    let (a, b) = (owned(&next(&mut ra)), owned(&next(&mut rb)));
+    assert_eq!(a.len() + b.len(), 10);
+    assert!(!a.is_empty() && !b.is_empty());
+    assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
 }
