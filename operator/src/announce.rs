@@ -11,7 +11,7 @@ use barelb_api::{AnnounceMode, annotations};
 
 use crate::index::Index;
 use crate::planner::{BgpAttrs, How, Node, Unit};
-use crate::request::{ServiceKey, ingress_ips};
+use crate::request::{ClassPolicy, ServiceKey, ingress_ips, qualifies};
 
 /// One Service's contribution before merging.
 struct Part {
@@ -50,8 +50,10 @@ fn how(index: &Index, pool: &str) -> Option<How> {
     })
 }
 
-/// The units to announce, sorted by their addresses.
-pub fn units(index: &Index) -> Vec<Unit> {
+/// The units to announce, sorted by their addresses: only Services this
+/// instance handles (its class) on pools it sees (its pool selector) —
+/// another instance's Service may hold the same address in its own network.
+pub fn units(index: &Index, class: &ClassPolicy) -> Vec<Unit> {
     // Endpoints per Service.
     let mut endpoints: BTreeMap<&ServiceKey, (usize, BTreeSet<String>)> = BTreeMap::new();
     for s in index.endpoint_slices.values() {
@@ -61,12 +63,16 @@ pub fn units(index: &Index) -> Vec<Unit> {
     }
     let mut parts: Vec<Part> = Vec::new();
     for (key, svc) in index.services.iter() {
+        if !qualifies(svc, class) {
+            continue;
+        }
         let ips: BTreeSet<IpAddr> = ingress_ips(svc).into_iter().collect();
         let Some(pool) = svc
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(annotations::ALLOCATED_POOL))
+            .filter(|p| index.pools.get(*p).is_some())
         else {
             continue;
         };

@@ -169,7 +169,7 @@ pub async fn run(
             // Every replica keeps the hub's inputs current, so a new leader
             // plans at once from the same data.
             hub.set_inputs(
-                crate::announce::units(&index),
+                crate::announce::units(&index, &settings.class),
                 crate::announce::nodes(&index),
                 "cluster-change",
             );

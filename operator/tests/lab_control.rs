@@ -477,3 +477,72 @@ async fn addresses_keep_answering_while_the_operator_is_down_and_do_not_move_on_
         op2.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_traffic_policy_announces_from_the_endpoints_node_and_follows_it() {
+    let mut c = cluster("control-local", &["node-a", "node-b"]).await;
+    c.inst.pool(
+        "l2",
+        "{addresses: [198.18.0.200-198.18.0.220], announce: {mode: L2}}",
+    );
+    let ta = c.register_node("node-a");
+    let tb = c.register_node("node-b");
+    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
+    let _pa = c.speaker("node-a", &na, &ta);
+    let _pb = c.speaker("node-b", &nb, &tb);
+    let client = c.topo.host("client");
+    let (ma, mb) = (
+        c.topo.host("node-a").mac.to_lowercase(),
+        c.topo.host("node-b").mac.to_lowercase(),
+    );
+    for (round, (node, mac)) in [(&na, &ma), (&nb, &mb), (&na, &ma)].into_iter().enumerate() {
+        if round == 0 {
+            c.inst
+                .service(
+                    "local",
+                    json!({"externalTrafficPolicy": "Local"}),
+                    json!({}),
+                )
+                .await;
+        }
+        let out = c.inst.lab.apply(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: local}}\naddressType: IPv4\nendpoints:\n- addresses: [\"10.244.0.10\"]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports: [{{port: 80, protocol: TCP}}]\n",
+            ns = c.inst.ns
+        ));
+        assert!(out.status.success(), "{}", output_text(&out));
+        let vip = c.inst.wait_ips("local", 1).await[0].to_string();
+        let mut streak = 0;
+        wait_until(
+            &format!("only {node} answers (round {round})"),
+            Duration::from_secs(20),
+            || {
+                streak = if arp_answers(client, &vip) == std::slice::from_ref(mac) {
+                    streak + 1
+                } else {
+                    0
+                };
+                streak >= 2
+            },
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interface_going_down_moves_its_addresses() {
+    let (c, vip, _owner, other, role, _speakers) =
+        two_nodes_and_a_service("control-linkdown").await;
+    let client = c.topo.host("client");
+    let node = c.topo.host(role);
+    let t = Instant::now();
+    node.ns.ip(&["link", "set", &node.ifname, "down"]).unwrap();
+    wait_until(
+        "neighbour entry flips after link down",
+        Duration::from_secs(5),
+        || neigh_mac(client, &vip).as_deref() == Some(other.as_str()),
+    );
+    eprintln!(
+        "failover (interface down → client entry flipped): {:?}",
+        t.elapsed()
+    );
+    assert_eq!(arp_answers(client, &vip), std::slice::from_ref(&other));
+}

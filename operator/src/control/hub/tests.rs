@@ -136,3 +136,23 @@ fn after_a_leader_change_nothing_is_sent_until_speakers_had_time_to_return() {
     assert!(!a.is_empty() && !b.is_empty());
     assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
 }
+
+#[test]
+fn after_settling_a_lost_speaker_still_fails_over() {
+    let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
+    hub.set_inputs(vec![unit("198.51.100.1")], vec![node("a"), node("b")], "test");
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    let ida = hub.attach("a", ta);
+    let idb = hub.attach("b", tb);
+    hub.release();
+    let (a, b) = (owned(&next(&mut ra)), owned(&next(&mut rb)));
+    let (lost, lost_id, rx) = if a.is_empty() {
+        ("b", idb, &mut ra)
+    } else {
+        assert!(b.is_empty());
+        ("a", ida, &mut rb)
+    };
+    hub.detach(lost, lost_id, "stream-ended", Instant::now());
+    assert_eq!(owned(&next(rx)), ["198.51.100.1"]);
+}
