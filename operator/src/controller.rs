@@ -146,8 +146,17 @@ pub async fn run(
     let mut index = Index::default();
     let mut leading: Option<Leading> = None;
     let mut touched = Touched::default();
+    let mut plans = hub.as_ref().map(|h| h.plans());
+    let mut plan_changed = false;
+    let mut announced: HashMap<ServiceKey, crate::announced::Announced> = HashMap::new();
     loop {
         tokio::select! {
+            Ok(()) = async {
+                match plans.as_mut() {
+                    Some(p) => p.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => plan_changed = true,
             change = rx.recv() => {
                 let Some(change) = change else { anyhow::bail!("all watches ended") };
                 index.apply(change, &mut touched);
@@ -216,6 +225,13 @@ pub async fn run(
         )
         .await;
         write_pools(&client, &settings, &metrics, state, &index).await;
+        if let Some(p) = plans.as_mut()
+            && std::mem::take(&mut plan_changed)
+        {
+            let plan = p.borrow_and_update().clone();
+            let now = crate::announced::compute(&index, &settings.class, &plan);
+            crate::announced::write(&client, &recorder, &index, now, &mut announced).await;
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod allocator;
 pub mod announce;
+pub mod announced;
 pub mod cel_policy;
 pub mod control;
 pub mod controller;

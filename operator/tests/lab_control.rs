@@ -298,6 +298,42 @@ async fn the_planned_node_alone_answers_and_a_killed_speakers_address_moves() {
     let log = c.op.log_text();
     assert!(log.contains("announcement moved"), "{log}");
     let _ = (log_a, log_b);
+    // The Service says who announces it now, and one event names the move.
+    let new_node = if owner == macs[0] { &nb } else { &na };
+    let want = format!("announced by node {new_node} over ARP/NDP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let svc = c.inst.get("web").await;
+        let msg = svc
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "barelb.io/Announced"))
+            .map(|c| (c.status, c.message));
+        if msg == Some(("True".into(), want.clone())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Announced condition: {msg:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let moves: Vec<_> = c
+            .inst
+            .events("web")
+            .into_iter()
+            .filter(|(r, _)| r == "AnnouncingNodeChanged")
+            .collect();
+        if moves.len() == 1 {
+            assert_eq!(moves[0].1, want);
+            break;
+        }
+        assert!(moves.len() < 2, "one event per move: {moves:?}");
+        assert!(Instant::now() < deadline, "no AnnouncingNodeChanged event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

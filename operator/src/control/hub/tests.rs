@@ -140,7 +140,11 @@ fn after_a_leader_change_nothing_is_sent_until_speakers_had_time_to_return() {
 #[test]
 fn after_settling_a_lost_speaker_still_fails_over() {
     let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
-    hub.set_inputs(vec![unit("198.51.100.1")], vec![node("a"), node("b")], "test");
+    hub.set_inputs(
+        vec![unit("198.51.100.1")],
+        vec![node("a"), node("b")],
+        "test",
+    );
     let (ta, mut ra) = mpsc::channel(OUTBOX);
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     let ida = hub.attach("a", ta);

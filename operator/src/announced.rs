@@ -1,0 +1,135 @@
+//! The `barelb.io/Announced` Service condition and the event that names a
+//! new announcing node: written by the leader when the plan changes, under
+//! its own field manager (the Allocated condition's writer is untouched),
+//! and only when the text changes — one event per move, none per replan.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use barelb_api::{AnnounceMode, annotations, conditions};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Client, Resource};
+use serde_json::json;
+
+use crate::index::Index;
+use crate::planner::Plan;
+use crate::request::{ClassPolicy, ServiceKey, ingress_ips, qualifies};
+
+/// Field manager of the Announced condition.
+pub const MANAGER: &str = "barelb-operator-announce";
+
+/// What the condition says about one Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    pub nodes: BTreeSet<String>,
+    pub message: String,
+}
+
+/// The Announced state of every Service this instance handles.
+pub fn compute(index: &Index, class: &ClassPolicy, plan: &Plan) -> Vec<(ServiceKey, Announced)> {
+    let mut out = Vec::new();
+    for (key, svc) in index.services.iter() {
+        if !qualifies(svc, class) {
+            continue;
+        }
+        let ips: Vec<IpAddr> = ingress_ips(svc);
+        let Some(pool) = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(annotations::ALLOCATED_POOL))
+        else {
+            continue;
+        };
+        if ips.is_empty() {
+            continue;
+        }
+        let mode = index.pools.get(pool).map(|p| p.spec.announce.mode);
+        let nodes: BTreeSet<String> = ips.iter().flat_map(|ip| plan.announcers(ip)).collect();
+        let list = nodes.iter().cloned().collect::<Vec<_>>().join(", ");
+        let message = match (nodes.len(), mode) {
+            (0, _) => "not announced: no eligible node has a connected speaker (check the pool's nodeSelector, node readiness and, for externalTrafficPolicy Local, ready endpoints)".to_string(),
+            (1, Some(AnnounceMode::L2)) => format!("announced by node {list} over ARP/NDP"),
+            (_, Some(AnnounceMode::Bgp)) => format!("announced by nodes {list} over BGP"),
+            (_, _) => format!("announced by {list}"),
+        };
+        out.push((key.clone(), Announced { nodes, message }));
+    }
+    out
+}
+
+/// Writes what changed since `last` (updated in place).
+pub async fn write(
+    client: &Client,
+    recorder: &Recorder,
+    index: &Index,
+    now: Vec<(ServiceKey, Announced)>,
+    last: &mut HashMap<ServiceKey, Announced>,
+) {
+    for (key, a) in now {
+        if last.get(&key) == Some(&a) {
+            continue;
+        }
+        let before = last.insert(key.clone(), a.clone());
+        let api: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
+        let status = if a.nodes.is_empty() { "False" } else { "True" };
+        let reason = if a.nodes.is_empty() {
+            "NoEligibleNode"
+        } else {
+            "Announced"
+        };
+        let patch = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": key.name, "namespace": key.namespace},
+            "status": {"conditions": [{
+                "type": conditions::ANNOUNCED,
+                "status": status,
+                "reason": reason,
+                "message": a.message,
+                "lastTransitionTime": crate::status::now_rfc3339(),
+            }]},
+        });
+        if let Err(e) = api
+            .patch_status(
+                &key.name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            tracing::warn!(service = %key, error = %e, "could not write the Announced condition");
+            last.remove(&key);
+            continue;
+        }
+        // An event only for a change this process saw (not after a restart).
+        let Some(before) = before else { continue };
+        if before.nodes == a.nodes {
+            continue;
+        }
+        let Some(svc) = index.services.get(&key) else {
+            continue;
+        };
+        let note = if a.nodes.is_empty() {
+            "no node announces it now".to_string()
+        } else {
+            a.message.clone()
+        };
+        let ev = KubeEvent {
+            type_: if a.nodes.is_empty() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: "AnnouncingNodeChanged".into(),
+            note: Some(note),
+            action: "Announce".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
+            tracing::warn!(service = %key, error = %e, "could not record the event");
+        }
+    }
+}
