@@ -162,3 +162,91 @@ pub fn nodes(index: &Index) -> Vec<Node> {
         })
         .collect()
 }
+
+/// Every BGPPeer as planning sees it.
+pub fn peers(index: &Index) -> Vec<crate::planner::Peer> {
+    index
+        .peers
+        .iter()
+        .map(|(name, p)| crate::planner::Peer {
+            name: name.clone(),
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+            node_selector: p.spec.node_selector.clone(),
+        })
+        .collect()
+}
+
+fn seconds(s: &Option<String>, default: u64) -> u64 {
+    s.as_deref()
+        .and_then(|d| {
+            let d = d.trim();
+            let (num, mul) = if let Some(ms) = d.strip_suffix("ms") {
+                (ms, 0.001)
+            } else if let Some(m) = d.strip_suffix('m') {
+                (m, 60.0)
+            } else {
+                (d.strip_suffix('s').unwrap_or(d), 1.0)
+            };
+            num.parse::<f64>().ok().map(|n| (n * mul) as u64)
+        })
+        .unwrap_or(default)
+}
+
+/// What speakers need to open each BGPPeer's session; the TCP-MD5
+/// password is read from the referenced Secret in `namespace` (never a
+/// plaintext field). A peer whose Secret cannot be read is left out, and
+/// logged with the fix.
+pub async fn peer_configs(
+    client: &kube::Client,
+    namespace: &str,
+    index: &Index,
+) -> BTreeMap<String, barelb_control::v1::BgpPeer> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for (name, p) in index.peers.iter() {
+        let spec = &p.spec;
+        let mut password = Vec::new();
+        if let Some(r) = &spec.password_secret_ref {
+            match secrets.get_opt(&r.name).await {
+                Ok(Some(s)) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+                    Some(v) => password = v.0.clone(),
+                    None => {
+                        tracing::error!(peer = %name, secret = %r.name, key = %r.key, "BGPPeer password: the Secret has no such key; add it or fix passwordSecretRef");
+                        continue;
+                    }
+                },
+                Ok(None) => {
+                    tracing::error!(peer = %name, secret = %r.name, namespace, "BGPPeer password: Secret not found in the operator's namespace; create it or fix passwordSecretRef");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(peer = %name, error = %e, "BGPPeer password: cannot read the Secret");
+                    continue;
+                }
+            }
+        }
+        out.insert(
+            name.clone(),
+            barelb_control::v1::BgpPeer {
+                name: name.clone(),
+                address: spec.peer_address.clone(),
+                port: u32::from(spec.peer_port()),
+                peer_asn: spec.peer_asn,
+                my_asn: spec.my_asn,
+                source_address: spec.source_address.clone().unwrap_or_default(),
+                hold_time: u32::try_from(seconds(&spec.hold_time, 90)).unwrap_or(90),
+                connect_retry_ms: u32::try_from(seconds(&spec.connect_retry_time, 5) * 1000)
+                    .unwrap_or(5000),
+                ebgp_multihop: spec.ebgp_multi_hop.map(u32::from).unwrap_or(0),
+                password,
+                graceful_restart: if spec.graceful_restart == Some(true) {
+                    120
+                } else {
+                    0
+                },
+            },
+        );
+    }
+    out
+}

@@ -38,6 +38,8 @@ use barelb_policies::Engine;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub class: ClassPolicy,
+    /// The operator's namespace (BGPPeer password Secrets live here).
+    pub namespace: String,
     /// Label selector limiting the AddressPools this instance uses ("" = all).
     pub pool_selector: String,
     /// Refuse claims on pools that no LoadBalancerPolicy selects.
@@ -97,6 +99,16 @@ pub async fn run(
         tx.clone(),
         Change::Pool,
     );
+    if hub.is_some() {
+        spawn_watch(
+            watcher(
+                Api::<DeserializeGuard<barelb_api::BGPPeer>>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+            tx.clone(),
+            Change::Peer,
+        );
+    }
     spawn_watch(
         watcher(
             Api::<Namespace>::all(client.clone()),
@@ -148,6 +160,8 @@ pub async fn run(
     let mut touched = Touched::default();
     let mut plans = hub.as_ref().map(|h| h.plans());
     let mut plan_changed = false;
+    let mut peer_configs = std::collections::BTreeMap::new();
+    let mut peers_read = false;
     let mut announced: HashMap<ServiceKey, crate::announced::Announced> = HashMap::new();
     loop {
         tokio::select! {
@@ -175,11 +189,20 @@ pub async fn run(
         publisher.note(&index, &touched);
         publisher.publish_if_due(&index);
         if let Some(hub) = &hub {
+            if touched.peers || !peers_read {
+                peer_configs =
+                    crate::announce::peer_configs(&client, &settings.namespace, &index).await;
+                peers_read = true;
+            }
             // Every replica keeps the hub's inputs current, so a new leader
             // plans at once from the same data.
             hub.set_inputs(
-                crate::announce::units(&index, &settings.class),
-                crate::announce::nodes(&index),
+                crate::control::hub::Inputs {
+                    units: crate::announce::units(&index, &settings.class),
+                    nodes: crate::announce::nodes(&index),
+                    peers: crate::announce::peers(&index),
+                    peer_configs: peer_configs.clone(),
+                },
                 "cluster-change",
             );
         }

@@ -24,6 +24,7 @@ pub enum Change {
     Namespace(Event<Namespace>),
     Node(Event<Node>),
     EndpointSlice(Event<EndpointSlice>),
+    Peer(Event<DeserializeGuard<barelb_api::BGPPeer>>),
 }
 
 /// What policies see of a Namespace.
@@ -176,6 +177,7 @@ pub struct Touched {
     pub pools: bool,
     pub policies: bool,
     pub namespaces: bool,
+    pub peers: bool,
 }
 
 /// Everything the operator watches.
@@ -187,6 +189,7 @@ pub struct Index {
     pub namespaces: Store<String, NamespaceMeta>,
     pub nodes: Store<String, NodeInfo>,
     pub endpoint_slices: Store<(String, String), SliceInfo>,
+    pub peers: Store<String, barelb_api::BGPPeer>,
 }
 
 impl Index {
@@ -202,6 +205,7 @@ impl Index {
                 touched.services.extend(keys);
             }
             Change::Pool(ev) => touched.pools |= self.pools.handle_guarded(ev, "AddressPool"),
+            Change::Peer(ev) => touched.peers |= self.peers.handle_guarded(ev, "BGPPeer"),
             Change::Policy(ev) => {
                 touched.policies |= self.policies.handle_guarded(ev, "LoadBalancerPolicy")
             }

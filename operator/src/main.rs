@@ -220,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let settings = Settings {
+        namespace: args.namespace.clone(),
         class: ClassPolicy {
             class: args.load_balancer_class.clone(),
             handle_classless: args.handle_classless,

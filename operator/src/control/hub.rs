@@ -11,9 +11,19 @@ use std::time::Instant;
 use barelb_control::v1::{OperatorMessage, operator_message};
 use tokio::sync::{mpsc, watch};
 
-use super::messages;
+use super::messages::{self, NodeView};
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
-use crate::planner::{self, Node, NodePlan, Plan, Unit};
+use crate::planner::{self, Node, Peer, Plan, Unit};
+
+/// What the controller feeds the hub.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub units: Vec<Unit>,
+    pub nodes: Vec<Node>,
+    pub peers: Vec<Peer>,
+    /// Session settings per BGPPeer name (password included).
+    pub peer_configs: BTreeMap<String, barelb_control::v1::BgpPeer>,
+}
 
 /// What goes down one speaker's stream.
 pub type Outbox = mpsc::Sender<Result<OperatorMessage, tonic::Status>>;
@@ -26,7 +36,7 @@ pub const OUTBOX: usize = 256;
 struct Speaker {
     id: u64,
     tx: Outbox,
-    sent: Option<NodePlan>,
+    sent: Option<NodeView>,
     generation: u64,
     /// Generation → when it was sent (for the apply-latency histogram).
     in_flight: BTreeMap<u64, Instant>,
@@ -40,8 +50,7 @@ struct State {
     /// would move addresses to them (see `Hub::new`).
     hold_until: Option<Instant>,
     settled: bool,
-    units: Vec<Unit>,
-    nodes: Vec<Node>,
+    inputs: Inputs,
     speakers: BTreeMap<String, Speaker>,
     plan: Plan,
     next_id: u64,
@@ -82,13 +91,12 @@ impl Hub {
     }
 
     /// New units or nodes from the controller.
-    pub fn set_inputs(&self, units: Vec<Unit>, nodes: Vec<Node>, cause: &str) {
+    pub fn set_inputs(&self, inputs: Inputs, cause: &str) {
         let mut s = self.lock();
-        if s.units == units && s.nodes == nodes {
+        if s.inputs == inputs {
             return;
         }
-        s.units = units;
-        s.nodes = nodes;
+        s.inputs = inputs;
         self.replan(&mut s, cause, Instant::now());
     }
 
@@ -215,6 +223,7 @@ impl Hub {
             }
         }
         let nodes: Vec<Node> = s
+            .inputs
             .nodes
             .iter()
             .map(|n| {
@@ -226,7 +235,7 @@ impl Hub {
                 }
             })
             .collect();
-        let plan = planner::plan(&s.units, &nodes, &[]);
+        let plan = planner::plan(&s.inputs.units, &nodes, &s.inputs.peers);
         for (ip, new) in &plan.l2 {
             if let Some(old) = s.plan.l2.get(ip)
                 && old.node != new.node
@@ -242,7 +251,7 @@ impl Hub {
         }
         let mut dropped = Vec::new();
         for (node, sp) in s.speakers.iter_mut() {
-            let np = plan.for_node(node);
+            let np = NodeView::new(plan.for_node(node), &s.inputs.peer_configs);
             let msg = match &sp.sent {
                 None => {
                     sp.generation += 1;
@@ -262,6 +271,7 @@ impl Hub {
                 operator_message::Msg::Delta(_) => "delta",
             };
             let gains = np
+                .plan
                 .l2
                 .keys()
                 .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));

@@ -1,9 +1,36 @@
 //! A node's plan as barelb.control.v1 messages: the whole of it as a
 //! Snapshot, or the change from what the speaker was last sent as a Delta.
 
-use barelb_control::v1::{BgpRoute, Delta, L2Announcement, Snapshot};
+use std::collections::BTreeMap;
+
+use barelb_control::v1::{BgpPeer, BgpRoute, Delta, L2Announcement, Snapshot};
 
 use crate::planner::{BgpAttrs, NodePlan};
+
+/// Everything one speaker is told: its plan and the BGP peers its routes use.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeView {
+    pub plan: NodePlan,
+    pub peers: BTreeMap<String, BgpPeer>,
+}
+
+impl NodeView {
+    /// The node's plan with the configs of the peers it needs (routes to a
+    /// peer without a usable config are dropped).
+    pub fn new(mut plan: NodePlan, configs: &BTreeMap<String, BgpPeer>) -> Self {
+        let mut peers = BTreeMap::new();
+        for (_, names) in plan.bgp.values_mut() {
+            names.retain(|n| configs.contains_key(n));
+            for n in names.iter() {
+                if let Some(c) = configs.get(n) {
+                    peers.insert(n.clone(), c.clone());
+                }
+            }
+        }
+        plan.bgp.retain(|_, (_, names)| !names.is_empty());
+        NodeView { plan, peers }
+    }
+}
 
 fn l2(ip: &std::net::IpAddr, interfaces: &[String]) -> L2Announcement {
     L2Announcement {
@@ -27,12 +54,13 @@ fn route(ip: &std::net::IpAddr, attrs: &BgpAttrs, peers: &[String]) -> BgpRoute 
     }
 }
 
-/// Everything `plan` holds.
-pub fn snapshot(generation: u64, plan: &NodePlan) -> Snapshot {
+/// Everything `view` holds.
+pub fn snapshot(generation: u64, view: &NodeView) -> Snapshot {
+    let plan = &view.plan;
     Snapshot {
         generation,
         l2: plan.l2.iter().map(|(ip, i)| l2(ip, i)).collect(),
-        bgp_peers: Vec::new(),
+        bgp_peers: view.peers.values().cloned().collect(),
         bgp_routes: plan
             .bgp
             .iter()
@@ -42,11 +70,22 @@ pub fn snapshot(generation: u64, plan: &NodePlan) -> Snapshot {
 }
 
 /// What changed from `old` to `new`; None when nothing did.
-pub fn delta(generation: u64, old: &NodePlan, new: &NodePlan) -> Option<Delta> {
+pub fn delta(generation: u64, old_view: &NodeView, new_view: &NodeView) -> Option<Delta> {
+    let (old, new) = (&old_view.plan, &new_view.plan);
     let mut d = Delta {
         generation,
         ..Delta::default()
     };
+    for (name, c) in &new_view.peers {
+        if old_view.peers.get(name) != Some(c) {
+            d.bgp_peers_set.push(c.clone());
+        }
+    }
+    for name in old_view.peers.keys() {
+        if !new_view.peers.contains_key(name) {
+            d.bgp_peers_remove.push(name.clone());
+        }
+    }
     for (ip, i) in &new.l2 {
         if old.l2.get(ip) != Some(i) {
             d.l2_set.push(l2(ip, i));
@@ -69,6 +108,8 @@ pub fn delta(generation: u64, old: &NodePlan, new: &NodePlan) -> Option<Delta> {
     }
     let empty = d.l2_set.is_empty()
         && d.l2_remove.is_empty()
+        && d.bgp_peers_set.is_empty()
+        && d.bgp_peers_remove.is_empty()
         && d.bgp_routes_set.is_empty()
         && d.bgp_routes_remove.is_empty();
     (!empty).then_some(d)
@@ -78,19 +119,30 @@ pub fn delta(generation: u64, old: &NodePlan, new: &NodePlan) -> Option<Delta> {
 mod tests {
     use super::*;
 
-    fn plan(l2: &[&str], bgp: &[&str]) -> NodePlan {
-        NodePlan {
-            l2: l2.iter().map(|s| (s.parse().unwrap(), vec![])).collect(),
-            bgp: bgp
-                .iter()
-                .map(|s| {
-                    (
-                        s.parse().unwrap(),
-                        (BgpAttrs::default(), vec!["tor".to_string()]),
-                    )
-                })
-                .collect(),
-        }
+    fn plan(l2: &[&str], bgp: &[&str]) -> NodeView {
+        let configs: BTreeMap<String, BgpPeer> = [(
+            "tor".to_string(),
+            BgpPeer {
+                name: "tor".into(),
+                ..BgpPeer::default()
+            },
+        )]
+        .into();
+        NodeView::new(
+            NodePlan {
+                l2: l2.iter().map(|s| (s.parse().unwrap(), vec![])).collect(),
+                bgp: bgp
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.parse().unwrap(),
+                            (BgpAttrs::default(), vec!["tor".to_string()]),
+                        )
+                    })
+                    .collect(),
+            },
+            &configs,
+        )
     }
 
     #[test]
@@ -102,6 +154,7 @@ mod tests {
         assert_eq!(s.generation, 7);
         assert_eq!(s.l2.len(), 2);
         assert_eq!(s.bgp_routes[0].peers, ["tor"]);
+        assert_eq!(s.bgp_peers[0].name, "tor");
     }
 
     #[test]
@@ -114,6 +167,7 @@ mod tests {
         assert_eq!(d.l2_set.len(), 1);
         assert_eq!(d.l2_remove, ["198.51.100.1"]);
         assert_eq!(d.bgp_routes_remove, ["198.51.100.9"]);
+        assert_eq!(d.bgp_peers_remove, ["tor"], "no route uses it any more");
         assert!(delta(9, &b, &b).is_none());
     }
 }

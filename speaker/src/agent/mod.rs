@@ -10,6 +10,7 @@
 //!   another host claim an address it owns stops announcing that address
 //!   at once — a speaker cut off from the operator cannot cause split brain.
 
+pub mod bgp;
 pub mod l2;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use barelb_control::v1::{
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
+use self::bgp::Bgp;
 use self::l2::L2;
 
 /// How to reach the operator.
@@ -83,6 +85,15 @@ fn interfaces(names: &[String]) -> Vec<Interface> {
         .collect()
 }
 
+/// One line for both halves' errors.
+fn both(a: Result<(), String>, b: Result<(), String>) -> Result<(), String> {
+    match (a, b) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+    }
+}
+
 fn ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
@@ -91,6 +102,7 @@ fn ip(s: &str) -> Option<IpAddr> {
 pub async fn run(
     cfg: Config,
     mut l2: L2,
+    mut bgp: Bgp,
     mut conflicts: mpsc::UnboundedReceiver<(IpAddr, String)>,
     mut links: mpsc::UnboundedReceiver<(String, bool)>,
     mut shutdown: watch::Receiver<bool>,
@@ -112,6 +124,7 @@ pub async fn run(
             &target,
             &ca,
             &mut l2,
+            &mut bgp,
             &mut conflicts,
             &mut links,
             &mut link_state,
@@ -156,6 +169,7 @@ async fn session(
     target: &str,
     ca: &[u8],
     l2: &mut L2,
+    bgp: &mut Bgp,
     conflicts: &mut mpsc::UnboundedReceiver<(IpAddr, String)>,
     links: &mut mpsc::UnboundedReceiver<(String, bool)>,
     link_state: &mut std::collections::BTreeMap<String, bool>,
@@ -189,7 +203,11 @@ async fn session(
             protocol: barelb_control::PROTOCOL,
             version: env!("CARGO_PKG_VERSION").into(),
             interfaces: interfaces(&names),
-            capabilities: vec!["l2".into()],
+            capabilities: if crate::bgp::transport::md5_supported() {
+                vec!["l2".into(), "bgp".into(), "bgp-md5".into()]
+            } else {
+                vec!["l2".into(), "bgp".into()]
+            },
             announcing: l2
                 .owned()
                 .iter()
@@ -219,7 +237,10 @@ async fn session(
                                 l2.set(addr, a.interfaces);
                             }
                         }
-                        (s.generation, l2.apply())
+                        bgp.clear();
+                        for p in s.bgp_peers { bgp.set_peer(p); }
+                        for r in s.bgp_routes { bgp.set_route(r); }
+                        (s.generation, both(l2.apply(), bgp.apply()))
                     }
                     Some(operator_message::Msg::Delta(d)) => {
                         for r in &d.l2_remove {
@@ -232,7 +253,11 @@ async fn session(
                                 l2.set(addr, a.interfaces);
                             }
                         }
-                        (d.generation, l2.apply())
+                        for n in &d.bgp_peers_remove { bgp.remove_peer(n); }
+                        for p in d.bgp_peers_set { bgp.set_peer(p); }
+                        for r in &d.bgp_routes_remove { bgp.remove_route(r); }
+                        for r in d.bgp_routes_set { bgp.set_route(r); }
+                        (d.generation, both(l2.apply(), bgp.apply()))
                     }
                     None => continue,
                 };

@@ -75,6 +75,18 @@ impl PeerConfig {
     }
 }
 
+/// The BGP identifier to use: the source address if it is IPv4, else this
+/// host's first non-loopback IPv4 address.
+pub fn default_router_id(source: Option<IpAddr>) -> Option<Ipv4Addr> {
+    if let Some(IpAddr::V4(src)) = source {
+        return Some(src);
+    }
+    iface::addresses().ok()?.iter().find_map(|i| match i.addr {
+        IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+        _ => None,
+    })
+}
+
 /// Longest wait between connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A write the peer does not take within this long drops the connection

@@ -14,7 +14,6 @@ use barelb_speaker::bgp::parse;
 use barelb_speaker::bgp::routes::{RouteAttrs, Table};
 use barelb_speaker::bgp::session::{self, PeerConfig};
 use barelb_speaker::bgp::transport::{self, Dial};
-use barelb_speaker::l2::iface;
 use barelb_speaker::metrics::Metrics;
 use ipnet::IpNet;
 use tokio::sync::watch;
@@ -116,16 +115,7 @@ fn router_id(a: &BgpArgs) -> anyhow::Result<Ipv4Addr> {
     if let Some(id) = a.router_id {
         return Ok(id);
     }
-    if let Some(IpAddr::V4(src)) = a.source {
-        return Ok(src);
-    }
-    let addrs = iface::addresses().context("list interface addresses")?;
-    addrs
-        .iter()
-        .find_map(|i| match i.addr {
-            IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
-            _ => None,
-        })
+    session::default_router_id(a.source)
         .context("no IPv4 address on this host to use as BGP identifier: pass --router-id")
 }
 

@@ -78,7 +78,8 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         server_name: a.server_name,
         keepalive: Duration::from_millis(a.keepalive_ms),
     };
-    let task = tokio::spawn(agent::run(agent_cfg, l2, conflicts, link_rx, stop_rx));
+    let bgp = agent::bgp::Bgp::new(metrics.bgp.clone());
+    let task = tokio::spawn(agent::run(agent_cfg, l2, bgp, conflicts, link_rx, stop_rx));
     super::shutdown_signal().await;
     stop_tx.send_replace(true);
     task.await.context("agent task")?

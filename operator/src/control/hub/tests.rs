@@ -46,7 +46,14 @@ fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
     let metrics = Metrics::new();
     let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
     let units: Vec<Unit> = (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect();
-    hub.set_inputs(units, vec![node("a"), node("b")], "test");
+    hub.set_inputs(
+        Inputs {
+            units,
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
     let (ta, mut ra) = mpsc::channel(OUTBOX);
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     let ida = hub.attach("a", ta);
@@ -91,8 +98,11 @@ fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
 fn a_link_down_moves_addresses_away_and_back() {
     let hub = Hub::new(Metrics::new(), std::time::Duration::ZERO);
     hub.set_inputs(
-        vec![unit("198.51.100.1")],
-        vec![node("a"), node("b")],
+        Inputs {
+            units: vec![unit("198.51.100.1")],
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
         "test",
     );
     let (ta, mut ra) = mpsc::channel(OUTBOX);
@@ -121,7 +131,14 @@ fn a_link_down_moves_addresses_away_and_back() {
 fn after_a_leader_change_nothing_is_sent_until_speakers_had_time_to_return() {
     let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
     let units: Vec<Unit> = (1..=10).map(|i| unit(&format!("198.51.100.{i}"))).collect();
-    hub.set_inputs(units, vec![node("a"), node("b")], "test");
+    hub.set_inputs(
+        Inputs {
+            units,
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
     let (ta, mut ra) = mpsc::channel(OUTBOX);
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     hub.attach("a", ta);
@@ -141,8 +158,11 @@ fn after_a_leader_change_nothing_is_sent_until_speakers_had_time_to_return() {
 fn after_settling_a_lost_speaker_still_fails_over() {
     let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
     hub.set_inputs(
-        vec![unit("198.51.100.1")],
-        vec![node("a"), node("b")],
+        Inputs {
+            units: vec![unit("198.51.100.1")],
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
         "test",
     );
     let (ta, mut ra) = mpsc::channel(OUTBOX);

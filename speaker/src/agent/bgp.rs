@@ -1,0 +1,221 @@
+//! The BGP part of what the operator assigned: one session per BGPPeer the
+//! node's routes use, each fed the table of routes meant for it. A peer
+//! whose settings change gets a new session; a peer no route uses any more
+//! is closed with Cease.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use barelb_control::v1::{BgpPeer, BgpRoute};
+use tokio::sync::watch;
+
+use crate::bgp::fsm::State;
+use crate::bgp::parse;
+use crate::bgp::routes::{RouteAttrs, Table, prefix_for};
+use crate::bgp::session::{self, PeerConfig};
+use crate::bgp::transport::Dial;
+use crate::metrics::BgpMetrics;
+
+#[derive(Debug)]
+struct Running {
+    cfg: BgpPeer,
+    table: watch::Sender<Arc<Table>>,
+    stop: watch::Sender<bool>,
+    state: watch::Receiver<State>,
+}
+
+/// Sessions by BGPPeer name, and the routes to announce.
+#[derive(Debug)]
+pub struct Bgp {
+    metrics: Arc<BgpMetrics>,
+    wanted: BTreeMap<String, BgpPeer>,
+    routes: BTreeMap<String, BgpRoute>,
+    running: BTreeMap<String, Running>,
+}
+
+fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
+    let addr: IpAddr = p
+        .address
+        .parse()
+        .map_err(|_| format!("peer {}: bad address {:?}", p.name, p.address))?;
+    let source: Option<IpAddr> = if p.source_address.is_empty() {
+        None
+    } else {
+        Some(
+            p.source_address
+                .parse()
+                .map_err(|_| format!("peer {}: bad source address", p.name))?,
+        )
+    };
+    let router_id = session::default_router_id(source).ok_or_else(|| {
+        format!(
+            "peer {}: this node has no IPv4 address for a BGP identifier",
+            p.name
+        )
+    })?;
+    let multihop = u8::try_from(p.ebgp_multihop).ok().filter(|h| *h > 0);
+    Ok(PeerConfig {
+        dial: Dial {
+            peer: SocketAddr::new(addr, u16::try_from(p.port).unwrap_or(179)),
+            source,
+            ttl: PeerConfig::default_ttl(p.my_asn, p.peer_asn, multihop),
+            password: (!p.password.is_empty()).then(|| p.password.clone()),
+        },
+        my_asn: p.my_asn,
+        peer_asn: p.peer_asn,
+        router_id,
+        hold_time: u16::try_from(p.hold_time).unwrap_or(90),
+        connect_retry: Duration::from_millis(u64::from(p.connect_retry_ms.max(100))),
+        graceful_restart: u16::try_from(p.graceful_restart).ok().filter(|t| *t > 0),
+        next_hop_v4: None,
+        next_hop_v6: None,
+    })
+}
+
+impl Bgp {
+    pub fn new(metrics: Arc<BgpMetrics>) -> Self {
+        Bgp {
+            metrics,
+            wanted: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            running: BTreeMap::new(),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.wanted.clear();
+        self.routes.clear();
+    }
+
+    pub fn set_peer(&mut self, p: BgpPeer) {
+        self.wanted.insert(p.name.clone(), p);
+    }
+
+    pub fn remove_peer(&mut self, name: &str) {
+        self.wanted.remove(name);
+    }
+
+    pub fn set_route(&mut self, r: BgpRoute) {
+        self.routes.insert(r.ip.clone(), r);
+    }
+
+    pub fn remove_route(&mut self, ip: &str) {
+        self.routes.remove(ip);
+    }
+
+    /// Session states, for reports.
+    pub fn states(&self) -> Vec<(String, State)> {
+        self.running
+            .iter()
+            .map(|(n, r)| (n.clone(), *r.state.borrow()))
+            .collect()
+    }
+
+    fn table_for(&self, peer: &str, errors: &mut Vec<String>) -> Table {
+        let mut t = Table::new();
+        for r in self.routes.values() {
+            if !r.peers.iter().any(|p| p == peer) {
+                continue;
+            }
+            let Ok(ip) = r.ip.parse::<IpAddr>() else {
+                errors.push(format!("bad route address {:?}", r.ip));
+                continue;
+            };
+            let agg = r.aggregation_length.and_then(|l| u8::try_from(l).ok());
+            let Some(prefix) = prefix_for(ip, agg) else {
+                errors.push(format!("aggregation length does not fit {ip}"));
+                continue;
+            };
+            let communities: Result<Vec<u32>, String> =
+                r.communities.iter().map(|c| parse::community(c)).collect();
+            let large: Result<Vec<(u32, u32, u32)>, String> = r
+                .large_communities
+                .iter()
+                .map(|c| parse::large_community(c))
+                .collect();
+            match (communities, large) {
+                (Ok(communities), Ok(large_communities)) => {
+                    t.insert(
+                        prefix,
+                        RouteAttrs {
+                            communities,
+                            large_communities,
+                            local_pref: r.local_pref,
+                            med: None,
+                        },
+                    );
+                }
+                (Err(e), _) | (_, Err(e)) => errors.push(format!("route {ip}: {e}")),
+            }
+        }
+        t
+    }
+
+    /// Starts, restarts and stops sessions and pushes each its table;
+    /// returns what could not be done, in one line.
+    pub fn apply(&mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(n, r)| self.wanted.get(*n) != Some(&r.cfg))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            if let Some(r) = self.running.remove(&name) {
+                tracing::info!(peer = %name, "closing BGP session");
+                r.stop.send_replace(true);
+            }
+        }
+        let names: Vec<String> = self.wanted.keys().cloned().collect();
+        for name in names {
+            let table = Arc::new(self.table_for(&name, &mut errors));
+            if let Some(r) = self.running.get(&name) {
+                r.table.send_if_modified(|t| {
+                    if **t == *table {
+                        false
+                    } else {
+                        *t = table.clone();
+                        true
+                    }
+                });
+                continue;
+            }
+            let Some(p) = self.wanted.get(&name).cloned() else {
+                continue;
+            };
+            match peer_config(&p) {
+                Ok(cfg) => {
+                    tracing::info!(peer = %name, address = %p.address, "opening BGP session");
+                    let (table_tx, table_rx) = watch::channel(table);
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    let (state_tx, state_rx) = watch::channel(State::Idle);
+                    tokio::spawn(session::run(
+                        cfg,
+                        table_rx,
+                        self.metrics.clone(),
+                        stop_rx,
+                        state_tx,
+                    ));
+                    self.running.insert(
+                        name,
+                        Running {
+                            cfg: p,
+                            table: table_tx,
+                            stop: stop_tx,
+                            state: state_rx,
+                        },
+                    );
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
