@@ -700,3 +700,66 @@ async fn bench_failover_blackholed() {
 async fn bench_failover_interface_down() {
     bench_fault(Fault::InterfaceDown, bench_runs()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bgp_pools_address_reaches_bird_from_every_eligible_node() {
+    use barelb_testsupport::routers::{Kind, Neighbor, Router};
+    let mut c = cluster("control-bgp", &["node-a", "node-b", "router"]).await;
+    let id = c.inst.id.clone();
+    let rh_ip = c.topo.host("router").ipv4;
+    let node_ips = [c.topo.host("node-a").ipv4, c.topo.host("node-b").ipv4];
+    let router = Router::start(
+        Kind::Bird,
+        c.topo.host("router"),
+        64501,
+        node_ips
+            .iter()
+            .map(|ip| Neighbor {
+                addr: std::net::IpAddr::V4(*ip),
+                asn: 64500,
+                password: None,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let peer = format!("{id}-tor");
+    let out = c.inst.lab.apply(&format!(
+        "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {peer}\n  labels: {{barelb.io/test: {id}}}\nspec: {{peerAddress: \"{}\", peerASN: 64501, myASN: 64500, holdTime: 3s, connectRetryTime: 1s}}\n",
+        rh_ip
+    ));
+    assert!(out.status.success(), "{}", output_text(&out));
+    c.inst.guard("bgppeer", &peer);
+    c.inst.pool(
+        "bgp",
+        &format!("{{addresses: [203.0.113.10-203.0.113.20], announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{barelb.io/test: {id}}}}}, communities: [\"64500:10\"]}}}}}}"),
+    );
+    let ta = c.register_node("node-a");
+    let tb = c.register_node("node-b");
+    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
+    let (_pa, _) = c.speaker("node-a", &na, &ta);
+    let (mut pb, _) = c.speaker("node-b", &nb, &tb);
+    let vip = service_with_endpoint(&mut c, "web", &na).await;
+    let prefix = format!("{vip}/32");
+    let both: Vec<String> = {
+        let mut v: Vec<String> = node_ips.iter().map(|ip| ip.to_string()).collect();
+        v.sort();
+        v
+    };
+    wait_until(
+        "BIRD has the address from both nodes",
+        Duration::from_secs(30),
+        || router.next_hops(&prefix).unwrap_or_default() == both,
+    );
+    let r = &router.routes().unwrap()[&prefix];
+    assert_eq!(r.as_path, [64500]);
+    assert_eq!(r.communities, ["64500:10"]);
+    // A node whose speaker dies stops being a next hop (its session drops
+    // with it); the other keeps announcing.
+    pb.kill();
+    let a_only = vec![node_ips[0].to_string()];
+    wait_until(
+        "BIRD keeps only node-a's path",
+        Duration::from_secs(15),
+        || router.next_hops(&prefix).unwrap_or_default() == a_only,
+    );
+}

@@ -364,6 +364,22 @@ impl Router {
         }
     }
 
+    /// Next hops of every path BIRD holds for `prefix` (several when
+    /// several speakers announce it: ECMP).
+    pub fn next_hops(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        if self.kind != Kind::Bird {
+            bail!("next_hops is implemented for BIRD only");
+        }
+        let text = self.control(&["show route all for".into(), prefix.into()])?;
+        let mut hops: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("BGP.next_hop: "))
+            .filter_map(|v| v.split_whitespace().next().map(str::to_string))
+            .collect();
+        hops.sort();
+        Ok(hops)
+    }
+
     /// How many prefixes it holds (cheaper than [`Router::routes`] for big tables).
     pub fn route_count(&self) -> anyhow::Result<usize> {
         match self.kind {
