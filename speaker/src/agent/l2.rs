@@ -14,6 +14,13 @@ use crate::l2::iface;
 use crate::l2::socket::PacketSocket;
 use crate::metrics::L2Metrics;
 
+#[derive(Debug)]
+struct Announcer {
+    owned: watch::Sender<BTreeSet<IpAddr>>,
+    kick: mpsc::UnboundedSender<IpAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<announcer::Counters>>,
+}
+
 /// Announcers by interface, and who owns what.
 #[derive(Debug)]
 pub struct L2 {
@@ -23,7 +30,7 @@ pub struct L2 {
     default_interfaces: Vec<String>,
     /// Address → the interfaces the operator named for it.
     owned: BTreeMap<IpAddr, Vec<String>>,
-    running: BTreeMap<String, watch::Sender<BTreeSet<IpAddr>>>,
+    running: BTreeMap<String, Announcer>,
     conflicts_tx: mpsc::UnboundedSender<(IpAddr, String)>,
 }
 
@@ -84,29 +91,46 @@ impl L2 {
                 None => errors.push(format!("no interface for {ip}")),
             }
         }
+        // An announcer that stopped (its socket failed) is replaced.
+        self.running.retain(|name, a| {
+            let alive = !a.task.is_finished();
+            if !alive {
+                tracing::warn!(interface = %name, "announcer stopped; reopening");
+            }
+            alive
+        });
         // Interfaces that lost everything get an empty set (the task keeps
         // its socket, ready for the next address).
-        for (name, tx) in &self.running {
+        for (name, a) in &self.running {
             if !by_if.contains_key(name) {
-                tx.send_replace(BTreeSet::new());
+                a.owned.send_replace(BTreeSet::new());
             }
         }
         for (name, set) in by_if {
-            if let Some(tx) = self.running.get(&name) {
-                tx.send_replace(set);
+            if let Some(a) = self.running.get(&name) {
+                a.owned.send_replace(set);
                 continue;
             }
             match PacketSocket::open(&name) {
                 Ok(sock) => {
                     let (tx, rx) = watch::channel(set);
-                    tokio::spawn(announcer::run(
+                    let (kick, kick_rx) = mpsc::unbounded_channel();
+                    let task = tokio::spawn(announcer::run(
                         sock,
                         rx,
                         self.cfg,
                         self.metrics.clone(),
                         Some(self.conflicts_tx.clone()),
+                        Some(kick_rx),
                     ));
-                    self.running.insert(name, tx);
+                    self.running.insert(
+                        name,
+                        Announcer {
+                            owned: tx,
+                            kick,
+                            task,
+                        },
+                    );
                 }
                 Err(e) => errors.push(format!("open a raw socket on {name}: {e}")),
             }
@@ -115,6 +139,15 @@ impl L2 {
             Ok(())
         } else {
             Err(errors.join("; "))
+        }
+    }
+
+    /// Announces `ip` again now (it is owned and was just (re)assigned).
+    pub fn kick(&self, ip: &IpAddr) {
+        for a in self.running.values() {
+            if a.owned.borrow().contains(ip) {
+                let _ = a.kick.send(*ip);
+            }
         }
     }
 

@@ -227,6 +227,7 @@ async fn session(
         tokio::select! {
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the operator closed the stream") };
+                let mut kicks: Vec<IpAddr> = Vec::new();
                 let (generation, result) = match m.msg {
                     Some(operator_message::Msg::Snapshot(s)) => {
                         l2.clear();
@@ -234,6 +235,7 @@ async fn session(
                             if let Some(addr) = ip(&a.ip) {
                                 // The operator gives it (back): old claims no longer count.
                                 recent.remove(&addr);
+                                kicks.push(addr);
                                 l2.set(addr, a.interfaces);
                             }
                         }
@@ -250,6 +252,7 @@ async fn session(
                             if let Some(addr) = ip(&a.ip) {
                                 // The operator gives it (back): old claims no longer count.
                                 recent.remove(&addr);
+                                kicks.push(addr);
                                 l2.set(addr, a.interfaces);
                             }
                         }
@@ -261,6 +264,11 @@ async fn session(
                     }
                     None => continue,
                 };
+                // Everything (re)assigned is announced again at once: after a
+                // reconnect the operator may have moved it away and back.
+                for addr in kicks {
+                    l2.kick(&addr);
+                }
                 out_tx.send(send(speaker_message::Msg::Ack(Ack {
                     generation,
                     error: result.err().unwrap_or_default(),

@@ -59,7 +59,14 @@ pub async fn run(a: L2Args, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(owned);
         running.push((
             tx,
-            tokio::spawn(announcer::run(sock, rx, cfg, metrics.l2.clone(), None)),
+            tokio::spawn(announcer::run(
+                sock,
+                rx,
+                cfg,
+                metrics.l2.clone(),
+                None,
+                None,
+            )),
         ));
     }
     super::shutdown_signal().await;

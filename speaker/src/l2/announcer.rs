@@ -37,11 +37,29 @@ pub struct Counters {
     pub conflicts: u64,
 }
 
+/// Errors that mean the interface is down or gone for now, not that the
+/// socket is broken.
+fn link_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) | Some(libc::ENETUNREACH)
+    )
+}
+
+/// Sends a frame; a down link drops it (announcements repeat anyway).
+async fn send(sock: &PacketSocket, frame: &[u8]) -> std::io::Result<()> {
+    match sock.send(frame).await {
+        Err(e) if link_gone(&e) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
 /// Where another host's claim on an owned address is reported: (address,
 /// that host's MAC). The agent's yield rule listens here.
 pub type Conflicts = tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>;
 
-/// Runs until `owned` is closed. The set in `owned` is the addresses this
+/// Runs until `owned` is closed. An address sent on `kick` is announced
+/// again (if owned). The set in `owned` is the addresses this
 /// node answers for; a change takes effect at once, and newly acquired
 /// addresses are announced.
 pub async fn run(
@@ -50,6 +68,7 @@ pub async fn run(
     cfg: AnnounceConfig,
     metrics: Arc<L2Metrics>,
     conflicts: Option<Conflicts>,
+    mut kick: Option<tokio::sync::mpsc::UnboundedReceiver<IpAddr>>,
 ) -> std::io::Result<Counters> {
     let mut counters = Counters::default();
     let mut current: BTreeSet<IpAddr> = BTreeSet::new();
@@ -83,17 +102,30 @@ pub async fn run(
             _ = async { match refresh.as_mut() { Some(r) => { r.tick().await; } None => std::future::pending::<()>().await } } => {
                 for ip in &current {
                     for f in announcement(*ip, sock.mac) {
-                        sock.send(&f).await?;
+                        send(&sock, &f).await?;
                         counters.gratuitous += 1;
                         metrics.gratuitous.get_or_create(&L2Metrics::addr(ip)).inc();
                     }
+                }
+            }
+            Some(ip) = async {
+                match kick.as_mut() {
+                    Some(k) => k.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Announce an address we already own again, at once and
+                // repeated (it was just re-assigned to us: caches may point
+                // elsewhere).
+                if current.contains(&ip) {
+                    let _ = ann_tx.send((ip, 0));
                 }
             }
             Some((ip, sent)) = ann_rx.recv() => {
                 // Announce only what is still owned: a release stops repeats.
                 if current.contains(&ip) {
                     for f in announcement(ip, sock.mac) {
-                        sock.send(&f).await?;
+                        send(&sock, &f).await?;
                         counters.gratuitous += 1;
                         metrics.gratuitous.get_or_create(&L2Metrics::addr(&ip)).inc();
                     }
@@ -108,7 +140,17 @@ pub async fn run(
                 }
             }
             res = sock.recv(&mut buf) => {
-                let (n, kind) = res?;
+                let (n, kind) = match res {
+                    Ok(r) => r,
+                    // The link is down (a flap, or a cable pulled): keep the
+                    // socket and the owned set, and wait for it to return.
+                    Err(e) if link_gone(&e) => {
+                        tracing::warn!(error = %e, "interface down; waiting for it to return");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if kind == PacketType::Outgoing {
                     continue;
                 }
@@ -140,7 +182,7 @@ pub async fn run(
                 if let Some((ip, f)) = reply {
                     counters.requests += 1;
                     metrics.requests.get_or_create(&L2Metrics::addr(&ip)).inc();
-                    sock.send(&f).await?;
+                    send(&sock, &f).await?;
                     counters.replies += 1;
                     metrics.replies.get_or_create(&L2Metrics::addr(&ip)).inc();
                 }
