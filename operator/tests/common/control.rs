@@ -1,0 +1,275 @@
+//! The control-channel lab: the operator serving barelb.control.v1 on a
+//! Unix socket, a relay namespace that speakers in node namespaces reach
+//! over the lab network, Node objects and pod-bound tokens for them, and a
+//! client namespace that asks ARP who has an address.
+
+use std::time::{Duration, Instant};
+
+use barelb_testsupport::lab::output_text;
+use barelb_testsupport::netlab::{Host, Process, Topology};
+use serde_json::json;
+
+use super::{Instance, Operator};
+
+pub const RELAY_PORT: &str = "9444";
+
+pub struct Cluster {
+    pub inst: Instance,
+    pub topo: Topology,
+    pub op: Operator,
+    _relay: Process,
+    pub dir: std::path::PathBuf,
+    pub op_ns: String,
+    pub ca: std::path::PathBuf,
+}
+
+impl Cluster {
+    pub fn node_name(&self, role: &str) -> String {
+        format!("{}-{role}", self.inst.id)
+    }
+
+    /// A Node object (Ready) and a speaker Pod bound to it; returns a
+    /// token for that pod (audience barelb-control).
+    pub fn register_node(&mut self, role: &str) -> std::path::PathBuf {
+        let node = self.node_name(role);
+        let lab = self.inst.lab.clone();
+        let out = lab.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels: {{barelb.io/test: {}}}\n",
+            self.inst.id
+        ));
+        assert!(out.status.success(), "{}", output_text(&out));
+        self.inst.guard("node", &node);
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+            "reason": "KubeletReady", "message": "lab", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        let out = lab.kubectl(&[
+            "patch",
+            "node",
+            &node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let pod = format!("speaker-{role}");
+        let out = lab.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\nspec:\n  nodeName: {node}\n  serviceAccountName: barelb-speaker\n  containers: [{{name: speaker, image: barelb-speaker}}]\n",
+            ns = self.op_ns
+        ));
+        assert!(out.status.success(), "{}", output_text(&out));
+        self.token_for(&pod, role)
+    }
+
+    pub fn token_for(&self, pod: &str, tag: &str) -> std::path::PathBuf {
+        let out = self.inst.lab.kubectl(&[
+            "create",
+            "token",
+            "barelb-speaker",
+            "-n",
+            &self.op_ns,
+            "--audience",
+            "barelb-control",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--duration",
+            "1h",
+        ]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let path = self.dir.join(format!("token-{tag}"));
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
+    pub fn speaker(
+        &self,
+        role: &str,
+        node: &str,
+        token: &std::path::Path,
+    ) -> (Process, std::path::PathBuf) {
+        let host = self.topo.host(role);
+        let relay = self.topo.host("relay").ipv4;
+        let log = self.dir.join(format!("speaker-{role}-{node}.log"));
+        let bin = barelb_testsupport::binary("barelb-speaker");
+        let p = host
+            .ns
+            .spawn_logged(
+                &[
+                    bin.to_str().unwrap(),
+                    "run",
+                    "--operator",
+                    &format!("https://{relay}:{RELAY_PORT}"),
+                    "--node",
+                    node,
+                    "--token-file",
+                    token.to_str().unwrap(),
+                    "--ca-file",
+                    self.ca.to_str().unwrap(),
+                    "--interface",
+                    &host.ifname,
+                    "--announce-interval-ms",
+                    "100",
+                ],
+                &log,
+            )
+            .unwrap();
+        (p, log)
+    }
+}
+
+pub async fn cluster(test: &str, roles: &[&str]) -> Cluster {
+    let mut inst = Instance::new(test).await;
+    let mut all = roles.to_vec();
+    all.extend(["client", "relay"]);
+    let topo = Topology::build(&all).unwrap();
+    let dir = barelb_testsupport::lab::lab_dir()
+        .join("control")
+        .join(&inst.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("control.sock");
+    let op_ns = format!("{}-op", inst.id);
+    let out = inst.lab.kubectl(&["create", "namespace", &op_ns]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = inst
+        .lab
+        .kubectl(&["create", "serviceaccount", "barelb-speaker", "-n", &op_ns]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let op = inst.operator(&[
+        "--control-addr",
+        &format!("unix:{}", sock.display()),
+        "--speaker-service-account",
+        &format!("{op_ns}/barelb-speaker"),
+    ]);
+    // The operator publishes its control CA; speakers trust it.
+    let ca = dir.join("ca.crt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = inst.lab.kubectl(&[
+            "get",
+            "configmap",
+            "barelb-control-ca",
+            "-n",
+            &op_ns,
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ]);
+        if out.status.success() && !out.stdout.is_empty() && sock.exists() {
+            std::fs::write(&ca, &out.stdout).unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no control CA / socket:\n{}",
+            op.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let relay_host = topo.host("relay");
+    let relay = relay_host
+        .ns
+        .spawn_logged(
+            &[
+                barelb_testsupport::binary("lab-relay").to_str().unwrap(),
+                &format!("{}:{RELAY_PORT}", relay_host.ipv4),
+                sock.to_str().unwrap(),
+            ],
+            &dir.join("relay.log"),
+        )
+        .unwrap();
+    Cluster {
+        inst,
+        topo,
+        op,
+        _relay: relay,
+        dir,
+        op_ns,
+        ca,
+    }
+}
+
+/// MACs that answer ARP for `ip` from `client`.
+pub fn arp_answers(client: &Host, ip: &str) -> Vec<String> {
+    let out = client
+        .ns
+        .exec_output(&["arping", "-c1", "-w1", "-I", &client.ifname, ip])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .to_lowercase()
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
+        .collect()
+}
+
+pub fn neigh_mac(client: &Host, ip: &str) -> Option<String> {
+    let out = client.ns.ip(&["-j", "neigh", "show", ip]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v.get(0)?["lladdr"].as_str().map(str::to_lowercase)
+}
+
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not within {within:?}");
+}
+
+/// A Service (no selector) with a ready endpoint on `node`.
+pub async fn service_with_endpoint(c: &mut Cluster, name: &str, node: &str) -> String {
+    c.inst.service(name, json!({}), json!({})).await;
+    let out = c.inst.lab.apply(&format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints:\n- addresses: [\"10.244.0.10\"]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports: [{{port: 80, protocol: TCP}}]\n",
+        ns = c.inst.ns
+    ));
+    assert!(out.status.success(), "{}", output_text(&out));
+    c.inst.wait_ips(name, 1).await[0].to_string()
+}
+
+/// Two speakers and a Service; returns (cluster, vip, owner MAC, other MAC,
+/// owner role, speakers).
+pub async fn two_nodes_and_a_service(
+    test: &str,
+) -> (Cluster, String, String, String, &'static str, Vec<Process>) {
+    let mut c = cluster(test, &["node-a", "node-b"]).await;
+    c.inst.pool(
+        "l2",
+        "{addresses: [198.18.0.200-198.18.0.220], announce: {mode: L2}}",
+    );
+    let ta = c.register_node("node-a");
+    let tb = c.register_node("node-b");
+    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
+    let (pa, _) = c.speaker("node-a", &na, &ta);
+    let (pb, _) = c.speaker("node-b", &nb, &tb);
+    let vip = service_with_endpoint(&mut c, "web", &na).await;
+    let client = c.topo.host("client");
+    let (ma, mb) = (
+        c.topo.host("node-a").mac.to_lowercase(),
+        c.topo.host("node-b").mac.to_lowercase(),
+    );
+    let mut owner = String::new();
+    wait_until("an ARP answer", Duration::from_secs(20), || {
+        let a = arp_answers(client, &vip);
+        if a.len() == 1 {
+            owner = a[0].clone();
+            true
+        } else {
+            false
+        }
+    });
+    let _ = client.ns.exec_output(&["ping", "-c1", "-W1", &vip]);
+    wait_until("client neighbour entry", Duration::from_secs(5), || {
+        neigh_mac(client, &vip).as_deref() == Some(owner.as_str())
+    });
+    let (other, role) = if owner == ma {
+        (mb, "node-a")
+    } else {
+        (ma, "node-b")
+    };
+    (c, vip, owner, other, role, vec![pa, pb])
+}
