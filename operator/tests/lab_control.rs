@@ -11,22 +11,14 @@ use std::time::{Duration, Instant};
 
 use barelb_testsupport::lab::output_text;
 use common::control::{
-    arp_answers, cluster, neigh_mac, service_with_endpoint, two_nodes_and_a_service, wait_until,
+    arp_answers, cluster, l2_pair, neigh_mac, service_with_endpoint, two_nodes_and_a_service,
+    wait_until,
 };
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_planned_node_alone_answers_and_a_killed_speakers_address_moves() {
-    let mut c = cluster("control-failover", &["node-a", "node-b"]).await;
-    c.inst.pool(
-        "l2",
-        "{addresses: [198.18.0.200-198.18.0.220], announce: {mode: L2}}",
-    );
-    let ta = c.register_node("node-a");
-    let tb = c.register_node("node-b");
-    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
-    let (mut pa, log_a) = c.speaker("node-a", &na, &ta);
-    let (mut pb, log_b) = c.speaker("node-b", &nb, &tb);
+    let (mut c, na, nb, mut pa, mut pb) = l2_pair("control-failover").await;
     let vip = service_with_endpoint(&mut c, "web", &na).await;
     let client = c.topo.host("client");
     let macs = [
@@ -78,7 +70,6 @@ async fn the_planned_node_alone_answers_and_a_killed_speakers_address_moves() {
     assert_eq!(arp_answers(client, &vip), [other]);
     let log = c.op.log_text();
     assert!(log.contains("announcement moved"), "{log}");
-    let _ = (log_a, log_b);
     // The Service says who announces it now, and one event names the move.
     let new_node = if owner == macs[0] { &nb } else { &na };
     let want = format!("announced by node {new_node} over ARP/NDP");
@@ -254,16 +245,7 @@ async fn addresses_keep_answering_while_the_operator_is_down_and_do_not_move_on_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_traffic_policy_announces_from_the_endpoints_node_and_follows_it() {
-    let mut c = cluster("control-local", &["node-a", "node-b"]).await;
-    c.inst.pool(
-        "l2",
-        "{addresses: [198.18.0.200-198.18.0.220], announce: {mode: L2}}",
-    );
-    let ta = c.register_node("node-a");
-    let tb = c.register_node("node-b");
-    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
-    let _pa = c.speaker("node-a", &na, &ta);
-    let _pb = c.speaker("node-b", &nb, &tb);
+    let (c, na, nb, _pa, _pb) = l2_pair("control-local").await;
     let client = c.topo.host("client");
     let (ma, mb) = (
         c.topo.host("node-a").mac.to_lowercase(),

@@ -231,11 +231,9 @@ pub async fn service_with_endpoint(c: &mut Cluster, name: &str, node: &str) -> S
     c.inst.wait_ips(name, 1).await[0].to_string()
 }
 
-/// Two speakers and a Service; returns (cluster, vip, owner MAC, other MAC,
-/// owner role, speakers).
-pub async fn two_nodes_and_a_service(
-    test: &str,
-) -> (Cluster, String, String, String, &'static str, Vec<Process>) {
+/// A cluster with an L2 pool and two registered nodes with running
+/// speakers: (cluster, node-a's name, node-b's name, speakers).
+pub async fn l2_pair(test: &str) -> (Cluster, String, String, Process, Process) {
     let mut c = cluster(test, &["node-a", "node-b"]).await;
     c.inst.pool(
         "l2",
@@ -246,6 +244,15 @@ pub async fn two_nodes_and_a_service(
     let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
     let (pa, _) = c.speaker("node-a", &na, &ta);
     let (pb, _) = c.speaker("node-b", &nb, &tb);
+    (c, na, nb, pa, pb)
+}
+
+/// Two speakers and a Service; returns (cluster, vip, owner MAC, other MAC,
+/// owner role, speakers).
+pub async fn two_nodes_and_a_service(
+    test: &str,
+) -> (Cluster, String, String, String, &'static str, Vec<Process>) {
+    let (mut c, na, _nb, pa, pb) = l2_pair(test).await;
     let vip = service_with_endpoint(&mut c, "web", &na).await;
     let client = c.topo.host("client");
     let (ma, mb) = (
