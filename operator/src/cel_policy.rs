@@ -167,6 +167,16 @@ impl PolicyCheck for CelPolicies {
                 Decision::Allow
             };
         }
+        if !self.namespaces.contains_key(ns) {
+            // Judging an unseen namespace by empty labels could allow what
+            // its labels forbid. It exists (the apiserver admitted the
+            // Service into it); our watch is a moment behind. Refuse for now:
+            // the controller re-judges when the namespace arrives, and the
+            // webhook waits for it first.
+            return Decision::deny(format!(
+                "namespace {ns} is not known to barelb yet, so the policies on AddressPool {pool} cannot be checked; retry in a moment"
+            ));
+        }
         let started = std::time::Instant::now();
         let decision = self.decide(claim, &selecting);
         if let Some(t) = &self.timer {

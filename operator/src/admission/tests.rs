@@ -112,6 +112,26 @@ fn services_are_checked_against_policy_by_every_route() {
 }
 
 #[test]
+fn a_namespace_not_seen_yet_is_never_judged_by_empty_labels() {
+    let v = view();
+    // A policy selects `web`: refused until the namespace is known.
+    let r = review_service(
+        &v,
+        &svc("new", "a", json!({"barelb.io/pool": "web"}), None),
+        None,
+    );
+    assert_eq!(
+        r.denial.as_deref(),
+        Some(
+            "Service new/a: namespace new is not known to barelb yet, so the policies on AddressPool web cannot be checked; retry in a moment"
+        )
+    );
+    // No policy selects `open`: nothing to judge, allowed.
+    let open = svc("new", "b", json!({"barelb.io/pool": "open"}), None);
+    assert!(review_service(&v, &open, None).allowed());
+}
+
+#[test]
 fn requests_the_allocator_would_refuse_are_refused() {
     let v = view();
     let missing = svc("web", "a", json!({"barelb.io/pool": "nope"}), None);

@@ -116,10 +116,21 @@ async fn validate(
             return Json(AdmissionResponse::invalid(e.to_string()).into_review());
         }
     };
-    let view = match state.view.read() {
-        Ok(v) => v.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    let mut view = current(&state.view);
+    if let Some(ns) = req
+        .namespace
+        .as_deref()
+        .filter(|_| req.kind.kind == "Service")
+    {
+        // A namespace created in the same apply as its Services (the usual
+        // GitOps case) reaches our watch a moment after the apiserver
+        // admitted it: wait for it rather than judge its labels unseen.
+        let deadline = Instant::now() + NAMESPACE_WAIT;
+        while view.synced && !view.namespaces.contains_key(ns) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            view = current(&state.view);
+        }
+    }
     // What the response and the log need, before the request moves into
     // the review.
     let mut resp = AdmissionResponse::from(&req);
@@ -181,6 +192,16 @@ async fn validate(
         resp.warnings = Some(review.warnings);
     }
     Json(resp.into_review())
+}
+
+/// How long a Service review waits for its namespace to reach the view.
+const NAMESPACE_WAIT: Duration = Duration::from_secs(3);
+
+fn current(view: &SharedView) -> Arc<View> {
+    match view.read() {
+        Ok(v) => v.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
 }
 
 /// Dispatches one request by kind. `Err` is a request the webhook cannot
