@@ -124,6 +124,27 @@ impl Plan {
         out
     }
 
+    /// Every node's part in one pass over the plan (what `for_node` gives
+    /// for each node, without a scan of the whole plan per node).
+    pub fn by_node(&self) -> BTreeMap<String, NodePlan> {
+        let mut out: BTreeMap<String, NodePlan> = BTreeMap::new();
+        for (ip, o) in &self.l2 {
+            out.entry(o.node.clone())
+                .or_default()
+                .l2
+                .insert(*ip, o.interfaces.clone());
+        }
+        for (ip, a) in &self.bgp {
+            for (node, peers) in &a.nodes {
+                out.entry(node.clone())
+                    .or_default()
+                    .bgp
+                    .insert(*ip, (a.attrs.clone(), peers.clone()));
+            }
+        }
+        out
+    }
+
     /// Nodes announcing `ip` (one for layer 2).
     pub fn announcers(&self, ip: &IpAddr) -> Vec<String> {
         if let Some(o) = self.l2.get(ip) {
@@ -143,11 +164,24 @@ fn selected(sel: &Option<LabelSelector>, labels: &BTreeMap<String, String>) -> b
 /// 64-bit FNV-1a with a final avalanche (splitmix64's), fixed across
 /// processes and versions: every replica must compute the same owners.
 pub fn rendezvous_score(unit_key: &str, node: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in unit_key.bytes().chain([0u8]).chain(node.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    score_from(unit_prefix(unit_key), node)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV state after the unit's key and the separator: hashed once per unit,
+/// not once per (unit, node).
+fn unit_prefix(unit_key: &str) -> u64 {
+    unit_key.bytes().chain([0u8]).fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    })
+}
+
+fn score_from(prefix: u64, node: &str) -> u64 {
+    let mut h = node
+        .bytes()
+        .fold(prefix, |h, b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME));
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;
@@ -187,10 +221,10 @@ pub fn plan(units: &[Unit], nodes: &[Node], peers: &[Peer]) -> Plan {
             .collect();
         match &u.how {
             How::L2 { interfaces, .. } => {
-                let key = unit_key(u);
+                let prefix = unit_prefix(&unit_key(u));
                 let Some(owner) = eligible
                     .iter()
-                    .max_by_key(|n| (rendezvous_score(&key, &n.name), n.name.as_str()))
+                    .max_by_key(|n| (score_from(prefix, &n.name), n.name.as_str()))
                 else {
                     continue;
                 };

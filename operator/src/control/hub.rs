@@ -250,8 +250,12 @@ impl Hub {
             }
         }
         let mut dropped = Vec::new();
+        let mut parts = plan.by_node();
         for (node, sp) in s.speakers.iter_mut() {
-            let np = NodeView::new(plan.for_node(node), &s.inputs.peer_configs);
+            let np = NodeView::new(
+                parts.remove(node).unwrap_or_default(),
+                &s.inputs.peer_configs,
+            );
             let msg = match &sp.sent {
                 None => {
                     sp.generation += 1;

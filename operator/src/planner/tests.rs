@@ -223,6 +223,33 @@ fn bgp_announces_from_every_eligible_node_to_the_selected_peers() {
 }
 
 #[test]
+fn by_node_gives_every_node_what_for_node_gives_it() {
+    let mut units = many(200);
+    units.push(Unit {
+        how: How::Bgp {
+            node_selector: None,
+            peer_selector: None,
+            attrs: BgpAttrs::default(),
+        },
+        ..l2_unit(&["203.0.113.1", "2001:db8::1"], &["node-1"], false)
+    });
+    let peers = [Peer {
+        name: "tor".into(),
+        labels: BTreeMap::new(),
+        node_selector: None,
+    }];
+    let ns = nodes(7);
+    let p = plan(&units, &ns, &peers);
+    let parts = p.by_node();
+    for n in &ns {
+        let part = parts.get(&n.name).cloned().unwrap_or_default();
+        assert_eq!(part, p.for_node(&n.name), "{}", n.name);
+        assert_eq!(part.bgp.len(), 2, "{}", n.name);
+    }
+    assert!(parts.keys().all(|k| ns.iter().any(|n| &n.name == k)));
+}
+
+#[test]
 fn rendezvous_scores_are_fixed_across_versions() {
     // Replicas and restarts must agree on owners; a changed hash function
     // would move every address on upgrade. Pinned values catch that.
