@@ -10,8 +10,10 @@
 //!     scripts/bench-operator [N] [M]      (defaults 2000 and 10000)
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,18 +21,11 @@ use barelb_testsupport::lab::{lab, lab_dir};
 use barelb_testsupport::unique_name;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::{Operator, rss_kib, run_kubectl, wait_allocated};
 
 const CONCURRENCY: usize = 32;
-
-struct Operator(Child);
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -204,51 +199,5 @@ async fn create_one(api: &Api<Service>, name: &str, class: &str) -> anyhow::Resu
         "spec": {"type": "LoadBalancer", "loadBalancerClass": class, "ports": [{"port": 80}], "allocateLoadBalancerNodePorts": false},
     }))?;
     api.create(&PostParams::default(), &svc).await?;
-    Ok(())
-}
-
-async fn wait_allocated(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let list = api.list(&ListParams::default()).await?;
-        let done: BTreeMap<_, _> = list
-            .items
-            .iter()
-            .filter(|s| s.metadata.name.as_deref().unwrap_or("").starts_with(prefix))
-            .filter(|s| {
-                s.status
-                    .as_ref()
-                    .and_then(|st| st.load_balancer.as_ref())
-                    .and_then(|l| l.ingress.as_ref())
-                    .is_some_and(|i| !i.is_empty())
-            })
-            .map(|s| (s.metadata.name.clone(), ()))
-            .collect();
-        if done.len() >= n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{} of {n} {prefix} Services allocated", done.len());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn run_kubectl(lab: &barelb_testsupport::lab::Lab, args: &[&str]) -> anyhow::Result<()> {
-    let out = lab.kubectl(args);
-    if !out.status.success() {
-        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
     Ok(())
 }

@@ -1,0 +1,88 @@
+//! What the lab benchmarks share: the operator process, its RSS and CPU,
+//! kubectl, and waiting for Services to get addresses.
+#![allow(dead_code)] // each benchmark uses its own part
+
+use std::collections::BTreeSet;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams};
+
+/// A benchmarked operator process, killed on drop.
+pub struct Operator(pub Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Resident set size of `pid` in KiB (0 if gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+pub fn run_kubectl(lab: &barelb_testsupport::lab::Lab, args: &[&str]) -> anyhow::Result<()> {
+    let out = lab.kubectl(args);
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Waits (≤ 10 min) until `n` Services named `PREFIX-…` have an address.
+pub async fn wait_allocated(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let prefix = format!("{prefix}-");
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let done: BTreeSet<_> = list
+            .items
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with(&prefix)
+            })
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| st.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.as_ref())
+                    .is_some_and(|i| !i.is_empty())
+            })
+            .map(|s| s.metadata.name.clone())
+            .collect();
+        if done.len() >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} of {n} {prefix}* Services allocated", done.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
