@@ -198,75 +198,172 @@ fn unit_key(u: &Unit) -> String {
         .join(",")
 }
 
+fn base_eligible(n: &Node) -> bool {
+    n.connected && n.ready && n.link_up && !n.labels.contains_key(EXCLUDE_LABEL)
+}
+
+/// Whether a node that is eligible at all may announce this unit.
+fn eligible_for(u: &Unit, n: &Node) -> bool {
+    let node_selector = match &u.how {
+        How::L2 { node_selector, .. } | How::Bgp { node_selector, .. } => node_selector,
+    };
+    selected(node_selector, &n.labels) && (!u.local || u.endpoint_nodes.contains(&n.name))
+}
+
+/// The rendezvous winner among `nodes` (highest score, then name).
+fn best<'a>(prefix: u64, nodes: impl Iterator<Item = &'a Node>) -> Option<&'a str> {
+    nodes
+        .map(|n| (score_from(prefix, &n.name), n.name.as_str()))
+        .max()
+        .map(|(_, name)| name)
+}
+
+fn place_l2(out: &mut Plan, u: &Unit, owner: &str) {
+    let How::L2 { interfaces, .. } = &u.how else {
+        return;
+    };
+    for ip in &u.ips {
+        out.l2.insert(
+            *ip,
+            L2Owner {
+                node: owner.to_string(),
+                interfaces: interfaces.clone(),
+            },
+        );
+    }
+}
+
+fn place_bgp<'a>(
+    out: &mut Plan,
+    u: &Unit,
+    eligible: impl Iterator<Item = &'a Node>,
+    peers: &[Peer],
+) {
+    let How::Bgp {
+        peer_selector,
+        attrs,
+        ..
+    } = &u.how
+    else {
+        return;
+    };
+    let mut by_node = BTreeMap::new();
+    for n in eligible {
+        let chosen: Vec<String> = peers
+            .iter()
+            .filter(|p| selected(peer_selector, &p.labels))
+            .filter(|p| selected(&p.node_selector, &n.labels))
+            .map(|p| p.name.clone())
+            .collect();
+        if !chosen.is_empty() {
+            by_node.insert(n.name.clone(), chosen);
+        }
+    }
+    if by_node.is_empty() {
+        return;
+    }
+    for ip in &u.ips {
+        out.bgp.insert(
+            *ip,
+            BgpAnnouncement {
+                nodes: by_node.clone(),
+                attrs: attrs.clone(),
+            },
+        );
+    }
+}
+
 /// Plans every unit.
 pub fn plan(units: &[Unit], nodes: &[Node], peers: &[Peer]) -> Plan {
     let mut out = Plan::default();
-    let base: Vec<&Node> = nodes
-        .iter()
-        .filter(|n| n.connected && n.ready && n.link_up && !n.labels.contains_key(EXCLUDE_LABEL))
-        .collect();
-    for u in units {
-        if !u.has_ready_endpoints {
-            // Nothing would answer behind the address: nobody announces it.
-            continue;
-        }
-        let node_selector = match &u.how {
-            How::L2 { node_selector, .. } | How::Bgp { node_selector, .. } => node_selector,
-        };
-        let eligible: Vec<&Node> = base
-            .iter()
-            .copied()
-            .filter(|n| selected(node_selector, &n.labels))
-            .filter(|n| !u.local || u.endpoint_nodes.contains(&n.name))
-            .collect();
+    let base: Vec<&Node> = nodes.iter().filter(|n| base_eligible(n)).collect();
+    // A unit without a ready endpoint: nothing would answer behind the
+    // address, so nobody announces it.
+    for u in units.iter().filter(|u| u.has_ready_endpoints) {
+        let eligible = base.iter().copied().filter(|n| eligible_for(u, n));
         match &u.how {
-            How::L2 { interfaces, .. } => {
-                let prefix = unit_prefix(&unit_key(u));
-                let Some(owner) = eligible
-                    .iter()
-                    .max_by_key(|n| (score_from(prefix, &n.name), n.name.as_str()))
-                else {
-                    continue;
-                };
-                for ip in &u.ips {
-                    out.l2.insert(
-                        *ip,
-                        L2Owner {
-                            node: owner.name.clone(),
-                            interfaces: interfaces.clone(),
-                        },
-                    );
+            How::L2 { .. } => {
+                if let Some(owner) = best(unit_prefix(&unit_key(u)), eligible) {
+                    place_l2(&mut out, u, owner);
                 }
             }
-            How::Bgp {
-                peer_selector,
-                attrs,
-                ..
-            } => {
-                let mut by_node = BTreeMap::new();
-                for n in &eligible {
-                    let chosen: Vec<String> = peers
-                        .iter()
-                        .filter(|p| selected(peer_selector, &p.labels))
-                        .filter(|p| selected(&p.node_selector, &n.labels))
-                        .map(|p| p.name.clone())
-                        .collect();
-                    if !chosen.is_empty() {
-                        by_node.insert(n.name.clone(), chosen);
+            How::Bgp { .. } => place_bgp(&mut out, u, eligible, peers),
+        }
+    }
+    out
+}
+
+/// The plan after only whether nodes may announce at all changed
+/// (connected, link, Ready) since `prev = plan(units, before, peers)`:
+/// equal to `plan(units, after, peers)`, without hashing every (unit, node)
+/// pair again. Rendezvous hashing makes this exact: a layer-2 owner that
+/// stays eligible keeps its unit unless a node that just became eligible
+/// outscores it; only the units of nodes that left are hashed against every
+/// node. That keeps a node loss (and each speaker of a reconnect storm)
+/// cheap with thousands of nodes. Falls back to `plan` when node names or
+/// labels differ.
+pub fn replan_nodes(
+    prev: &Plan,
+    before: &[Node],
+    units: &[Unit],
+    after: &[Node],
+    peers: &[Peer],
+) -> Plan {
+    let was: BTreeMap<&str, &Node> = before.iter().map(|n| (n.name.as_str(), n)).collect();
+    if before.len() != after.len()
+        || after.iter().any(|n| {
+            was.get(n.name.as_str())
+                .is_none_or(|b| b.labels != n.labels)
+        })
+    {
+        return plan(units, after, peers);
+    }
+    let base: Vec<&Node> = after.iter().filter(|n| base_eligible(n)).collect();
+    let came: Vec<&Node> = base
+        .iter()
+        .copied()
+        .filter(|n| !was.get(n.name.as_str()).is_some_and(|b| base_eligible(b)))
+        .collect();
+    let stays: BTreeSet<&str> = base.iter().map(|n| n.name.as_str()).collect();
+    let mut out = Plan::default();
+    for u in units.iter().filter(|u| u.has_ready_endpoints) {
+        match &u.how {
+            How::L2 { .. } => {
+                let prefix = unit_prefix(&unit_key(u));
+                let had = u
+                    .ips
+                    .first()
+                    .and_then(|ip| prev.l2.get(ip))
+                    .map(|o| o.node.as_str());
+                let newcomers = came.iter().copied().filter(|n| eligible_for(u, n));
+                let owner = match had {
+                    // Still eligible (units and labels are unchanged): only a
+                    // newcomer can beat it.
+                    Some(o) if stays.contains(o) => {
+                        let held = (score_from(prefix, o), o);
+                        Some(
+                            newcomers
+                                .map(|n| (score_from(prefix, &n.name), n.name.as_str()))
+                                .fold(held, std::cmp::max)
+                                .1,
+                        )
                     }
+                    // Its owner left: every eligible node competes.
+                    Some(_) => best(prefix, base.iter().copied().filter(|n| eligible_for(u, n))),
+                    // Nobody could announce it before: only newcomers can now.
+                    None => best(prefix, newcomers),
+                };
+                if let Some(owner) = owner {
+                    place_l2(&mut out, u, owner);
                 }
-                if by_node.is_empty() {
-                    continue;
-                }
-                for ip in &u.ips {
-                    out.bgp.insert(
-                        *ip,
-                        BgpAnnouncement {
-                            nodes: by_node.clone(),
-                            attrs: attrs.clone(),
-                        },
-                    );
-                }
+            }
+            How::Bgp { .. } => {
+                place_bgp(
+                    &mut out,
+                    u,
+                    base.iter().copied().filter(|n| eligible_for(u, n)),
+                    peers,
+                );
             }
         }
     }

@@ -53,6 +53,9 @@ struct State {
     inputs: Inputs,
     speakers: BTreeMap<String, Speaker>,
     plan: Plan,
+    /// The nodes `plan` was made from, while the other inputs are unchanged
+    /// since: a change of eligibility alone then replans incrementally.
+    planned_with: Option<Vec<Node>>,
     next_id: u64,
 }
 
@@ -97,6 +100,7 @@ impl Hub {
             return;
         }
         s.inputs = inputs;
+        s.planned_with = None;
         self.replan(&mut s, cause, Instant::now());
     }
 
@@ -164,6 +168,7 @@ impl Hub {
             s.settled = false;
             s.hold_until = None;
             s.plan = Plan::default();
+            s.planned_with = None;
         }
         self.replan(&mut s, cause, at);
     }
@@ -235,7 +240,12 @@ impl Hub {
                 }
             })
             .collect();
-        let plan = planner::plan(&s.inputs.units, &nodes, &s.inputs.peers);
+        let plan = match &s.planned_with {
+            Some(before) => {
+                planner::replan_nodes(&s.plan, before, &s.inputs.units, &nodes, &s.inputs.peers)
+            }
+            None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
+        };
         for (ip, new) in &plan.l2 {
             if let Some(old) = s.plan.l2.get(ip)
                 && old.node != new.node
@@ -301,6 +311,7 @@ impl Hub {
             s.speakers.remove(&node);
         }
         s.plan = plan;
+        s.planned_with = Some(nodes);
         if again {
             // Their addresses go elsewhere now (the dropped are gone, so this ends).
             self.replan(s, "speaker-too-slow", detected);

@@ -262,3 +262,81 @@ fn rendezvous_scores_are_fixed_across_versions() {
         0x3607_f5d4_fb1c_c31f
     );
 }
+
+mod incremental {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn edge() -> Option<LabelSelector> {
+        Some(LabelSelector {
+            match_labels: Some([("edge".to_string(), "true".to_string())].into()),
+            match_expressions: None,
+        })
+    }
+
+    prop_compose! {
+        fn arb_unit(nodes: usize)(
+            i in 0u32..10_000, bgp in any::<bool>(), selective in any::<bool>(),
+            local in any::<bool>(), ready in prop::bool::weighted(0.9),
+            eps in prop::collection::btree_set(0..nodes, 0..3),
+        ) -> Unit {
+            let ip = std::net::Ipv4Addr::from(0xc633_0000 + i).to_string();
+            let endpoints: Vec<String> = eps.iter().map(|e| format!("node-{e}")).collect();
+            let refs: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+            let mut u = l2_unit(&[&ip], &refs, local);
+            u.has_ready_endpoints = ready;
+            let node_selector = if selective { edge() } else { None };
+            u.how = if bgp {
+                How::Bgp { node_selector, peer_selector: None, attrs: BgpAttrs::default() }
+            } else {
+                How::L2 { node_selector, interfaces: vec![] }
+            };
+            u
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Replanning after connect/disconnect/link/Ready changes gives
+        /// exactly the full plan, step after step.
+        #[test]
+        fn replanning_node_changes_equals_planning_from_scratch(
+            edges in prop::collection::vec(any::<bool>(), 6),
+            units in prop::collection::vec(arb_unit(6), 1..40),
+            steps in prop::collection::vec((0usize..6, 0u8..3), 1..12),
+        ) {
+            let peers = [Peer { name: "tor".into(), labels: BTreeMap::new(), node_selector: None }];
+            let mut ns: Vec<Node> = (0..6)
+                .map(|i| {
+                    let labels: &[(&str, &str)] = if edges[i] { &[("edge", "true")] } else { &[] };
+                    node(&format!("node-{i}"), labels)
+                })
+                .collect();
+            let mut prev = plan(&units, &ns, &peers);
+            for (i, what) in steps {
+                let before = ns.clone();
+                match what {
+                    0 => ns[i].connected = !ns[i].connected,
+                    1 => ns[i].link_up = !ns[i].link_up,
+                    _ => ns[i].ready = !ns[i].ready,
+                }
+                let next = replan_nodes(&prev, &before, &units, &ns, &peers);
+                prop_assert_eq!(&next, &plan(&units, &ns, &peers));
+                prev = next;
+            }
+        }
+    }
+
+    #[test]
+    fn a_label_change_falls_back_to_a_full_plan() {
+        let units = many(100);
+        let before = nodes(3);
+        let prev = plan(&units, &before, &[]);
+        let mut after = before.clone();
+        after[1].labels.insert(EXCLUDE_LABEL.into(), String::new());
+        assert_eq!(
+            replan_nodes(&prev, &before, &units, &after, &[]),
+            plan(&units, &after, &[])
+        );
+    }
+}
