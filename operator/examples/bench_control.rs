@@ -48,16 +48,14 @@ struct Seen {
     l2: BTreeSet<String>,
     /// When a delta last gave it an address.
     gained: Option<Instant>,
+    /// Streams that ended in an error and were opened again.
+    reconnects: usize,
+    last_error: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let s = args.first().copied().unwrap_or(1000);
-    let m = args.get(1).copied().unwrap_or(10_000);
+    let (s, m) = support::two_counts((1000, 10_000));
     let bin = std::env::var("BARELB_OPERATOR_BIN")
         .context("set BARELB_OPERATOR_BIN to a release barelb-operator")?;
     let lab = lab("bench::control");
@@ -113,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
             ])
             .args(["--lease-duration", "2s", "--retry-period", "500ms"])
             .env("KUBECONFIG", &lab.kubeconfig)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
@@ -139,8 +137,14 @@ async fn main() -> anyhow::Result<()> {
         kill.push(Some(stop_tx));
         let (seen, ca, node) = (seen.clone(), ca.clone(), node_name(i));
         tokio::spawn(async move {
-            if let Err(e) = speaker(port, &ca, &node, &token, &seen[i], stop_rx).await {
-                eprintln!("speaker {node}: {e:#}");
+            let mut stop = stop_rx;
+            // Like a real speaker: a lost stream is opened again.
+            while let Err(e) = speaker(port, &ca, &node, &token, &seen[i], &mut stop).await {
+                let mut x = seen[i].lock().await;
+                x.reconnects += 1;
+                x.last_error = format!("{e:#}");
+                drop(x);
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
     }
@@ -164,6 +168,16 @@ async fn main() -> anyhow::Result<()> {
     let first_snap = snapshots.iter().min().unwrap().duration_since(t0);
     let last_snap = snapshots.iter().max().unwrap().duration_since(t0);
     let (rss1, cpu1) = (rss_kib(pid), cpu_seconds(pid));
+    let mut reconnects = 0;
+    let mut example = String::new();
+    for x in seen.iter() {
+        let x = x.lock().await;
+        reconnects += x.reconnects;
+        if example.is_empty() {
+            example.clone_from(&x.last_error);
+        }
+    }
+    println!("streams lost and opened again during the storm: {reconnects} (e.g. {example})");
     let mut owners: BTreeMap<String, usize> = BTreeMap::new();
     for (i, x) in seen.iter().enumerate() {
         for ip in &x.lock().await.l2 {
@@ -233,6 +247,17 @@ async fn main() -> anyhow::Result<()> {
     drop(kill);
     drop(op);
     for args in [
+        // No kubelet confirms pod deletion in the lab: force it, or the
+        // namespace stays Terminating.
+        vec![
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            &op_ns,
+            "--force",
+            "--grace-period=0",
+        ],
         vec!["delete", "namespace", &ns, "--wait=false"],
         vec!["delete", "namespace", &op_ns, "--wait=false"],
         vec!["delete", "addresspool", &id, "--wait=false"],
@@ -257,7 +282,7 @@ async fn speaker(
     node: &str,
     token: &str,
     seen: &Mutex<Seen>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    stop: &mut tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
@@ -286,7 +311,7 @@ async fn speaker(
     loop {
         let m = tokio::select! {
             m = inbound.message() => m?,
-            _ = &mut stop => return Ok(()),
+            _ = &mut *stop => return Ok(()),
         };
         let Some(m) = m else { return Ok(()) };
         let now = Instant::now();

@@ -29,12 +29,7 @@ const CONCURRENCY: usize = 32;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let n = args.first().copied().unwrap_or(2000);
-    let m = args.get(1).copied().unwrap_or(10_000);
+    let (n, m) = support::two_counts((2000, 10_000));
     let lab = lab("bench::operator");
     lab.install_crds();
     let client = lab.client().await?;

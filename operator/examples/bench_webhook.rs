@@ -18,7 +18,10 @@
 //!     scripts/bench-webhook [RATE] [SECONDS]     (defaults 200 and 15)
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // bench code: failing loudly is the point
 
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,21 +33,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-struct Operator(Child);
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) -> anyhow::Result<()> {
-    let out = lab.kubectl(args);
-    if !out.status.success() {
-        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
+use support::{Operator, run_kubectl as kubectl};
 
 fn apply(lab: &Lab, yaml: &str) -> anyhow::Result<()> {
     let out = lab.apply(yaml);
@@ -56,12 +45,8 @@ fn apply(lab: &Lab, yaml: &str) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let rate = args.first().copied().unwrap_or(200);
-    let seconds = args.get(1).copied().unwrap_or(15);
+    let (rate, seconds) = support::two_counts((200, 15));
+    let (rate, seconds) = (u64::try_from(rate)?, u64::try_from(seconds)?);
     let lab = lab("bench::webhook");
     lab.install_crds();
     let client = lab.client().await?;

@@ -82,12 +82,16 @@ add_host() { # ROLE
 
 # An HTTP backend on the node's port 8080 and the DNAT a kube-proxy would
 # install: the pools' addresses, port 80, to that backend.
+start_backend() { # NODE
+  start_bg "backend-$1" "$1" "$DEMO/logs/backend-$1.log" \
+    python3 -m http.server 8080 --bind :: --directory "$DEMO/www/$1"
+}
+
 add_backend() { # NODE
-  local node=$1 dir=$DEMO/www/$1
-  mkdir -p "$dir"
-  echo "hello from $node" >"$dir/index.html"
-  start_bg "backend-$node" "$node" "$DEMO/logs/backend-$node.log" \
-    python3 -m http.server 8080 --bind :: --directory "$dir"
+  local node=$1
+  mkdir -p "$DEMO/www/$node"
+  echo "hello from $node" >"$DEMO/www/$node/index.html"
+  start_backend "$node"
   in_ns "$node" nft -f - <<NFT
 table ip barelb-demo {
   chain prerouting {

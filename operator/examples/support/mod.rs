@@ -10,6 +10,18 @@ use anyhow::bail;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
 
+/// The benchmark's two numeric arguments, each defaulting when absent.
+pub fn two_counts(defaults: (usize, usize)) -> (usize, usize) {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    (
+        args.first().copied().unwrap_or(defaults.0),
+        args.get(1).copied().unwrap_or(defaults.1),
+    )
+}
+
 /// A benchmarked operator process, killed on drop.
 pub struct Operator(pub Child);
 
