@@ -58,6 +58,8 @@ impl Cluster {
             ns = self.op_ns
         ));
         assert!(out.status.success(), "{}", output_text(&out));
+        let op_ns = self.op_ns.clone();
+        self.inst.guard_pod(&op_ns, &pod);
         self.token_for(&pod, role)
     }
 

@@ -206,6 +206,16 @@ impl Instance {
             .push(self.lab.delete_on_drop(resource, name, &[]));
     }
 
+    /// A Pod in `ns`, force-deleted on drop: no kubelet in the lab confirms
+    /// a graceful deletion, and its namespace would stay Terminating.
+    pub fn guard_pod(&mut self, ns: &str, pod: &str) {
+        self.guards.push(self.lab.delete_on_drop(
+            "pod",
+            pod,
+            &["-n", ns, "--force", "--grace-period=0"],
+        ));
+    }
+
     /// Applies an AddressPool labelled for this test; deleted on drop.
     pub fn pool(&mut self, name: &str, spec: &str) -> String {
         let full = format!("{}-{name}", self.id);
