@@ -301,7 +301,7 @@ pub fn plan(units: &[Unit], nodes: &[Node], peers: &[Peer]) -> Plan {
 /// outscores it; only the units of nodes that left are hashed against every
 /// node. That keeps a node loss (and each speaker of a reconnect storm)
 /// cheap with thousands of nodes. Falls back to `plan` when node names or
-/// labels differ.
+/// labels differ. Units' addresses must be disjoint, as the hub's are.
 pub fn replan_nodes(
     prev: &Plan,
     before: &[Node],
