@@ -7,11 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use barelb_api::{AnnounceMode, annotations};
+use std::time::Duration;
+
+use barelb_api::AnnounceMode;
+use barelb_core::duration;
 
 use crate::index::Index;
 use crate::planner::{BgpAttrs, How, Node, Unit};
-use crate::request::{ClassPolicy, ServiceKey, ingress_ips, qualifies};
+use crate::request::{ClassPolicy, Held, ServiceKey, held};
 
 /// One Service's contribution before merging.
 struct Part {
@@ -63,22 +66,17 @@ pub fn units(index: &Index, class: &ClassPolicy) -> Vec<Unit> {
     }
     let mut parts: Vec<Part> = Vec::new();
     for (key, svc) in index.services.iter() {
-        if !qualifies(svc, class) {
-            continue;
-        }
-        let ips: BTreeSet<IpAddr> = ingress_ips(svc).into_iter().collect();
-        let Some(pool) = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(annotations::ALLOCATED_POOL))
-            .filter(|p| index.pools.get(*p).is_some())
+        let Some(Held {
+            ips,
+            pool: Some(pool),
+        }) = held(svc, class)
         else {
             continue;
         };
-        if ips.is_empty() {
+        if index.pools.get(&pool).is_none() {
             continue;
         }
+        let ips: BTreeSet<IpAddr> = ips.into_iter().collect();
         let local = svc
             .spec
             .as_ref()
@@ -87,7 +85,7 @@ pub fn units(index: &Index, class: &ClassPolicy) -> Vec<Unit> {
         let (ready, nodes) = endpoints.get(key).cloned().unwrap_or_default();
         parts.push(Part {
             ips,
-            pool: pool.clone(),
+            pool,
             local,
             ready: ready > 0,
             nodes,
@@ -176,77 +174,138 @@ pub fn peers(index: &Index) -> Vec<crate::planner::Peer> {
         .collect()
 }
 
-fn seconds(s: &Option<String>, default: u64) -> u64 {
-    s.as_deref()
-        .and_then(|d| {
-            let d = d.trim();
-            let (num, mul) = if let Some(ms) = d.strip_suffix("ms") {
-                (ms, 0.001)
-            } else if let Some(m) = d.strip_suffix('m') {
-                (m, 60.0)
-            } else {
-                (d.strip_suffix('s').unwrap_or(d), 1.0)
-            };
-            num.parse::<f64>().ok().map(|n| (n * mul) as u64)
-        })
-        .unwrap_or(default)
+/// The control-channel form of one BGPPeer, with its TCP-MD5 password
+/// (empty: none). Durations are read with the one parser the CRD's pattern
+/// promises; the error names the field.
+pub fn peer_config(
+    name: &str,
+    spec: &barelb_api::BGPPeerSpec,
+    password: Vec<u8>,
+) -> Result<barelb_control::v1::BgpPeer, String> {
+    let field = |field: &str, value: Option<&str>, default: Duration| {
+        duration::parse_or(value, default).map_err(|e| format!("BGPPeer {name}: spec.{field}: {e}"))
+    };
+    let hold = field(
+        "holdTime",
+        spec.hold_time.as_deref(),
+        Duration::from_secs(90),
+    )?;
+    let keepalive = field(
+        "keepaliveTime",
+        spec.keepalive_time.as_deref(),
+        Duration::ZERO,
+    )?;
+    let retry = field(
+        "connectRetryTime",
+        spec.connect_retry_time.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    Ok(barelb_control::v1::BgpPeer {
+        name: name.to_string(),
+        address: spec.peer_address.clone(),
+        port: u32::from(spec.peer_port()),
+        peer_asn: spec.peer_asn,
+        my_asn: spec.my_asn,
+        source_address: spec.source_address.clone().unwrap_or_default(),
+        // The CRD bounds it to 65535 s; whole seconds on the wire (RFC 4271).
+        hold_time: u32::try_from(hold.as_secs()).unwrap_or(u32::MAX),
+        keepalive_ms: millis(keepalive),
+        connect_retry_ms: millis(retry),
+        ebgp_multihop: spec.ebgp_multi_hop.map(u32::from).unwrap_or(0),
+        password,
+        graceful_restart: if spec.graceful_restart == Some(true) {
+            120
+        } else {
+            0
+        },
+    })
 }
 
-/// What speakers need to open each BGPPeer's session; the TCP-MD5
-/// password is read from the referenced Secret in `namespace` (never a
-/// plaintext field). A peer whose Secret cannot be read is left out, and
-/// logged with the fix.
-pub async fn peer_configs(
-    client: &kube::Client,
+/// The password of a peer from the operator's Secrets, or why there is
+/// none: a peer whose Secret is missing is left out, with the fix.
+fn password(
+    name: &str,
+    spec: &barelb_api::BGPPeerSpec,
+    secrets: &crate::index::Store<String, BTreeMap<String, Vec<u8>>>,
     namespace: &str,
+) -> Result<Vec<u8>, String> {
+    let Some(r) = &spec.password_secret_ref else {
+        return Ok(Vec::new());
+    };
+    let Some(data) = secrets.get(&r.name) else {
+        return Err(format!(
+            "BGPPeer {name}: passwordSecretRef: Secret {namespace}/{} not found; create it in the operator's namespace or fix passwordSecretRef",
+            r.name
+        ));
+    };
+    data.get(&r.key).cloned().ok_or_else(|| {
+        format!(
+            "BGPPeer {name}: passwordSecretRef: Secret {namespace}/{} has no key {}; add it or fix passwordSecretRef",
+            r.name, r.key
+        )
+    })
+}
+
+/// What speakers need to open each BGPPeer's session, from the index (its
+/// Secrets included, so a Secret created late or rotated re-keys the
+/// session). A peer that cannot be configured is left out and logged.
+pub fn peer_configs(
     index: &Index,
+    namespace: &str,
 ) -> BTreeMap<String, barelb_control::v1::BgpPeer> {
-    use k8s_openapi::api::core::v1::Secret;
-    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
     let mut out = BTreeMap::new();
     for (name, p) in index.peers.iter() {
-        let spec = &p.spec;
-        let mut password = Vec::new();
-        if let Some(r) = &spec.password_secret_ref {
-            match secrets.get_opt(&r.name).await {
-                Ok(Some(s)) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
-                    Some(v) => password = v.0.clone(),
-                    None => {
-                        tracing::error!(peer = %name, secret = %r.name, key = %r.key, "BGPPeer password: the Secret has no such key; add it or fix passwordSecretRef");
-                        continue;
-                    }
-                },
-                Ok(None) => {
-                    tracing::error!(peer = %name, secret = %r.name, namespace, "BGPPeer password: Secret not found in the operator's namespace; create it or fix passwordSecretRef");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(peer = %name, error = %e, "BGPPeer password: cannot read the Secret");
-                    continue;
-                }
+        let config = password(name, &p.spec, &index.secrets, namespace)
+            .and_then(|pw| peer_config(name, &p.spec, pw));
+        match config {
+            Ok(c) => {
+                out.insert(name.clone(), c);
             }
+            Err(e) => tracing::error!(peer = %name, "{e}"),
         }
-        out.insert(
-            name.clone(),
-            barelb_control::v1::BgpPeer {
-                name: name.clone(),
-                address: spec.peer_address.clone(),
-                port: u32::from(spec.peer_port()),
-                peer_asn: spec.peer_asn,
-                my_asn: spec.my_asn,
-                source_address: spec.source_address.clone().unwrap_or_default(),
-                hold_time: u32::try_from(seconds(&spec.hold_time, 90)).unwrap_or(90),
-                connect_retry_ms: u32::try_from(seconds(&spec.connect_retry_time, 5) * 1000)
-                    .unwrap_or(5000),
-                ebgp_multihop: spec.ebgp_multi_hop.map(u32::from).unwrap_or(0),
-                password,
-                graceful_restart: if spec.graceful_restart == Some(true) {
-                    120
-                } else {
-                    0
-                },
-            },
-        );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> barelb_api::BGPPeerSpec {
+        serde_yaml::from_str(&format!(
+            "peerAddress: 192.0.2.1\npeerASN: 64500\nmyASN: 64501\n{yaml}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn durations_reach_the_speaker_as_written() {
+        let c = peer_config(
+            "p",
+            &spec("holdTime: 1m30s\nkeepaliveTime: 10s\nconnectRetryTime: 100ms"),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.hold_time, c.keepalive_ms, c.connect_retry_ms),
+            (90, 10_000, 100)
+        );
+        let c = peer_config("p", &spec("connectRetryTime: 1h\nholdTime: 3s"), Vec::new()).unwrap();
+        assert_eq!((c.hold_time, c.connect_retry_ms), (3, 3_600_000));
+        let c = peer_config("p", &spec(""), Vec::new()).unwrap();
+        assert_eq!(
+            (c.hold_time, c.keepalive_ms, c.connect_retry_ms),
+            (90, 0, 5000)
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_an_error_naming_the_field() {
+        let e = peer_config("p", &spec("holdTime: 90"), Vec::new()).unwrap_err();
+        assert!(
+            e.starts_with("BGPPeer p: spec.holdTime: \"90\" is not a duration"),
+            "{e}"
+        );
+    }
 }

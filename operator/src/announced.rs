@@ -4,9 +4,8 @@
 //! and only when the text changes — one event per move, none per replan.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
 
-use barelb_api::{AnnounceMode, annotations, conditions};
+use barelb_api::{AnnounceMode, conditions};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -15,7 +14,7 @@ use serde_json::json;
 
 use crate::index::Index;
 use crate::planner::Plan;
-use crate::request::{ClassPolicy, ServiceKey, ingress_ips, qualifies};
+use crate::request::{ClassPolicy, Held, ServiceKey, held};
 
 /// Field manager of the Announced condition.
 pub const MANAGER: &str = "barelb-operator-announce";
@@ -31,22 +30,14 @@ pub struct Announced {
 pub fn compute(index: &Index, class: &ClassPolicy, plan: &Plan) -> Vec<(ServiceKey, Announced)> {
     let mut out = Vec::new();
     for (key, svc) in index.services.iter() {
-        if !qualifies(svc, class) {
-            continue;
-        }
-        let ips: Vec<IpAddr> = ingress_ips(svc);
-        let Some(pool) = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(annotations::ALLOCATED_POOL))
+        let Some(Held {
+            ips,
+            pool: Some(pool),
+        }) = held(svc, class)
         else {
             continue;
         };
-        if ips.is_empty() {
-            continue;
-        }
-        let mode = index.pools.get(pool).map(|p| p.spec.announce.mode);
+        let mode = index.pools.get(&pool).map(|p| p.spec.announce.mode);
         let nodes: BTreeSet<String> = ips.iter().flat_map(|ip| plan.announcers(ip)).collect();
         let list = nodes.iter().cloned().collect::<Vec<_>>().join(", ");
         let message = match (nodes.len(), mode) {

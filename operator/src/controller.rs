@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use barelb_api::AddressPool;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -108,6 +108,16 @@ pub async fn run(
             tx.clone(),
             Change::Peer,
         );
+        // BGPPeer passwords: a Secret created after its peer, or rotated,
+        // re-keys the session.
+        spawn_watch(
+            watcher(
+                Api::<Secret>::namespaced(client.clone(), &settings.namespace),
+                watcher::Config::default(),
+            ),
+            tx.clone(),
+            Change::Secret,
+        );
     }
     spawn_watch(
         watcher(
@@ -189,9 +199,8 @@ pub async fn run(
         publisher.note(&index, &touched);
         publisher.publish_if_due(&index);
         if let Some(hub) = &hub {
-            if touched.peers || !peers_read {
-                peer_configs =
-                    crate::announce::peer_configs(&client, &settings.namespace, &index).await;
+            if (touched.peers || !peers_read) && index.secrets.synced() {
+                peer_configs = crate::announce::peer_configs(&index, &settings.namespace);
                 peers_read = true;
             }
             // Every replica keeps the hub's inputs current, so a new leader
@@ -313,14 +322,9 @@ fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> 
     let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index
         .services
         .values()
-        .filter(|s| request::qualifies(s, class))
         .filter_map(|s| {
-            let ips = request::ingress_ips(s);
-            if ips.is_empty() {
-                return None;
-            }
-            let req = request::parse(s).unwrap_or_else(|_| request::minimal(s, &ips));
-            Some((req, ips))
+            let held = request::held(s, class)?;
+            Some((held.request(s), held.ips))
         })
         .collect();
     restored.sort_by(|a, b| (a.0.created, &a.0.key).cmp(&(b.0.created, &b.0.key)));

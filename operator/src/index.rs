@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use barelb_api::{AddressPool, LoadBalancerPolicy};
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
@@ -25,6 +25,8 @@ pub enum Change {
     Node(Event<Node>),
     EndpointSlice(Event<EndpointSlice>),
     Peer(Event<DeserializeGuard<barelb_api::BGPPeer>>),
+    /// A Secret in the operator's namespace (BGPPeer passwords).
+    Secret(Event<Secret>),
 }
 
 /// What policies see of a Namespace.
@@ -190,6 +192,8 @@ pub struct Index {
     pub nodes: Store<String, NodeInfo>,
     pub endpoint_slices: Store<(String, String), SliceInfo>,
     pub peers: Store<String, barelb_api::BGPPeer>,
+    /// Data of the Secrets in the operator's namespace, by name.
+    pub secrets: Store<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl Index {
@@ -206,6 +210,26 @@ impl Index {
             }
             Change::Pool(ev) => touched.pools |= self.pools.handle_guarded(ev, "AddressPool"),
             Change::Peer(ev) => touched.peers |= self.peers.handle_guarded(ev, "BGPPeer"),
+            Change::Secret(ev) => {
+                let keys = self.secrets.handle(
+                    ev,
+                    |s| {
+                        let data = s.data.unwrap_or_default();
+                        let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
+                        Some((s.metadata.name.clone().unwrap_or_default(), data))
+                    },
+                    |s| s.metadata.name.clone(),
+                );
+                // Only a Secret some peer names changes a peer's session.
+                touched.peers |= keys.iter().any(|k| {
+                    self.peers.values().any(|p| {
+                        p.spec
+                            .password_secret_ref
+                            .as_ref()
+                            .is_some_and(|r| &r.name == k)
+                    })
+                });
+            }
             Change::Policy(ev) => {
                 touched.policies |= self.policies.handle_guarded(ev, "LoadBalancerPolicy")
             }

@@ -38,7 +38,7 @@ pub async fn run(
     cfg: LeaseConfig,
     leading: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> anyhow::Result<()> {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut observed: Option<(String, Instant)> = None;
     let mut last_renew = Instant::now();
@@ -75,6 +75,7 @@ pub async fn run(
             tracing::warn!(error = %e, "could not release the lease; the standby waits for it to expire");
         }
     }
+    Ok(())
 }
 
 async fn attempt(

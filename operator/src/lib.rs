@@ -6,6 +6,7 @@ pub mod admission;
 pub mod allocator;
 pub mod announce;
 pub mod announced;
+pub mod candidates;
 pub mod cel_policy;
 pub mod control;
 pub mod controller;

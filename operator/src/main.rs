@@ -59,15 +59,15 @@ struct Args {
     identity: Option<String>,
 
     /// How long a leader's Lease is honoured without renewal.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = barelb_core::duration::parse)]
     lease_duration: Duration,
 
     /// A leader that could not renew for this long steps down.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = barelb_core::duration::parse)]
     renew_deadline: Duration,
 
     /// How often the Lease is renewed or tried.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = barelb_core::duration::parse)]
     retry_period: Duration,
 
     /// Status writes to the apiserver in flight at once.
@@ -99,6 +99,15 @@ struct Args {
     /// Name of the ValidatingWebhookConfiguration the operator owns.
     #[arg(long, env = "BARELB_WEBHOOK_CONFIG", default_value = "barelb")]
     webhook_config_name: String,
+
+    /// ClusterRole of the install that owns the ValidatingWebhookConfiguration,
+    /// so uninstalling barelb removes it ("" = no owner).
+    #[arg(
+        long,
+        env = "BARELB_WEBHOOK_OWNER_CLUSTER_ROLE",
+        default_value = "barelb-operator"
+    )]
+    webhook_owner_cluster_role: String,
 
     /// What the apiserver does when the webhook cannot be reached: Fail or Ignore.
     /// The allocator enforces policy either way.
@@ -164,33 +173,11 @@ struct Args {
     speaker_service_account: String,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    barelb_runtime::init_tracing();
     let args = Args::parse();
+    check_webhook_endpoint(&args)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -280,46 +267,38 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let ctrl = tokio::spawn(controller::run(
-        client,
-        settings,
-        metrics,
-        leader_rx,
-        shutdown_rx,
-        view,
-        args.control.then_some(hub),
-    ));
-    let control_done = async {
-        match control_task {
-            Some(t) => t.await,
-            None => std::future::pending().await,
-        }
-    };
-
-    let webhook_done = async {
-        match webhook_task {
-            Some(t) => t.await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down"),
-        res = metrics_task => anyhow::bail!("metrics endpoint stopped: {res:?}"),
-        res = webhook_done => match res {
-            Ok(Err(e)) => return Err(e.context("admission webhook")),
-            other => anyhow::bail!("admission webhook stopped: {other:?}"),
-        },
-        res = control_done => match res {
-            Ok(Err(e)) => return Err(e.context("control channel")),
-            other => anyhow::bail!("control channel stopped: {other:?}"),
-        },
-    }
+    let mut tasks: Vec<barelb_runtime::Essential> = vec![
+        ("metrics endpoint", metrics_task),
+        ("leader election", elector),
+        (
+            "allocation controller",
+            tokio::spawn(controller::run(
+                client,
+                settings,
+                metrics,
+                leader_rx,
+                shutdown_rx,
+                view,
+                args.control.then_some(hub),
+            )),
+        ),
+    ];
+    tasks.extend(webhook_task.map(|t| ("admission webhook", t)));
+    tasks.extend(control_task.map(|t| ("control channel", t)));
+    // Any essential task ending ends the process: a replica that kept
+    // answering /readyz without its controller or elector would look
+    // healthy and do nothing.
+    let running = barelb_runtime::supervise(tasks, barelb_runtime::shutdown_signal()).await?;
+    tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
-    match tokio::time::timeout(Duration::from_secs(5), ctrl).await {
-        Ok(Ok(res)) => res,
-        _ => Ok(()),
+    for (name, task) in running {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(task = name, error = %e, "ended with an error"),
+            Err(_) => tracing::warn!(task = name, "did not stop within 5 s"),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// The control channel's listener and certificate: a server certificate
@@ -376,6 +355,21 @@ async fn publish_ca(
     Ok(())
 }
 
+/// Outside a cluster the apiserver cannot reach the webhook through a
+/// Service; registering one anyway would leave every claim it judges
+/// waiting on an endpoint that does not exist.
+fn check_webhook_endpoint(args: &Args) -> anyhow::Result<()> {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if args.webhook && args.webhook_url.is_none() && !in_cluster {
+        anyhow::bail!(
+            "--webhook-url is required outside a cluster (the apiserver cannot reach Service {}/{} from here): pass --webhook-url https://HOST:PORT the apiserver can reach, or --webhook=false",
+            args.namespace,
+            args.webhook_service.split(':').next().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook::Settings> {
     let (svc_name, svc_port) = match args.webhook_service.split_once(':') {
         Some((n, p)) => (
@@ -424,22 +418,14 @@ fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook:
             pool_selector: args.pool_selector.clone(),
             object_selector: args.webhook_object_selector.clone(),
             field_manager: field_manager.to_string(),
+            class: ClassPolicy {
+                class: args.load_balancer_class.clone(),
+                handle_classless: args.handle_classless,
+            },
+            own_namespace: args.namespace.clone(),
+            owner_cluster_role: args.webhook_owner_cluster_role.clone(),
         },
     })
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 /// The operator's namespace holds its Lease; create it when running against

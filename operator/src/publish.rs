@@ -89,16 +89,11 @@ impl Publisher {
     }
 
     fn refresh(&mut self, key: &ServiceKey, svc: Option<&k8s_openapi::api::core::v1::Service>) {
-        let entry = svc
-            .filter(|s| request::qualifies(s, &self.class))
-            .and_then(|s| {
-                let ips = request::ingress_ips(s);
-                if ips.is_empty() {
-                    return None;
-                }
-                let req = request::parse(s).unwrap_or_else(|_| request::minimal(s, &ips));
-                Some((ips, Arc::new(req)))
-            });
+        let entry = svc.and_then(|s| {
+            let held = request::held(s, &self.class)?;
+            let req = Arc::new(held.request(s));
+            Some((held.ips, req))
+        });
         match entry {
             Some(e) => {
                 self.held.insert(key.clone(), e);

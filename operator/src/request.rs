@@ -277,6 +277,47 @@ pub fn minimal(svc: &Service, ips: &[IpAddr]) -> Request {
     }
 }
 
+/// What a Service holds, read from its status (the source of truth).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// `status.loadBalancer.ingress`, never empty.
+    pub ips: Vec<IpAddr>,
+    /// The pool the operator recorded (`barelb.io/allocated-pool`).
+    pub pool: Option<String>,
+}
+
+/// What a Service this instance handles holds; None when the Service is
+/// not ours or holds nothing. The one reading of "what a Service has" for
+/// the allocator's rebuild, the webhook's view, planning and status.
+pub fn held(svc: &Service, class: &ClassPolicy) -> Option<Held> {
+    if !qualifies(svc, class) {
+        return None;
+    }
+    let ips = ingress_ips(svc);
+    (!ips.is_empty()).then(|| Held {
+        ips,
+        pool: allocated_pool(svc).map(str::to_string),
+    })
+}
+
+impl Held {
+    /// The request this holding is restored by: the Service's own, or a
+    /// minimal one when its annotations cannot be read, so it keeps its
+    /// addresses either way.
+    pub fn request(&self, svc: &Service) -> Request {
+        parse(svc).unwrap_or_else(|_| minimal(svc, &self.ips))
+    }
+}
+
+/// The `barelb.io/allocated-pool` annotation.
+pub fn allocated_pool(svc: &Service) -> Option<&str> {
+    svc.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::ALLOCATED_POOL))
+        .map(String::as_str)
+}
+
 /// Addresses in the Service's `status.loadBalancer.ingress`.
 pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
     svc.status

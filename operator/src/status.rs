@@ -115,12 +115,7 @@ impl ServiceStatus {
         ServiceStatus {
             ips: crate::request::ingress_ips(svc),
             condition: cond,
-            pool: svc
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(annotations::ALLOCATED_POOL))
-                .cloned(),
+            pool: crate::request::allocated_pool(svc).map(str::to_string),
         }
     }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use super::{Review, View};
 use crate::allocator::sharing::{SharingMeta, compatible};
-use crate::ipam::Family;
+use crate::candidates;
 use crate::policy::{Claim, Decision};
 use crate::pools::PoolDef;
 use crate::request::{self, Request, ServiceKey};
@@ -115,23 +115,23 @@ fn shareable(view: &View, req: &Request, ip: &IpAddr, pool: &PoolDef) -> Result<
     Ok(())
 }
 
-fn automatic(view: &View, req: &Request, review: &mut Review) -> Result<(), String> {
-    let Some(first) = req.families.first().copied() else {
-        return Ok(());
-    };
-    let serves = |p: &&PoolDef, f: Family| p.ranges.iter().any(|r| r.family == f);
-    let mut candidates: Vec<&PoolDef> = view
-        .pools
-        .iter()
-        .filter(|p| p.auto_assign && view.is_ready(&p.name) && serves(p, first))
+pub(super) fn automatic(view: &View, req: &Request, review: &mut Review) -> Result<(), String> {
+    let required = candidates::required_families(req, &req.families);
+    let not_ready = Err(String::new());
+    let candidates: Vec<&PoolDef> = candidates::auto_assign_order(&view.pools)
+        .into_iter()
+        .filter(|p| {
+            let ready = view.ready.get(&p.name).unwrap_or(&not_ready);
+            candidates::fitness(p, ready, &required).is_ok()
+        })
         .collect();
-    candidates.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
     if candidates.is_empty() {
         // Not a policy matter: a pool may be added later. The allocator
         // reports it on the Service.
+        let families: Vec<&str> = required.iter().map(|f| f.k8s_name()).collect();
         review.warnings.push(format!(
-            "no auto-assign AddressPool serves {}; the Service stays pending until one does",
-            first.k8s_name()
+            "no Ready auto-assign AddressPool serves {}; the Service stays pending until one does",
+            families.join("+")
         ));
         return Ok(());
     }
@@ -155,7 +155,7 @@ fn automatic(view: &View, req: &Request, review: &mut Review) -> Result<(), Stri
 }
 
 /// Asks the policy about a claim on `pool`.
-fn check(
+pub(super) fn check(
     view: &View,
     req: &Request,
     pool: &PoolDef,

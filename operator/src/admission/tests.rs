@@ -277,3 +277,155 @@ fn peers_sanity() {
             .contains("passwordSecretRef")
     );
 }
+
+mod webhook_and_allocator_agree {
+    //! The webhook and the allocator judge the same claim the same way:
+    //! random pools (families, auto-assign, priority, a policy refusing
+    //! some) and random requests.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::allocator::{Allocator, FailureReason, Outcome};
+    use crate::ipam::{Family, IpRange};
+    use crate::policy::{Claim, Decision, PolicyCheck};
+    use crate::request::{Request, ServiceKey};
+
+    /// Refuses claims on the pools it names.
+    #[derive(Debug)]
+    struct Refuses(Vec<String>);
+
+    impl PolicyCheck for Refuses {
+        fn check(&self, claim: &Claim<'_>) -> Decision {
+            if self.0.contains(&claim.pool.name) {
+                Decision::deny(format!("no {}", claim.pool.name))
+            } else {
+                Decision::Allow
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    struct PoolSpec {
+        v4: bool,
+        v6: bool,
+        auto_assign: bool,
+        priority: i32,
+        refused: bool,
+    }
+
+    fn pool_spec() -> impl Strategy<Value = PoolSpec> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0..3i32,
+            any::<bool>(),
+        )
+            .prop_map(|(v4, v6, auto_assign, priority, refused)| PoolSpec {
+                v4: v4 || !v6,
+                v6,
+                auto_assign,
+                priority,
+                refused,
+            })
+    }
+
+    fn def(i: usize, p: &PoolSpec) -> PoolDef {
+        let mut entries = Vec::new();
+        if p.v4 {
+            entries.push(format!("10.{i}.0.0/24"));
+        }
+        if p.v6 {
+            entries.push(format!("fd00:{i}::/120"));
+        }
+        PoolDef {
+            name: format!("pool-{i}"),
+            ranges: entries.iter().map(|e| IpRange::parse(e).unwrap()).collect(),
+            entries,
+            auto_assign: p.auto_assign,
+            avoid_buggy_ips: false,
+            priority: p.priority,
+            allow_cross_namespace_sharing: false,
+            mode: barelb_api::AnnounceMode::L2,
+            labels: BTreeMap::new(),
+            created: None,
+            generation: Some(1),
+            invalid: Vec::new(),
+        }
+    }
+
+    fn request(families: Vec<Family>, require_all: bool, pool: Option<String>) -> Request {
+        Request {
+            key: ServiceKey {
+                namespace: "app".into(),
+                name: "svc".into(),
+            },
+            created: None,
+            require_all_families: require_all || families.len() == 1,
+            families,
+            pool,
+            ips: Vec::new(),
+            sharing_key: None,
+            ports: Vec::new(),
+            port_names: Vec::new(),
+            external_traffic_policy: "Cluster".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            class: String::new(),
+        }
+    }
+
+    fn families() -> impl Strategy<Value = Vec<Family>> {
+        prop_oneof![
+            Just(vec![Family::V4]),
+            Just(vec![Family::V6]),
+            Just(vec![Family::V4, Family::V6]),
+            Just(vec![Family::V6, Family::V4]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn same_verdict(
+            specs in proptest::collection::vec(pool_spec(), 0..5),
+            families in families(),
+            require_all in any::<bool>(),
+            named in proptest::option::of(0..5usize),
+        ) {
+            let defs: Vec<PoolDef> = specs.iter().enumerate().map(|(i, p)| def(i, p)).collect();
+            let refused: Vec<String> = specs.iter().enumerate()
+                .filter(|(_, p)| p.refused).map(|(i, _)| format!("pool-{i}")).collect();
+            let policy: Arc<dyn PolicyCheck> = Arc::new(Refuses(refused));
+            let pool = named.filter(|i| *i < defs.len()).map(|i| format!("pool-{i}"));
+            let req = request(families, require_all, pool);
+
+            let mut view = View::empty(Arc::new(Engine::default()));
+            view.ready = readiness(&defs);
+            view.pools = defs.clone();
+            view.policy = policy.clone();
+            view.synced = true;
+            let mut review = Review::allow();
+            let verdict = match &req.pool {
+                Some(name) => service::check(&view, &req, view.pool(name).unwrap(), false, &mut review),
+                None => service::automatic(&view, &req, &mut review),
+            };
+
+            let mut alloc = Allocator::new(policy);
+            alloc.set_pools(defs);
+            let outcome = alloc.reconcile(&req);
+            let allocator_refused = matches!(
+                outcome,
+                Outcome::Failed { reason: FailureReason::PolicyDenied, .. }
+            );
+            // What policy refuses in the allocator, the webhook refused at
+            // apply time; what the webhook refuses, the allocator never grants.
+            if allocator_refused {
+                prop_assert!(verdict.is_err(), "webhook admitted {:?}; allocator {:?}", req, outcome);
+            }
+            if verdict.is_err() {
+                prop_assert!(matches!(outcome, Outcome::Failed { .. }), "webhook {:?}, allocator {:?}", verdict, outcome);
+            }
+        }
+    }
+}

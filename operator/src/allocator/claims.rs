@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::{Allocator, Failure, FailureReason, PoolState};
+use super::{Allocator, Failure, FailureReason};
+use crate::candidates::{self, Unfit};
 use crate::ipam::{ClaimError, Family};
 use crate::request::{Request, ServiceKey};
 
@@ -140,33 +141,28 @@ impl Allocator {
         let candidates: Vec<String> = match (&req.pool, &anchored) {
             (Some(p), _) => vec![p.clone()],
             (None, Some(p)) => vec![p.clone()],
-            (None, None) => {
-                let mut c: Vec<&PoolState> =
-                    self.pools.values().filter(|p| p.def.auto_assign).collect();
-                c.sort_by(|a, b| (a.def.priority, &a.def.name).cmp(&(b.def.priority, &b.def.name)));
-                c.into_iter().map(|p| p.def.name.clone()).collect()
-            }
+            (None, None) => candidates::auto_assign_order(self.pools.values().map(|p| &p.def))
+                .into_iter()
+                .map(|p| p.name.clone())
+                .collect(),
         };
-        let required: Vec<Family> = missing
-            .iter()
-            .copied()
-            .filter(|f| req.require_all_families || Some(f) == req.families.first())
-            .collect();
+        let required = candidates::required_families(req, missing);
         let mut last_failure: Option<Failure> = None;
         let mut saw_family = false;
         for name in &candidates {
             let Some(state) = self.pools.get(name) else {
                 continue;
             };
-            if let Err(why) = &state.ready {
-                last_failure.get_or_insert(Failure(
-                    FailureReason::NoEligiblePool,
-                    format!("AddressPool {name} is not Ready: {why}"),
-                ));
-                continue;
-            }
-            if !required.iter().all(|f| state.ipam.has_family(*f)) {
-                continue;
+            match candidates::fitness(&state.def, &state.ready, &required) {
+                Ok(()) => {}
+                Err(Unfit::NotReady(why)) => {
+                    last_failure.get_or_insert(Failure(
+                        FailureReason::NoEligiblePool,
+                        format!("AddressPool {name} is not Ready: {why}"),
+                    ));
+                    continue;
+                }
+                Err(Unfit::MissingFamily) => continue,
             }
             saw_family = true;
             let mut pool_warnings = Vec::new();

@@ -133,11 +133,16 @@ impl Hub {
                 link_up: true,
             },
         );
+        self.count_connected(&s);
+        self.replan(&mut s, "speaker-connected", Instant::now());
+        id
+    }
+
+    /// `barelb_control_speakers_connected`, after every attach and removal.
+    fn count_connected(&self, s: &State) {
         self.metrics
             .speakers_connected
             .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
-        self.replan(&mut s, "speaker-connected", Instant::now());
-        id
     }
 
     /// Ends the settle period: plans go out from now on.
@@ -159,9 +164,7 @@ impl Hub {
             return;
         }
         s.speakers.remove(node);
-        self.metrics
-            .speakers_connected
-            .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
+        self.count_connected(&s);
         if s.speakers.is_empty() {
             // Everyone is gone (leadership lost, or a full outage): the next
             // connection starts a new settle period.
@@ -310,6 +313,7 @@ impl Hub {
         for node in dropped {
             s.speakers.remove(&node);
         }
+        self.count_connected(s);
         s.plan = plan;
         s.planned_with = Some(nodes);
         if again {

@@ -2,15 +2,25 @@
 //! server-side apply, `caBundle` included). It is deliberately not a
 //! git-owned object: injecting a CA into a file ArgoCD syncs would keep the
 //! application OutOfSync forever.
+//!
+//! An unreachable webhook must never block what is not ours: only Services
+//! that are or were `type: LoadBalancer` of a class this instance serves
+//! reach it (`matchConditions`), never in kube-system, kube-public or the
+//! operator's own namespace; and the configuration is owned by a
+//! cluster-scoped object of the install (the operator's ClusterRole), so it
+//! goes when barelb is uninstalled.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
+    MatchCondition, RuleWithOperations, ServiceReference, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, OwnerReference,
+};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
@@ -43,6 +53,37 @@ pub struct Registration {
     /// LoadBalancerPolicies and BGPPeers reviewed (label selector; "" = all).
     pub object_selector: String,
     pub field_manager: String,
+    /// The Services this instance serves: only those are sent to it.
+    pub class: crate::request::ClassPolicy,
+    /// The operator's namespace, never reviewed (nor kube-system, kube-public).
+    pub own_namespace: String,
+    /// The ClusterRole that owns the configuration ("" = none).
+    pub owner_cluster_role: String,
+}
+
+/// Namespaces whose Services are never sent to the webhook, whatever the
+/// selector: the cluster's own, whose Services must never wait on barelb.
+const NEVER_REVIEWED: [&str; 2] = ["kube-system", "kube-public"];
+
+/// The CEL condition under which the apiserver sends a Service to us: it
+/// is, or was before this update, a LoadBalancer of a class we serve.
+pub fn service_match_condition(class: &crate::request::ClassPolicy) -> String {
+    let quoted = class.class.replace('\\', "\\\\").replace('\'', "\\'");
+    let ours = |o: &str| {
+        let of_class =
+            format!("has({o}.spec.loadBalancerClass) && {o}.spec.loadBalancerClass == '{quoted}'");
+        let class_ok = if class.handle_classless {
+            format!("(!has({o}.spec.loadBalancerClass) || ({of_class}))")
+        } else {
+            format!("({of_class})")
+        };
+        format!("(has({o}.spec.type) && {o}.spec.type == 'LoadBalancer' && {class_ok})")
+    };
+    format!(
+        "{} || (oldObject != null && {})",
+        ours("object"),
+        ours("oldObject")
+    )
 }
 
 /// Parses an equality-based label selector (`a=b,c!=d,e,!f`).
@@ -122,7 +163,22 @@ pub fn build(reg: &Registration, ca_pem: &str) -> anyhow::Result<ValidatingWebho
         "/validate/services",
         rule("", "v1", "services", &["CREATE", "UPDATE"]),
     );
-    services.namespace_selector = Some(parse_selector(&reg.namespace_selector)?);
+    let mut namespaces = parse_selector(&reg.namespace_selector)?;
+    let mut never: Vec<String> = NEVER_REVIEWED.iter().map(|n| n.to_string()).collect();
+    never.push(reg.own_namespace.clone());
+    namespaces
+        .match_expressions
+        .get_or_insert_with(Vec::new)
+        .push(LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(never),
+        });
+    services.namespace_selector = Some(namespaces);
+    services.match_conditions = Some(vec![MatchCondition {
+        name: "loadbalancer-of-our-class".into(),
+        expression: service_match_condition(&reg.class),
+    }]);
     let mut pools = hook(
         "addresspools.barelb.io",
         "/validate/addresspools",
@@ -164,10 +220,35 @@ pub fn build(reg: &Registration, ca_pem: &str) -> anyhow::Result<ValidatingWebho
     })
 }
 
+/// The owner reference to the install's ClusterRole, when it exists: the
+/// garbage collector then removes the configuration with barelb.
+async fn owner(client: &Client, reg: &Registration) -> anyhow::Result<Option<OwnerReference>> {
+    if reg.owner_cluster_role.is_empty() {
+        return Ok(None);
+    }
+    let api: Api<ClusterRole> = Api::all(client.clone());
+    let Some(role) = api.get_opt(&reg.owner_cluster_role).await? else {
+        tracing::warn!(
+            cluster_role = %reg.owner_cluster_role,
+            webhook = %reg.name,
+            "ClusterRole not found: the ValidatingWebhookConfiguration will outlive barelb; install barelb's RBAC or set --webhook-owner-cluster-role"
+        );
+        return Ok(None);
+    };
+    Ok(Some(OwnerReference {
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: "ClusterRole".into(),
+        name: reg.owner_cluster_role.clone(),
+        uid: role.metadata.uid.unwrap_or_default(),
+        ..Default::default()
+    }))
+}
+
 /// Applies the configuration (server-side apply, forced: the operator owns it).
 pub async fn apply(client: &Client, reg: &Registration, ca_pem: &str) -> anyhow::Result<()> {
     let mut vwc = build(reg, ca_pem)?;
     vwc.metadata.managed_fields = None;
+    vwc.metadata.owner_references = owner(client, reg).await?.map(|o| vec![o]);
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mut value = serde_json::to_value(&vwc)?;
     value["apiVersion"] = "admissionregistration.k8s.io/v1".into();

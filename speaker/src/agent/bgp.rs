@@ -67,6 +67,7 @@ fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
         peer_asn: p.peer_asn,
         router_id,
         hold_time: u16::try_from(p.hold_time).unwrap_or(90),
+        keepalive: (p.keepalive_ms > 0).then(|| Duration::from_millis(u64::from(p.keepalive_ms))),
         connect_retry: Duration::from_millis(u64::from(p.connect_retry_ms.max(100))),
         graceful_restart: u16::try_from(p.graceful_restart).ok().filter(|t| *t > 0),
         next_hop_v4: None,

@@ -67,6 +67,9 @@ pub struct Config {
     pub router_id: u32,
     /// Proposed hold time in seconds (0 or ≥ 3).
     pub hold_time: u16,
+    /// Keepalive interval; None: a third of the negotiated hold time. Never
+    /// more than that third, whatever the peer negotiated down to.
+    pub keepalive: Option<Duration>,
     pub connect_retry: Duration,
     pub capabilities: Vec<Capability>,
 }
@@ -268,7 +271,10 @@ impl Fsm {
     }
 
     fn keepalive(&self) -> Duration {
-        Duration::from_secs(u64::from(self.hold / 3).max(1))
+        let third = Duration::from_secs(u64::from(self.hold / 3).max(1));
+        self.cfg
+            .keepalive
+            .map_or(third, |k| k.clamp(Duration::from_millis(100), third))
     }
 
     fn arm_hold_and_keepalive(&self) -> Vec<Action> {

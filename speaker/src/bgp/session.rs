@@ -29,6 +29,8 @@ pub struct PeerConfig {
     pub router_id: Ipv4Addr,
     /// Proposed hold time (s): 0, or ≥ 3.
     pub hold_time: u16,
+    /// Keepalive interval; None: a third of the negotiated hold time.
+    pub keepalive: Option<Duration>,
     /// First retry delay; doubles per failure up to [`MAX_BACKOFF`].
     pub connect_retry: Duration,
     /// Advertise graceful restart (RFC 4724) with this restart time (s).
@@ -59,6 +61,7 @@ impl PeerConfig {
             peer_asn: self.peer_asn,
             router_id: u32::from(self.router_id),
             hold_time: self.hold_time,
+            keepalive: self.keepalive,
             connect_retry: self.connect_retry,
             capabilities,
         }
@@ -104,14 +107,12 @@ fn state_number(s: State) -> i64 {
     }
 }
 
-/// Connection-retry delay after `failures` consecutive failures, with up to
-/// 10 % jitter so many speakers do not dial a restarted router in lockstep.
-fn backoff(base: Duration, failures: u32, jitter_seed: u32) -> Duration {
+/// Connection-retry delay after `failures` consecutive failures, before
+/// jitter: doubling from `base` up to [`MAX_BACKOFF`].
+fn backoff(base: Duration, failures: u32) -> Duration {
     let base = base.max(Duration::from_millis(100));
-    let d = base
-        .saturating_mul(1 << failures.saturating_sub(1).min(6))
-        .min(MAX_BACKOFF.max(base));
-    d + d.mul_f64(f64::from(jitter_seed % 1000) / 10_000.0)
+    base.saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(MAX_BACKOFF.max(base))
 }
 
 struct Driver {
@@ -351,8 +352,9 @@ impl Driver {
             Action::Arm(t, d) => {
                 let d = if t == Timer::ConnectRetry {
                     self.failures = self.failures.saturating_add(1);
-                    let seed = Instant::now().elapsed().subsec_nanos() ^ std::process::id();
-                    backoff(d, self.failures, seed)
+                    // Up to 10 % jitter, so many speakers do not dial a
+                    // restarted router in lockstep.
+                    barelb_runtime::jittered(backoff(d, self.failures), 0.1)
                 } else {
                     d
                 };
@@ -550,13 +552,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_a_cap_with_bounded_jitter() {
+    fn backoff_doubles_to_a_cap() {
         let base = Duration::from_secs(1);
-        assert_eq!(backoff(base, 1, 0), base);
-        assert_eq!(backoff(base, 3, 0), Duration::from_secs(4));
-        assert_eq!(backoff(base, 30, 0), MAX_BACKOFF);
-        let j = backoff(base, 1, 999);
-        assert!(j > base && j <= base.mul_f64(1.1), "{j:?}");
+        assert_eq!(backoff(base, 1), base);
+        assert_eq!(backoff(base, 3), Duration::from_secs(4));
+        assert_eq!(backoff(base, 30), MAX_BACKOFF);
     }
 
     #[test]

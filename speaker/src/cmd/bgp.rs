@@ -206,6 +206,7 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             peer_asn,
             router_id,
             hold_time: a.hold_time,
+            keepalive: None,
             connect_retry: Duration::try_from_secs_f64(a.connect_retry)
                 .context("--connect-retry must be a positive number of seconds")?,
             graceful_restart: a.graceful_restart,

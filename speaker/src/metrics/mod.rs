@@ -7,11 +7,6 @@ mod l2;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 
 pub use bgp::{BgpMetrics, FamilyLabels, NotificationLabels, PeerLabels};
@@ -35,34 +30,17 @@ impl Metrics {
 
     /// The OpenMetrics text of every series.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
-        Ok(body)
+        barelb_runtime::encode(&self.registry)
     }
 }
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    match m.encode() {
-        Ok(body) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+impl barelb_runtime::Exposition for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `addr`.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr`.
 pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(m);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await?;
-    Ok(())
+    barelb_runtime::serve_metrics(addr, m).await
 }

@@ -180,3 +180,26 @@ fn after_settling_a_lost_speaker_still_fails_over() {
     hub.detach(lost, lost_id, "stream-ended", Instant::now());
     assert_eq!(owned(&next(rx)), ["198.51.100.1"]);
 }
+
+#[test]
+fn a_speaker_dropped_for_being_slow_is_no_longer_counted_as_connected() {
+    let metrics = Metrics::new();
+    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let inputs = |n: u8| Inputs {
+        units: (1..=n).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
+        nodes: vec![node("fast"), node("slow")],
+        ..Inputs::default()
+    };
+    hub.set_inputs(inputs(4), "test");
+    let (fast_tx, mut fast_rx) = mpsc::channel(OUTBOX);
+    // Room for its snapshot only: the next message finds the outbox full.
+    let (slow_tx, _slow_rx) = mpsc::channel(1);
+    hub.attach("fast", fast_tx);
+    hub.attach("slow", slow_tx);
+    assert_eq!(metrics.speakers_connected.get(), 2);
+    for n in 5..=12 {
+        hub.set_inputs(inputs(n), "test");
+        while fast_rx.try_recv().is_ok() {}
+    }
+    assert_eq!(metrics.speakers_connected.get(), 1);
+}

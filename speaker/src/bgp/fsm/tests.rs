@@ -6,9 +6,39 @@ fn cfg() -> Config {
         peer_asn: 64501,
         router_id: 0xc612_000a,
         hold_time: 9,
+        keepalive: None,
         connect_retry: Duration::from_secs(1),
         capabilities: vec![Capability::FourOctetAs(64500)],
     }
+}
+
+/// The keepalive timer armed on reaching Established with `cfg`.
+fn keepalive_armed(cfg: Config, peer_hold: u16) -> Duration {
+    let mut f = Fsm::new(cfg);
+    f.handle(Event::Start);
+    f.handle(Event::TcpConnected);
+    f.handle(Event::Received(peer_open(64501, 1, peer_hold)));
+    let out = f.handle(Event::Received(Message::Keepalive));
+    out.iter()
+        .find_map(|a| match a {
+            Action::Arm(Timer::Keepalive, d) => Some(*d),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no keepalive timer: {out:?}"))
+}
+
+#[test]
+fn keepalive_time_is_used_below_a_third_of_the_hold_time() {
+    assert_eq!(keepalive_armed(cfg(), 30), Duration::from_secs(3));
+    let with = |ms| Config {
+        keepalive: Some(Duration::from_millis(ms)),
+        ..cfg()
+    };
+    assert_eq!(keepalive_armed(with(1000), 30), Duration::from_secs(1));
+    assert_eq!(keepalive_armed(with(500), 30), Duration::from_millis(500));
+    // Longer than a third of what was negotiated: the third wins.
+    assert_eq!(keepalive_armed(with(10_000), 30), Duration::from_secs(3));
+    assert_eq!(keepalive_armed(with(2000), 3), Duration::from_secs(1));
 }
 
 fn peer_open(asn: u32, id: u32, hold: u16) -> Message {

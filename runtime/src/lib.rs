@@ -1,0 +1,195 @@
+//! What every barelb binary needs around its own work, written once:
+//! logging set-up, the wait for SIGTERM, the `/metrics` endpoint, and the
+//! rule that a process whose essential task ended must end too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+/// Logs to stdout, filtered by `RUST_LOG` (default `info`), coloured only
+/// on a terminal.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// What the metrics endpoint serves: a registry, and whether `/readyz` is OK.
+pub trait Exposition: Send + Sync + 'static {
+    fn registry(&self) -> &Registry;
+    /// Default: ready whenever the process answers.
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// The OpenMetrics text of every series in `registry`.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry)?;
+    Ok(body)
+}
+
+async fn metrics<M: Exposition>(State(m): State<Arc<M>>) -> impl IntoResponse {
+    match encode(m.registry()) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz<M: Exposition>(State(m): State<Arc<M>>) -> StatusCode {
+    if m.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
+pub async fn serve_metrics<M: Exposition>(addr: SocketAddr, m: Arc<M>) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics::<M>))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<M>))
+        .with_state(m);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// A random number from an OS-seeded source (std's `RandomState` keys),
+/// for jitter: a clock or the PID would be near-constant across speakers
+/// started together (PID 1 in every container).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
+
+/// `d` stretched by a random factor in [1, 1 + fraction).
+pub fn jittered(d: std::time::Duration, fraction: f64) -> std::time::Duration {
+    // 53 random bits: an exact f64 in [0, 1).
+    let unit = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    d + d.mul_f64(fraction.max(0.0) * unit)
+}
+
+/// A task the process cannot do without, by name.
+pub type Essential = (&'static str, JoinHandle<anyhow::Result<()>>);
+
+/// Waits for `stop` (normally [`shutdown_signal`]) or for the first
+/// essential task to end, whichever comes first. An essential task that
+/// ends before `stop` is an error naming it, even when it returned Ok: a
+/// process that kept serving without it would look healthy and do
+/// nothing. On `stop`, returns the tasks, still running, for an orderly
+/// shutdown.
+pub async fn supervise(
+    tasks: Vec<Essential>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Vec<Essential>> {
+    if tasks.is_empty() {
+        stop.await;
+        return Ok(tasks);
+    }
+    let (names, handles): (Vec<&'static str>, Vec<_>) = tasks.into_iter().unzip();
+    let mut first = futures::future::select_all(handles);
+    tokio::select! {
+        _ = stop => {}
+        (result, index, _rest) = &mut first => {
+            let name = names.get(index).copied().unwrap_or("a task");
+            return Err(match result {
+                Ok(Ok(())) => anyhow::anyhow!("{name} stopped"),
+                Ok(Err(e)) => e.context(format!("{name} failed")),
+                Err(e) => anyhow::anyhow!("{name} ended abnormally: {e}"),
+            });
+        }
+    }
+    Ok(names.into_iter().zip(first.into_inner()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_essential_task_that_ends_ends_the_process() {
+        let forever = || tokio::spawn(async { std::future::pending::<anyhow::Result<()>>().await });
+        let tasks: Vec<Essential> = vec![
+            ("metrics endpoint", forever()),
+            ("allocation controller", tokio::spawn(async { Ok(()) })),
+        ];
+        let err = supervise(tasks, std::future::pending()).await.unwrap_err();
+        assert_eq!(err.to_string(), "allocation controller stopped");
+
+        let tasks: Vec<Essential> = vec![
+            ("metrics endpoint", forever()),
+            (
+                "leader election",
+                tokio::spawn(async { anyhow::bail!("lease gone") }),
+            ),
+        ];
+        let err = supervise(tasks, std::future::pending()).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "leader election failed: lease gone");
+    }
+
+    #[test]
+    fn jitter_is_spread_out() {
+        let draws: std::collections::BTreeSet<u64> =
+            (0..200).map(|_| random_u64() % 1000).collect();
+        assert!(draws.len() > 150, "{} distinct of 200", draws.len());
+        let base = Duration::from_secs(1);
+        let spread: std::collections::BTreeSet<u128> = (0..100)
+            .map(|_| jittered(base, 0.1))
+            .inspect(|d| assert!(*d >= base && *d < base.mul_f64(1.1), "{d:?}"))
+            .map(|d| d.as_micros())
+            .collect();
+        assert!(spread.len() > 90, "{}", spread.len());
+    }
+
+    #[tokio::test]
+    async fn stop_returns_the_running_tasks() {
+        let tasks: Vec<Essential> = vec![(
+            "metrics endpoint",
+            tokio::spawn(async { std::future::pending::<anyhow::Result<()>>().await }),
+        )];
+        let rest = supervise(tasks, tokio::time::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(!rest[0].1.is_finished());
+    }
+}
