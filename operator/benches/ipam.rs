@@ -39,6 +39,11 @@ fn fill(pool: &mut PoolIpam, family: Family, held: u64, rng: &mut Rng) -> Vec<Ip
     got
 }
 
+/// A smoke run (scripts/test) checks the benchmark works, in a debug build.
+fn smoke() -> bool {
+    std::env::var_os("BARELB_BENCH_SMOKE").is_some_and(|v| v == "1")
+}
+
 fn bench(label: &str, entry: &str, family: Family, held: u64) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut pool = PoolIpam::new(
@@ -49,7 +54,7 @@ fn bench(label: &str, entry: &str, family: Family, held: u64) {
     let fragments = pool.fragments();
     let batch =
         512u64.min(u64::try_from(pool.total(family) - pool.allocated(family)).unwrap_or(512));
-    let rounds = 2_000u64;
+    let rounds = if smoke() { 20 } else { 2_000u64 };
     let mut timed = std::time::Duration::ZERO;
     let mut n = 0u64;
     for _ in 0..rounds {
@@ -72,7 +77,7 @@ fn bench(label: &str, entry: &str, family: Family, held: u64) {
 
 fn main() {
     // cargo bench passes --bench; nothing to parse.
-    let v4_total = 65_536u64;
+    let v4_total = if smoke() { 1_024 } else { 65_536u64 };
     for (pct, held) in [(0, 0), (50, v4_total / 2), (99, v4_total * 99 / 100)] {
         bench(
             &format!("IPv4 /16 at {pct}%"),
@@ -82,7 +87,8 @@ fn main() {
         );
     }
     // A /64 cannot be filled; these are the same absolute counts.
-    for held in [0, v4_total / 2, 1_000_000] {
+    let many = if smoke() { 10_000 } else { 1_000_000 };
+    for held in [0, v4_total / 2, many] {
         bench("IPv6 /64", "2001:db8:99::/64", Family::V6, held);
     }
 }

@@ -57,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
                     "--handle-classless=false",
                     "--pool-selector",
                     &format!("bench={id}"),
+                    // Allocation alone: the webhook has its own benchmark.
+                    "--webhook=false",
+                    "--control=false",
                 ])
                 .args([
                     "--namespace",

@@ -29,10 +29,14 @@ use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
 use crate::policy::PolicyCheck;
 use crate::publish::Publisher;
 use crate::request::{self, ClassPolicy, ServiceKey};
+use crate::retry::{Backoff, FailureLog};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
 use crate::webhook::SharedView;
 use barelb_api::LoadBalancerPolicy;
 use barelb_policies::Engine;
+
+/// How often a failure shared by many Services is logged.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How the controller behaves.
 #[derive(Clone, Debug)]
@@ -65,6 +69,10 @@ struct Leading {
     /// a watch event older than that is not a reason to write again.
     written: HashMap<ServiceKey, (ServiceStatus, u64)>,
     pool_written: HashMap<String, Value>,
+    /// Per-Service retry delays after refused status writes.
+    backoff: Backoff<ServiceKey>,
+    /// Refused status writes, summarised once per interval.
+    failures: FailureLog,
 }
 
 /// Runs until `shutdown` turns true.
@@ -341,6 +349,8 @@ fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> 
         alloc,
         written: HashMap::new(),
         pool_written: HashMap::new(),
+        backoff: Backoff::default(),
+        failures: FailureLog::new("Service status", FAILURE_LOG_INTERVAL),
     }
 }
 
@@ -450,14 +460,22 @@ async fn execute(
     for (key, desired, res) in results {
         match res {
             Ok(rv) => {
+                state.backoff.succeeded(&key);
                 state.written.insert(key, (desired, rv));
             }
             Err(e) => {
-                tracing::warn!(service = %key, error = %e, "status write failed; retrying in 1s");
+                let summary =
+                    state
+                        .failures
+                        .record(&key.to_string(), &e.to_string(), Instant::now());
+                if let Some(line) = summary {
+                    tracing::warn!(failing = state.backoff.failing() + 1, "{line}");
+                }
                 state.written.remove(&key);
+                let delay = barelb_runtime::jittered(state.backoff.failed(key.clone()), 0.2);
                 let retry = retry.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(delay).await;
                     let _ = retry.send(key);
                 });
             }

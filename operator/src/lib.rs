@@ -19,5 +19,6 @@ pub mod policy;
 pub mod pools;
 pub mod publish;
 pub mod request;
+pub mod retry;
 pub mod status;
 pub mod webhook;

@@ -173,8 +173,19 @@ struct Args {
     speaker_service_account: String,
 }
 
+fn main() -> std::process::ExitCode {
+    // One line on stderr for a user's mistake: the error and its causes.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("barelb-operator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     barelb_runtime::init_tracing();
     let args = Args::parse();
     check_webhook_endpoint(&args)?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use barelb_testsupport::lab::output_text;
 use common::{Instance, ips};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -194,4 +195,103 @@ async fn killing_the_leader_moves_no_address() {
         standby_log.contains("rebuilt allocations from Service status services=20"),
         "{standby_log}"
     );
+}
+
+/// The `barelb_writes_total` series of `kind` and `result` on the
+/// operator's metrics endpoint.
+fn writes(metrics: &str, kind: &str, result: &str) -> u64 {
+    let text = common::http_get(metrics, "/metrics");
+    text.lines()
+        .find(|l| {
+            l.starts_with("barelb_writes_total{")
+                && l.contains(&format!("kind=\"{kind}\""))
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The apiserver refusing every status write (a ValidatingAdmissionPolicy
+/// on services/status): each Service retries with growing delays and the
+/// log carries one summary line per interval, not a line per retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_status_writes_back_off_and_are_logged_once_per_interval() {
+    let mut t =
+        Instance::new("operator::refused_status_writes_back_off_and_are_logged_once_per_interval")
+            .await;
+    let name = format!("{}-no-status", t.id);
+    let vap = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {{name: {name}}}\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules: [{{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services/status]}}]\n  validations: [{{expression: 'false', message: refused by the test}}]\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: {name}}}\nspec:\n  policyName: {name}\n  validationActions: [Deny]\n  matchResources:\n    namespaceSelector: {{matchLabels: {{{label}: {id}}}}}\n",
+        label = common::TEST_LABEL,
+        id = t.id
+    );
+    let out = t.lab.apply(&vap);
+    assert!(out.status.success(), "{}", output_text(&out));
+    t.guard("validatingadmissionpolicybinding", &name);
+    t.guard("validatingadmissionpolicy", &name);
+    // Wait until the policy is in force: our own status write is refused.
+    t.service("probe", json!({}), json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = t.lab.kubectl(&[
+            "patch",
+            "service",
+            "probe",
+            "-n",
+            &t.ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"198.51.100.1"}]}}}"#,
+        ]);
+        if !out.status.success() && output_text(&out).contains("refused by the test") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the policy never applied: {}",
+            output_text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.pool(
+        "p",
+        "{addresses: [\"198.51.100.0/24\"], announce: {mode: L2}}",
+    );
+    create_many(&t, "s", 20).await;
+
+    let metrics = common::free_local_addr();
+    let op = t.operator_at(&metrics, &[]);
+    // Until the first refusal, then 8 s of retries.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writes(&metrics, "service_status", "error") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no status write was tried: {}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let tries = writes(&metrics, "service_status", "error");
+    let log = op.log_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("write(s) failed"))
+        .count();
+    let old_style = log.lines().filter(|l| l.contains("retrying in 1s")).count();
+    // 21 Services: retried after 1, 2 and 4 s (±20 %) — at most 4 tries
+    // each in 8 s, where a retry every second made 9.
+    assert!(tries <= 21 * 5, "{tries} refused writes in 8 s");
+    assert!(
+        tries >= 21,
+        "{tries} refused writes: not every Service was tried"
+    );
+    assert_eq!(old_style, 0, "{log}");
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} summary lines in 8 s (one per 10 s interval expected):\n{log}"
+    );
+    assert!(log.contains("refused by the test"), "{log}");
 }

@@ -384,3 +384,134 @@ async fn a_claim_admitted_while_the_webhook_is_down_is_still_refused_by_the_allo
     assert!(msg.contains("this pool is closed"), "{msg}");
     assert!(ips(&t.get("sneaky").await).is_empty());
 }
+
+/// A Service of `type_` (and of this test's class when a LoadBalancer),
+/// in `ns`, as YAML.
+fn plain_service(t: &Instance, ns: &str, name: &str, type_: &str) -> String {
+    let class = if type_ == "LoadBalancer" {
+        format!("\n  loadBalancerClass: {}", t.class)
+    } else {
+        String::new()
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  type: {type_}{class}\n  ports: [{{port: 80}}]\n"
+    )
+}
+
+/// Registered with its defaults (every namespace, failurePolicy Fail) and
+/// nothing answering at its URL, the webhook blocks only LoadBalancer
+/// Services of its class outside the cluster's own namespaces; the
+/// configuration belongs to the install's ClusterRole and goes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_webhook_blocks_nothing_but_its_own_load_balancers() {
+    let mut t =
+        Instance::new("operator::a_dead_webhook_blocks_nothing_but_its_own_load_balancers").await;
+    let name = format!("barelb-{}", t.id);
+    let owner = format!("{}-owner", t.id);
+    let out = t.lab.kubectl(&[
+        "create",
+        "clusterrole",
+        &owner,
+        "--verb=get",
+        "--resource=nodes",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    t.guard("clusterrole", &owner);
+    t.guard("validatingwebhookconfiguration", &name);
+    let (serve, dead) = (free_local_addr(), free_local_addr());
+    let dead_url = format!("https://{dead}");
+    let _op = t.operator_at(
+        &free_local_addr(),
+        &[
+            "--webhook=true",
+            "--webhook-addr",
+            &serve,
+            "--webhook-config-name",
+            &name,
+            "--webhook-url",
+            &dead_url,
+            "--webhook-failure-policy",
+            "Fail",
+            "--webhook-owner-cluster-role",
+            &owner,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let owners = loop {
+        let out = t.lab.kubectl(&[
+            "get",
+            "validatingwebhookconfiguration",
+            &name,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[*].name}",
+        ]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never registered: {}",
+            output_text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(owners, owner);
+
+    let op_ns = format!("{}-op", t.id);
+    let created = |ns: &str, svc: &str, type_: &str| {
+        let out = t.lab.apply(&plain_service(&t, ns, svc, type_));
+        assert!(
+            out.status.success(),
+            "{type_} Service {ns}/{svc} was blocked: {}",
+            output_text(&out)
+        );
+    };
+    let suffix = &t.id;
+    created(&t.ns, "plain", "ClusterIP");
+    created(&t.ns, "nodeport", "NodePort");
+    created("kube-system", &format!("{suffix}-plain"), "ClusterIP");
+    // The cluster's own namespaces and the operator's are never sent to us.
+    created("kube-system", &format!("{suffix}-lb"), "LoadBalancer");
+    created(&op_ns, "lb", "LoadBalancer");
+    for svc in [format!("{suffix}-plain"), format!("{suffix}-lb")] {
+        t.lab.kubectl(&[
+            "delete",
+            "service",
+            "-n",
+            "kube-system",
+            &svc,
+            "--wait=false",
+        ]);
+    }
+    // A LoadBalancer of its class elsewhere follows the failure policy.
+    let out = t.lab.apply(&plain_service(&t, &t.ns, "lb", "LoadBalancer"));
+    assert!(!out.status.success(), "a dead webhook let it through");
+    assert!(
+        output_text(&out).contains("failed calling webhook \"services.barelb.io\""),
+        "{}",
+        output_text(&out)
+    );
+
+    // Uninstalling (the ClusterRole goes) removes the configuration.
+    let out = t.lab.kubectl(&["delete", "clusterrole", &owner]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = t.lab.kubectl(&[
+            "get",
+            "validatingwebhookconfiguration",
+            &name,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ]);
+        if out.status.success() && out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the configuration outlived its owner"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -110,12 +110,18 @@ fn main() {
         let p: LoadBalancerPolicy = serde_yaml::from_str(&text).unwrap();
         all.push((name.to_string(), PolicySource::from_resource(&p), inp));
     }
+    // A smoke run (scripts/test) checks the benchmark works, in a debug build.
+    let smoke = std::env::var_os("BARELB_BENCH_SMOKE").is_some_and(|v| v == "1");
+    let (warm, n) = if smoke {
+        (20, 200u32)
+    } else {
+        (2_000, 20_000u32)
+    };
     for (name, src, inp) in &all {
         let compiled = engine.compile(src).unwrap();
-        for _ in 0..2_000 {
+        for _ in 0..warm {
             assert_eq!(engine.evaluate(&compiled, inp), Verdict::Allow, "{name}");
         }
-        let n = 20_000u32;
         let t = Instant::now();
         for _ in 0..n {
             std::hint::black_box(engine.evaluate(&compiled, inp));

@@ -13,16 +13,22 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-/// Logs to stdout, filtered by `RUST_LOG` (default `info`), coloured only
-/// on a terminal.
+/// Logs to stdout, filtered by `RUST_LOG` (default [`DEFAULT_LOG`]),
+/// coloured only on a terminal.
 pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG.into()),
         )
         .init();
 }
+
+/// `info`, without kube-client's line per failed request: the operator
+/// reports failed writes itself, summarised (one apiserver outage would
+/// otherwise be an ERROR line per object per retry).
+pub const DEFAULT_LOG: &str = "info,kube_client::client::builder=off";
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
