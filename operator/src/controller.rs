@@ -375,6 +375,7 @@ fn reconcile_keys(
         )
     });
     let mut writes = Vec::new();
+    let now = Instant::now();
     let mut queue: std::collections::VecDeque<ServiceKey> = order.into();
     while let Some(key) = queue.pop_front() {
         metrics.reconciles.inc();
@@ -425,6 +426,10 @@ fn reconcile_keys(
             // Our write is on its way back through the watch.
             continue;
         }
+        if !state.backoff.due(&key, now) {
+            // Refused lately: its scheduled retry writes it.
+            continue;
+        }
         writes.push(Write {
             key,
             svc: svc.clone(),
@@ -472,7 +477,7 @@ async fn execute(
                     tracing::warn!(failing = state.backoff.failing() + 1, "{line}");
                 }
                 state.written.remove(&key);
-                let delay = barelb_runtime::jittered(state.backoff.failed(key.clone()), 0.2);
+                let delay = state.backoff.failed(key.clone(), Instant::now());
                 let retry = retry.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;

@@ -30,6 +30,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerStateLabels {
+    pub peer: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -61,6 +67,8 @@ pub struct Metrics {
     pub policy_evaluation_duration: Histogram,
     /// Speakers with a live control stream.
     pub speakers_connected: Gauge,
+    /// Speakers' BGP sessions by peer and RFC 4271 state, as they report them.
+    pub bgp_sessions: MetricFamily<PeerStateLabels, Gauge>,
     /// Announcements moved to another node, by cause (stream-ended, link-down, node, endpoints, …).
     pub failovers: MetricFamily<ReasonLabels, Counter>,
     /// Fault detected → new owner told.
@@ -98,6 +106,7 @@ impl Metrics {
             policy_denials: MetricFamily::default(),
             policy_evaluation_duration: latency_histogram(),
             speakers_connected: Gauge::default(),
+            bgp_sessions: MetricFamily::default(),
             failovers: MetricFamily::default(),
             failover_duration: latency_histogram(),
             control_messages: MetricFamily::default(),
@@ -183,6 +192,11 @@ impl Metrics {
             "control_speakers_connected",
             "Speakers with a live control stream",
             m.speakers_connected.clone(),
+        );
+        registry.register(
+            "control_bgp_sessions",
+            "Speakers' BGP sessions by peer and state, as reported over the control channel",
+            m.bgp_sessions.clone(),
         );
         registry.register(
             "failovers",

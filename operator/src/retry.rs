@@ -13,10 +13,10 @@ pub const FIRST: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const MAX: Duration = Duration::from_secs(60);
 
-/// Consecutive failures per object.
+/// Consecutive failures per object, and when each may be tried again.
 #[derive(Debug)]
 pub struct Backoff<K> {
-    failures: HashMap<K, u32>,
+    failures: HashMap<K, (u32, Instant)>,
 }
 
 impl<K: Hash + Eq> Default for Backoff<K> {
@@ -28,12 +28,24 @@ impl<K: Hash + Eq> Default for Backoff<K> {
 }
 
 impl<K: Hash + Eq> Backoff<K> {
-    /// Records a failure of `key`; returns the delay before its next try
-    /// (before jitter): 1 s, 2 s, 4 s … up to [`MAX`].
-    pub fn failed(&mut self, key: K) -> Duration {
-        let n = self.failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        FIRST.saturating_mul(1 << (*n - 1).min(6)).min(MAX)
+    /// Records a failure of `key` at `now`; returns the delay before its
+    /// next try: 1 s, 2 s, 4 s … up to [`MAX`], stretched by up to 20 %.
+    pub fn failed(&mut self, key: K, now: Instant) -> Duration {
+        let entry = self.failures.entry(key).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let delay = barelb_runtime::jittered(
+            FIRST.saturating_mul(1 << (entry.0 - 1).min(6)).min(MAX),
+            0.2,
+        );
+        entry.1 = now + delay;
+        delay
+    }
+
+    /// Whether `key` may be written at `now`: it is not failing, or its
+    /// delay is over. Anything else that wants it written meanwhile waits
+    /// for the retry, so the apiserver sees one try per delay.
+    pub fn due(&self, key: &K, now: Instant) -> bool {
+        self.failures.get(key).is_none_or(|(_, at)| now >= *at)
     }
 
     /// `key` was written: its next failure starts from [`FIRST`] again.
@@ -102,11 +114,19 @@ mod tests {
     #[test]
     fn backoff_doubles_per_object_to_a_cap_and_resets_on_success() {
         let mut b = Backoff::default();
-        let delays: Vec<u64> = (0..9).map(|_| b.failed("a").as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(b.failed("b"), FIRST);
+        let now = Instant::now();
+        for secs in [1u64, 2, 4, 8, 16, 32, 60, 60, 60] {
+            let base = Duration::from_secs(secs);
+            let d = b.failed("a", now);
+            assert!(d >= base && d < base.mul_f64(1.2), "{d:?} for {base:?}");
+        }
+        assert!(!b.due(&"a", now));
+        assert!(b.due(&"a", now + MAX.mul_f64(1.2)));
+        assert!(b.due(&"b", now));
+        assert!(b.failed("b", now) < FIRST.mul_f64(1.2));
         b.succeeded(&"a");
-        assert_eq!(b.failed("a"), FIRST);
+        assert!(b.due(&"a", now));
+        assert!(b.failed("a", now) < FIRST.mul_f64(1.2));
         assert_eq!(b.failing(), 2);
     }
 

@@ -197,13 +197,13 @@ async fn killing_the_leader_moves_no_address() {
     );
 }
 
-/// The `barelb_writes_total` series of `kind` and `result` on the
+/// The `barelb_api_writes_total` series of `kind` and `result` on the
 /// operator's metrics endpoint.
 fn writes(metrics: &str, kind: &str, result: &str) -> u64 {
     let text = common::http_get(metrics, "/metrics");
     text.lines()
         .find(|l| {
-            l.starts_with("barelb_writes_total{")
+            l.starts_with("barelb_api_writes_total{")
                 && l.contains(&format!("kind=\"{kind}\""))
                 && l.contains(&format!("result=\"{result}\""))
         })

@@ -12,7 +12,7 @@ use barelb_control::v1::{OperatorMessage, operator_message};
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{self, NodeView};
-use crate::metrics::{KindLabels, Metrics, ReasonLabels};
+use crate::metrics::{KindLabels, Metrics, PeerStateLabels, ReasonLabels};
 use crate::planner::{self, Node, Peer, Plan, Unit};
 
 /// What the controller feeds the hub.
@@ -57,6 +57,8 @@ struct State {
     /// since: a change of eligibility alone then replans incrementally.
     planned_with: Option<Vec<Node>>,
     next_id: u64,
+    /// Each connected speaker's BGP sessions: peer → RFC 4271 state.
+    sessions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Shared by the control server and the controller.
@@ -133,16 +135,50 @@ impl Hub {
                 link_up: true,
             },
         );
-        self.count_connected(&s);
+        self.count_connected(&mut s);
         self.replan(&mut s, "speaker-connected", Instant::now());
         id
     }
 
-    /// `barelb_control_speakers_connected`, after every attach and removal.
-    fn count_connected(&self, s: &State) {
+    /// `barelb_control_speakers_connected` and the sessions of speakers
+    /// still connected, after every attach and removal.
+    fn count_connected(&self, s: &mut State) {
         self.metrics
             .speakers_connected
             .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
+        let speakers = &s.speakers;
+        s.sessions.retain(|node, _| speakers.contains_key(node));
+        self.count_sessions(s);
+    }
+
+    /// `barelb_control_bgp_sessions`: nodes per (peer, state).
+    fn count_sessions(&self, s: &State) {
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for sessions in s.sessions.values() {
+            for (peer, state) in sessions {
+                *counts.entry((peer, state)).or_default() += 1;
+            }
+        }
+        self.metrics.bgp_sessions.clear();
+        for ((peer, state), n) in counts {
+            self.metrics
+                .bgp_sessions
+                .get_or_create(&PeerStateLabels {
+                    peer: peer.to_string(),
+                    state: state.to_string(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The BGP session states stream `id` of `node` reports (all of them).
+    pub fn sessions(&self, node: &str, id: u64, sessions: BTreeMap<String, String>) {
+        let mut s = self.lock();
+        if s.speakers.get(node).is_none_or(|sp| sp.id != id) {
+            return;
+        }
+        s.sessions.insert(node.to_string(), sessions);
+        self.count_sessions(&s);
     }
 
     /// Ends the settle period: plans go out from now on.
@@ -164,7 +200,7 @@ impl Hub {
             return;
         }
         s.speakers.remove(node);
-        self.count_connected(&s);
+        self.count_connected(&mut s);
         if s.speakers.is_empty() {
             // Everyone is gone (leadership lost, or a full outage): the next
             // connection starts a new settle period.

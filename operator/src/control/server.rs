@@ -155,6 +155,8 @@ impl Control for Service {
                             if !r.links.is_empty() {
                                 hub.link(&node, id, r.links.iter().all(|l| l.carrier));
                             }
+                            // Every report carries all of the speaker's sessions.
+                            hub.sessions(&node, id, r.bgp.into_iter().map(|b| (b.peer, b.state)).collect());
                             for c in &r.conflicts {
                                 tracing::warn!(node, address = %c.ip, other_mac = %c.mac, "speaker reports another host claiming an address");
                             }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use barelb_control::v1::{BgpPeer, BgpRoute};
+use barelb_control::v1::{BgpPeer, BgpRoute, BgpSession};
 use tokio::sync::watch;
 
 use crate::bgp::fsm::State;
@@ -106,12 +106,18 @@ impl Bgp {
         self.routes.remove(ip);
     }
 
-    /// Session states, for reports.
-    pub fn states(&self) -> Vec<(String, State)> {
-        self.running
+    /// Every session's state, for the operator's reports (sorted by peer).
+    pub fn sessions(&self) -> Vec<BgpSession> {
+        let mut out: Vec<BgpSession> = self
+            .running
             .iter()
-            .map(|(n, r)| (n.clone(), *r.state.borrow()))
-            .collect()
+            .map(|(n, r)| BgpSession {
+                peer: n.clone(),
+                state: r.state.borrow().name().to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
     }
 
     fn table_for(&self, peer: &str, errors: &mut Vec<String>) -> Table {

@@ -54,11 +54,6 @@ impl L2 {
         )
     }
 
-    /// Addresses owned now.
-    pub fn owned(&self) -> &BTreeMap<IpAddr, Vec<String>> {
-        &self.owned
-    }
-
     pub fn set(&mut self, ip: IpAddr, interfaces: Vec<String>) {
         self.owned.insert(ip, interfaces);
     }

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use barelb_control::v1::control_client::ControlClient;
 use barelb_control::v1::{
-    Ack, Conflict, Hello, Interface, L2Announcement, Report, SpeakerMessage, operator_message,
-    speaker_message,
+    Ack, Conflict, Hello, Interface, Report, SpeakerMessage, operator_message, speaker_message,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -203,19 +202,6 @@ async fn session(
             protocol: barelb_control::PROTOCOL,
             version: env!("CARGO_PKG_VERSION").into(),
             interfaces: interfaces(&names),
-            capabilities: if crate::bgp::transport::md5_supported() {
-                vec!["l2".into(), "bgp".into(), "bgp-md5".into()]
-            } else {
-                vec!["l2".into(), "bgp".into()]
-            },
-            announcing: l2
-                .owned()
-                .iter()
-                .map(|(ip, i)| L2Announcement {
-                    ip: ip.to_string(),
-                    interfaces: i.clone(),
-                })
-                .collect(),
         })))
         .await?;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
@@ -223,8 +209,22 @@ async fn session(
         .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
     let mut inbound = client.session(req).await?.into_inner();
     tracing::info!(operator = %target, node = %cfg.node, "control stream up");
+    // Session states go out whenever they change (checked every 250 ms),
+    // and with every other report: a report always carries all of them.
+    let mut reported = Vec::new();
+    let mut session_check = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
+            _ = session_check.tick() => {
+                let now = bgp.sessions();
+                if now != reported {
+                    out_tx.send(send(speaker_message::Msg::Report(Report {
+                        bgp: now.clone(),
+                        ..Report::default()
+                    }))).await?;
+                    reported = now;
+                }
+            }
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the operator closed the stream") };
                 let mut kicks: Vec<IpAddr> = Vec::new();
@@ -277,16 +277,20 @@ async fn session(
             Some((addr, mac)) = conflicts.recv() => {
                 recent.insert(addr, (tokio::time::Instant::now(), mac.clone()));
                 // Connected: the operator decides; tell it.
+                reported = bgp.sessions();
                 out_tx.send(send(speaker_message::Msg::Report(Report {
                     conflicts: vec![Conflict { ip: addr.to_string(), mac }],
+                    bgp: reported.clone(),
                     ..Report::default()
                 }))).await?;
             }
             Some((name, up)) = links.recv() => {
                 link_state.insert(name.clone(), up);
                 let names: Vec<String> = link_state.keys().cloned().collect();
+                reported = bgp.sessions();
                 out_tx.send(send(speaker_message::Msg::Report(Report {
                     links: interfaces(&names),
+                    bgp: reported.clone(),
                     ..Report::default()
                 }))).await?;
             }

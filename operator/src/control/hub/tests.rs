@@ -203,3 +203,42 @@ fn a_speaker_dropped_for_being_slow_is_no_longer_counted_as_connected() {
     }
     assert_eq!(metrics.speakers_connected.get(), 1);
 }
+
+#[test]
+fn reported_bgp_sessions_are_counted_per_peer_and_state_while_connected() {
+    let metrics = Metrics::new();
+    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let (ta, _ra) = mpsc::channel(OUTBOX);
+    let (tb, _rb) = mpsc::channel(OUTBOX);
+    let a = hub.attach("a", ta);
+    let b = hub.attach("b", tb);
+    let sessions = |states: &[(&str, &str)]| {
+        states
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect()
+    };
+    hub.sessions(
+        "a",
+        a,
+        sessions(&[("tor", "Established"), ("edge", "Active")]),
+    );
+    hub.sessions("b", b, sessions(&[("tor", "Established")]));
+    let gauge = |peer: &str, state: &str| {
+        metrics
+            .bgp_sessions
+            .get_or_create(&PeerStateLabels {
+                peer: peer.into(),
+                state: state.into(),
+            })
+            .get()
+    };
+    assert_eq!(gauge("tor", "Established"), 2);
+    assert_eq!(gauge("edge", "Active"), 1);
+    // A stale stream's report is ignored; a gone speaker's sessions go.
+    hub.sessions("a", a + 100, sessions(&[]));
+    assert_eq!(gauge("edge", "Active"), 1);
+    hub.detach("a", a, "stream-ended", Instant::now());
+    assert_eq!(gauge("tor", "Established"), 1);
+    assert!(!metrics.encode().unwrap().contains("peer=\"edge\""));
+}
