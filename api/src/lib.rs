@@ -5,15 +5,18 @@
 //! Types and names only: no business logic lives here.
 
 pub mod condition;
-pub mod constants;
 pub mod crd;
 pub mod peer;
 pub mod policy;
 pub mod pool;
-pub mod selector;
+
+/// The names barelb shares with users, and the label selector type, live in
+/// barelb-core (the decisions read them too); re-exported so the API reads
+/// as one crate.
+pub use barelb_core::names::*;
+pub use barelb_core::selector;
 
 pub use condition::Condition;
-pub use constants::*;
 pub use peer::{BGPPeer, BGPPeerSpec, BGPPeerStatus};
 pub use policy::{
     LoadBalancerPolicy, LoadBalancerPolicySpec, LoadBalancerPolicyStatus, PolicyAction, PolicyRule,

@@ -13,8 +13,8 @@ use barelb_api::AnnounceMode;
 use barelb_core::duration;
 
 use crate::index::Index;
-use crate::planner::{BgpAttrs, How, Node, Unit};
-use crate::request::{ClassPolicy, Held, ServiceKey, held};
+use barelb_core::planner::{BgpAttrs, How, Node, Unit};
+use barelb_core::request::{ClassPolicy, Held, ServiceKey, held};
 
 /// One Service's contribution before merging.
 struct Part {
@@ -162,11 +162,11 @@ pub fn nodes(index: &Index) -> Vec<Node> {
 }
 
 /// Every BGPPeer as planning sees it.
-pub fn peers(index: &Index) -> Vec<crate::planner::Peer> {
+pub fn peers(index: &Index) -> Vec<barelb_core::planner::Peer> {
     index
         .peers
         .iter()
-        .map(|(name, p)| crate::planner::Peer {
+        .map(|(name, p)| barelb_core::planner::Peer {
             name: name.clone(),
             labels: p.metadata.labels.clone().unwrap_or_default(),
             node_selector: p.spec.node_selector.clone(),

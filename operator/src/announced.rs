@@ -13,8 +13,8 @@ use kube::{Client, Resource};
 use serde_json::json;
 
 use crate::index::Index;
-use crate::planner::Plan;
-use crate::request::{ClassPolicy, Held, ServiceKey, held};
+use barelb_core::planner::Plan;
+use barelb_core::request::{ClassPolicy, Held, ServiceKey, held};
 
 /// Field manager of the Announced condition.
 pub const MANAGER: &str = "barelb-operator-announce";

@@ -16,7 +16,7 @@ use barelb_policies::{
 };
 
 use crate::index::{Index, NamespaceMeta};
-use crate::policy::{Claim, Decision, Denied, PolicyCheck};
+use barelb_core::policy::{Claim, Decision, Denied, PolicyCheck};
 
 struct Loaded {
     selector: LabelSelector,

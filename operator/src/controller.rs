@@ -22,17 +22,17 @@ use kube::{Client, Resource};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::allocator::{Allocator, Outcome};
 use crate::cel_policy::CelPolicies;
 use crate::index::{Change, Index, Touched};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
-use crate::policy::PolicyCheck;
 use crate::publish::Publisher;
-use crate::request::{self, ClassPolicy, ServiceKey};
 use crate::retry::{Backoff, FailureLog};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
 use crate::webhook::SharedView;
 use barelb_api::LoadBalancerPolicy;
+use barelb_core::allocator::{Allocator, Outcome};
+use barelb_core::policy::PolicyCheck;
+use barelb_core::request::{self, ClassPolicy, ServiceKey};
 use barelb_policies::Engine;
 
 /// How often a failure shared by many Services is logged.

@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
-use crate::request::ServiceKey;
+use barelb_core::request::ServiceKey;
 
 /// One watch event, tagged by kind. Each is moved once, through a channel,
 /// so the size difference between variants costs nothing worth a Box.
@@ -284,11 +284,8 @@ impl Index {
     }
 
     /// The AddressPools as the allocator and the webhook read them.
-    pub fn pool_defs(&self) -> Vec<crate::pools::PoolDef> {
-        self.pools
-            .values()
-            .map(crate::pools::PoolDef::from_resource)
-            .collect()
+    pub fn pool_defs(&self) -> Vec<barelb_core::pools::PoolDef> {
+        self.pools.values().map(crate::pools::pool_def).collect()
     }
 
     /// Namespace labels and annotations by name (what policies see).

@@ -1,24 +1,20 @@
-//! barelb-operator as a library: the plain-Rust core (IPAM, requests, pools,
-//! allocator, policy seam) and the thin async shells that drive it from the
-//! Kubernetes API.
+//! barelb-operator as a library: the async shells that drive barelb-core's
+//! decisions (IPAM, requests, allocation, candidate pools, planning, the
+//! policy seam) from the Kubernetes API — watches and the index, status
+//! writes, the admission webhook, the control channel, leader election and
+//! metrics.
 
 pub mod admission;
-pub mod allocator;
 pub mod announce;
 pub mod announced;
-pub mod candidates;
 pub mod cel_policy;
 pub mod control;
 pub mod controller;
 pub mod index;
-pub mod ipam;
 pub mod leader;
 pub mod metrics;
-pub mod planner;
-pub mod policy;
 pub mod pools;
 pub mod publish;
-pub mod request;
 pub mod retry;
 pub mod status;
 pub mod webhook;

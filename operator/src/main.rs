@@ -7,12 +7,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use barelb_core::request::ClassPolicy;
 use barelb_operator::admission::View;
 use barelb_operator::control;
 use barelb_operator::controller::{self, Settings};
 use barelb_operator::leader::{self, LeaseConfig};
 use barelb_operator::metrics::{self, Metrics};
-use barelb_operator::request::ClassPolicy;
 use barelb_operator::webhook::config::{Endpoint, Registration};
 use barelb_operator::webhook::{self, SharedView};
 use clap::Parser;

@@ -14,9 +14,9 @@ use crate::admission::View;
 use crate::cel_policy::CelPolicies;
 use crate::index::{Index, Touched};
 use crate::metrics::Metrics;
-use crate::pools::readiness;
-use crate::request::{self, ClassPolicy, Request, ServiceKey};
 use crate::webhook::SharedView;
+use barelb_core::pools::readiness;
+use barelb_core::request::{self, ClassPolicy, Request, ServiceKey};
 
 /// Builds and publishes views.
 pub struct Publisher {

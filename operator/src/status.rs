@@ -10,8 +10,8 @@ use barelb_api::{AddressPool, annotations, conditions};
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
-use crate::allocator::{Allocator, Outcome};
-use crate::ipam::{Family, display_count};
+use barelb_core::allocator::{Allocator, Outcome};
+use barelb_core::ipam::{Family, display_count};
 
 /// The operator's part of one Service's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,9 +113,9 @@ impl ServiceStatus {
                 message: c.message.clone(),
             });
         ServiceStatus {
-            ips: crate::request::ingress_ips(svc),
+            ips: barelb_core::request::ingress_ips(svc),
             condition: cond,
-            pool: crate::request::allocated_pool(svc).map(str::to_string),
+            pool: barelb_core::request::allocated_pool(svc).map(str::to_string),
         }
     }
 

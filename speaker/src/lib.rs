@@ -1,5 +1,6 @@
-//! barelb-speaker as a library: layer-2 announcements (ARP/NDP) today; BGP
-//! and the control-channel client join as their issues land.
+//! barelb-speaker as a library: the control-channel agent (`agent`), layer-2
+//! announcements over ARP/NDP (`l2`), the BGP speaker (`bgp`: codec, FSM,
+//! sessions) and the metrics they export.
 
 pub mod agent;
 pub mod bgp;

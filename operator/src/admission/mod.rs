@@ -11,9 +11,9 @@ use std::sync::Arc;
 use barelb_policies::Engine;
 
 use crate::index::NamespaceMeta;
-use crate::policy::{AllowAll, PolicyCheck};
-use crate::pools::PoolDef;
-use crate::request::{ClassPolicy, Request};
+use barelb_core::policy::{AllowAll, PolicyCheck};
+use barelb_core::pools::PoolDef;
+use barelb_core::request::{ClassPolicy, Request};
 
 mod peer;
 mod policy;

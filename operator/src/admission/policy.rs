@@ -13,7 +13,7 @@ use super::{Review, View, some_of};
 use barelb_policies::PolicySource;
 
 use crate::cel_policy::CelPolicies;
-use crate::policy::{Claim, Decision, PolicyCheck};
+use barelb_core::policy::{Claim, Decision, PolicyCheck};
 
 /// Services evaluated for the warning; past this the warning says so.
 const CHECK_AT_MOST: usize = 2000;

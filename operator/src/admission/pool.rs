@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use barelb_api::{AddressPool, annotations};
 
 use super::{Review, View, some_of};
-use crate::ipam::IpRange;
-use crate::pools::PoolDef;
+use barelb_core::ipam::IpRange;
+use barelb_core::pools::PoolDef;
 
 /// Services listed by name in an orphan denial; the rest are counted.
 const LIST_AT_MOST: usize = 10;
@@ -24,7 +24,7 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
     }
     let mut review = Review::allow();
     // Parsed once: the orphan check below asks it about every held address.
-    let new_def = new.map(PoolDef::from_resource);
+    let new_def = new.map(crate::pools::pool_def);
     if let Some(def) = &new_def {
         let name = &def.name;
         if let Some(bad) = def.invalid.first() {
@@ -62,7 +62,7 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
         }
     }
     if let Some(old) = old {
-        let old_def = PoolDef::from_resource(old);
+        let old_def = crate::pools::pool_def(old);
         let still = |ip: &IpAddr| {
             new_def
                 .as_ref()

@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 
 use super::{Review, View};
-use crate::allocator::sharing::{SharingMeta, compatible};
-use crate::candidates;
-use crate::policy::{Claim, Decision};
-use crate::pools::PoolDef;
-use crate::request::{self, Request, ServiceKey};
+use barelb_core::candidates;
+use barelb_core::policy::{Claim, Decision};
+use barelb_core::pools::PoolDef;
+use barelb_core::request::{self, Request, ServiceKey};
+use barelb_core::sharing::{SharingMeta, compatible};
 
 /// Reviews a Service create or update (`old` on update).
 pub fn review_service(view: &View, svc: &Service, old: Option<&Service>) -> Review {

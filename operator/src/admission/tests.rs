@@ -8,8 +8,8 @@ use serde_json::json;
 use super::*;
 use crate::cel_policy::CelPolicies;
 use crate::index::NamespaceMeta;
-use crate::pools::readiness;
-use crate::request;
+use barelb_core::pools::readiness;
+use barelb_core::request;
 
 fn pool(name: &str, addresses: &[&str], labels: serde_json::Value) -> AddressPool {
     serde_json::from_value(json!({
@@ -50,7 +50,7 @@ fn view() -> View {
         pool("web", &["10.1.0.0/24"], json!({"team": "web"})),
         pool("open", &["10.2.0.0/24"], json!({})),
     ];
-    let defs: Vec<PoolDef> = pools.iter().map(PoolDef::from_resource).collect();
+    let defs: Vec<PoolDef> = pools.iter().map(crate::pools::pool_def).collect();
     let mut namespaces = BTreeMap::new();
     for (ns, team) in [("web", "web"), ("db", "db")] {
         namespaces.insert(
@@ -285,10 +285,10 @@ mod webhook_and_allocator_agree {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::allocator::{Allocator, FailureReason, Outcome};
-    use crate::ipam::{Family, IpRange};
-    use crate::policy::{Claim, Decision, PolicyCheck};
-    use crate::request::{Request, ServiceKey};
+    use barelb_core::allocator::{Allocator, FailureReason, Outcome};
+    use barelb_core::ipam::{Family, IpRange};
+    use barelb_core::policy::{Claim, Decision, PolicyCheck};
+    use barelb_core::request::{Request, ServiceKey};
 
     /// Refuses claims on the pools it names.
     #[derive(Debug)]
@@ -346,7 +346,6 @@ mod webhook_and_allocator_agree {
             avoid_buggy_ips: false,
             priority: p.priority,
             allow_cross_namespace_sharing: false,
-            mode: barelb_api::AnnounceMode::L2,
             labels: BTreeMap::new(),
             created: None,
             generation: Some(1),

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::messages::{self, NodeView};
 use crate::metrics::{KindLabels, Metrics, PeerStateLabels, ReasonLabels};
-use crate::planner::{self, Node, Peer, Plan, Unit};
+use barelb_core::planner::{self, Node, Peer, Plan, Unit};
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use barelb_control::v1::{BgpPeer, BgpRoute, Delta, L2Announcement, Snapshot};
 
-use crate::planner::{BgpAttrs, NodePlan};
+use barelb_core::planner::{BgpAttrs, NodePlan};
 
 /// Everything one speaker is told: its plan and the BGP peers its routes use.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -54,7 +54,7 @@ pub struct Registration {
     pub object_selector: String,
     pub field_manager: String,
     /// The Services this instance serves: only those are sent to it.
-    pub class: crate::request::ClassPolicy,
+    pub class: barelb_core::request::ClassPolicy,
     /// The operator's namespace, never reviewed (nor kube-system, kube-public).
     pub own_namespace: String,
     /// The ClusterRole that owns the configuration ("" = none).
@@ -67,7 +67,7 @@ const NEVER_REVIEWED: [&str; 2] = ["kube-system", "kube-public"];
 
 /// The CEL condition under which the apiserver sends a Service to us: it
 /// is, or was before this update, a LoadBalancer of a class we serve.
-pub fn service_match_condition(class: &crate::request::ClassPolicy) -> String {
+pub fn service_match_condition(class: &barelb_core::request::ClassPolicy) -> String {
     let quoted = class.class.replace('\\', "\\\\").replace('\'', "\\'");
     let ours = |o: &str| {
         let of_class =

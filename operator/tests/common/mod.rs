@@ -364,7 +364,7 @@ impl Instance {
 
 /// The Service's ingress addresses, read as the operator reads them.
 pub fn ips(svc: &Service) -> Vec<IpAddr> {
-    barelb_operator::request::ingress_ips(svc)
+    barelb_core::request::ingress_ips(svc)
 }
 
 /// `(status, reason, message)` of the `barelb.io/Allocated` condition.

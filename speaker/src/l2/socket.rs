@@ -1,7 +1,8 @@
 //! A raw AF_PACKET socket bound to one interface, driven by tokio (readiness
-//! through epoll, no busy polling). This is the speaker's only unsafe code:
-//! thin, checked wrappers over socket(2), bind(2), setsockopt(2), recvfrom(2)
-//! and send(2).
+//! through epoll, no busy polling): thin, checked wrappers over socket(2),
+//! bind(2), setsockopt(2), recvfrom(2) and send(2). The speaker's unsafe
+//! code lives here and in the netlink, interface and TCP-MD5 modules, each
+//! call with its SAFETY note.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;

@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use barelb_control::v1::operator_message::Msg;
 
 use super::*;
-use crate::planner::How;
+use barelb_core::planner::How;
 
 fn unit(ip: &str) -> Unit {
     Unit {

@@ -2,14 +2,14 @@
 //! and an IPv6 /64 pool at several fill levels, with the free space
 //! fragmented the way random releases leave it.
 //!
-//!     cargo bench -p barelb-operator --bench ipam
+//!     cargo bench -p barelb-core --bench ipam
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use barelb_operator::ipam::{Family, IpRange, PoolIpam};
+use barelb_core::ipam::{Family, IpRange, PoolIpam};
 
 /// A tiny deterministic generator (xorshift), so runs are comparable.
 struct Rng(u64);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use barelb_api::{LOAD_BALANCER_CLASS, annotations};
+use crate::names::{LOAD_BALANCER_CLASS, annotations};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 

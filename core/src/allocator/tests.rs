@@ -1,7 +1,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use barelb_api::AnnounceMode;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
@@ -22,7 +21,6 @@ fn pool(name: &str, entries: &[&str]) -> PoolDef {
         avoid_buggy_ips: false,
         priority: 100,
         allow_cross_namespace_sharing: false,
-        mode: AnnounceMode::L2,
         labels: Default::default(),
         created: Some(Timestamp::from_second(1_000).unwrap()),
         generation: Some(1),

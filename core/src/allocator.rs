@@ -18,11 +18,11 @@ use crate::pools::{PoolDef, readiness};
 use crate::request::{Request, ServiceKey};
 
 mod claims;
-pub(crate) mod sharing;
+
 #[cfg(test)]
 mod tests;
 
-use sharing::{SharingMeta, compatible};
+use crate::sharing::{SharingMeta, compatible};
 
 /// Why a Service got no (or not all of its) addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

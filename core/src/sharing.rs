@@ -10,7 +10,7 @@ use crate::request::{PortKey, Request};
 
 /// What the sharing rules need to know about a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SharingMeta {
+pub struct SharingMeta {
     pub sharing_key: Option<String>,
     pub namespace: String,
     pub ports: Vec<PortKey>,
@@ -34,11 +34,7 @@ impl SharingMeta {
 }
 
 /// Whether `a` may share an address with `b`; if not, why (one phrase).
-pub(crate) fn compatible(
-    a: &SharingMeta,
-    b: &SharingMeta,
-    cross_namespace: bool,
-) -> Result<(), String> {
+pub fn compatible(a: &SharingMeta, b: &SharingMeta, cross_namespace: bool) -> Result<(), String> {
     match (&a.sharing_key, &b.sharing_key) {
         (Some(x), Some(y)) if x == y => {}
         (_, None) | (None, _) => return Err("no shared barelb.io/sharing-key".into()),

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use barelb_api::LabelSelector;
+use crate::selector::LabelSelector;
 
 /// Nodes with this label never announce (the upstream convention).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";

@@ -1,6 +1,6 @@
-//! The seam through which the allocator asks whether a claim on a pool is
-//! allowed. The CEL engine (barelb-policies) plugs in here; until then
-//! [`AllowAll`] allows everything.
+//! The seam through which the allocator and the webhook ask whether a claim
+//! on a pool is allowed. The CEL policies (`cel_policy`) implement it;
+//! [`AllowAll`] stands in before the first policies are loaded.
 
 use std::net::IpAddr;
 
