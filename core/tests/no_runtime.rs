@@ -28,7 +28,10 @@ fn the_core_holds_no_client_runtime_or_rpc() {
     );
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(tree.lines().count() > 10, "implausibly small tree:\n{tree}");
-    assert!(tree.contains("k8s-openapi"), "the tree lacks k8s-openapi:\n{tree}");
+    assert!(
+        tree.contains("k8s-openapi"),
+        "the tree lacks k8s-openapi:\n{tree}"
+    );
     let forbidden: Vec<&str> = tree
         .lines()
         .filter(|l| {

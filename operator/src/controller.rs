@@ -22,10 +22,10 @@ use kube::{Client, Resource};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::cel_policy::CelPolicies;
+use crate::admission::view::Publisher;
 use crate::index::{Change, Index, Touched};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
-use crate::publish::Publisher;
+use crate::policy::CelPolicies;
 use crate::retry::{Backoff, FailureLog};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
 use crate::webhook::SharedView;
@@ -180,7 +180,7 @@ pub async fn run(
     let mut plan_changed = false;
     let mut peer_configs = std::collections::BTreeMap::new();
     let mut peers_read = false;
-    let mut announced: HashMap<ServiceKey, crate::announced::Announced> = HashMap::new();
+    let mut announced: HashMap<ServiceKey, crate::status::announced::Announced> = HashMap::new();
     loop {
         tokio::select! {
             Ok(()) = async {
@@ -208,16 +208,16 @@ pub async fn run(
         publisher.publish_if_due(&index);
         if let Some(hub) = &hub {
             if (touched.peers || !peers_read) && index.secrets.synced() {
-                peer_configs = crate::announce::peer_configs(&index, &settings.namespace);
+                peer_configs = crate::control::inputs::peer_configs(&index, &settings.namespace);
                 peers_read = true;
             }
             // Every replica keeps the hub's inputs current, so a new leader
             // plans at once from the same data.
             hub.set_inputs(
                 crate::control::hub::Inputs {
-                    units: crate::announce::units(&index, &settings.class),
-                    nodes: crate::announce::nodes(&index),
-                    peers: crate::announce::peers(&index),
+                    units: crate::control::inputs::units(&index, &settings.class),
+                    nodes: crate::control::inputs::nodes(&index),
+                    peers: crate::control::inputs::peers(&index),
                     peer_configs: peer_configs.clone(),
                 },
                 "cluster-change",
@@ -269,8 +269,8 @@ pub async fn run(
             && std::mem::take(&mut plan_changed)
         {
             let plan = p.borrow_and_update().clone();
-            let now = crate::announced::compute(&index, &settings.class, &plan);
-            crate::announced::write(&client, &recorder, &index, now, &mut announced).await;
+            let now = crate::status::announced::compute(&index, &settings.class, &plan);
+            crate::status::announced::write(&client, &recorder, &index, now, &mut announced).await;
         }
     }
 }

@@ -5,16 +5,13 @@
 //! metrics.
 
 pub mod admission;
-pub mod announce;
-pub mod announced;
-pub mod cel_policy;
 pub mod control;
 pub mod controller;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod pools;
-pub mod publish;
 pub mod retry;
 pub mod status;
 pub mod webhook;

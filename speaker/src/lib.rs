@@ -6,3 +6,4 @@ pub mod agent;
 pub mod bgp;
 pub mod l2;
 pub mod metrics;
+pub mod net;

@@ -4,84 +4,19 @@
 //! the webhook admits is one the allocator grants and a claim it refuses is
 //! one the allocator would refuse too.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::sync::Arc;
-
-use barelb_policies::Engine;
-
-use crate::index::NamespaceMeta;
-use barelb_core::policy::{AllowAll, PolicyCheck};
-use barelb_core::pools::PoolDef;
-use barelb_core::request::{ClassPolicy, Request};
-
 mod peer;
 mod policy;
 mod pool;
 mod service;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 pub use peer::review_peer;
 pub use policy::review_policy;
 pub use pool::review_pool;
 pub use service::review_service;
-
-/// The index as the webhook sees it, republished whenever it changes.
-#[derive(Debug)]
-pub struct View {
-    pub pools: Vec<PoolDef>,
-    pub ready: BTreeMap<String, Result<(), String>>,
-    pub policy: Arc<dyn PolicyCheck>,
-    pub namespaces: BTreeMap<String, NamespaceMeta>,
-    /// Who holds each allocated address (from Service status).
-    pub holders: HashMap<IpAddr, Vec<Arc<Request>>>,
-    pub class: ClassPolicy,
-    pub default_deny_pools: bool,
-    /// Compiles policies under review (its own cache: a draft never
-    /// replaces the policy in force).
-    pub engine: Arc<Engine>,
-    /// False until every watch has listed once: until then the webhook
-    /// cannot tell an overlap or an orphan, and says so.
-    pub synced: bool,
-}
-
-impl View {
-    /// An empty, unsynced view.
-    pub fn empty(engine: Arc<Engine>) -> Self {
-        View {
-            pools: Vec::new(),
-            ready: BTreeMap::new(),
-            policy: Arc::new(AllowAll),
-            namespaces: BTreeMap::new(),
-            holders: HashMap::new(),
-            class: ClassPolicy::default(),
-            default_deny_pools: false,
-            engine,
-            synced: false,
-        }
-    }
-
-    fn pool(&self, name: &str) -> Option<&PoolDef> {
-        self.pools.iter().find(|p| p.name == name)
-    }
-
-    fn is_ready(&self, name: &str) -> bool {
-        matches!(self.ready.get(name), Some(Ok(())))
-    }
-
-    /// The pool that owns `ip`: a Ready pool containing it, else any.
-    fn pool_of(&self, ip: &IpAddr) -> Option<&PoolDef> {
-        let containing = || {
-            self.pools
-                .iter()
-                .filter(|p| p.ranges.iter().any(|r| r.contains(ip)))
-        };
-        containing()
-            .find(|p| self.is_ready(&p.name))
-            .or_else(|| containing().next())
-    }
-}
+pub use view::View;
 
 /// Names sorted, the first `at_most` joined by commas, the rest counted
 /// ("a, b and 3 more"): denial and warning lines stay one readable line.

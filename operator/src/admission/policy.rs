@@ -12,7 +12,7 @@ use barelb_api::LoadBalancerPolicy;
 use super::{Review, View, some_of};
 use barelb_policies::PolicySource;
 
-use crate::cel_policy::CelPolicies;
+use crate::policy::CelPolicies;
 use barelb_core::policy::{Claim, Decision, PolicyCheck};
 
 /// Services evaluated for the warning; past this the warning says so.

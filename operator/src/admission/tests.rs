@@ -5,11 +5,13 @@ use barelb_api::{AddressPool, BGPPeer, LoadBalancerPolicy};
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
-use super::*;
-use crate::cel_policy::CelPolicies;
-use crate::index::NamespaceMeta;
-use barelb_core::pools::readiness;
+use barelb_core::pools::{PoolDef, readiness};
 use barelb_core::request;
+use barelb_policies::Engine;
+
+use super::*;
+use crate::index::NamespaceMeta;
+use crate::policy::CelPolicies;
 
 fn pool(name: &str, addresses: &[&str], labels: serde_json::Value) -> AddressPool {
     serde_json::from_value(json!({

@@ -3,6 +3,7 @@
 //! authentication of those speakers.
 
 pub mod hub;
+pub mod inputs;
 pub mod messages;
 
 pub use hub::Hub;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use barelb_control::v1::{BgpPeer, BgpRoute, BgpSession};
 use tokio::sync::watch;
 
+use crate::bgp::config;
 use crate::bgp::fsm::State;
-use crate::bgp::parse;
 use crate::bgp::routes::{RouteAttrs, Table, prefix_for};
 use crate::bgp::session::{self, PeerConfig};
 use crate::bgp::transport::Dial;
@@ -136,11 +136,11 @@ impl Bgp {
                 continue;
             };
             let communities: Result<Vec<u32>, String> =
-                r.communities.iter().map(|c| parse::community(c)).collect();
+                r.communities.iter().map(|c| config::community(c)).collect();
             let large: Result<Vec<(u32, u32, u32)>, String> = r
                 .large_communities
                 .iter()
-                .map(|c| parse::large_community(c))
+                .map(|c| config::large_community(c))
                 .collect();
             match (communities, large) {
                 (Ok(communities), Ok(large_communities)) => {

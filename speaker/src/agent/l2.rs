@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::l2::announcer::{self, AnnounceConfig};
-use crate::l2::iface;
 use crate::l2::socket::PacketSocket;
 use crate::metrics::L2Metrics;
+use crate::net::iface;
 
 #[derive(Debug)]
 struct Announcer {

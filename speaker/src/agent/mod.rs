@@ -67,7 +67,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn interfaces(names: &[String]) -> Vec<Interface> {
-    let addrs = crate::l2::iface::addresses().unwrap_or_default();
+    let addrs = crate::net::iface::addresses().unwrap_or_default();
     names
         .iter()
         .map(|n| Interface {

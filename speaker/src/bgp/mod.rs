@@ -3,8 +3,8 @@
 //! and the tokio session driver that connects them to a TCP socket.
 
 pub mod codec;
+pub mod config;
 pub mod fsm;
-pub mod parse;
 pub mod routes;
 pub mod session;
 pub mod transport;

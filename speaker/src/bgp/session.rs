@@ -17,8 +17,8 @@ use super::codec::{self, Capability, Message, Open};
 use super::fsm::{self, Action, Event, Fsm, State, Timer};
 use super::routes::{self, AdjRibOut, SessionView, Table};
 use super::transport::{self, Dial};
-use crate::l2::iface;
 use crate::metrics::{BgpMetrics, FamilyLabels, NotificationLabels, PeerLabels};
+use crate::net::iface;
 
 /// One peer, as configured.
 #[derive(Clone, Debug)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use barelb_speaker::bgp::config;
 use barelb_speaker::bgp::fsm::State;
-use barelb_speaker::bgp::parse;
 use barelb_speaker::bgp::routes::{RouteAttrs, Table};
 use barelb_speaker::bgp::session::{self, PeerConfig};
 use barelb_speaker::bgp::transport::{self, Dial};
@@ -97,7 +97,7 @@ impl Announcements {
             let text = std::fs::read_to_string(path);
             let parsed = text
                 .map_err(|e| e.to_string())
-                .and_then(|t| parse::announcement_file(&t, self.agg.0, self.agg.1));
+                .and_then(|t| config::announcement_file(&t, self.agg.0, self.agg.1));
             match (parsed, previous) {
                 (Ok(list), _) => nets.extend(list),
                 (Err(e), Some(prev)) => {
@@ -129,7 +129,7 @@ fn password(a: &BgpArgs) -> anyhow::Result<Option<Vec<u8>>> {
             None => return Ok(None),
         },
     };
-    let p = parse::password(&raw).map_err(anyhow::Error::msg)?;
+    let p = config::password(&raw).map_err(anyhow::Error::msg)?;
     if !transport::md5_supported() {
         bail!("a TCP-MD5 password is set but this kernel has no TCP_MD5SIG support");
     }
@@ -155,13 +155,13 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         communities: a
             .communities
             .iter()
-            .map(|c| parse::community(c))
+            .map(|c| config::community(c))
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?,
         large_communities: a
             .large_communities
             .iter()
-            .map(|c| parse::large_community(c))
+            .map(|c| config::large_community(c))
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?,
         local_pref: a.local_pref,
@@ -172,7 +172,7 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         fixed: a
             .announce
             .iter()
-            .map(|s| parse::announcement(s, agg.0, agg.1))
+            .map(|s| config::announcement(s, agg.0, agg.1))
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?,
         file: a.announce_file.clone(),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use barelb_speaker::l2::announcer::{self, AnnounceConfig};
-use barelb_speaker::l2::iface;
 use barelb_speaker::l2::link::LinkMonitor;
 use barelb_speaker::l2::socket::PacketSocket;
 use barelb_speaker::metrics::{InterfaceLabels, L2Metrics, Metrics};
+use barelb_speaker::net::iface;
 use tokio::sync::watch;
 
 #[derive(Debug, clap::Args)]

@@ -4,6 +4,8 @@
 //! deserves. Pure functions from state to desired objects; the controller
 //! applies them with server-side apply.
 
+pub mod announced;
+
 use std::net::IpAddr;
 
 use barelb_api::{AddressPool, annotations, conditions};

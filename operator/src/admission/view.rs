@@ -1,22 +1,79 @@
-//! Keeps the admission webhook's [`View`] current from the index, on every
-//! replica (leader or not): holdings are maintained incrementally from the
-//! Services a batch touched, and a fresh snapshot is published at most
-//! every `min_interval` so that a burst of changes costs one rebuild.
+//! The admission webhook's [`View`] of the index, and the [`Publisher`]
+//! that keeps it current on every replica (leader or not): holdings are
+//! maintained incrementally from the Services a batch touched, and a fresh
+//! snapshot is published at most every `min_interval` so that a burst of
+//! changes costs one rebuild.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use barelb_policies::Engine;
 
-use crate::admission::View;
-use crate::cel_policy::CelPolicies;
-use crate::index::{Index, Touched};
+use crate::index::{Index, NamespaceMeta, Touched};
 use crate::metrics::Metrics;
+use crate::policy::CelPolicies;
 use crate::webhook::SharedView;
-use barelb_core::pools::readiness;
+use barelb_core::policy::{AllowAll, PolicyCheck};
+use barelb_core::pools::{PoolDef, readiness};
 use barelb_core::request::{self, ClassPolicy, Request, ServiceKey};
+
+/// The index as the webhook sees it, republished whenever it changes.
+#[derive(Debug)]
+pub struct View {
+    pub pools: Vec<PoolDef>,
+    pub ready: BTreeMap<String, Result<(), String>>,
+    pub policy: Arc<dyn PolicyCheck>,
+    pub namespaces: BTreeMap<String, NamespaceMeta>,
+    /// Who holds each allocated address (from Service status).
+    pub holders: HashMap<IpAddr, Vec<Arc<Request>>>,
+    pub class: ClassPolicy,
+    pub default_deny_pools: bool,
+    /// Compiles policies under review (its own cache: a draft never
+    /// replaces the policy in force).
+    pub engine: Arc<Engine>,
+    /// False until every watch has listed once: until then the webhook
+    /// cannot tell an overlap or an orphan, and says so.
+    pub synced: bool,
+}
+
+impl View {
+    /// An empty, unsynced view.
+    pub fn empty(engine: Arc<Engine>) -> Self {
+        View {
+            pools: Vec::new(),
+            ready: BTreeMap::new(),
+            policy: Arc::new(AllowAll),
+            namespaces: BTreeMap::new(),
+            holders: HashMap::new(),
+            class: ClassPolicy::default(),
+            default_deny_pools: false,
+            engine,
+            synced: false,
+        }
+    }
+
+    pub(super) fn pool(&self, name: &str) -> Option<&PoolDef> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    pub(super) fn is_ready(&self, name: &str) -> bool {
+        matches!(self.ready.get(name), Some(Ok(())))
+    }
+
+    /// The pool that owns `ip`: a Ready pool containing it, else any.
+    pub(super) fn pool_of(&self, ip: &IpAddr) -> Option<&PoolDef> {
+        let containing = || {
+            self.pools
+                .iter()
+                .filter(|p| p.ranges.iter().any(|r| r.contains(ip)))
+        };
+        containing()
+            .find(|p| self.is_ready(&p.name))
+            .or_else(|| containing().next())
+    }
+}
 
 /// Builds and publishes views.
 pub struct Publisher {
