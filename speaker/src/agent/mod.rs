@@ -72,9 +72,7 @@ fn interfaces(names: &[String]) -> Vec<Interface> {
         .iter()
         .map(|n| Interface {
             name: n.clone(),
-            carrier: std::fs::read_to_string(format!("/sys/class/net/{n}/carrier"))
-                .map(|c| c.trim() == "1")
-                .unwrap_or(true),
+            carrier: crate::net::iface::carrier(n),
             addresses: addrs
                 .iter()
                 .filter(|a| &a.interface == n)

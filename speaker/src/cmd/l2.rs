@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use barelb_speaker::l2::announcer::{self, AnnounceConfig};
-use barelb_speaker::l2::link::LinkMonitor;
 use barelb_speaker::l2::socket::PacketSocket;
 use barelb_speaker::metrics::{InterfaceLabels, L2Metrics, Metrics};
 use barelb_speaker::net::iface;
+use barelb_speaker::net::link::LinkMonitor;
 use tokio::sync::watch;
 
 #[derive(Debug, clap::Args)]
@@ -84,9 +84,7 @@ fn spawn_link_watch(interface: &str, ifindex: i32, metrics: Arc<L2Metrics>) -> a
     let labels = InterfaceLabels {
         interface: interface.to_string(),
     };
-    let carrier = std::fs::read_to_string(format!("/sys/class/net/{interface}/carrier"))
-        .map(|c| c.trim() == "1")
-        .unwrap_or(true);
+    let carrier = iface::carrier(interface);
     metrics
         .link_up
         .get_or_create(&labels)

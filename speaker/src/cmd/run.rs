@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use barelb_speaker::agent::{self, l2::L2};
 use barelb_speaker::l2::announcer::AnnounceConfig;
-use barelb_speaker::l2::link::LinkMonitor;
 use barelb_speaker::metrics::Metrics;
+use barelb_speaker::net::link::LinkMonitor;
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,6 @@
 
 pub mod announcer;
 pub mod arp;
-pub mod link;
 pub mod ndp;
 pub mod socket;
 

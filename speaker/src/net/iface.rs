@@ -1,7 +1,9 @@
-//! Which interface announces an address: the operator's explicit list if
-//! given, else the interface whose subnet holds the address, else the one
-//! with the default route of its family. Loopback and container-side
-//! interfaces (veth, CNI bridges) are never chosen unless named explicitly.
+//! The node's interfaces, their addresses and carrier, and which interface
+//! announces an address: the operator's explicit list if given, else the
+//! interface whose subnet holds the address, else the one with the default
+//! route of its family. Loopback and container-side interfaces (veth, CNI
+//! bridges) are never chosen unless named explicitly. Layer 2 and BGP
+//! (next hops) both read them.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
@@ -167,6 +169,15 @@ fn default_v6(table: &str) -> Option<String> {
         (f.len() == 10 && f[0].chars().all(|c| c == '0') && f[1] == "00" && f[9] != "lo")
             .then(|| f[9].to_string())
     })
+}
+
+/// Whether interface `name` has carrier now (sysfs). One that cannot be
+/// read counts as up: a missing file must never withdraw announcements;
+/// the netlink link monitor reports real changes.
+pub fn carrier(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier"))
+        .map(|c| c.trim() == "1")
+        .unwrap_or(true)
 }
 
 #[cfg(test)]

@@ -2,3 +2,4 @@
 //! interfaces, their addresses and carrier, and routes.
 
 pub mod iface;
+pub mod link;
