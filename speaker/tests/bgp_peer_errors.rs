@@ -1,9 +1,11 @@
 //! The speaker against a misbehaving peer. No router sends broken UPDATEs on
 //! purpose, so the peer here is a hand-written one on loopback: it speaks
 //! enough BGP (raw bytes, not our encoder) to reach Established, then sends
-//! a malformed message. The speaker must answer with the NOTIFICATION RFC
-//! 4271 §6 names, log it, reconnect, and keep running; on SIGTERM it closes
-//! the session with Cease / administrative shutdown.
+//! a malformed message. A message that cannot be framed, or whose NLRI
+//! cannot be located, gets the NOTIFICATION RFC 4271 §6 names, a log line
+//! and a reconnect; an UPDATE whose attributes alone are bad is treated as
+//! withdraw (RFC 7606) — the session and the speaker's announcement stay.
+//! On SIGTERM it closes the session with Cease / administrative shutdown.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::io::{Read, Write};
@@ -164,41 +166,12 @@ fn malformed_messages_get_their_notification_and_the_speaker_reconnects() {
     let mut sp = speaker(port);
     let cases: Vec<(&str, Vec<u8>, (u8, u8))> = vec![
         (
-            "missing NEXT_HOP",
-            update(&[&ORIGIN_IGP, &AS_PATH_64501], &NLRI),
-            (3, 3),
-        ),
-        (
-            "ORIGIN flagged optional",
-            update(&[&[0xc0, 1, 1, 0], &AS_PATH_64501, &NEXT_HOP], &NLRI),
-            (3, 4),
-        ),
-        (
-            "ORIGIN value 7",
-            update(&[&[0x40, 1, 1, 7], &AS_PATH_64501, &NEXT_HOP], &NLRI),
-            (3, 6),
-        ),
-        (
-            "ORIGIN twice",
-            update(
-                &[&ORIGIN_IGP, &ORIGIN_IGP, &AS_PATH_64501, &NEXT_HOP],
-                &NLRI,
-            ),
-            (3, 1),
-        ),
-        (
             "prefix length 33",
             update(
                 &[&ORIGIN_IGP, &AS_PATH_64501, &NEXT_HOP],
                 &[33, 1, 2, 3, 4, 5],
             ),
             (3, 10),
-        ),
-        (
-            // RFC 4271 §6.3: a length that conflicts with the attribute type.
-            "ORIGIN claiming 9 bytes",
-            update(&[&[0x40, 1, 9, 0]], &[]),
-            (3, 5),
         ),
         (
             // RFC 4271 §6.3: total attribute length past the message.
@@ -235,6 +208,78 @@ fn malformed_messages_get_their_notification_and_the_speaker_reconnects() {
         "{log}"
     );
     let _ = sp.child.kill();
+}
+
+/// UPDATEs whose attributes are malformed but whose NLRI can be located:
+/// treated as withdraw, so the session stays up, the speaker withdraws
+/// nothing and keeps its keepalives going.
+#[test]
+fn malformed_attributes_are_treated_as_withdraw_and_the_session_stays() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sp = speaker(port);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "missing NEXT_HOP",
+            update(&[&ORIGIN_IGP, &AS_PATH_64501], &NLRI),
+        ),
+        (
+            "ORIGIN flagged optional",
+            update(&[&[0xc0, 1, 1, 0], &AS_PATH_64501, &NEXT_HOP], &NLRI),
+        ),
+        (
+            "ORIGIN value 7",
+            update(&[&[0x40, 1, 1, 7], &AS_PATH_64501, &NEXT_HOP], &NLRI),
+        ),
+        (
+            // RFC 7606 §3(g): the repeat is discarded.
+            "ORIGIN twice",
+            update(
+                &[&ORIGIN_IGP, &ORIGIN_IGP, &AS_PATH_64501, &NEXT_HOP],
+                &NLRI,
+            ),
+        ),
+        (
+            // RFC 7606 §4: an attribute running past the attribute area.
+            "ORIGIN claiming 9 bytes",
+            update(&[&[0x40, 1, 9, 0]], &[]),
+        ),
+        (
+            "COMMUNITIES of 3 bytes",
+            update(
+                &[
+                    &ORIGIN_IGP,
+                    &AS_PATH_64501,
+                    &NEXT_HOP,
+                    &[0xc0, 8, 3, 0, 0, 1],
+                ],
+                &NLRI,
+            ),
+        ),
+    ];
+    let mut s = establish(&listener);
+    for (_, bad) in &cases {
+        s.write_all(bad).unwrap();
+    }
+    // Hold time 9 s, so keepalives every 3 s: two of them, and nothing else
+    // (no NOTIFICATION, no UPDATE withdrawing the announcement).
+    for _ in 0..2 {
+        match read_msg(&mut s) {
+            Some((4, _)) => {}
+            other => panic!(
+                "expected a KEEPALIVE on a kept session, got {other:?}; log:\n{}",
+                std::fs::read_to_string(&sp.log).unwrap_or_default()
+            ),
+        }
+    }
+    let log = std::fs::read_to_string(&sp.log).unwrap();
+    // Each is logged but the repeated ORIGIN, whose repeat is simply dropped.
+    assert_eq!(
+        log.matches("treated as withdraw (RFC 7606)").count(),
+        cases.len() - 1,
+        "{log}"
+    );
+    assert!(!log.contains("answering with NOTIFICATION"), "{log}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::codec::{Capability, DecodeError, Message, Notification, Open};
+use super::codec::{Capability, DecodeError, ErrorCode, Handling, Message, Notification, Open};
 
 /// RFC 4271 session states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,33 @@ pub enum Action {
         peer: Open,
     },
     /// The session left Established (or failed to get there), and why.
-    Down(String),
+    Down(DownReason),
+    /// A malformed UPDATE RFC 7606 treats as withdraw: this speaker
+    /// installs no routes, so nothing changes; the driver logs and counts it.
+    Discarded(DecodeError),
+}
+
+/// Why a session left Established, or never reached it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DownReason {
+    #[error("stopped")]
+    Stopped,
+    #[error("connection lost")]
+    ConnectionLost,
+    #[error("peer sent a malformed message: {0}")]
+    Malformed(DecodeError),
+    #[error("hold timer expired")]
+    HoldTimerExpired,
+    #[error("peer sent NOTIFICATION {code}/{subcode}")]
+    PeerNotification { code: u8, subcode: u8 },
+    #[error("peer AS {got} is not the configured {want}")]
+    WrongPeerAs { got: u32, want: u32 },
+    #[error("peer does not support 4-octet AS numbers (RFC 6793)")]
+    NoFourOctetAs,
+    #[error("peer uses our BGP identifier")]
+    SameIdentifier,
+    #[error("unexpected message in state {0:?}")]
+    UnexpectedMessage(State),
 }
 
 /// Session parameters.
@@ -87,13 +113,6 @@ pub struct Config {
     pub connect_retry: Duration,
     pub capabilities: Vec<Capability>,
 }
-
-/// NOTIFICATION codes used here.
-const HOLD_TIMER_EXPIRED: u8 = 4;
-const FSM_ERROR: u8 = 5;
-const CEASE: u8 = 6;
-/// Cease subcode: administrative shutdown (RFC 4486).
-const ADMIN_SHUTDOWN: u8 = 2;
 
 /// One session's state machine.
 #[derive(Debug)]
@@ -134,7 +153,7 @@ impl Fsm {
 
     /// Drops the session: notify the peer (if connected), close, go Idle,
     /// and retry after the connect-retry time.
-    fn fail(&mut self, notify: Option<Notification>, why: String) -> Vec<Action> {
+    fn fail(&mut self, notify: Option<Notification>, why: DownReason) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(n) = notify {
             out.push(Action::Send(Message::Notification(n)));
@@ -150,14 +169,6 @@ impl Fsm {
         out
     }
 
-    fn notification(code: u8, subcode: u8, data: Vec<u8>) -> Notification {
-        Notification {
-            code,
-            subcode,
-            data,
-        }
-    }
-
     /// Feeds one event; returns the actions to carry out.
     pub fn handle(&mut self, ev: Event) -> Vec<Action> {
         use State::*;
@@ -170,8 +181,8 @@ impl Fsm {
             (_, Event::Stop) => {
                 let connected = !matches!(self.state, Connect | Active);
                 let mut out = self.fail(
-                    connected.then(|| Self::notification(CEASE, ADMIN_SHUTDOWN, Vec::new())),
-                    "stopped".into(),
+                    connected.then(|| ErrorCode::AdministrativeShutdown.with(Vec::new())),
+                    DownReason::Stopped,
                 );
                 // A stop is final: no retry.
                 out.retain(|a| !matches!(a, Action::Arm(Timer::ConnectRetry, _)));
@@ -194,30 +205,37 @@ impl Fsm {
                 vec![Action::Connect]
             }
             (Connect | Active, _) => Vec::new(),
-            (_, Event::TcpFailed) => self.fail(None, "connection lost".into()),
+            (_, Event::TcpFailed) => self.fail(None, DownReason::ConnectionLost),
+            (Established, Event::Malformed(e)) if e.handling() != Handling::SessionReset => {
+                // RFC 7606: the session and everything we advertise stay; the
+                // message still shows the peer is alive.
+                let mut out = vec![Action::Discarded(e)];
+                out.extend(self.restart_hold());
+                out
+            }
             (_, Event::Malformed(e)) => {
-                let (code, subcode, data) = e.notification();
-                self.fail(
-                    Some(Self::notification(code, subcode, data)),
-                    format!("peer sent a malformed message: {e}"),
-                )
+                let notify = e.notification();
+                self.fail(Some(notify), DownReason::Malformed(e))
             }
             (_, Event::Expired(Timer::Hold)) => self.fail(
-                Some(Self::notification(HOLD_TIMER_EXPIRED, 0, Vec::new())),
-                "hold timer expired".into(),
+                Some(ErrorCode::HoldTimerExpired.with(Vec::new())),
+                DownReason::HoldTimerExpired,
             ),
             (_, Event::Received(Message::Notification(n))) => {
-                let why = format!("peer sent NOTIFICATION {}/{}", n.code, n.subcode);
+                let why = DownReason::PeerNotification {
+                    code: n.code,
+                    subcode: n.subcode,
+                };
                 self.fail(None, why)
             }
             (OpenSent, Event::Received(Message::Open(peer))) => {
                 if peer.asn != self.cfg.peer_asn {
                     return self.fail(
-                        Some(Self::notification(2, 2, Vec::new())),
-                        format!(
-                            "peer AS {} is not the configured {}",
-                            peer.asn, self.cfg.peer_asn
-                        ),
+                        Some(ErrorCode::BadPeerAs.with(Vec::new())),
+                        DownReason::WrongPeerAs {
+                            got: peer.asn,
+                            want: self.cfg.peer_asn,
+                        },
                     );
                 }
                 if !peer
@@ -227,15 +245,16 @@ impl Fsm {
                 {
                     // Our AS_PATHs are 4-octet only (RFC 6793); every router
                     // barelb targets supports it.
+                    // Data: the capability we require (code 65, length 4).
                     return self.fail(
-                        Some(Self::notification(2, 7, vec![65, 4, 0, 0, 0, 0])),
-                        "peer does not support 4-octet AS numbers (RFC 6793)".into(),
+                        Some(ErrorCode::UnsupportedCapability.with(vec![65, 4, 0, 0, 0, 0])),
+                        DownReason::NoFourOctetAs,
                     );
                 }
                 if peer.identifier == self.cfg.router_id {
                     return self.fail(
-                        Some(Self::notification(2, 3, Vec::new())),
-                        "peer uses our BGP identifier".into(),
+                        Some(ErrorCode::BadBgpIdentifier.with(Vec::new())),
+                        DownReason::SameIdentifier,
                     );
                 }
                 self.hold = self.cfg.hold_time.min(peer.hold_time);
@@ -266,21 +285,24 @@ impl Fsm {
             (
                 Established,
                 Event::Received(Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_)),
-            ) => {
-                if self.hold > 0 {
-                    vec![Action::Arm(
-                        Timer::Hold,
-                        Duration::from_secs(u64::from(self.hold)),
-                    )]
-                } else {
-                    Vec::new()
-                }
-            }
+            ) => self.restart_hold(),
             (_, Event::Received(_)) => self.fail(
-                Some(Self::notification(FSM_ERROR, 0, Vec::new())),
-                format!("unexpected message in state {:?}", self.state),
+                Some(ErrorCode::FiniteStateMachineError.with(Vec::new())),
+                DownReason::UnexpectedMessage(self.state),
             ),
             (_, Event::Start | Event::TcpConnected | Event::Expired(_)) => Vec::new(),
+        }
+    }
+
+    /// A message from the peer restarts the hold timer (when there is one).
+    fn restart_hold(&self) -> Vec<Action> {
+        if self.hold > 0 {
+            vec![Action::Arm(
+                Timer::Hold,
+                Duration::from_secs(u64::from(self.hold)),
+            )]
+        } else {
+            Vec::new()
         }
     }
 

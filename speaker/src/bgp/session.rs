@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::codec::{self, Capability, Message, Open};
+use super::codec::{self, Capability, Handling, Message, Open};
 use super::fsm::{self, Action, Event, Fsm, State, Timer};
 use super::routes::{self, AdjRibOut, SessionView, Table};
 use super::transport::{self, Dial};
@@ -243,8 +243,8 @@ impl Driver {
     fn decode(&mut self, events: &mut Vec<Event>) {
         let mut used = 0;
         loop {
-            match codec::decode(&self.rbuf[used..]) {
-                Ok(Some((msg, n))) => {
+            match codec::decode_framed(&self.rbuf[used..]) {
+                Ok(Some((Ok(msg), n))) => {
                     used += n;
                     if matches!(msg, Message::Update(_)) {
                         self.metrics
@@ -254,8 +254,14 @@ impl Driver {
                     }
                     events.push(Event::Received(msg));
                 }
+                // A malformed message the session survives (RFC 7606): the
+                // stream goes on after it.
+                Ok(Some((Err(e), n))) if e.handling() != Handling::SessionReset => {
+                    used += n;
+                    events.push(Event::Malformed(e));
+                }
                 Ok(None) => break,
-                Err(e) => {
+                Ok(Some((Err(e), _))) | Err(e) => {
                     events.push(Event::Malformed(e));
                     self.rbuf.clear();
                     return;
@@ -283,10 +289,12 @@ impl Driver {
                 "peer sent NOTIFICATION"
             );
         }
-        if let Event::Malformed(e) = &ev {
-            let (code, subcode, _) = e.notification();
+        if let Event::Malformed(e) = &ev
+            && (e.handling() == Handling::SessionReset || self.fsm.state() != State::Established)
+        {
+            let n = e.notification();
             tracing::error!(
-                peer = %self.label.peer, error = %e, code, subcode,
+                peer = %self.label.peer, error = %e, code = n.code, subcode = n.subcode,
                 "peer sent a malformed message; answering with NOTIFICATION and reconnecting"
             );
         }
@@ -382,6 +390,16 @@ impl Driver {
                 if gr {
                     self.send(&routes::end_of_rib(&view), events).await;
                 }
+            }
+            Action::Discarded(e) => {
+                self.metrics
+                    .updates_malformed
+                    .get_or_create(&self.label)
+                    .inc();
+                tracing::warn!(
+                    peer = %self.label.peer, error = %e,
+                    "peer sent a malformed UPDATE; treated as withdraw (RFC 7606): session and announcements kept"
+                );
             }
             Action::Down(why) => {
                 if self.view.take().is_some() {

@@ -39,6 +39,8 @@ pub struct BgpMetrics {
     pub established: Family<PeerLabels, Counter>,
     pub updates_sent: Family<PeerLabels, Counter>,
     pub updates_received: Family<PeerLabels, Counter>,
+    /// Malformed UPDATEs kept off the session (RFC 7606 treat-as-withdraw).
+    pub updates_malformed: Family<PeerLabels, Counter>,
     pub prefixes_advertised: Family<FamilyLabels, Gauge<i64, AtomicI64>>,
     pub notifications: Family<NotificationLabels, Counter>,
 }
@@ -52,6 +54,7 @@ impl BgpMetrics {
             established: Family::default(),
             updates_sent: Family::default(),
             updates_received: Family::default(),
+            updates_malformed: Family::default(),
             prefixes_advertised: Family::default(),
             notifications: Family::default(),
         };
@@ -79,6 +82,11 @@ impl BgpMetrics {
             "bgp_updates_received",
             "UPDATE messages received",
             m.updates_received.clone(),
+        );
+        registry.register(
+            "bgp_updates_malformed",
+            "Malformed UPDATEs treated as withdraw, the session kept (RFC 7606)",
+            m.updates_malformed.clone(),
         );
         registry.register(
             "bgp_prefixes_advertised",

@@ -1,6 +1,7 @@
 //! BGP messages on the wire. Every read is bounds-checked through
 //! [`reader::Reader`]; every decode error is a [`DecodeError`] that maps to
-//! the NOTIFICATION (code, subcode, data) RFC 4271 §6 prescribes.
+//! the NOTIFICATION ([`ErrorCode`], data) RFC 4271 §6 prescribes, and to
+//! the [`Handling`] RFC 7606 gives a malformed UPDATE.
 
 mod error;
 mod open;
@@ -9,7 +10,7 @@ mod reader;
 mod tests;
 mod update;
 
-pub use error::DecodeError;
+pub use error::{DecodeError, ErrorCode, Handling, UpdateError};
 pub use open::{AS_TRANS, Capability, Open};
 pub use update::{Attributes, Update};
 
@@ -56,9 +57,25 @@ pub enum Message {
     RouteRefresh(RouteRefresh),
 }
 
-/// Decodes one message from the front of `buf`. `Ok(None)`: not all of it
-/// has arrived yet. `Ok(Some((msg, used)))`: `used` bytes were consumed.
+/// Decodes one message from the front of `buf`, strictly: any error is
+/// returned. `Ok(None)`: not all of it has arrived yet. `Ok(Some((msg,
+/// used)))`: `used` bytes were consumed.
 pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
+    match decode_framed(buf)? {
+        None => Ok(None),
+        Some((msg, used)) => Ok(Some((msg?, used))),
+    }
+}
+
+/// One framed message: its content, or why the content cannot be used.
+pub type Framed = Result<Message, DecodeError>;
+
+/// Decodes one message from the front of `buf`, keeping framing apart from
+/// content: the outer error means the stream cannot be read on (the header
+/// is bad); `Some((Err(e), used))` is a message of `used` bytes whose
+/// content is malformed, after which the stream continues if `e`'s
+/// [`Handling`] allows.
+pub fn decode_framed(buf: &[u8]) -> Result<Option<(Framed, usize)>, DecodeError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -89,7 +106,12 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
         return Ok(None);
     }
     let body = &buf[HEADER_LEN..len];
-    let msg = match ty {
+    Ok(Some((body_of(ty, body), len)))
+}
+
+/// The message of type `ty` (already checked) in `body`.
+fn body_of(ty: u8, body: &[u8]) -> Result<Message, DecodeError> {
+    Ok(match ty {
         kind::OPEN => Message::Open(open::decode(body)?),
         kind::UPDATE => Message::Update(update::decode(body)?),
         kind::NOTIFICATION => {
@@ -107,8 +129,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             let _reserved = r.u8()?;
             Message::RouteRefresh(RouteRefresh { afi, safi: r.u8()? })
         }
-    };
-    Ok(Some((msg, len)))
+    })
 }
 
 /// Encodes `msg`, header included.

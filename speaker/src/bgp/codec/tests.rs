@@ -75,17 +75,22 @@ fn partial_input_waits_for_more() {
     assert_eq!(decode(&two).unwrap(), Some((Message::Keepalive, 19)));
 }
 
+/// A NOTIFICATION as (code, subcode, data).
+fn wire(n: Notification) -> (u8, u8, Vec<u8>) {
+    (n.code, n.subcode, n.data)
+}
+
 #[test]
 fn header_errors_map_to_their_notifications() {
     let mut bad_marker = encode(&Message::Keepalive);
     bad_marker[3] = 0;
     assert_eq!(
-        decode(&bad_marker).unwrap_err().notification(),
+        wire(decode(&bad_marker).unwrap_err().notification()),
         (1, 1, vec![])
     );
     let long_keepalive = hex(&format!("{MARK} 0014 04 00"));
     assert_eq!(
-        decode(&long_keepalive).unwrap_err().notification(),
+        wire(decode(&long_keepalive).unwrap_err().notification()),
         (1, 2, vec![0x00, 0x14])
     );
     let huge = hex(&format!("{MARK} 1001 02"));
@@ -95,7 +100,7 @@ fn header_errors_map_to_their_notifications() {
     );
     let bad_type = hex(&format!("{MARK} 0013 09"));
     assert_eq!(
-        decode(&bad_type).unwrap_err().notification(),
+        wire(decode(&bad_type).unwrap_err().notification()),
         (1, 3, vec![9])
     );
 }
@@ -111,11 +116,11 @@ fn open_errors_map_to_their_notifications() {
         decode(&m).unwrap_err()
     };
     assert_eq!(
-        open("03 fde8 005a c612000a 00").notification(),
+        wire(open("03 fde8 005a c612000a 00").notification()),
         (2, 1, vec![0, 4])
     );
     assert_eq!(
-        open("04 fde8 0002 c612000a 00").notification(),
+        wire(open("04 fde8 0002 c612000a 00").notification()),
         (2, 6, vec![])
     );
     assert_eq!(
@@ -215,31 +220,77 @@ fn withdrawals_of_both_families_round_trip() {
 }
 
 #[test]
-fn update_errors_map_to_their_notifications() {
-    let err = |body: &str| decode(&update_msg(body)).unwrap_err().notification();
-    // Withdrawn length past the message: Malformed Attribute List.
-    assert_eq!(err("0010 0000"), (3, 1, vec![]));
+fn update_errors_map_to_their_notifications_and_rfc_7606_handling() {
+    use Handling::{SessionReset as Reset, TreatAsWithdraw as Withdraw};
+    let err = |body: &str| {
+        let e = decode(&update_msg(body)).unwrap_err();
+        let n = e.notification();
+        (n.code, n.subcode, e.handling())
+    };
+    // Withdrawn length past the message: Malformed Attribute List; the
+    // NLRI cannot be found.
+    assert_eq!(err("0010 0000"), (3, 1, Reset));
     // ORIGIN 7: Invalid ORIGIN.
-    assert_eq!(err("0000 0004 40 01 01 07"), (3, 6, vec![]));
+    assert_eq!(err("0000 0004 40 01 01 07"), (3, 6, Withdraw));
     // ORIGIN of length 2: Attribute Length Error.
-    assert_eq!(err("0000 0005 40 01 02 0000"), (3, 5, vec![]));
+    assert_eq!(err("0000 0005 40 01 02 0000"), (3, 5, Withdraw));
     // ORIGIN flagged optional: Attribute Flags Error.
-    assert_eq!(err("0000 0004 c0 01 01 00"), (3, 4, vec![]));
+    assert_eq!(err("0000 0004 c0 01 01 00"), (3, 4, Withdraw));
     // Unknown well-known attribute 99.
-    assert_eq!(err("0000 0004 40 63 01 00"), (3, 2, vec![]));
+    assert_eq!(err("0000 0004 40 63 01 00"), (3, 2, Withdraw));
     // NLRI without NEXT_HOP: Missing Well-known Attribute.
     assert_eq!(
         err("0000 0007 40 01 01 00 40 02 00 20 cb007107"),
-        (3, 3, vec![])
+        (3, 3, Withdraw)
     );
     // AS_PATH segment claiming 2 ASNs with 1 present: Malformed AS_PATH.
-    assert_eq!(err("0000 0009 40 02 06 02 02 fa56ea01"), (3, 11, vec![]));
-    // Prefix length 33: Invalid Network Field.
-    assert_eq!(err("0000 0000 21 cb007107"), (3, 10, vec![]));
+    assert_eq!(err("0000 0009 40 02 06 02 02 fa56ea01"), (3, 11, Withdraw));
+    // Prefix length 33: Invalid Network Field; the NLRI cannot be read.
+    assert_eq!(err("0000 0000 21 cb007107"), (3, 10, Reset));
     // NEXT_HOP 0.0.0.0: Invalid NEXT_HOP.
-    assert_eq!(err("0000 0007 40 03 04 00000000"), (3, 8, vec![]));
+    assert_eq!(err("0000 0007 40 03 04 00000000"), (3, 8, Withdraw));
+    // An attribute running past the attribute area (RFC 7606 §4).
+    assert_eq!(err("0000 0004 40 01 09 00"), (3, 5, Withdraw));
+    // MP_REACH with a 5-byte IPv6 next hop: its NLRI cannot be located.
+    assert_eq!(
+        err("0000 000e 80 0e 0b 0002 01 05 0000000000 00 00"),
+        (3, 9, Reset)
+    );
+    // A recoverable error first, one that must reset later: the worse wins.
+    assert_eq!(
+        err("0000 0012 40 01 01 07 80 0e 0b 0002 01 05 0000000000 00 00"),
+        (3, 9, Reset)
+    );
     // An unknown optional attribute is ignored.
     assert!(decode(&update_msg("0000 0004 c0 63 01 00")).is_ok());
+}
+
+#[test]
+fn a_repeated_attribute_is_discarded_but_a_repeated_mp_attribute_resets() {
+    // ORIGIN IGP, then ORIGIN INCOMPLETE: the first stands (RFC 7606 §3(g)).
+    let Message::Update(u) = decode(&update_msg("0000 0008 40 01 01 00 40 01 01 02"))
+        .unwrap()
+        .unwrap()
+        .0
+    else {
+        panic!("an UPDATE")
+    };
+    assert_eq!(u.attributes.origin, Some(0));
+    let twice = "0000 000e 80 0f 03 0002 01 80 0f 03 0002 01";
+    let e = decode(&update_msg(twice)).unwrap_err();
+    assert_eq!(e.handling(), Handling::SessionReset);
+}
+
+#[test]
+fn the_stream_goes_on_after_a_message_treated_as_withdraw() {
+    let mut wire = update_msg("0000 0004 40 01 01 07");
+    let first = wire.len();
+    wire.extend(encode(&Message::Keepalive));
+    let (bad, used) = decode_framed(&wire).unwrap().unwrap();
+    assert_eq!(bad.unwrap_err().handling(), Handling::TreatAsWithdraw);
+    assert_eq!(used, first);
+    let (next, _) = decode_framed(&wire[used..]).unwrap().unwrap();
+    assert_eq!(next.unwrap(), Message::Keepalive);
 }
 
 #[test]

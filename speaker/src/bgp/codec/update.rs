@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::DecodeError;
 use super::reader::Reader;
+use super::{DecodeError, Handling, UpdateError};
 
 const OPTIONAL: u8 = 0x80;
 const TRANSITIVE: u8 = 0x40;
@@ -56,8 +56,24 @@ pub struct Update {
     pub end_of_rib_v6: bool,
 }
 
-fn attr_err(subcode: u8, what: &'static str) -> DecodeError {
-    DecodeError::Update { subcode, what }
+/// An error after which the message's NLRI cannot be located or trusted:
+/// NOTIFICATION and reconnect.
+fn reset(error: UpdateError, what: &'static str) -> DecodeError {
+    DecodeError::Update {
+        error,
+        what,
+        handling: Handling::SessionReset,
+    }
+}
+
+/// An attribute error that leaves the NLRI locatable: treat-as-withdraw
+/// (RFC 7606 §2).
+fn withdraw(error: UpdateError, what: &'static str) -> DecodeError {
+    DecodeError::Update {
+        error,
+        what,
+        handling: Handling::TreatAsWithdraw,
+    }
 }
 
 /// Reads prefixes in the (length, bytes) encoding of `family` (4 or 6).
@@ -67,19 +83,31 @@ fn prefixes(mut r: Reader<'_>, family: u8) -> Result<Vec<IpNet>, DecodeError> {
     while r.remaining() > 0 {
         let len = r.u8()?;
         if len > max {
-            return Err(attr_err(10, "prefix length longer than the address"));
+            return Err(reset(
+                UpdateError::InvalidNetworkField,
+                "prefix length longer than the address",
+            ));
         }
-        let bytes = r
-            .take(usize::from(len).div_ceil(8))
-            .map_err(|_| attr_err(10, "prefix runs past its field"))?;
+        let bytes = r.take(usize::from(len).div_ceil(8)).map_err(|_| {
+            reset(
+                UpdateError::InvalidNetworkField,
+                "prefix runs past its field",
+            )
+        })?;
         let net = if family == 4 {
             let mut a = [0u8; 4];
             a[..bytes.len()].copy_from_slice(bytes);
-            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), len).map_err(|_| attr_err(10, "bad prefix"))?)
+            IpNet::V4(
+                Ipv4Net::new(Ipv4Addr::from(a), len)
+                    .map_err(|_| reset(UpdateError::InvalidNetworkField, "bad prefix"))?,
+            )
         } else {
             let mut a = [0u8; 16];
             a[..bytes.len()].copy_from_slice(bytes);
-            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(a), len).map_err(|_| attr_err(10, "bad prefix"))?)
+            IpNet::V6(
+                Ipv6Net::new(Ipv6Addr::from(a), len)
+                    .map_err(|_| reset(UpdateError::InvalidNetworkField, "bad prefix"))?,
+            )
         };
         out.push(net.trunc());
     }
@@ -97,144 +125,53 @@ fn put_prefix(out: &mut Vec<u8>, net: &IpNet) {
 }
 
 pub(super) fn decode(body: &[u8]) -> Result<Update, DecodeError> {
+    use UpdateError::*;
     let mut r = Reader::new(body);
-    let wlen = usize::from(r.u16()?);
+    let framing = |what| move |_| reset(MalformedAttributeList, what);
+    let wlen = usize::from(r.u16().map_err(framing("no withdrawn routes length"))?);
     let withdrawn = r
         .take(wlen)
-        .map_err(|_| attr_err(1, "withdrawn routes length past the message"))?;
-    let alen = usize::from(r.u16()?);
+        .map_err(framing("withdrawn routes length past the message"))?;
+    let alen = usize::from(r.u16().map_err(framing("no path attributes length"))?);
     let attrs = r
         .take(alen)
-        .map_err(|_| attr_err(1, "path attributes length past the message"))?;
+        .map_err(framing("path attributes length past the message"))?;
     let mut u = Update {
         withdrawn: prefixes(Reader::new(withdrawn), 4)?,
         announced: prefixes(Reader::new(r.rest()), 4)?,
         ..Update::default()
     };
+    // RFC 7606: the most severe error decides. A treat-as-withdraw error
+    // is remembered and parsing goes on, so a later one that must reset
+    // the session still does.
+    let mut recoverable: Option<DecodeError> = None;
     let mut a = Reader::new(attrs);
     let mut seen = [false; 256];
     while a.remaining() > 0 {
-        let flags = a.u8().map_err(|_| attr_err(1, "truncated attribute"))?;
-        let ty = a.u8().map_err(|_| attr_err(1, "truncated attribute"))?;
-        let len = if flags & EXTENDED != 0 {
-            usize::from(a.u16().map_err(|_| attr_err(1, "truncated attribute"))?)
-        } else {
-            usize::from(a.u8().map_err(|_| attr_err(1, "truncated attribute"))?)
+        let Some((flags, ty, value)) = next_attribute(&mut a) else {
+            // §4: an attribute running past the attribute area, or too few
+            // bytes left for one; the total length still locates the NLRI.
+            recoverable.get_or_insert(withdraw(
+                AttributeLengthError,
+                "attribute length past the attributes",
+            ));
+            break;
         };
-        let value = a
-            .take(len)
-            .map_err(|_| attr_err(5, "attribute length past the attributes"))?;
         if std::mem::replace(&mut seen[usize::from(ty)], true) {
-            return Err(attr_err(1, "an attribute appears twice"));
+            if ty == code::MP_REACH || ty == code::MP_UNREACH {
+                return Err(reset(
+                    MalformedAttributeList,
+                    "MP_REACH_NLRI or MP_UNREACH_NLRI appears twice",
+                ));
+            }
+            // §3(g): every repeat of an attribute is discarded.
+            continue;
         }
-        let well_known = matches!(
-            ty,
-            code::ORIGIN | code::AS_PATH | code::NEXT_HOP | code::LOCAL_PREF
-        );
-        if well_known && flags & OPTIONAL != 0 {
-            return Err(attr_err(4, "well-known attribute flagged optional"));
-        }
-        let mut v = Reader::new(value);
-        let exact = |n: usize| {
-            if len == n {
-                Ok(())
-            } else {
-                Err(attr_err(5, "attribute has the wrong length"))
+        if let Err(e) = attribute(flags, ty, value, &mut u) {
+            if e.handling() == Handling::SessionReset {
+                return Err(e);
             }
-        };
-        let at = &mut u.attributes;
-        match ty {
-            code::ORIGIN => {
-                exact(1)?;
-                let o = v.u8()?;
-                if o > 2 {
-                    return Err(attr_err(6, "ORIGIN is not IGP, EGP or INCOMPLETE"));
-                }
-                at.origin = Some(o);
-            }
-            code::AS_PATH => {
-                while v.remaining() > 0 {
-                    let seg = v.u8().map_err(|_| attr_err(11, "truncated segment"))?;
-                    let n = usize::from(v.u8().map_err(|_| attr_err(11, "truncated segment"))?);
-                    if seg != AS_SET && seg != AS_SEQUENCE {
-                        return Err(attr_err(11, "unknown AS_PATH segment type"));
-                    }
-                    for _ in 0..n {
-                        at.as_path.push(
-                            v.u32()
-                                .map_err(|_| attr_err(11, "segment runs past AS_PATH"))?,
-                        );
-                    }
-                }
-            }
-            code::NEXT_HOP => {
-                exact(4)?;
-                let nh = Ipv4Addr::from(v.u32()?);
-                if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
-                    return Err(attr_err(8, "NEXT_HOP is not a unicast address"));
-                }
-                at.next_hop = Some(nh);
-            }
-            code::MED => {
-                exact(4)?;
-                at.med = Some(v.u32()?);
-            }
-            code::LOCAL_PREF => {
-                exact(4)?;
-                at.local_pref = Some(v.u32()?);
-            }
-            code::COMMUNITIES => {
-                if len % 4 != 0 {
-                    return Err(attr_err(9, "COMMUNITIES is not a multiple of 4 bytes"));
-                }
-                while v.remaining() > 0 {
-                    at.communities.push(v.u32()?);
-                }
-            }
-            code::LARGE_COMMUNITIES => {
-                if len % 12 != 0 {
-                    return Err(attr_err(
-                        9,
-                        "LARGE_COMMUNITIES is not a multiple of 12 bytes",
-                    ));
-                }
-                while v.remaining() > 0 {
-                    at.large_communities.push((v.u32()?, v.u32()?, v.u32()?));
-                }
-            }
-            code::MP_REACH => {
-                let (afi, _safi) = (v.u16()?, v.u8()?);
-                let nh_len = usize::from(v.u8()?);
-                let nh = v
-                    .take(nh_len)
-                    .map_err(|_| attr_err(9, "MP_REACH next hop past the attribute"))?;
-                let _reserved = v.u8()?;
-                if afi == 2 {
-                    let addr = |b: &[u8]| <[u8; 16]>::try_from(b).map(Ipv6Addr::from);
-                    at.mp_next_hop = match nh_len {
-                        16 => Some((addr(nh).map_err(|_| attr_err(9, "bad next hop"))?, None)),
-                        32 => Some((
-                            addr(&nh[..16]).map_err(|_| attr_err(9, "bad next hop"))?,
-                            Some(addr(&nh[16..]).map_err(|_| attr_err(9, "bad next hop"))?),
-                        )),
-                        _ => return Err(attr_err(9, "IPv6 next hop is not 16 or 32 bytes")),
-                    };
-                    u.announced.extend(prefixes(v, 6)?);
-                }
-            }
-            code::MP_UNREACH => {
-                let (afi, _safi) = (v.u16()?, v.u8()?);
-                if afi == 2 {
-                    let w = prefixes(v, 6)?;
-                    u.end_of_rib_v6 = w.is_empty();
-                    u.withdrawn.extend(w);
-                }
-            }
-            _ if flags & OPTIONAL == 0 => {
-                return Err(attr_err(2, "unrecognized well-known attribute"));
-            }
-            // Optional attributes we do not use are ignored (RFC 4271 §5).
-            _ => {}
+            recoverable.get_or_insert(e);
         }
     }
     let has_v4_nlri = u.announced.iter().any(|n| matches!(n, IpNet::V4(_)));
@@ -243,9 +180,172 @@ pub(super) fn decode(body: &[u8]) -> Result<Update, DecodeError> {
             || !seen[usize::from(code::AS_PATH)]
             || u.attributes.next_hop.is_none())
     {
-        return Err(attr_err(3, "ORIGIN, AS_PATH or NEXT_HOP missing"));
+        // §3(d).
+        recoverable.get_or_insert(withdraw(
+            MissingWellKnownAttribute,
+            "ORIGIN, AS_PATH or NEXT_HOP missing",
+        ));
     }
-    Ok(u)
+    match recoverable {
+        Some(e) => Err(e),
+        None => Ok(u),
+    }
+}
+
+/// The next attribute's (flags, type, value), or None when its header or
+/// value runs past the attribute area.
+fn next_attribute<'a>(a: &mut Reader<'a>) -> Option<(u8, u8, &'a [u8])> {
+    let flags = a.u8().ok()?;
+    let ty = a.u8().ok()?;
+    let len = if flags & EXTENDED != 0 {
+        usize::from(a.u16().ok()?)
+    } else {
+        usize::from(a.u8().ok()?)
+    };
+    Some((flags, ty, a.take(len).ok()?))
+}
+
+/// Reads one attribute into `u`. Errors carry RFC 7606's handling: the
+/// multiprotocol attributes (which hold NLRI) reset the session, the others
+/// are treat-as-withdraw.
+fn attribute(flags: u8, ty: u8, value: &[u8], u: &mut Update) -> Result<(), DecodeError> {
+    use UpdateError::*;
+    let well_known = matches!(
+        ty,
+        code::ORIGIN | code::AS_PATH | code::NEXT_HOP | code::LOCAL_PREF
+    );
+    if well_known && flags & OPTIONAL != 0 {
+        // §3(c).
+        return Err(withdraw(
+            AttributeFlagsError,
+            "well-known attribute flagged optional",
+        ));
+    }
+    let mut v = Reader::new(value);
+    let exact = |n: usize| {
+        if value.len() == n {
+            Ok(())
+        } else {
+            Err(withdraw(
+                AttributeLengthError,
+                "attribute has the wrong length",
+            ))
+        }
+    };
+    let at = &mut u.attributes;
+    match ty {
+        code::ORIGIN => {
+            exact(1)?;
+            let o = v.u8()?;
+            if o > 2 {
+                return Err(withdraw(
+                    InvalidOrigin,
+                    "ORIGIN is not IGP, EGP or INCOMPLETE",
+                ));
+            }
+            at.origin = Some(o);
+        }
+        code::AS_PATH => {
+            let bad = |what| move |_| withdraw(MalformedAsPath, what);
+            while v.remaining() > 0 {
+                let seg = v.u8().map_err(bad("truncated segment"))?;
+                let n = usize::from(v.u8().map_err(bad("truncated segment"))?);
+                if seg != AS_SET && seg != AS_SEQUENCE {
+                    return Err(withdraw(MalformedAsPath, "unknown AS_PATH segment type"));
+                }
+                for _ in 0..n {
+                    at.as_path
+                        .push(v.u32().map_err(bad("segment runs past AS_PATH"))?);
+                }
+            }
+        }
+        code::NEXT_HOP => {
+            exact(4)?;
+            let nh = Ipv4Addr::from(v.u32()?);
+            if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
+                return Err(withdraw(
+                    InvalidNextHop,
+                    "NEXT_HOP is not a unicast address",
+                ));
+            }
+            at.next_hop = Some(nh);
+        }
+        code::MED => {
+            exact(4)?;
+            at.med = Some(v.u32()?);
+        }
+        code::LOCAL_PREF => {
+            exact(4)?;
+            at.local_pref = Some(v.u32()?);
+        }
+        code::COMMUNITIES => {
+            if !value.len().is_multiple_of(4) {
+                return Err(withdraw(
+                    OptionalAttributeError,
+                    "COMMUNITIES is not a multiple of 4 bytes",
+                ));
+            }
+            while v.remaining() > 0 {
+                at.communities.push(v.u32()?);
+            }
+        }
+        code::LARGE_COMMUNITIES => {
+            if !value.len().is_multiple_of(12) {
+                return Err(withdraw(
+                    OptionalAttributeError,
+                    "LARGE_COMMUNITIES is not a multiple of 12 bytes",
+                ));
+            }
+            while v.remaining() > 0 {
+                at.large_communities.push((v.u32()?, v.u32()?, v.u32()?));
+            }
+        }
+        code::MP_REACH => mp_reach(v, u)?,
+        code::MP_UNREACH => {
+            let (afi, _safi) = (v.u16()?, v.u8()?);
+            if afi == 2 {
+                let w = prefixes(v, 6)?;
+                u.end_of_rib_v6 = w.is_empty();
+                u.withdrawn.extend(w);
+            }
+        }
+        // Unknown to RFC 4271 as well-known, yet the NLRI is still where
+        // the lengths say: RFC 7606 §2 prefers treat-as-withdraw.
+        _ if flags & OPTIONAL == 0 => {
+            return Err(withdraw(
+                UnrecognizedWellKnownAttribute,
+                "unrecognized well-known attribute",
+            ));
+        }
+        // Optional attributes we do not use are ignored (RFC 4271 §5).
+        _ => {}
+    }
+    Ok(())
+}
+
+/// MP_REACH_NLRI: its next hop precedes the NLRI, so a bad next-hop length
+/// leaves the NLRI unlocatable and resets the session (RFC 7606 §7.11).
+fn mp_reach(mut v: Reader<'_>, u: &mut Update) -> Result<(), DecodeError> {
+    let bad = |what| reset(UpdateError::OptionalAttributeError, what);
+    let (afi, _safi) = (v.u16()?, v.u8()?);
+    let nh_len = usize::from(v.u8()?);
+    let nh = v
+        .take(nh_len)
+        .map_err(|_| bad("MP_REACH next hop past the attribute"))?;
+    let _reserved = v.u8()?;
+    if afi == 2 {
+        let addr = |b: &[u8]| <[u8; 16]>::try_from(b).map(Ipv6Addr::from);
+        u.attributes.mp_next_hop = match nh_len {
+            16 => Some((addr(nh).map_err(|_| bad("bad next hop"))?, None)),
+            32 => Some((
+                addr(&nh[..16]).map_err(|_| bad("bad next hop"))?,
+                Some(addr(&nh[16..]).map_err(|_| bad("bad next hop"))?),
+            )),
+            _ => return Err(bad("IPv6 next hop is not 16 or 32 bytes")),
+        };
+        u.announced.extend(prefixes(v, 6)?);
+    }
+    Ok(())
 }
 
 fn put_attr(out: &mut Vec<u8>, flags: u8, ty: u8, value: &[u8]) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::bgp::codec::UpdateError;
 
 fn cfg() -> Config {
     Config {
@@ -169,7 +170,7 @@ fn hold_timer_expiry_notifies_closes_and_retries() {
     let out = f.handle(Event::Expired(Timer::Hold));
     assert!(matches!(&out[0], Action::Send(Message::Notification(n)) if n.code == 4));
     assert!(out.contains(&Action::Close));
-    assert!(out.contains(&Action::Down("hold timer expired".into())));
+    assert!(out.contains(&Action::Down(DownReason::HoldTimerExpired)));
     assert!(out.contains(&Action::Arm(Timer::ConnectRetry, Duration::from_secs(1))));
     assert_eq!(f.state(), State::Idle);
     // The retry starts over.
@@ -180,16 +181,38 @@ fn hold_timer_expiry_notifies_closes_and_retries() {
 }
 
 #[test]
-fn a_malformed_message_gets_its_notification() {
+fn a_malformed_message_that_must_reset_gets_its_notification() {
     let mut f = established();
-    let out = f.handle(Event::Malformed(DecodeError::Update {
-        subcode: 6,
-        what: "bad origin",
-    }));
+    let bad = DecodeError::Update {
+        error: UpdateError::InvalidNetworkField,
+        what: "bad prefix",
+        handling: Handling::SessionReset,
+    };
+    let out = f.handle(Event::Malformed(bad.clone()));
     assert!(
-        matches!(&out[0], Action::Send(Message::Notification(n)) if (n.code, n.subcode) == (3, 6))
+        matches!(&out[0], Action::Send(Message::Notification(n)) if (n.code, n.subcode) == (3, 10))
     );
+    assert!(out.contains(&Action::Down(DownReason::Malformed(bad))));
     assert_eq!(f.state(), State::Idle);
+}
+
+#[test]
+fn an_update_treated_as_withdraw_keeps_the_session() {
+    let mut f = established();
+    let bad = DecodeError::Update {
+        error: UpdateError::InvalidOrigin,
+        what: "bad origin",
+        handling: Handling::TreatAsWithdraw,
+    };
+    let out = f.handle(Event::Malformed(bad.clone()));
+    assert_eq!(
+        out,
+        [
+            Action::Discarded(bad),
+            Action::Arm(Timer::Hold, Duration::from_secs(9))
+        ]
+    );
+    assert_eq!(f.state(), State::Established);
 }
 
 #[test]
@@ -209,7 +232,10 @@ fn unexpected_messages_are_fsm_errors_and_notifications_end_the_session() {
         !out.iter().any(|a| matches!(a, Action::Send(_))),
         "never answer a NOTIFICATION"
     );
-    assert!(out.contains(&Action::Down("peer sent NOTIFICATION 6/4".into())));
+    assert!(out.contains(&Action::Down(DownReason::PeerNotification {
+        code: 6,
+        subcode: 4
+    })));
 }
 
 #[test]
