@@ -1,0 +1,278 @@
+//! The allocation controller: a thin async shell around barelb-core's
+//! [`Allocator`](barelb_core::allocator::Allocator).
+//!
+//! Every watch ([`watches`]) feeds one channel; the loop drains it into the
+//! [`Index`], keeps the webhook's view and the control hub's inputs
+//! current (on every replica), and — only while leading — reconciles what
+//! the batch touched ([`reconcile`], no I/O) and writes back only what
+//! differs ([`writes`]). On becoming leader it first rebuilds every
+//! allocation from Service status.
+
+mod reconcile;
+#[cfg(test)]
+mod tests;
+mod watches;
+mod writes;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use barelb_core::request::{ClassPolicy, ServiceKey};
+use barelb_policies::Engine;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::{mpsc, watch};
+
+use crate::admission::view::Publisher;
+use crate::control::{Hub, inputs};
+use crate::index::{Change, Index, Touched};
+use crate::metrics::Metrics;
+use crate::status::announced::{self, Announced};
+use crate::webhook::SharedView;
+use reconcile::Leading;
+
+/// How the controller behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub class: ClassPolicy,
+    /// The operator's namespace (BGPPeer password Secrets live here).
+    pub namespace: String,
+    /// Label selector limiting the AddressPools this instance uses ("" = all).
+    pub pool_selector: String,
+    /// Refuse claims on pools that no LoadBalancerPolicy selects.
+    pub default_deny_pools: bool,
+    pub field_manager: String,
+    pub identity: String,
+    /// Writes to the apiserver in flight at once.
+    pub write_concurrency: usize,
+}
+
+/// The controller's state between batches.
+struct Controller {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Compiles the policies in force (shared with the webhook's view).
+    engine: Arc<Engine>,
+    index: Index,
+    /// What the last batches touched, not yet reconciled.
+    touched: Touched,
+    publisher: Publisher,
+    /// Present while leading.
+    leading: Option<Leading>,
+    /// Refused Services come back here after their backoff.
+    retry: mpsc::UnboundedSender<ServiceKey>,
+    hub: Option<Arc<Hub>>,
+    /// The hub's BGPPeer configurations, re-read when peers or their Secrets change.
+    peer_configs: BTreeMap<String, barelb_control::v1::BgpPeer>,
+    peers_read: bool,
+    /// The Announced condition last written per Service.
+    announced: HashMap<ServiceKey, Announced>,
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    mut leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    view: SharedView,
+    hub: Option<Arc<Hub>>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Change>(8192);
+    watches::start(&client, &settings, hub.is_some(), &tx);
+    drop(tx);
+    let (retry, mut retries) = mpsc::unbounded_channel::<ServiceKey>();
+    let mut c = Controller::new(client, settings, metrics, view, hub, retry);
+    let mut plans = c.hub.as_ref().map(|h| h.plans());
+    let mut plan_changed = false;
+    loop {
+        tokio::select! {
+            Ok(()) = async {
+                match plans.as_mut() {
+                    Some(p) => p.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => plan_changed = true,
+            change = rx.recv() => {
+                let Some(change) = change else { anyhow::bail!("all watches ended") };
+                c.absorb(change);
+                while let Ok(more) = rx.try_recv() {
+                    c.absorb(more);
+                }
+            }
+            Some(key) = retries.recv() => c.touched.services.push(key),
+            _ = leader.changed() => {}
+            _ = shutdown.changed() => return Ok(()),
+            _ = sleep_until(c.publisher.due()) => {}
+        }
+        if !c.index.synced() {
+            continue;
+        }
+        c.publish();
+        c.feed_hub();
+        c.metrics.set_ready(true);
+        if !*leader.borrow() {
+            c.follow();
+            continue;
+        }
+        c.allocate().await;
+        if let Some(p) = plans.as_mut()
+            && std::mem::take(&mut plan_changed)
+        {
+            let plan = p.borrow_and_update().clone();
+            c.write_announced(&plan).await;
+        }
+    }
+}
+
+impl Controller {
+    fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        view: SharedView,
+        hub: Option<Arc<Hub>>,
+        retry: mpsc::UnboundedSender<ServiceKey>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "barelb-operator".into(),
+                instance: Some(settings.identity.clone()),
+            },
+        );
+        let engine = Arc::new(Engine::default());
+        let publisher = Publisher::new(
+            view,
+            settings.class.clone(),
+            settings.default_deny_pools,
+            engine.clone(),
+            metrics.clone(),
+        );
+        Controller {
+            client,
+            settings,
+            metrics,
+            recorder,
+            engine,
+            index: Index::default(),
+            touched: Touched::default(),
+            publisher,
+            leading: None,
+            retry,
+            hub,
+            peer_configs: BTreeMap::new(),
+            peers_read: false,
+            announced: HashMap::new(),
+        }
+    }
+
+    /// One watch event into the index.
+    fn absorb(&mut self, change: Change) {
+        self.index.apply(change, &mut self.touched);
+    }
+
+    /// Keeps the webhook's view current (every replica answers admission).
+    fn publish(&mut self) {
+        self.publisher.note(&self.index, &self.touched);
+        self.publisher.publish_if_due(&self.index);
+    }
+
+    /// Keeps the control hub's inputs current. Every replica does, so a
+    /// new leader plans at once from the same data.
+    fn feed_hub(&mut self) {
+        let Some(hub) = &self.hub else { return };
+        if (self.touched.peers || !self.peers_read) && self.index.secrets.synced() {
+            self.peer_configs = inputs::peer_configs(&self.index, &self.settings.namespace);
+            self.peers_read = true;
+        }
+        hub.set_inputs(
+            crate::control::hub::Inputs {
+                units: inputs::units(&self.index, &self.settings.class),
+                nodes: inputs::nodes(&self.index),
+                peers: inputs::peers(&self.index),
+                peer_configs: self.peer_configs.clone(),
+            },
+            "cluster-change",
+        );
+    }
+
+    /// Not leading: drop the leader's state, and what was touched meanwhile
+    /// (a new leader rebuilds from status anyway).
+    fn follow(&mut self) {
+        if self.leading.take().is_some() {
+            tracing::info!("no longer leader: stopped allocating");
+            self.metrics.leader.set(0);
+        }
+        self.touched = Touched::default();
+    }
+
+    /// Leading: reconcile what the batch touched (everything on becoming
+    /// leader, or when pools, policies or namespaces changed) and write
+    /// back what differs.
+    async fn allocate(&mut self) {
+        let started = Instant::now();
+        let batch = std::mem::take(&mut self.touched);
+        let fresh = self.leading.is_none();
+        let policy = || reconcile::policies(&self.index, &self.engine, &self.settings);
+        let state = match self.leading.as_mut() {
+            Some(s) => s,
+            None => {
+                self.metrics.leader.set(1);
+                self.leading.insert(reconcile::rebuild(
+                    &self.index,
+                    &self.settings.class,
+                    policy(),
+                ))
+            }
+        };
+        let mut keys: BTreeSet<ServiceKey> = batch.services.into_iter().collect();
+        if batch.pools {
+            state.alloc.set_pools(self.index.pool_defs());
+        }
+        if !fresh && (batch.policies || batch.namespaces) {
+            state.alloc.set_policy(policy());
+        }
+        if fresh || batch.pools || batch.namespaces || batch.policies {
+            keys.extend(self.index.services.iter().map(|(k, _)| k.clone()));
+        }
+        let writes =
+            reconcile::reconcile_keys(state, &self.index, &self.settings, keys, &self.metrics);
+        self.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        let ctx = writes::Context {
+            client: &self.client,
+            settings: &self.settings,
+            recorder: &self.recorder,
+            metrics: &self.metrics,
+        };
+        writes::execute(&ctx, state, writes, &self.retry).await;
+        writes::write_pools(&ctx, state, &self.index).await;
+    }
+
+    /// The Announced condition of every Service whose announcers changed.
+    async fn write_announced(&mut self, plan: &barelb_core::planner::Plan) {
+        let now = announced::compute(&self.index, &self.settings.class, plan);
+        announced::write(
+            &self.client,
+            &self.recorder,
+            &self.index,
+            now,
+            &mut self.announced,
+        )
+        .await;
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,186 @@
+//! The leader's decisions, with no I/O: rebuild every allocation from
+//! Service status, then reconcile the Services a batch touched into the
+//! writes that would bring their status in line (nothing is written here).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use barelb_core::allocator::{Allocator, Outcome};
+use barelb_core::policy::PolicyCheck;
+use barelb_core::request::{self, ClassPolicy, ServiceKey};
+use barelb_policies::Engine;
+use k8s_openapi::api::core::v1::Service;
+use serde_json::Value;
+
+use super::Settings;
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::policy::CelPolicies;
+use crate::retry::{Backoff, FailureLog};
+use crate::status::ServiceStatus;
+
+/// How often a failure shared by many Services is logged.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One Service write: status, maybe the annotation, and events.
+pub(super) struct Write {
+    pub key: ServiceKey,
+    pub svc: Service,
+    pub desired: ServiceStatus,
+    pub observed: ServiceStatus,
+}
+
+/// State that exists only while leading.
+pub(super) struct Leading {
+    pub alloc: Allocator,
+    /// What was last written per Service, with the resourceVersion it produced:
+    /// a watch event older than that is not a reason to write again.
+    pub written: HashMap<ServiceKey, (ServiceStatus, u64)>,
+    pub pool_written: HashMap<String, Value>,
+    /// Per-Service retry delays after refused status writes.
+    pub backoff: Backoff<ServiceKey>,
+    /// Refused status writes, summarised once per interval.
+    pub failures: FailureLog,
+}
+
+/// Whether `manager` wrote the Service's status: only then may this instance
+/// clear it when the Service stops qualifying.
+fn status_managed_by(svc: &Service, manager: &str) -> bool {
+    svc.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status")
+    })
+}
+
+/// The policy check for the allocator, from the current policies and
+/// namespace labels.
+pub(super) fn policies(
+    index: &Index,
+    engine: &Arc<Engine>,
+    settings: &Settings,
+) -> Arc<dyn PolicyCheck> {
+    Arc::new(CelPolicies::from_index(
+        engine.clone(),
+        index,
+        settings.default_deny_pools,
+    ))
+}
+
+/// A new leader's first step: every address already in a Service's status
+/// is taken back before anything new is allocated, oldest Service first.
+pub(super) fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn PolicyCheck>) -> Leading {
+    let started = Instant::now();
+    let mut alloc = Allocator::new(policy);
+    alloc.set_pools(index.pool_defs());
+    let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index
+        .services
+        .values()
+        .filter_map(|s| {
+            let held = request::held(s, class)?;
+            Some((held.request(s), held.ips))
+        })
+        .collect();
+    restored.sort_by(|a, b| (a.0.created, &a.0.key).cmp(&(b.0.created, &b.0.key)));
+    for (req, ips) in &restored {
+        alloc.restore(req, ips);
+    }
+    tracing::info!(
+        services = restored.len(),
+        pools = index.pools.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "rebuilt allocations from Service status"
+    );
+    Leading {
+        alloc,
+        written: HashMap::new(),
+        pool_written: HashMap::new(),
+        backoff: Backoff::default(),
+        failures: FailureLog::new("Service status", FAILURE_LOG_INTERVAL),
+    }
+}
+
+pub(super) fn reconcile_keys(
+    state: &mut Leading,
+    index: &Index,
+    settings: &Settings,
+    keys: BTreeSet<ServiceKey>,
+    metrics: &Metrics,
+) -> Vec<Write> {
+    let class = &settings.class;
+    // Oldest first, so competing claims resolve the same way every time.
+    let mut order: Vec<ServiceKey> = keys.into_iter().collect();
+    order.sort_by_key(|k| {
+        (
+            index
+                .services
+                .get(k)
+                .and_then(|s| s.metadata.creation_timestamp.clone())
+                .map(|t| t.0),
+            k.clone(),
+        )
+    });
+    let mut writes = Vec::new();
+    let now = Instant::now();
+    let mut queue: VecDeque<ServiceKey> = order.into();
+    while let Some(key) = queue.pop_front() {
+        metrics.reconciles.inc();
+        let Some(svc) = index.services.get(&key) else {
+            let freed = state.alloc.release(&key);
+            metrics.releases.inc_by(freed.len() as u64);
+            state.written.remove(&key);
+            continue;
+        };
+        let observed = ServiceStatus::observed(svc);
+        let desired = if request::qualifies(svc, class) {
+            let outcome = match request::parse(svc) {
+                Ok(req) => state.alloc.reconcile(&req),
+                Err(e) => state.alloc.invalid(&key, e.0),
+            };
+            if let Outcome::Allocated { warnings, .. } = &outcome {
+                for w in warnings {
+                    tracing::warn!(service = %key, warning = %w, "policy warning");
+                }
+            }
+            ServiceStatus::from_outcome(&outcome)
+        } else {
+            let freed = state.alloc.release(&key);
+            metrics.releases.inc_by(freed.len() as u64);
+            if observed.condition.is_none() || !status_managed_by(svc, &settings.field_manager) {
+                // Never ours (perhaps another barelb instance's), or already cleared.
+                state.written.remove(&key);
+                continue;
+            }
+            ServiceStatus::released()
+        };
+        queue.extend(state.alloc.take_evicted());
+        tracing::debug!(service = %key, ?desired, ?observed, "reconciled");
+        if desired == observed {
+            state.written.remove(&key);
+            continue;
+        }
+        let rv: u64 = svc
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        if let Some((last, written_rv)) = state.written.get(&key)
+            && *last == desired
+            && rv < *written_rv
+        {
+            // Our write is on its way back through the watch.
+            continue;
+        }
+        if !state.backoff.due(&key, now) {
+            // Refused lately: its scheduled retry writes it.
+            continue;
+        }
+        writes.push(Write {
+            key,
+            svc: svc.clone(),
+            desired,
+            observed,
+        });
+    }
+    writes
+}

@@ -1,0 +1,156 @@
+//! The leader's reconcile decisions without a cluster: an index fed with
+//! the watch events a real apiserver would send, and the writes decided.
+
+use std::sync::Arc;
+
+use barelb_core::policy::AllowAll;
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+use super::reconcile::{Leading, rebuild, reconcile_keys};
+use super::*;
+use crate::index::Change;
+
+const CLASS: &str = "test.barelb.io/lb";
+
+fn settings() -> Settings {
+    Settings {
+        class: ClassPolicy {
+            class: CLASS.into(),
+            handle_classless: false,
+        },
+        namespace: "barelb-system".into(),
+        pool_selector: String::new(),
+        default_deny_pools: false,
+        field_manager: "barelb-operator".into(),
+        identity: "test".into(),
+        write_concurrency: 4,
+    }
+}
+
+fn service(name: &str, rv: &str, ingress: &[&str], status_manager: Option<&str>) -> Change {
+    let ingress: Vec<_> = ingress
+        .iter()
+        .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+        .collect();
+    let managed: Vec<_> = status_manager
+        .map(|m| json!({"manager": m, "operation": "Apply", "subresource": "status"}))
+        .into_iter()
+        .collect();
+    Change::Service(Event::Apply(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "app", "name": name, "resourceVersion": rv,
+                         "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": managed},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": CLASS,
+                     "ports": [{"port": 80, "protocol": "TCP"}],
+                     "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack"},
+            "status": {"loadBalancer": {"ingress": ingress}}
+        }))
+        .unwrap(),
+    ))
+}
+
+/// An index holding pool `p` (198.51.100.0/30) and `changes`, synced.
+fn index(changes: Vec<Change>) -> Index {
+    let mut index = Index::default();
+    let mut touched = Touched::default();
+    let pool = serde_json::from_value(json!({
+        "apiVersion": "barelb.io/v1alpha1", "kind": "AddressPool",
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"addresses": ["198.51.100.0/30"], "announce": {"mode": "L2"}}
+    }))
+    .unwrap();
+    index.apply(
+        Change::Pool(Event::Apply(kube::core::DeserializeGuard(Ok(pool)))),
+        &mut touched,
+    );
+    for c in changes {
+        index.apply(c, &mut touched);
+    }
+    index
+}
+
+fn leader(index: &Index) -> Leading {
+    rebuild(index, &settings().class, Arc::new(AllowAll))
+}
+
+fn keys(names: &[&str]) -> BTreeSet<ServiceKey> {
+    names
+        .iter()
+        .map(|n| ServiceKey {
+            namespace: "app".into(),
+            name: n.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_service_gets_one_write_and_its_echo_none() {
+    let idx = index(vec![service("a", "10", &[], None)]);
+    let mut state = leader(&idx);
+    let metrics = Metrics::new();
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &metrics);
+    assert_eq!(writes.len(), 1);
+    let w = &writes[0];
+    assert_eq!(
+        w.desired.ips,
+        ["198.51.100.0".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // The write went out (resourceVersion 11); the watch still shows 10.
+    state.written.insert(w.key.clone(), (w.desired.clone(), 11));
+    let again = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &metrics);
+    assert!(
+        again.is_empty(),
+        "rewrote while its own write was on the way back"
+    );
+}
+
+#[test]
+fn a_new_leader_keeps_the_address_in_status() {
+    let idx = index(vec![service(
+        "a",
+        "10",
+        &["198.51.100.1"],
+        Some("barelb-operator"),
+    )]);
+    let mut state = leader(&idx);
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
+    // The address came back from status; only the condition and annotation
+    // are missing, so one write, keeping 198.51.100.1.
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].desired.ips, writes[0].observed.ips);
+}
+
+#[test]
+fn a_refused_service_waits_for_its_retry() {
+    let idx = index(vec![service("a", "10", &[], None)]);
+    let mut state = leader(&idx);
+    let key = keys(&["a"]).into_iter().next().unwrap();
+    state.backoff.failed(key, Instant::now());
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
+    assert!(
+        writes.is_empty(),
+        "written again before its backoff ran out"
+    );
+}
+
+#[test]
+fn another_instances_status_is_never_cleared() {
+    // Class changed away from ours: release, but the status was written by
+    // someone else (another barelb instance), so it stays.
+    let mut other = service("a", "10", &["198.51.100.1"], Some("barelb-operator@other"));
+    if let Change::Service(Event::Apply(s)) = &mut other {
+        s.spec.as_mut().unwrap().load_balancer_class = Some("other.example/lb".into());
+        s.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({
+                "type": "barelb.io/Allocated", "status": "True", "reason": "IPAllocated",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
+            }))
+            .unwrap(),
+        ]);
+    }
+    let idx = index(vec![other]);
+    let mut state = leader(&idx);
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
+    assert!(writes.is_empty());
+}

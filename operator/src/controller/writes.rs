@@ -1,0 +1,234 @@
+//! The leader's writes: Service status (and the pool annotation), the
+//! events that go with a change, and AddressPool status, with a bounded
+//! number of writes in flight and per-Service backoff on refusals.
+
+use barelb_api::AddressPool;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Client, Resource};
+use serde_json::Value;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+use super::Settings;
+use super::reconcile::{Leading, Write};
+use crate::index::Index;
+use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
+use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
+use barelb_core::request::ServiceKey;
+
+/// What every write needs.
+#[derive(Clone, Copy)]
+pub(super) struct Context<'a> {
+    pub client: &'a Client,
+    pub settings: &'a Settings,
+    pub recorder: &'a Recorder,
+    pub metrics: &'a Metrics,
+}
+
+/// Carries out `writes` (at most `write_concurrency` at once); a refused
+/// one is retried through `retry` after its backoff.
+pub(super) async fn execute(
+    ctx: &Context<'_>,
+    state: &mut Leading,
+    writes: Vec<Write>,
+    retry: &mpsc::UnboundedSender<ServiceKey>,
+) {
+    let Context {
+        client,
+        settings,
+        recorder,
+        metrics,
+    } = *ctx;
+    let now = now_rfc3339();
+    let results: Vec<(ServiceKey, ServiceStatus, Result<u64, kube::Error>)> =
+        futures::stream::iter(writes)
+            .map(|w| {
+                let now = now.clone();
+                async move {
+                    let res = write_service(client, settings, recorder, metrics, &w, &now).await;
+                    (w.key, w.desired, res)
+                }
+            })
+            .buffer_unordered(settings.write_concurrency.max(1))
+            .collect()
+            .await;
+    for (key, desired, res) in results {
+        match res {
+            Ok(rv) => {
+                state.backoff.succeeded(&key);
+                state.written.insert(key, (desired, rv));
+            }
+            Err(e) => {
+                let summary =
+                    state
+                        .failures
+                        .record(&key.to_string(), &e.to_string(), Instant::now());
+                if let Some(line) = summary {
+                    tracing::warn!(failing = state.backoff.failing() + 1, "{line}");
+                }
+                state.written.remove(&key);
+                let delay = state.backoff.failed(key.clone(), Instant::now());
+                let retry = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = retry.send(key);
+                });
+            }
+        }
+    }
+}
+
+async fn write_service(
+    client: &Client,
+    settings: &Settings,
+    recorder: &Recorder,
+    metrics: &Metrics,
+    w: &Write,
+    now: &str,
+) -> Result<u64, kube::Error> {
+    let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
+    let pp = PatchParams::apply(&settings.field_manager).force();
+    let label = |kind: &str, ok: bool| ResultLabels {
+        kind: kind.into(),
+        result: if ok { "ok" } else { "error" }.into(),
+    };
+    // The annotation first: when the status (what users and tests wait on)
+    // shows the address, the pool annotation is already there.
+    if w.desired.pool != w.observed.pool {
+        let res = api
+            .patch(
+                &w.key.name,
+                &pp,
+                &Patch::Apply(w.desired.annotation_patch(&w.svc)),
+            )
+            .await;
+        metrics
+            .writes
+            .get_or_create(&label("service_annotation", res.is_ok()))
+            .inc();
+        res?;
+    }
+    let res = api
+        .patch_status(
+            &w.key.name,
+            &pp,
+            &Patch::Apply(w.desired.status_patch(&w.svc, now)),
+        )
+        .await;
+    metrics
+        .writes
+        .get_or_create(&label("service_status", res.is_ok()))
+        .inc();
+    let updated = res?;
+    for ev in w.desired.events(&w.observed) {
+        match ev.reason {
+            "IPAllocated" => {
+                metrics.allocations.inc();
+            }
+            "AllocationFailed" => {
+                let reason = w
+                    .desired
+                    .condition
+                    .as_ref()
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                metrics
+                    .allocation_failures
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc();
+            }
+            _ => {}
+        }
+        let event = KubeEvent {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.into(),
+            note: Some(ev.note),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        // Events go out beside the status path: the address is what users
+        // wait for, the event can follow a moment later.
+        let (recorder, reference, key) = (recorder.clone(), w.svc.object_ref(&()), w.key.clone());
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(service = %key, error = %e, "could not publish event");
+            }
+        });
+    }
+    Ok(updated
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0))
+}
+
+/// AddressPool status and the pool metrics, written when they changed.
+pub(super) async fn write_pools(ctx: &Context<'_>, state: &mut Leading, index: &Index) {
+    let Context {
+        client,
+        settings,
+        metrics,
+        ..
+    } = *ctx;
+    let now = now_rfc3339();
+    let mut managed = 0i64;
+    for (_, ips) in state.alloc.holdings() {
+        managed += i64::from(!ips.is_empty());
+    }
+    metrics.services_managed.set(managed);
+    for pool in index.pools.values() {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        for (family, total, used) in state.alloc.usage(&name) {
+            let labels = PoolLabels {
+                pool: name.clone(),
+                family: family.k8s_name().into(),
+            };
+            metrics
+                .pool_addresses
+                .get_or_create(&labels)
+                .set(total as f64);
+            metrics
+                .pool_addresses_in_use
+                .get_or_create(&labels)
+                .set(used as f64);
+        }
+        let Some(patch) = pool_status_patch(pool, &state.alloc, &now) else {
+            continue;
+        };
+        // The status timestamp aside, skip a body already written and not yet seen back.
+        let mut cmp = patch.clone();
+        cmp["status"]["conditions"][0]["lastTransitionTime"] = Value::Null;
+        if state.pool_written.get(&name) == Some(&cmp) {
+            continue;
+        }
+        let api: Api<AddressPool> = Api::all(client.clone());
+        let res = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(&settings.field_manager).force(),
+                &Patch::Apply(patch),
+            )
+            .await;
+        metrics
+            .writes
+            .get_or_create(&ResultLabels {
+                kind: "pool_status".into(),
+                result: if res.is_ok() { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        match res {
+            Ok(_) => {
+                state.pool_written.insert(name, cmp);
+            }
+            Err(e) => tracing::warn!(pool = %name, error = %e, "pool status write failed"),
+        }
+    }
+}
