@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
-use barelb_core::request::ServiceKey;
+use barelb_core::request::{ClassPolicy, ServiceKey, held};
 
 /// One watch event, tagged by kind. Each is moved once, through a channel,
 /// so the size difference between variants costs nothing worth a Box.
@@ -286,6 +286,20 @@ impl Index {
     /// The AddressPools as the allocator and the webhook read them.
     pub fn pool_defs(&self) -> Vec<barelb_core::pools::PoolDef> {
         self.pools.values().map(crate::pools::pool_def).collect()
+    }
+
+    /// Every Service this instance handles that holds addresses from a
+    /// pool it recorded (`barelb.io/allocated-pool`): what planning and the
+    /// Announced condition start from.
+    pub fn pooled<'a>(
+        &'a self,
+        class: &'a ClassPolicy,
+    ) -> impl Iterator<Item = (&'a ServiceKey, &'a Service, Vec<std::net::IpAddr>, String)> + 'a
+    {
+        self.services.iter().filter_map(move |(key, svc)| {
+            let held = held(svc, class)?;
+            Some((key, svc, held.ips, held.pool?))
+        })
     }
 
     /// Namespace labels and annotations by name (what policies see).

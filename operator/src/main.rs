@@ -174,14 +174,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    // One line on stderr for a user's mistake: the error and its causes.
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("barelb-operator: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    barelb_runtime::exit("barelb-operator", run())
 }
 
 #[tokio::main]

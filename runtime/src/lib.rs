@@ -43,6 +43,19 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A binary's exit: success, or one line on stderr — `BINARY: error: cause`
+/// — for a user's mistake, with no backtrace dump even under
+/// RUST_BACKTRACE.
+pub fn exit(binary: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{binary}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What the metrics endpoint serves: a registry, and whether `/readyz` is OK.
 pub trait Exposition: Send + Sync + 'static {
     fn registry(&self) -> &Registry;

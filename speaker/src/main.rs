@@ -31,15 +31,7 @@ enum Mode {
 }
 
 fn main() -> std::process::ExitCode {
-    // One line on stderr for a user's mistake (no backtrace dump even when
-    // RUST_BACKTRACE is set): the error and its causes.
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("barelb-speaker: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    barelb_runtime::exit("barelb-speaker", run())
 }
 
 #[tokio::main]

@@ -14,7 +14,7 @@ use barelb_core::duration;
 
 use crate::index::Index;
 use barelb_core::planner::{BgpAttrs, How, Node, Unit};
-use barelb_core::request::{ClassPolicy, Held, ServiceKey, held};
+use barelb_core::request::{ClassPolicy, ServiceKey};
 
 /// One Service's contribution before merging.
 struct Part {
@@ -65,14 +65,7 @@ pub fn units(index: &Index, class: &ClassPolicy) -> Vec<Unit> {
         e.1.extend(s.ready_nodes.iter().cloned());
     }
     let mut parts: Vec<Part> = Vec::new();
-    for (key, svc) in index.services.iter() {
-        let Some(Held {
-            ips,
-            pool: Some(pool),
-        }) = held(svc, class)
-        else {
-            continue;
-        };
+    for (key, svc, ips, pool) in index.pooled(class) {
         if index.pools.get(&pool).is_none() {
             continue;
         }

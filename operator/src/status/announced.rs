@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::index::Index;
 use barelb_core::planner::Plan;
-use barelb_core::request::{ClassPolicy, Held, ServiceKey, held};
+use barelb_core::request::{ClassPolicy, ServiceKey};
 
 /// Field manager of the Announced condition.
 pub const MANAGER: &str = "barelb-operator-announce";
@@ -29,14 +29,7 @@ pub struct Announced {
 /// The Announced state of every Service this instance handles.
 pub fn compute(index: &Index, class: &ClassPolicy, plan: &Plan) -> Vec<(ServiceKey, Announced)> {
     let mut out = Vec::new();
-    for (key, svc) in index.services.iter() {
-        let Some(Held {
-            ips,
-            pool: Some(pool),
-        }) = held(svc, class)
-        else {
-            continue;
-        };
+    for (key, _, ips, pool) in index.pooled(class) {
         let mode = index.pools.get(&pool).map(|p| p.spec.announce.mode);
         let nodes: BTreeSet<String> = ips.iter().flat_map(|ip| plan.announcers(ip)).collect();
         let list = nodes.iter().cloned().collect::<Vec<_>>().join(", ");
