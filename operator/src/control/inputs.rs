@@ -301,4 +301,52 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A BGPPeer whose password Secret arrives after it, then is rotated:
+    /// each change marks the peers touched, and the session's key follows.
+    #[test]
+    fn a_late_or_rotated_password_secret_reaches_the_peer() {
+        use crate::index::{Change, Touched};
+        use kube::runtime::watcher::Event;
+        let mut index = Index::default();
+        let mut touched = Touched::default();
+        let peer: barelb_api::BGPPeer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "barelb.io/v1alpha1", "kind": "BGPPeer",
+            "metadata": {"name": "tor"},
+            "spec": {"peerAddress": "192.0.2.1", "peerASN": 64500, "myASN": 64501,
+                     "passwordSecretRef": {"name": "tor-md5", "key": "password"}}
+        }))
+        .unwrap();
+        index.apply(
+            Change::Peer(Event::Apply(kube::core::DeserializeGuard(Ok(peer)))),
+            &mut touched,
+        );
+        assert!(peer_configs(&index, "barelb-system").is_empty());
+        let secret = |pw: &str| {
+            Change::Secret(Event::Apply(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "tor-md5", "namespace": "barelb-system"},
+                    "stringData": {},
+                    "data": {"password": k8s_openapi::ByteString(pw.as_bytes().to_vec())}
+                }))
+                .unwrap(),
+            ))
+        };
+        for pw in ["first", "rotated"] {
+            let mut touched = Touched::default();
+            index.apply(secret(pw), &mut touched);
+            assert!(touched.peers, "a password Secret change must replan peers");
+            let configs = peer_configs(&index, "barelb-system");
+            assert_eq!(configs["tor"].password, pw.as_bytes());
+        }
+        // A Secret no peer names touches nothing.
+        let mut touched = Touched::default();
+        index.apply(
+            Change::Secret(Event::Apply(
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "other"}})).unwrap(),
+            )),
+            &mut touched,
+        );
+        assert!(!touched.peers);
+    }
 }
