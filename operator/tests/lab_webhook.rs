@@ -420,9 +420,14 @@ async fn a_dead_webhook_blocks_nothing_but_its_own_load_balancers() {
     t.guard("validatingwebhookconfiguration", &name);
     let (serve, dead) = (free_local_addr(), free_local_addr());
     let dead_url = format!("https://{dead}");
+    // Services: the defaults under test. Our own kinds: this test's only,
+    // so the dead endpoint refuses no other test's policies or peers.
+    let objects = format!("{TEST_LABEL}={}", t.id);
     let _op = t.operator_at(
         &free_local_addr(),
         &[
+            "--webhook-object-selector",
+            &objects,
             "--webhook=true",
             "--webhook-addr",
             &serve,
