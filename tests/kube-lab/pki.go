@@ -26,10 +26,11 @@ type labPKI struct {
 	caPEM             []byte
 }
 
-// writePKI creates a fresh CA, a serving certificate for 127.0.0.1/::1/localhost
-// and a service-account signing key under dir. The lab is throwaway, so every
+// writePKI creates a fresh CA, a serving certificate for 127.0.0.1/::1/
+// localhost, the `kubernetes` Service's address and `extra`, and a
+// service-account signing key under dir. The lab is throwaway, so every
 // start gets new keys.
-func writePKI(dir string) (*labPKI, error) {
+func writePKI(dir string, extra []net.IP) (*labPKI, error) {
 	p := &labPKI{
 		CACert:            filepath.Join(dir, "ca.crt"),
 		CAKey:             filepath.Join(dir, "ca.key"),
@@ -80,7 +81,7 @@ func writePKI(dir string) (*labPKI, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		IPAddresses:  append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(kubernetesServiceIP)}, extra...),
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
 	if err != nil {

@@ -23,14 +23,32 @@ import (
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 )
 
 // Service ranges of the lab cluster: one per family so dual-stack Services
-// can be created. They exist only inside the apiserver's allocator.
+// can be created. They exist only inside the apiserver's allocator and the
+// nodes' kube-proxy rules.
 const (
 	serviceRangeV4 = "10.96.0.0/16"
 	serviceRangeV6 = "fd00:10:96::/108"
+	// The `kubernetes` Service: the first address of the v4 range.
+	kubernetesServiceIP = "10.96.0.1"
 )
+
+// With nodes, the controllers a cluster needs to run workloads too: Pods
+// of Deployments and DaemonSets, nodes that stop reporting turned NotReady
+// and their Pods evicted, finished Pods collected.
+var nodeControllers = []string{
+	"deployment-controller",
+	"replicaset-controller",
+	"daemonset-controller",
+	"node-lifecycle-controller",
+	"taint-eviction-controller",
+	"pod-garbage-collector-controller",
+	"ttl-controller",
+}
 
 // Controllers the lab needs: namespaces must finish terminating, owners must
 // be garbage collected, namespaces get a default ServiceAccount with tokens,
@@ -48,9 +66,15 @@ var labControllers = []string{
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	dir := fs.String("dir", "", "state directory (created; kubeconfig is written here when ready)")
-	port := fs.Int("port", 0, "apiserver secure port on 127.0.0.1 (0 = pick a free one)")
+	port := fs.Int("port", 0, "apiserver secure port (0 = pick a free one)")
+	bind := fs.String("bind", "127.0.0.1", "address the apiserver binds and advertises (the lab's control-plane address when it has nodes)")
+	nodes := fs.Bool("nodes", false, "a cluster with nodes: also kube-scheduler and the workload and node controllers")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	bindIP := net.ParseIP(*bind)
+	if bindIP == nil {
+		return fmt.Errorf("--bind %q is not an IP address", *bind)
 	}
 	if *dir == "" {
 		return fmt.Errorf("--dir is required")
@@ -62,7 +86,7 @@ func serve(args []string) error {
 	kubeconfigPath := filepath.Join(*dir, "kubeconfig")
 	_ = os.Remove(kubeconfigPath)
 
-	pki, err := writePKI(*dir)
+	pki, err := writePKI(*dir, []net.IP{bindIP})
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
@@ -87,7 +111,7 @@ func serve(args []string) error {
 			return err
 		}
 	}
-	server := "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	server := "https://" + net.JoinHostPort(*bind, strconv.Itoa(apiPort))
 
 	// Both commands share process-global feature gates; the controller
 	// manager flips a default (WatchListClient) while building its flags,
@@ -101,31 +125,61 @@ func serve(args []string) error {
 	}
 	kcmFlags := kcmOpts.Flags(kcm.KnownControllers(), kcm.ControllersDisabledByDefault(), kcm.ControllerAliases())
 	apiCmd := apiserver.NewAPIServerCommand()
+	// Created before the apiserver runs, for the same reason as the
+	// controller manager's options: they touch the shared feature gates.
+	var schedOpts *scheduleroptions.Options
+	if *nodes {
+		schedOpts = scheduleroptions.NewOptions()
+	}
+	apiArgs := []string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=" + *bind,
+		"--advertise-address=" + *bind,
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--tls-cert-file=" + pki.ServingCert,
+		"--tls-private-key-file=" + pki.ServingKey,
+		"--client-ca-file=" + pki.CACert,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + pki.ServiceAccountPub,
+		"--service-account-signing-key-file=" + pki.ServiceAccountKey,
+		"--api-audiences=https://kubernetes.default.svc.cluster.local",
+		"--token-auth-file=" + tokenFile,
+		"--service-cluster-ip-range=" + serviceRangeV4 + "," + serviceRangeV6,
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--v=0",
+	}
+	if *nodes {
+		kubeletClient := filepath.Join(*dir, "apiserver-kubelet-client")
+		if err := issueClient(*dir, "kube-apiserver-kubelet-client", "system:masters", kubeletClient); err != nil {
+			return err
+		}
+		apiArgs = append(apiArgs,
+			// Kubelets are nodes: the Node authorizer and NodeRestriction
+			// hold them to their own objects, as in a real cluster.
+			"--authorization-mode=Node,RBAC",
+			"--enable-admission-plugins=NodeRestriction",
+			// The kubernetes Service points at this address.
+			"--endpoint-reconciler-type=lease",
+			"--kubelet-preferred-address-types=InternalIP,Hostname",
+			"--kubelet-client-certificate="+kubeletClient+".crt",
+			"--kubelet-client-key="+kubeletClient+".key",
+			// Pods on a node that stopped reporting go after 10 s, not 5 min.
+			"--default-not-ready-toleration-seconds=10",
+			"--default-unreachable-toleration-seconds=10",
+		)
+	} else {
+		apiArgs = append(apiArgs,
+			// A loopback advertise address cannot back the kubernetes Service.
+			"--endpoint-reconciler-type=none",
+			"--authorization-mode=RBAC",
+		)
+	}
 
 	apiErr := make(chan error, 1)
 	go func() {
-		cmd := apiCmd
-		cmd.SetArgs([]string{
-			"--etcd-servers=" + etcdURL,
-			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(apiPort),
-			"--endpoint-reconciler-type=none",
-			"--tls-cert-file=" + pki.ServingCert,
-			"--tls-private-key-file=" + pki.ServingKey,
-			"--client-ca-file=" + pki.CACert,
-			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-account-key-file=" + pki.ServiceAccountPub,
-			"--service-account-signing-key-file=" + pki.ServiceAccountKey,
-			"--api-audiences=https://kubernetes.default.svc.cluster.local",
-			"--token-auth-file=" + tokenFile,
-			"--authorization-mode=RBAC",
-			"--service-cluster-ip-range=" + serviceRangeV4 + "," + serviceRangeV6,
-			"--allow-privileged=true",
-			"--profiling=false",
-			"--v=0",
-		})
-		apiErr <- cmd.Execute()
+		apiCmd.SetArgs(apiArgs)
+		apiErr <- apiCmd.Execute()
 	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -144,19 +198,36 @@ func serve(args []string) error {
 	if err := os.Rename(tmp, kubeconfigPath); err != nil {
 		return err
 	}
+	controllers := labControllers
+	kcmArgs := []string{
+		"--kubeconfig=" + kubeconfigPath,
+		"--secure-port=0",
+		"--leader-elect=false",
+		"--service-account-private-key-file=" + pki.ServiceAccountKey,
+		"--root-ca-file=" + pki.CACert,
+		"--use-service-account-credentials=false",
+		"--concurrent-gc-syncs=5",
+	}
+	if *nodes {
+		controllers = append(append([]string{}, labControllers...), nodeControllers...)
+		// A node whose kubelet stops reporting is NotReady after 20 s.
+		kcmArgs = append(kcmArgs, "--node-monitor-grace-period=20s", "--node-monitor-period=2s")
+	}
+	kcmArgs = append(kcmArgs, "--controllers="+strings.Join(controllers, ","))
 	kcmErr := make(chan error, 1)
 	go func() {
-		kcmErr <- runControllerManager(kcmOpts, kcmFlags, []string{
-			"--kubeconfig=" + kubeconfigPath,
-			"--secure-port=0",
-			"--leader-elect=false",
-			"--controllers=" + strings.Join(labControllers, ","),
-			"--service-account-private-key-file=" + pki.ServiceAccountKey,
-			"--root-ca-file=" + pki.CACert,
-			"--use-service-account-credentials=false",
-			"--concurrent-gc-syncs=5",
-		})
+		kcmErr <- runControllerManager(kcmOpts, kcmFlags, kcmArgs)
 	}()
+	schedErr := make(chan error, 1)
+	if schedOpts != nil {
+		go func() {
+			schedErr <- runScheduler(schedOpts, []string{
+				"--kubeconfig=" + kubeconfigPath,
+				"--leader-elect=false",
+				"--secure-port=0",
+			})
+		}()
+	}
 	fmt.Printf("kube-lab ready: server=%s kubeconfig=%s pid=%d\n", server, kubeconfigPath, os.Getpid())
 
 	select {
@@ -165,7 +236,27 @@ func serve(args []string) error {
 		return err
 	case err := <-kcmErr:
 		return fmt.Errorf("kube-controller-manager stopped: %v", err)
+	case err := <-schedErr:
+		return fmt.Errorf("kube-scheduler stopped: %v", err)
 	}
+}
+
+// runScheduler runs kube-scheduler in this process, driven through its
+// options (its cobra command would apply logging configuration again).
+func runScheduler(opts *scheduleroptions.Options, args []string) error {
+	fs := pflag.NewFlagSet("kube-scheduler", pflag.ContinueOnError)
+	for _, f := range opts.Flags.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	cc, sched, err := scheduler.Setup(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return scheduler.Run(ctx, cc, sched)
 }
 
 func runControllerManager(opts *kcmoptions.KubeControllerManagerOptions, named cliflag.NamedFlagSets, args []string) error {
