@@ -304,6 +304,8 @@ cl_down() {
   done
   # Log links the kubelets made in the machine-wide log directory.
   find /var/log/containers -maxdepth 1 -type l -lname "$CL_NODES_DIR/*" -delete 2>/dev/null || true
+  # Client hosts tests put on the LAN and did not remove.
+  ip netns list 2>/dev/null | awk '/^lc-client-/{print $1}' | while read -r x; do ip netns del "$x"; done
   ip link del "$CL_CP_IF" 2>/dev/null || true
   ip netns del "$CL_LAN_NS" 2>/dev/null || true
   rm -rf "$CL_NODES_DIR" "$LAB_DIR/nodes.count" "$LAB_DIR/cni-netns.before"
@@ -322,4 +324,68 @@ cl_status() {
     done
     echo
   done
+}
+
+# Faults a test injects on node I, and their undoing:
+#   stop-kubelet / start-kubelet   the kubelet process alone
+#   freeze / thaw                  SIGSTOP / SIGCONT every process of the node
+#   cut / uncut                    pull the node's LAN cable (link down)
+#   partition / heal               drop its traffic to and from the control
+#                                  plane only; the LAN stays up
+#   kill                           every process of the node, cable pulled
+#                                  (undone only by a new lab)
+cl_node_pids() {
+  local i=$1 dir=$CL_NODES_DIR/node-$1 f
+  for f in "$dir"/pids/*; do [ -f "$f" ] && cat "$f"; done
+  pgrep -f "containerd-shim-runc-v2 .*-address $dir/containerd/containerd.sock" || true
+  cl_cgroup_pids "$i"
+}
+
+cl_fault() {
+  local i=${1:?node number} what=${2:?fault} ns dir; ns=$(cl_ns "$i"); dir=$CL_NODES_DIR/node-$i
+  [ -d "$dir" ] || { say "no node $i"; exit 1; }
+  case "$what" in
+    stop-kubelet) cl_kill_pidfile "$dir/pids/kubelet" ;;
+    start-kubelet)
+      setsid nsenter --net="/run/netns/$ns" "$BIN" kubelet \
+        --config "$dir/kubelet/config.yaml" --kubeconfig "$dir/kubelet/kubeconfig" \
+        --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki" \
+        --hostname-override "node-$i" --node-ip "$(cl_node_ip "$i")" \
+        --container-runtime-endpoint "unix://$dir/containerd/containerd.sock" \
+        >>"$dir/kubelet.log" 2>&1 </dev/null &
+      echo $! > "$dir/pids/kubelet" ;;
+    freeze) cl_node_pids "$i" | xargs -r kill -STOP 2>/dev/null || true ;;
+    thaw) cl_node_pids "$i" | xargs -r kill -CONT 2>/dev/null || true ;;
+    cut) cl_nsexec "$ns" ip link set eth0 down ;;
+    uncut) cl_nsexec "$ns" ip link set eth0 up ;;
+    partition|heal)
+      local op=-I rule
+      [ "$what" = heal ] && op=-D
+      # The node's own traffic and its Pods' (forwarded), both ways.
+      for rule in "INPUT -s $CL_CP_IP" "OUTPUT -d $CL_CP_IP" "FORWARD -s $CL_CP_IP" "FORWARD -d $CL_CP_IP"; do
+        # shellcheck disable=SC2086
+        cl_nsexec "$ns" iptables $op $rule -j DROP 2>/dev/null || [ "$what" = heal ]
+      done ;;
+    kill)
+      cl_nsexec "$ns" ip link set eth0 down
+      cl_node_pids "$i" | xargs -r kill -KILL 2>/dev/null || true ;;
+    *) say "unknown fault $what"; exit 2 ;;
+  esac
+}
+
+# Whether anything of a cluster is left on this machine: namespaces, links,
+# mounts, cgroups, processes. Prints what it finds; fails if anything.
+cl_verify_clean() {
+  local left=0 what
+  what=$(ip netns list 2>/dev/null | awk '/^lc-/{print $1}')
+  [ -z "$what" ] || { say "left behind: network namespaces $what"; left=1; }
+  ip link show "$CL_CP_IF" >/dev/null 2>&1 && { say "left behind: link $CL_CP_IF"; left=1; }
+  what=$(awk -v d="$CL_NODES_DIR" '$2 ~ "^"d {print $2}' /proc/self/mounts)
+  [ -z "$what" ] || { say "left behind: mounts $what"; left=1; }
+  what=$(ls -d /sys/fs/cgroup/*/lc-node-* 2>/dev/null || true)
+  [ -z "$what" ] || { say "left behind: cgroups $what"; left=1; }
+  what=$(pgrep -af "$CL_NODES_DIR" || true)
+  [ -z "$what" ] || { say "left behind: processes $what"; left=1; }
+  [ "$left" = 0 ] && say "nothing of the cluster is left"
+  return "$left"
 }

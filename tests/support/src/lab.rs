@@ -15,7 +15,12 @@ pub struct Lab {
     kube_lab: PathBuf,
 }
 
-/// Directory `tests/lab` keeps its binary, state and kubeconfig in.
+/// The harness binary `tests/lab` builds (one for every lab directory).
+pub fn harness_bin() -> PathBuf {
+    crate::repo_root().join("target/kube-lab/kube-lab")
+}
+
+/// Directory `tests/lab` keeps its state and kubeconfig in.
 pub fn lab_dir() -> PathBuf {
     std::env::var_os("BARELB_LAB_DIR")
         .map(PathBuf::from)
@@ -37,26 +42,38 @@ pub fn lab(test_name: &str) -> Lab {
 }
 
 fn try_lab() -> anyhow::Result<Lab> {
-    let dir = lab_dir();
-    let kubeconfig = std::env::var_os("KUBECONFIG")
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(&dir))
-        .unwrap_or_else(|| dir.join("kubeconfig"));
-    let kube_lab = dir.join("kube-lab");
-    if !kubeconfig.is_file() {
-        bail!("no kubeconfig at {}", kubeconfig.display());
+    Lab::in_dir(&lab_dir())
+}
+
+impl Lab {
+    /// The lab whose state is in `dir` (`BARELB_LAB_DIR` of `tests/lab`).
+    pub(crate) fn in_dir(dir: &Path) -> anyhow::Result<Lab> {
+        let dir = dir.to_path_buf();
+        let kubeconfig = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(&dir))
+            .unwrap_or_else(|| dir.join("kubeconfig"));
+        let kube_lab = harness_bin();
+        if !kubeconfig.is_file() {
+            bail!("no kubeconfig at {}", kubeconfig.display());
+        }
+        if !kube_lab.is_file() {
+            bail!("no harness binary at {}", kube_lab.display());
+        }
+        Ok(Lab {
+            kubeconfig,
+            kube_lab,
+        })
     }
-    if !kube_lab.is_file() {
-        bail!("no harness binary at {}", kube_lab.display());
-    }
-    Ok(Lab {
-        kubeconfig,
-        kube_lab,
-    })
 }
 
 fn record(test_name: &str) {
-    let ledger = lab_dir().join("lab-tests.ledger");
+    record_in(&lab_dir(), test_name);
+}
+
+/// Appends `test_name` to the ledger of the lab in `dir`.
+pub(crate) fn record_in(dir: &Path, test_name: &str) {
+    let ledger = dir.join("lab-tests.ledger");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

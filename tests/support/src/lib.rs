@@ -11,6 +11,7 @@
 // Test support: failing loudly (panicking) is how a test reports a problem.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod lab;
 pub mod netlab;
 pub mod routers;
