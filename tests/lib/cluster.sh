@@ -4,24 +4,32 @@
 # kube-proxy; the control plane binds a lab-only address on a veth from the
 # root namespace into the LAN. Every address here exists only inside the lab.
 #
-# Layout (all lab-only ranges):
-#   LAN            198.19.0.0/24   control plane .1, node-I .(10+I)
-#   Pod CIDRs      198.18.(128+I).0/24 for node-I, cluster CIDR 198.18.128.0/17
-#   Services       10.96.0.0/16 (virtual: only kube-proxy's rules in the nodes know it)
+# Layout (all lab-only ranges, dual stack):
+#   LAN            198.19.0.0/24 and 2001:db8:19::/64: control plane .1 / ::1,
+#                  node-I .(10+I) / ::(10+I)
+#   Pod CIDRs      198.18.(128+I).0/24 and 2001:db8:18:(80+I)::/64 for node-I;
+#                  cluster CIDRs 198.18.128.0/17 and 2001:db8:18::/48
+#   Services       10.96.0.0/16 and fd00:10:96::/108 (virtual: only kube-proxy's
+#                  rules in the nodes know them)
 # Names: namespaces lc-lan and lc-node-I, root veth lc-cp, cgroups lc-node-I.
 
 CL_LAN_NS=lc-lan
 CL_CP_IF=lc-cp
 CL_CP_IP=198.19.0.1
-CL_CLUSTER_CIDR=198.18.128.0/17
+CL_CP_IP6=2001:db8:19::1
+CL_CLUSTER_CIDR=198.18.128.0/17,2001:db8:18::/48
 CL_SERVICE_CIDR=10.96.0.0/16
+CL_SERVICE_CIDR6=fd00:10:96::/108
 CL_NODES_DIR=$LAB_DIR/nodes
 CL_IMAGES_DIR=$LAB_DIR/images
 CL_CGROUP_CONTROLLERS=(blkio cpu cpuacct cpuset devices freezer memory pids systemd)
 
 cl_node_ip() { echo "198.19.0.$((10 + $1))"; }
+cl_node_ip6() { echo "2001:db8:19::$((10 + $1))"; }
 cl_pod_cidr() { echo "198.18.$((128 + $1)).0/24"; }
 cl_pod_gw() { echo "198.18.$((128 + $1)).1"; }
+cl_pod_cidr6() { echo "2001:db8:18:$((80 + $1))::/64"; }
+cl_pod_gw6() { echo "2001:db8:18:$((80 + $1))::1"; }
 cl_ns() { echo "lc-node-$1"; }
 cl_nsexec() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
@@ -50,6 +58,7 @@ cl_lan_up() {
   ip link add "$CL_CP_IF" type veth peer name cp netns "$CL_LAN_NS"
   cl_nsexec "$CL_LAN_NS" ip link set cp master br0 up
   ip addr add "$CL_CP_IP/24" dev "$CL_CP_IF"
+  ip addr add "$CL_CP_IP6/64" dev "$CL_CP_IF" nodad
   ip link set "$CL_CP_IF" up
 }
 
@@ -64,22 +73,27 @@ cl_node_net() {
   ip link set "n$i" netns "$CL_LAN_NS"
   cl_nsexec "$CL_LAN_NS" ip link set "n$i" master br0 up
   cl_nsexec "$ns" ip link set lo up
+  cl_nsexec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   cl_nsexec "$ns" ip addr add "$(cl_node_ip "$i")/24" dev eth0
+  cl_nsexec "$ns" ip addr add "$(cl_node_ip6 "$i")/64" dev eth0 nodad
   cl_nsexec "$ns" ip link set eth0 up
   # (A veth pair, not a dummy device: this kernel has no dummy driver.)
   cl_nsexec "$ns" ip link add svc0 type veth peer name svc1
   cl_nsexec "$ns" ip link set svc1 up
   cl_nsexec "$ns" ip link set svc0 up
   cl_nsexec "$ns" ip route add "$CL_SERVICE_CIDR" dev svc0
+  cl_nsexec "$ns" ip -6 route add "$CL_SERVICE_CIDR6" dev svc0
   local j
   for j in $(seq 1 "$n"); do
     [ "$j" = "$i" ] && continue
     cl_nsexec "$ns" ip route add "$(cl_pod_cidr "$j")" via "$(cl_node_ip "$j")"
+    cl_nsexec "$ns" ip -6 route add "$(cl_pod_cidr6 "$j")" via "$(cl_node_ip6 "$j")"
   done
-  cl_nsexec "$ns" sysctl -qw net.ipv4.ip_forward=1
+  cl_nsexec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
   cl_nsexec "$ns" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
   # The control plane (root namespace) reaches this node's Pods (webhooks).
   ip route add "$(cl_pod_cidr "$i")" via "$(cl_node_ip "$i")" dev "$CL_CP_IF"
+  ip -6 route add "$(cl_pod_cidr6 "$i")" via "$(cl_node_ip6 "$i")" dev "$CL_CP_IF"
 }
 
 # Node I's cgroup parent in every v1 controller (cpuset needs its parent's
@@ -127,8 +141,10 @@ cl_node_start() {
   cat > "$dir/cni/net.d/10-lab.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "lab-node-$i", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$(cl_pod_cidr "$i")", "gateway": "$(cl_pod_gw "$i")"}]],
-            "routes": [{"dst": "0.0.0.0/0"}],
+   "ipam": {"type": "host-local",
+            "ranges": [[{"subnet": "$(cl_pod_cidr "$i")", "gateway": "$(cl_pod_gw "$i")"}],
+                       [{"subnet": "$(cl_pod_cidr6 "$i")", "gateway": "$(cl_pod_gw6 "$i")"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
             "dataDir": "$dir/cni/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
@@ -193,7 +209,7 @@ EOF
   setsid nsenter --net="/run/netns/$ns" "$BIN" kubelet \
     --config "$dir/kubelet/config.yaml" --kubeconfig "$dir/kubelet/kubeconfig" \
     --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki" \
-    --hostname-override "node-$i" --node-ip "$ip" \
+    --hostname-override "node-$i" --node-ip "$ip,$(cl_node_ip6 "$i")" \
     --container-runtime-endpoint "unix://$sock" \
     >"$dir/kubelet.log" 2>&1 </dev/null &
   echo $! > "$dir/pids/kubelet"
@@ -206,7 +222,6 @@ kind: KubeProxyConfiguration
 mode: iptables
 clientConnection: {kubeconfig: $dir/kube-proxy.kubeconfig}
 hostnameOverride: node-$i
-bindAddress: $ip
 clusterCIDR: $CL_CLUSTER_CIDR
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
@@ -240,7 +255,7 @@ cl_up() {
       sleep 0.5
     done
     "$BIN" kubectl --kubeconfig "$KUBECONFIG_FILE" patch node "node-$i" --type merge \
-      -p "{\"spec\":{\"podCIDR\":\"$(cl_pod_cidr "$i")\",\"podCIDRs\":[\"$(cl_pod_cidr "$i")\"]}}" >/dev/null
+      -p "{\"spec\":{\"podCIDR\":\"$(cl_pod_cidr "$i")\",\"podCIDRs\":[\"$(cl_pod_cidr "$i")\",\"$(cl_pod_cidr6 "$i")\"]}}" >/dev/null
   done
   until ready=$("$BIN" kubectl --kubeconfig "$KUBECONFIG_FILE" get nodes --no-headers 2>/dev/null | awk '$2=="Ready"' | wc -l) && [ "$ready" -eq "$n" ]; do
     [ $((SECONDS - start)) -lt 180 ] || { say "only $ready of $n nodes Ready after 180s"; "$BIN" kubectl --kubeconfig "$KUBECONFIG_FILE" get nodes >&2; return 1; }
@@ -291,9 +306,9 @@ cl_down() {
   fi
   # Pod network namespaces the CRI made.
   if [ -f "$LAB_DIR/cni-netns.before" ]; then
-    ip netns list 2>/dev/null | awk '/^cni-/{print $1}' | grep -vxF -f "$LAB_DIR/cni-netns.before" | while read -r x; do
-      ip netns del "$x" 2>/dev/null || true
-    done
+    # (grep finds nothing once they are gone: not a failure.)
+    { ip netns list 2>/dev/null | awk '/^cni-/{print $1}' | grep -vxF -f "$LAB_DIR/cni-netns.before" || true; } |
+      while read -r x; do ip netns del "$x" 2>/dev/null || true; done
   fi
   for i in $(seq 1 "$n"); do
     ip netns del "$(cl_ns "$i")" 2>/dev/null || true
@@ -309,6 +324,18 @@ cl_down() {
   ip link del "$CL_CP_IF" 2>/dev/null || true
   ip netns del "$CL_LAN_NS" 2>/dev/null || true
   rm -rf "$CL_NODES_DIR" "$LAB_DIR/nodes.count" "$LAB_DIR/cni-netns.before"
+}
+
+# Whether every process of every node still runs.
+cl_healthy() {
+  local n i what pid
+  n=$(cat "$LAB_DIR/nodes.count" 2>/dev/null || echo 0)
+  for i in $(seq 1 "$n"); do
+    for what in containerd kubelet kube-proxy; do
+      pid=$(cat "$CL_NODES_DIR/node-$i/pids/$what" 2>/dev/null || true)
+      [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    done
+  done
 }
 
 # One line per node: its processes and whether they run.
@@ -350,7 +377,7 @@ cl_fault() {
       setsid nsenter --net="/run/netns/$ns" "$BIN" kubelet \
         --config "$dir/kubelet/config.yaml" --kubeconfig "$dir/kubelet/kubeconfig" \
         --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki" \
-        --hostname-override "node-$i" --node-ip "$(cl_node_ip "$i")" \
+        --hostname-override "node-$i" --node-ip "$(cl_node_ip "$i"),$(cl_node_ip6 "$i")" \
         --container-runtime-endpoint "unix://$dir/containerd/containerd.sock" \
         >>"$dir/kubelet.log" 2>&1 </dev/null &
       echo $! > "$dir/pids/kubelet" ;;
@@ -362,6 +389,7 @@ cl_fault() {
       local op=-I rule
       [ "$what" = heal ] && op=-D
       # The node's own traffic and its Pods' (forwarded), both ways.
+      # (The control plane is reached over IPv4 only.)
       for rule in "INPUT -s $CL_CP_IP" "OUTPUT -d $CL_CP_IP" "FORWARD -s $CL_CP_IP" "FORWARD -d $CL_CP_IP"; do
         # shellcheck disable=SC2086
         cl_nsexec "$ns" iptables $op $rule -j DROP 2>/dev/null || [ "$what" = heal ]
