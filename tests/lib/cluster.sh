@@ -11,6 +11,7 @@
 #                  cluster CIDRs 198.18.128.0/17 and 2001:db8:18::/48
 #   Services       10.96.0.0/16 and fd00:10:96::/108 (virtual: only kube-proxy's
 #                  rules in the nodes know them)
+#   MACs           node-I eth0 02:b1:00:00:00:<hex 10+I>
 # Names: namespaces lc-lan and lc-node-I, root veth lc-cp, cgroups lc-node-I.
 
 CL_LAN_NS=lc-lan
@@ -31,6 +32,7 @@ cl_pod_gw() { echo "198.18.$((128 + $1)).1"; }
 cl_pod_cidr6() { echo "2001:db8:18:$((80 + $1))::/64"; }
 cl_pod_gw6() { echo "2001:db8:18:$((80 + $1))::1"; }
 cl_ns() { echo "lc-node-$1"; }
+cl_node_mac() { printf '02:b1:00:00:00:%02x\n' $((10 + $1)); }
 cl_nsexec() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
 # The static binaries and images the nodes run: a pause image (the pod
@@ -73,6 +75,8 @@ cl_node_net() {
   ip link set "n$i" netns "$CL_LAN_NS"
   cl_nsexec "$CL_LAN_NS" ip link set "n$i" master br0 up
   cl_nsexec "$ns" ip link set lo up
+  # A MAC that reads back as the node (tests and the demo map ARP answers so).
+  cl_nsexec "$ns" ip link set eth0 address "$(cl_node_mac "$i")"
   cl_nsexec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   cl_nsexec "$ns" ip addr add "$(cl_node_ip "$i")/24" dev eth0
   cl_nsexec "$ns" ip addr add "$(cl_node_ip6 "$i")/64" dev eth0 nodad
