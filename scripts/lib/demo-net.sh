@@ -1,34 +1,42 @@
-# scripts/lib/demo-net.sh — the demo's network lab, sourced by scripts/demo.
+# scripts/lib/demo-net.sh — the demo's network, sourced by scripts/demo.
 #
-# A LAN (bridge br0 in namespace bld-lan) joining three node namespaces, a
-# client, a BIRD router and the relay through which speakers reach the
-# operator's control socket (the operator runs in the root namespace beside
-# the Kubernetes lab on 127.0.0.1). Addresses: 198.18.10.0/24 and
-# 2001:db8:10::/64, benchmarking and documentation ranges that exist only
+# The demo runs on the lab cluster (tests/lab up --nodes 3): nodes node-1…3
+# are network namespaces lc-node-1…3 on the cluster LAN (bridge br0 in
+# namespace lc-lan), each with its kubelet, containerd, CNI and kube-proxy;
+# the control plane is 198.19.0.1 on that LAN. The demo adds a client and a
+# BIRD router to the same LAN. Addresses: 198.19.0.0/24 and
+# 2001:db8:19::/64, benchmarking and documentation ranges that exist only
 # inside these namespaces: nothing here sends a packet to a real network.
 #
 # Every process started here has its PID in $DEMO/pids/; net_down stops them
-# by PID, then removes the namespaces (killing anything left inside).
+# by PID, then removes the demo's own namespaces (the cluster's go with
+# `tests/lab down`).
 
 NET_PREFIX=bld-
-LAN_NS=${NET_PREFIX}lan
-ROUTER_IP=198.18.10.1
-RELAY_IP=198.18.10.2
-CLIENT_IP=198.18.10.100
-CLIENT_IP6=2001:db8:10::100
+LAN_NS=lc-lan
+CP_IP=198.19.0.1
+ROUTER_IP=198.19.0.2
+CLIENT_IP=198.19.0.100
+CLIENT_IP6=2001:db8:19::100
 NODES=(node-1 node-2 node-3)
 
-# role → last octet (IPv4 and IPv6 alike) and a MAC that reads back as the role.
+# role → last octet (IPv4 and IPv6 alike) and a MAC that reads back as the role
+# (the cluster gives node-I the MAC 02:b1:00:00:00:<10+I>).
 host_octet() {
   case "$1" in
-    router) echo 1 ;; relay) echo 2 ;; client) echo 100 ;;
+    router) echo 2 ;; client) echo 100 ;;
     node-*) echo $((10 + ${1#node-})) ;;
     *) echo "demo-net: unknown host $1" >&2; return 1 ;;
   esac
 }
-host_ns() { echo "${NET_PREFIX}$1"; }
-host_ip() { echo "198.18.10.$(host_octet "$1")"; }
-host_ip6() { echo "2001:db8:10::$(host_octet "$1")"; }
+host_ns() {
+  case "$1" in
+    node-*) echo "lc-$1" ;;
+    *) echo "${NET_PREFIX}$1" ;;
+  esac
+}
+host_ip() { echo "198.19.0.$(host_octet "$1")"; }
+host_ip6() { echo "2001:db8:19::$(host_octet "$1")"; }
 host_mac() { printf '02:b1:00:00:00:%02x\n' "$(host_octet "$1")"; }
 node_of_mac() { # MAC → node name (or the MAC itself)
   local n
@@ -36,6 +44,13 @@ node_of_mac() { # MAC → node name (or the MAC itself)
     [ "$(host_mac "$n")" = "${1,,}" ] && { echo "$n"; return; }
   done
   echo "$1"
+}
+# The LAN-side port of a host's cable.
+host_port() {
+  case "$1" in
+    node-*) echo "n${1#node-}" ;;
+    *) echo "p-$1" ;;
+  esac
 }
 
 in_ns() { local ns; ns=$(host_ns "$1"); shift; ip netns exec "$ns" "$@"; }
@@ -66,9 +81,9 @@ stop_bg() { # NAME [SIGNAL]
   rm -f "$f"
 }
 
-add_host() { # ROLE
+add_host() { # ROLE — a namespace of the demo's own on the cluster LAN
   local role=$1 ns port
-  ns=$(host_ns "$role"); port="p-$role"
+  ns=$(host_ns "$role"); port=$(host_port "$role")
   ip netns add "$ns"
   ip -n "$ns" link set lo up
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
@@ -78,34 +93,6 @@ add_host() { # ROLE
   ip -n "$ns" link set eth0 up
   ip -n "$ns" addr add "$(host_ip "$role")/24" dev eth0
   ip -n "$ns" addr add "$(host_ip6 "$role")/64" dev eth0 nodad
-}
-
-# An HTTP backend on the node's port 8080 and the DNAT a kube-proxy would
-# install: the pools' addresses, port 80, to that backend.
-start_backend() { # NODE
-  start_bg "backend-$1" "$1" "$DEMO/logs/backend-$1.log" \
-    python3 -m http.server 8080 --bind :: --directory "$DEMO/www/$1"
-}
-
-add_backend() { # NODE
-  local node=$1
-  mkdir -p "$DEMO/www/$node"
-  echo "hello from $node" >"$DEMO/www/$node/index.html"
-  start_backend "$node"
-  in_ns "$node" nft -f - <<NFT
-table ip barelb-demo {
-  chain prerouting {
-    type nat hook prerouting priority dstnat;
-    ip daddr { 198.18.10.200-198.18.10.219, 203.0.113.64/28 } tcp dport 80 dnat to $(host_ip "$node"):8080
-  }
-}
-table ip6 barelb-demo {
-  chain prerouting {
-    type nat hook prerouting priority dstnat;
-    ip6 daddr { 2001:db8:10::200/123, 2001:db8:10::300/123 } tcp dport 80 dnat to [$(host_ip6 "$node")]:8080
-  }
-}
-NFT
 }
 
 # BIRD on the router: eBGP with every node (AS 64500), routes into the
@@ -136,15 +123,13 @@ BIRD
 
 birdc_demo() { birdc -s "$DEMO/bird.ctl" "$@"; }
 
+# Cable pulled and plugged back, at the LAN side (the node loses carrier).
+cable() { ip -n "$LAN_NS" link set "$(host_port "$1")" "$2"; }
+
 net_up() {
   net_down
-  ip netns add "$LAN_NS"
-  ip -n "$LAN_NS" link set lo up
-  ip -n "$LAN_NS" link add br0 type bridge mcast_snooping 0
-  ip -n "$LAN_NS" link set br0 up
   local h
-  for h in router relay client "${NODES[@]}"; do add_host "$h"; done
-  for h in "${NODES[@]}"; do add_backend "$h"; done
+  for h in router client; do add_host "$h"; done
   start_router
 }
 
