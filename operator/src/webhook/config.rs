@@ -266,6 +266,73 @@ pub async fn apply(client: &Client, reg: &Registration, ca_pem: &str) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use barelb_core::request::{ClassPolicy, qualifies};
+    use k8s_openapi::api::core::v1::Service;
+    use kube_cel::{KubeCelExt, cel};
+    use proptest::prelude::*;
+
+    fn service(type_: &str, class: Option<&str>) -> Service {
+        let mut spec = serde_json::json!({"type": type_, "ports": [{"port": 80}]});
+        if let Some(c) = class {
+            spec["loadBalancerClass"] = c.into();
+        }
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "s", "namespace": "n"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    /// The apiserver's filter (the matchConditions CEL, evaluated here with
+    /// the same CEL library barelb's policies use) against
+    /// `request::qualifies`: a Service reaches the webhook exactly when it,
+    /// or its old version, is one barelb handles.
+    fn admitted_to_webhook(class: &ClassPolicy, new: &Service, old: Option<&Service>) -> bool {
+        let program = cel::Program::compile(&service_match_condition(class)).unwrap();
+        let mut ctx = cel::Context::default().with_all();
+        ctx.add_variable("object", serde_json::to_value(new).unwrap())
+            .unwrap();
+        let old = old.map_or(serde_json::Value::Null, |o| {
+            serde_json::to_value(o).unwrap()
+        });
+        ctx.add_variable("oldObject", old).unwrap();
+        program.execute(&ctx).unwrap() == cel::Value::Bool(true)
+    }
+
+    fn any_service() -> impl Strategy<Value = Service> {
+        (
+            prop_oneof![
+                Just("ClusterIP"),
+                Just("NodePort"),
+                Just("LoadBalancer"),
+                Just("ExternalName")
+            ],
+            prop_oneof![
+                Just(None),
+                Just(Some("barelb.io/lb")),
+                Just(Some("other.example/lb")),
+                Just(Some("it's/odd"))
+            ],
+        )
+            .prop_map(|(t, c)| service(t, c))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn the_match_condition_sends_exactly_the_services_barelb_handles(
+            new in any_service(),
+            old in proptest::option::of(any_service()),
+            handle_classless in any::<bool>(),
+            odd_class in any::<bool>(),
+        ) {
+            let class = ClassPolicy {
+                class: if odd_class { "it's/odd".into() } else { "barelb.io/lb".into() },
+                handle_classless,
+            };
+            let ours = qualifies(&new, &class) || old.as_ref().is_some_and(|o| qualifies(o, &class));
+            prop_assert_eq!(admitted_to_webhook(&class, &new, old.as_ref()), ours);
+        }
+    }
 
     #[test]
     fn selectors_parse() {

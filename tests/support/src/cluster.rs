@@ -75,6 +75,26 @@ pub fn cluster(test_name: &str) -> Cluster {
 }
 
 impl Cluster {
+    /// `kubectl ARGS -o json`, parsed; panics with kubectl's output on failure.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.lab.kubectl(&all);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            output_text(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("kubectl printed JSON")
+    }
+
+    /// Kills node `i` outright: its cable pulled and every one of its
+    /// processes (kubelet, kube-proxy, containerd, its Pods) SIGKILLed. Not
+    /// undone: only a new cluster brings the node back.
+    pub fn kill_node(&self, i: usize) {
+        self.node_verb(i, "kill");
+    }
+
     /// Node `i`'s address on the LAN (its InternalIP).
     pub fn node_ip(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(198, 19, 0, 10 + u8::try_from(i).unwrap_or(0))

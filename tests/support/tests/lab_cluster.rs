@@ -12,18 +12,6 @@ use barelb_testsupport::lab::output_text;
 use barelb_testsupport::unique_name;
 use serde_json::Value;
 
-fn json(c: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c.lab.kubectl(&all);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        output_text(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A namespace of this test's, deleted at the end (also on failure).
 fn namespace(c: &Cluster, prefix: &str) -> (String, barelb_testsupport::lab::DeleteOnDrop) {
     let ns = unique_name(prefix);
@@ -38,7 +26,7 @@ fn namespace(c: &Cluster, prefix: &str) -> (String, barelb_testsupport::lab::Del
 fn running(c: &Cluster, ns: &str, label: &str, n: usize) -> Vec<(String, String, String)> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let pods = json(c, &["get", "pods", "-n", ns, "-l", &format!("app={label}")]);
+        let pods = c.json(&["get", "pods", "-n", ns, "-l", &format!("app={label}")]);
         let ready: Vec<(String, String, String)> = pods["items"]
             .as_array()
             .unwrap()
@@ -124,7 +112,7 @@ fn exec(c: &Cluster, ns: &str, pod: &str, args: &[&str]) -> std::process::Output
 #[test]
 fn nodes_are_ready_with_their_lan_addresses_kubelet_and_containerd() {
     let c = cluster("cluster::nodes_are_ready_with_their_lan_addresses_kubelet_and_containerd");
-    let nodes = json(&c, &["get", "nodes"]);
+    let nodes = c.json(&["get", "nodes"]);
     let items = nodes["items"].as_array().unwrap();
     assert_eq!(items.len(), c.nodes);
     for i in 1..=c.nodes {
@@ -210,7 +198,7 @@ fn pods_spread_reach_each_other_and_services_route_through_kube_proxy() {
     );
 
     // The ClusterIP, from a Pod: kube-proxy picks endpoints on other nodes too.
-    let svc = json(&c, &["get", "service", "backend", "-n", &ns]);
+    let svc = c.json(&["get", "service", "backend", "-n", &ns]);
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     let mut answered_by = std::collections::BTreeSet::new();

@@ -11,22 +11,9 @@ use std::time::{Duration, Instant};
 use barelb_testsupport::cluster::{Cluster, Fault, cluster};
 use barelb_testsupport::lab::output_text;
 use barelb_testsupport::unique_name;
-use serde_json::Value;
-
-fn json(c: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c.lab.kubectl(&all);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        output_text(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn node_ready(c: &Cluster, node: &str) -> Option<String> {
-    let n = json(c, &["get", "node", node]);
+    let n = c.json(&["get", "node", node]);
     n["status"]["conditions"]
         .as_array()?
         .iter()
@@ -36,7 +23,7 @@ fn node_ready(c: &Cluster, node: &str) -> Option<String> {
 
 /// Live (not terminating) Running Pods of the Deployment, by node.
 fn pods_by_node(c: &Cluster, ns: &str) -> Vec<String> {
-    let pods = json(c, &["get", "pods", "-n", ns, "-l", "app=spread"]);
+    let pods = c.json(&["get", "pods", "-n", ns, "-l", "app=spread"]);
     pods["items"]
         .as_array()
         .unwrap()
@@ -118,4 +105,99 @@ spec:
     wait("the node Ready again", Duration::from_secs(60), || {
         node_ready(&c, &victim).as_deref() == Some("True")
     });
+}
+
+/// Whether `ns` reaches `url` (curl, 2 s).
+fn reaches(ns: &str, url: &str) -> bool {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-sk",
+            "-m",
+            "2",
+            "-o",
+            "/dev/null",
+            url,
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The other faults do what they say, and their guards undo them: a cut
+/// node is off the LAN; a partitioned node reaches its peers but not the
+/// control plane; a frozen node's processes are stopped.
+#[test]
+fn cut_partition_and_freeze_do_what_they_say_and_are_undone() {
+    let c = cluster("cluster::cut_partition_and_freeze_do_what_they_say_and_are_undone");
+    let (victim, peer) = (c.nodes, 1);
+    let ns = c.node_ns(victim);
+    let apiserver = std::fs::read_to_string(&c.lab.kubeconfig)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("server: ")
+                .map(|s| format!("{s}/readyz"))
+        })
+        .unwrap();
+    let peer_kubelet = format!("https://{}:10250/healthz", c.node_ip(peer));
+    assert!(
+        reaches(&ns, &apiserver),
+        "{ns} does not reach {apiserver} to begin with"
+    );
+    assert!(reaches(&ns, &peer_kubelet));
+
+    let cut = c.inject(victim, Fault::Cut);
+    assert!(
+        !reaches(&ns, &peer_kubelet),
+        "a cut node still reaches the LAN"
+    );
+    drop(cut);
+    wait("the LAN back after uncut", Duration::from_secs(10), || {
+        reaches(&ns, &peer_kubelet)
+    });
+
+    let partitioned = c.inject(victim, Fault::Partition);
+    assert!(
+        !reaches(&ns, &apiserver),
+        "a partitioned node still reaches the control plane"
+    );
+    assert!(
+        reaches(&ns, &peer_kubelet),
+        "a partitioned node lost the LAN too"
+    );
+    drop(partitioned);
+    assert!(
+        reaches(&ns, &apiserver),
+        "the control plane not back after heal"
+    );
+
+    let kubelet_pid = std::fs::read_to_string(
+        barelb_testsupport::cluster::cluster_dir()
+            .join(format!("nodes/node-{victim}/pids/kubelet")),
+    )
+    .unwrap();
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", kubelet_pid.trim()))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let frozen = c.inject(victim, Fault::Freeze);
+    assert_eq!(state(), "T", "the frozen node's kubelet is not stopped");
+    drop(frozen);
+    assert_ne!(state(), "T", "the kubelet still stopped after thaw");
+    wait(
+        "the node Ready after the faults",
+        Duration::from_secs(60),
+        || node_ready(&c, &format!("node-{victim}")).as_deref() == Some("True"),
+    );
 }
