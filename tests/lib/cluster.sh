@@ -236,9 +236,28 @@ EOF
   echo $! > "$dir/pids/kube-proxy"
 }
 
+# What a cluster that ended without `down` (a killed run, another checkout)
+# left of its network: its namespaces and the control plane's veth go, so
+# the names are free again. Its processes are gone with the run.
+cl_reset_stale() {
+  local x c
+  for x in $(ip netns list 2>/dev/null | awk '/^lc-/{print $1}'); do
+    say "removing a stale lab namespace: $x"
+    for p in $(ip netns pids "$x" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    ip netns del "$x" 2>/dev/null || true
+  done
+  ip link del "$CL_CP_IF" 2>/dev/null || true
+  for c in "${CL_CGROUP_CONTROLLERS[@]}"; do
+    for x in /sys/fs/cgroup/"$c"/lc-node-*; do
+      [ -d "$x" ] && { find "$x" -depth -type d -exec rmdir {} \; 2>/dev/null || true; }
+    done
+  done
+}
+
 # Up: the LAN, the control plane on it, then N nodes, Ready.
 cl_up() {
   local n=$1 i
+  cl_reset_stale
   cl_build_images
   # What exists before the lab, so `down` removes only what it made.
   ip netns list 2>/dev/null | awk '/^cni-/{print $1}' > "$LAB_DIR/cni-netns.before"
