@@ -3,7 +3,7 @@
 //! lab sets (20 s), its Pods are evicted (after the lab's 10 s toleration)
 //! and replaced on the other nodes, and the node comes back when its
 //! kubelet does. Its own test binary, so no other cluster test runs while a
-//! node is down.
+//! node is down; its tests take turns (SERIAL), each faulting the last node.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::time::{Duration, Instant};
@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use barelb_testsupport::cluster::{Cluster, Fault, cluster};
 use barelb_testsupport::lab::output_text;
 use barelb_testsupport::unique_name;
+
+/// One fault at a time: every test here faults the same node.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn node_ready(c: &Cluster, node: &str) -> Option<String> {
     let n = c.json(&["get", "node", node]);
@@ -51,6 +54,7 @@ fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
 
 #[test]
 fn a_node_whose_kubelet_stops_turns_not_ready_and_its_pods_move() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = cluster("cluster::a_node_whose_kubelet_stops_turns_not_ready_and_its_pods_move");
     let ns = unique_name("cl-faults");
     let out = c.lab.kubectl(&["create", "namespace", &ns]);
@@ -131,6 +135,7 @@ fn reaches(ns: &str, url: &str) -> bool {
 /// control plane; a frozen node's processes are stopped.
 #[test]
 fn cut_partition_and_freeze_do_what_they_say_and_are_undone() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = cluster("cluster::cut_partition_and_freeze_do_what_they_say_and_are_undone");
     let (victim, peer) = (c.nodes, 1);
     let ns = c.node_ns(victim);
