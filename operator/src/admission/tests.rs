@@ -290,7 +290,7 @@ mod webhook_and_allocator_agree {
     use barelb_core::allocator::{Allocator, FailureReason, Outcome};
     use barelb_core::ipam::{Family, IpRange};
     use barelb_core::policy::{Claim, Decision, PolicyCheck};
-    use barelb_core::request::{Request, ServiceKey};
+    use barelb_core::request::Request;
 
     /// Refuses claims on the pools it names.
     #[derive(Debug)]
@@ -356,23 +356,12 @@ mod webhook_and_allocator_agree {
     }
 
     fn request(families: Vec<Family>, require_all: bool, pool: Option<String>) -> Request {
+        // The rest as a request that asks for nothing in particular.
         Request {
-            key: ServiceKey {
-                namespace: "app".into(),
-                name: "svc".into(),
-            },
-            created: None,
             require_all_families: require_all || families.len() == 1,
             families,
             pool,
-            ips: Vec::new(),
-            sharing_key: None,
-            ports: Vec::new(),
-            port_names: Vec::new(),
-            external_traffic_policy: "Cluster".into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            class: String::new(),
+            ..request::minimal(&svc("app", "svc", json!({}), None), &[])
         }
     }
 
