@@ -5,6 +5,15 @@ use kube::CustomResourceExt;
 
 use crate::{AddressPool, BGPPeer, LoadBalancerPolicy};
 
+/// Where the CRDs are shipped, relative to the repository root: the plain
+/// manifests, the kustomize base and the Helm chart (whose `crds/` Helm
+/// installs before anything else and never deletes).
+pub const SHIPPED_IN: [&str; 3] = [
+    "deploy/crds",
+    "deploy/kustomize/base/crds",
+    "deploy/helm/barelb/crds",
+];
+
 /// Every barelb CRD, with the file name `crdgen` writes it to.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![

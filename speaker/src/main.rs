@@ -39,6 +39,12 @@ async fn run() -> anyhow::Result<()> {
     barelb_runtime::init_tracing();
     let args = Args::parse();
     let metrics = Metrics::new();
+    // Standalone modes are ready at once; `run` is once the operator spoke.
+    if !matches!(args.mode, Mode::Run(_)) {
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(addr) = args.metrics_addr {
         let m = metrics.clone();
         tokio::spawn(async move {

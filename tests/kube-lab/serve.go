@@ -161,6 +161,10 @@ func serve(args []string) error {
 			"--enable-admission-plugins=NodeRestriction",
 			// The kubernetes Service points at this address.
 			"--endpoint-reconciler-type=lease",
+			// Webhooks and aggregated APIs are called at their endpoints
+			// (Pod IPs, which this namespace routes), not their ClusterIPs:
+			// only the nodes run kube-proxy.
+			"--enable-aggregator-routing=true",
 			"--kubelet-preferred-address-types=InternalIP,Hostname",
 			"--kubelet-client-certificate="+kubeletClient+".crt",
 			"--kubelet-client-key="+kubeletClient+".key",

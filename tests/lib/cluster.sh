@@ -424,6 +424,27 @@ cl_fault() {
   esac
 }
 
+# Imports OCI/Docker image archives into every node's containerd (where a
+# real cluster would pull from a registry): `tests/lab load-images FILE…`.
+# `--tag SRC DST` instead adds tag DST to image SRC on every node.
+cl_load_images() {
+  local n i sock
+  n=$(cat "$LAB_DIR/nodes.count" 2>/dev/null || echo 0)
+  [ "$n" -gt 0 ] || { say "load-images: no cluster nodes (tests/lab up --nodes N)"; exit 1; }
+  for i in $(seq 1 "$n"); do
+    sock=$CL_NODES_DIR/node-$i/containerd/containerd.sock
+    if [ "${1:-}" = --tag ]; then
+      ctr -a "$sock" -n k8s.io images tag --force "${2:?source}" "${3:?new tag}" >/dev/null
+      continue
+    fi
+    local f
+    for f in "$@"; do
+      [ -f "$f" ] || { say "load-images: no file $f"; exit 1; }
+      ctr -a "$sock" -n k8s.io images import --all-platforms "$f" >/dev/null
+    done
+  done
+}
+
 # Whether anything of a cluster is left on this machine: namespaces, links,
 # mounts, cgroups, processes. Prints what it finds; fails if anything.
 cl_verify_clean() {

@@ -2,7 +2,7 @@
 //! generated messages, client and server.
 
 /// The minor version of barelb.control.v1 this build speaks.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Audience of the ServiceAccount token a speaker presents.
 pub const TOKEN_AUDIENCE: &str = "barelb-control";

@@ -41,6 +41,9 @@ struct Speaker {
     /// Generation → when it was sent (for the apply-latency histogram).
     in_flight: BTreeMap<u64, Instant>,
     link_up: bool,
+    /// Said Leaving: planned without, and told to let go only once the
+    /// next owners have acked (make before break).
+    leaving: bool,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +136,7 @@ impl Hub {
                 generation: 0,
                 in_flight: BTreeMap::new(),
                 link_up: true,
+                leaving: false,
             },
         );
         self.count_connected(&mut s);
@@ -229,6 +233,21 @@ impl Hub {
         );
     }
 
+    /// `node`'s speaker is stopping: its addresses go to their next owners
+    /// first; it is told to drop them once those have acked (`ack`).
+    pub fn leaving(&self, node: &str, id: u64) {
+        let mut s = self.lock();
+        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
+            return;
+        };
+        if sp.leaving {
+            return;
+        }
+        sp.leaving = true;
+        tracing::info!(node, "speaker is leaving: handing its addresses over");
+        self.replan(&mut s, "speaker-leaving", Instant::now());
+    }
+
     /// The speaker applied `generation`.
     pub fn ack(&self, node: &str, id: u64, generation: u64, error: &str) {
         let mut s = self.lock();
@@ -248,6 +267,75 @@ impl Hub {
                 error,
                 "speaker could not apply everything"
             );
+        }
+        if s.settled && s.speakers.values().any(|sp| sp.leaving) {
+            self.release_leaving(&mut s);
+        }
+    }
+
+    /// Whether every speaker that stays has applied all it was sent: only
+    /// then may a leaving one stop announcing what moved to them.
+    fn successors_applied(s: &State) -> bool {
+        s.speakers
+            .values()
+            .all(|sp| sp.leaving || sp.in_flight.is_empty())
+    }
+
+    /// Sends leaving speakers their part of the current plan (usually
+    /// nothing), once the speakers that stay have applied theirs.
+    fn release_leaving(&self, s: &mut State) {
+        if !Self::successors_applied(s) {
+            return;
+        }
+        let mut parts = s.plan.by_node();
+        let configs = &s.inputs.peer_configs;
+        let mut dropped = Vec::new();
+        for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| sp.leaving) {
+            let np = NodeView::new(parts.remove(node).unwrap_or_default(), configs);
+            if !self.send(node, sp, np) {
+                dropped.push(node.clone());
+            }
+        }
+        if !dropped.is_empty() {
+            for node in dropped {
+                s.speakers.remove(&node);
+            }
+            self.count_connected(s);
+        }
+    }
+
+    /// Sends `sp` what changed to reach `np` (nothing when nothing did);
+    /// false when its outbox is full.
+    fn send(&self, node: &str, sp: &mut Speaker, np: NodeView) -> bool {
+        let msg = match &sp.sent {
+            None => {
+                sp.generation += 1;
+                Some(operator_message::Msg::Snapshot(messages::snapshot(
+                    sp.generation,
+                    &np,
+                )))
+            }
+            Some(old) => messages::delta(sp.generation + 1, old, &np).map(|d| {
+                sp.generation += 1;
+                operator_message::Msg::Delta(d)
+            }),
+        };
+        let Some(msg) = msg else { return true };
+        let kind = match msg {
+            operator_message::Msg::Snapshot(_) => "snapshot",
+            operator_message::Msg::Delta(_) => "delta",
+        };
+        match sp.tx.try_send(Ok(OperatorMessage { msg: Some(msg) })) {
+            Ok(()) => {
+                self.count(kind);
+                sp.in_flight.insert(sp.generation, Instant::now());
+                sp.sent = Some(np);
+                true
+            }
+            Err(_) => {
+                tracing::warn!(node, "speaker is not keeping up; dropping its stream");
+                false
+            }
         }
     }
 
@@ -273,7 +361,7 @@ impl Hub {
             .map(|n| {
                 let sp = s.speakers.get(&n.name);
                 Node {
-                    connected: sp.is_some(),
+                    connected: sp.is_some_and(|sp| !sp.leaving),
                     link_up: sp.is_none_or(|sp| sp.link_up),
                     ..n.clone()
                 }
@@ -300,49 +388,25 @@ impl Hub {
         }
         let mut dropped = Vec::new();
         let mut parts = plan.by_node();
-        for (node, sp) in s.speakers.iter_mut() {
+        // Leaving speakers are sent their part only after the others have
+        // applied theirs (`release_leaving`): make before break.
+        for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| !sp.leaving) {
             let np = NodeView::new(
                 parts.remove(node).unwrap_or_default(),
                 &s.inputs.peer_configs,
             );
-            let msg = match &sp.sent {
-                None => {
-                    sp.generation += 1;
-                    Some(operator_message::Msg::Snapshot(messages::snapshot(
-                        sp.generation,
-                        &np,
-                    )))
-                }
-                Some(old) => messages::delta(sp.generation + 1, old, &np).map(|d| {
-                    sp.generation += 1;
-                    operator_message::Msg::Delta(d)
-                }),
-            };
-            let Some(msg) = msg else { continue };
-            let kind = match msg {
-                operator_message::Msg::Snapshot(_) => "snapshot",
-                operator_message::Msg::Delta(_) => "delta",
-            };
             let gains = np
                 .plan
                 .l2
                 .keys()
                 .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));
-            match sp.tx.try_send(Ok(OperatorMessage { msg: Some(msg) })) {
-                Ok(()) => {
-                    self.count(kind);
-                    sp.in_flight.insert(sp.generation, Instant::now());
-                    sp.sent = Some(np);
-                    if gains {
-                        self.metrics
-                            .failover_duration
-                            .observe(detected.elapsed().as_secs_f64());
-                    }
-                }
-                Err(_) => {
-                    tracing::warn!(node, "speaker is not keeping up; dropping its stream");
-                    dropped.push(node.clone());
-                }
+            let before = sp.generation;
+            if !self.send(node, sp, np) {
+                dropped.push(node.clone());
+            } else if gains && sp.generation != before {
+                self.metrics
+                    .failover_duration
+                    .observe(detected.elapsed().as_secs_f64());
             }
         }
         let again = !dropped.is_empty();
@@ -356,6 +420,9 @@ impl Hub {
             // Their addresses go elsewhere now (the dropped are gone, so this ends).
             self.replan(s, "speaker-too-slow", detected);
             return;
+        }
+        if s.speakers.values().any(|sp| sp.leaving) {
+            self.release_leaving(s);
         }
         self.plan_tx.send_replace(Arc::new(s.plan.clone()));
     }

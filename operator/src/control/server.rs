@@ -161,6 +161,11 @@ impl Control for Service {
                                 tracing::warn!(node, address = %c.ip, other_mac = %c.mac, "speaker reports another host claiming an address");
                             }
                         }
+                        Ok(Some(SpeakerMessage { msg: Some(speaker_message::Msg::Leaving(l)) })) => {
+                            count("leaving");
+                            tracing::info!(node, reason = %l.reason, "speaker says it is leaving");
+                            hub.leaving(&node, id);
+                        }
                         Ok(Some(_)) => {}
                         Ok(None) => break "stream-ended",
                         Err(e) => {

@@ -106,6 +106,15 @@ impl Bgp {
         self.routes.remove(ip);
     }
 
+    /// Withdraws every route but keeps the sessions open (a leaving
+    /// speaker: routers move traffic before the sessions close).
+    pub fn withdraw_all(&mut self) {
+        self.routes.clear();
+        if let Err(e) = self.apply() {
+            tracing::warn!(error = %e, "withdrawing routes");
+        }
+    }
+
     /// Every session's state, for the operator's reports (sorted by peer).
     pub fn sessions(&self) -> Vec<BgpSession> {
         let mut out: Vec<BgpSession> = self

@@ -66,6 +66,11 @@ impl L2 {
         self.owned.clear();
     }
 
+    /// Whether it owns nothing (a leaving speaker is done).
+    pub fn is_empty(&self) -> bool {
+        self.owned.is_empty()
+    }
+
     /// Pushes the owned set to the announcers; returns what could not be
     /// placed (no interface for it), in one line.
     pub fn apply(&mut self) -> Result<(), String> {

@@ -9,19 +9,27 @@
 //! - **Yield rule**: while it has no live stream, a speaker that sees
 //!   another host claim an address it owns stops announcing that address
 //!   at once — a speaker cut off from the operator cannot cause split brain.
+//! - **Leaving** (SIGTERM: a rolling update, a drain): it withdraws its BGP
+//!   routes, tells the operator, keeps answering until the operator has
+//!   handed its addresses to their next owners and taken them away, then
+//!   waits out the BGP drain and stops — bounded by `leave_timeout`.
 
 pub mod bgp;
 pub mod l2;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use barelb_control::v1::control_client::ControlClient;
 use barelb_control::v1::{
-    Ack, Conflict, Hello, Interface, Report, SpeakerMessage, operator_message, speaker_message,
+    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, operator_message,
+    speaker_message,
 };
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use self::bgp::Bgp;
@@ -37,6 +45,56 @@ pub struct Config {
     /// Name the operator's certificate must carry.
     pub server_name: String,
     pub keepalive: Duration,
+    /// Longest a leaving speaker waits for the operator to take its addresses.
+    pub leave_timeout: Duration,
+    /// How long withdrawn BGP routes are given to converge before the
+    /// sessions close.
+    pub bgp_drain: Duration,
+    /// Set once the first Snapshot is applied (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A speaker on its way out: since when, and whether it is done.
+#[derive(Debug, Default)]
+struct Leave {
+    since: Option<Instant>,
+}
+
+impl Leave {
+    fn active(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Starts leaving: BGP routes are withdrawn at once (sessions stay up
+    /// for the drain); layer 2 waits for the operator.
+    fn begin(&mut self, bgp: &mut Bgp) {
+        if self.since.is_none() {
+            tracing::info!("stopping: withdrawing BGP routes and handing layer-2 addresses over");
+            self.since = Some(Instant::now());
+            bgp.withdraw_all();
+        }
+    }
+
+    fn deadline(&self, cfg: &Config) -> Option<Instant> {
+        self.since.map(|t| t + cfg.leave_timeout)
+    }
+
+    /// Done: nothing left to hand over, or no time left to wait.
+    fn done(&self, cfg: &Config, l2: &L2) -> bool {
+        self.deadline(cfg)
+            .is_some_and(|d| l2.is_empty() || Instant::now() >= d)
+    }
+
+    /// Waits out the rest of the BGP drain.
+    async fn finish(&self, cfg: &Config, l2: &L2) {
+        if !l2.is_empty() {
+            tracing::warn!(timeout = ?cfg.leave_timeout, "stopping without a handover: the operator did not take the addresses in time");
+        }
+        if let Some(since) = self.since {
+            tokio::time::sleep_until(since + cfg.bgp_drain).await;
+        }
+        tracing::info!("handed over; stopping");
+    }
 }
 
 /// Conflicts seen while connected are remembered this long: if the stream
@@ -44,11 +102,11 @@ pub struct Config {
 /// keepalive timeout), the new owner's announcements were already heard.
 const YIELD_MEMORY: Duration = Duration::from_secs(10);
 
-type Recent = std::collections::BTreeMap<IpAddr, (tokio::time::Instant, String)>;
+type Recent = std::collections::BTreeMap<IpAddr, (Instant, String)>;
 
 /// Stops announcing owned addresses another host claimed recently.
 fn yield_recent(l2: &mut L2, recent: &mut Recent) {
-    let now = tokio::time::Instant::now();
+    let now = Instant::now();
     let mut changed = false;
     for (addr, (at, mac)) in std::mem::take(recent) {
         if now.duration_since(at) <= YIELD_MEMORY && l2.remove(&addr) {
@@ -64,6 +122,13 @@ fn yield_recent(l2: &mut L2, recent: &mut Recent) {
 /// Backoff between connection attempts: 100 ms doubling to 5 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+/// The operator answered but is not the leader (see the server's refusal).
+fn refused_as_standby(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        s.code() == tonic::Code::Unavailable && s.message().starts_with("not the leader")
+    })
 }
 
 fn interfaces(names: &[String]) -> Vec<Interface> {
@@ -110,8 +175,13 @@ pub async fn run(
     let mut which = 0usize;
     let mut link_state: std::collections::BTreeMap<String, bool> = Default::default();
     let mut recent = Recent::new();
+    let mut leave = Leave::default();
     loop {
         if *shutdown.borrow() {
+            leave.begin(&mut bgp);
+        }
+        if leave.done(&cfg, &l2) {
+            leave.finish(&cfg, &l2).await;
             return Ok(());
         }
         let target = cfg.operators[which % cfg.operators.len()].clone();
@@ -126,29 +196,44 @@ pub async fn run(
             &mut links,
             &mut link_state,
             &mut recent,
+            &mut leave,
             &mut shutdown,
         )
         .await
         {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                leave.finish(&cfg, &l2).await;
+                return Ok(());
+            }
             Err(e) => {
                 tracing::info!(operator = %target, error = %e, "control stream down; keeping announcements (fail-static)");
                 yield_recent(&mut l2, &mut recent);
+                if refused_as_standby(&e) {
+                    // A Service in front of every replica picked a standby:
+                    // the next connection likely reaches the leader.
+                    attempt = 0;
+                }
             }
         }
-        let wait = backoff(attempt);
+        // Leaving: reconnect at once to hand over (the operator may be
+        // restarting too), else back off.
+        let wait = if leave.active() {
+            Duration::from_millis(200)
+        } else {
+            backoff(attempt)
+        };
         attempt = attempt.saturating_add(1);
         // While disconnected: apply the yield rule and follow links.
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 Some((addr, mac)) = conflicts.recv() => {
-                    recent.insert(addr, (tokio::time::Instant::now(), mac));
+                    recent.insert(addr, (Instant::now(), mac));
                     yield_recent(&mut l2, &mut recent);
                 }
                 Some((name, up)) = links.recv() => { link_state.insert(name, up); }
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed(), if !leave.active() => break,
             }
         }
         if attempt > 3 {
@@ -159,7 +244,7 @@ pub async fn run(
 }
 
 /// One stream: Hello, then apply what comes, Ack it, report what changes.
-/// Returns Ok only on shutdown.
+/// Returns Ok only once leaving is done (handed over, or out of time).
 #[allow(clippy::too_many_arguments)]
 async fn session(
     cfg: &Config,
@@ -171,6 +256,7 @@ async fn session(
     links: &mut mpsc::UnboundedReceiver<(String, bool)>,
     link_state: &mut std::collections::BTreeMap<String, bool>,
     recent: &mut Recent,
+    leave: &mut Leave,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&cfg.token_file)
@@ -207,6 +293,17 @@ async fn session(
         .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
     let mut inbound = client.session(req).await?.into_inner();
     tracing::info!(operator = %target, node = %cfg.node, "control stream up");
+    let leaving = |reason: &str| {
+        send(speaker_message::Msg::Leaving(Leaving {
+            reason: reason.into(),
+        }))
+    };
+    if leave.active() {
+        out_tx
+            .send(leaving("stopping (said again after a reconnect)"))
+            .await?;
+    }
+    let far = Instant::now() + Duration::from_secs(86_400);
     // Session states go out whenever they change (checked every 250 ms),
     // and with every other report: a report always carries all of them.
     let mut reported = Vec::new();
@@ -223,9 +320,22 @@ async fn session(
                     reported = now;
                 }
             }
+            () = tokio::time::sleep_until(leave.deadline(cfg).unwrap_or(far)), if leave.active() => {
+                return Ok(());
+            }
+            _ = shutdown.changed(), if !leave.active() => {
+                leave.begin(bgp);
+                if l2.is_empty() {
+                    return Ok(());
+                }
+                out_tx.send(leaving("stopping")).await?;
+            }
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the operator closed the stream") };
                 let mut kicks: Vec<IpAddr> = Vec::new();
+                // Leaving: the routes are withdrawn and the sessions stay
+                // until the drain ends, whatever the operator says of BGP.
+                let follow_bgp = !leave.active();
                 let (generation, result) = match m.msg {
                     Some(operator_message::Msg::Snapshot(s)) => {
                         l2.clear();
@@ -237,10 +347,13 @@ async fn session(
                                 l2.set(addr, a.interfaces);
                             }
                         }
-                        bgp.clear();
-                        for p in s.bgp_peers { bgp.set_peer(p); }
-                        for r in s.bgp_routes { bgp.set_route(r); }
-                        (s.generation, both(l2.apply(), bgp.apply()))
+                        if follow_bgp {
+                            bgp.clear();
+                            for p in s.bgp_peers { bgp.set_peer(p); }
+                            for r in s.bgp_routes { bgp.set_route(r); }
+                        }
+                        cfg.ready.store(true, Ordering::Relaxed);
+                        (s.generation, both(l2.apply(), if follow_bgp { bgp.apply() } else { Ok(()) }))
                     }
                     Some(operator_message::Msg::Delta(d)) => {
                         for r in &d.l2_remove {
@@ -254,11 +367,13 @@ async fn session(
                                 l2.set(addr, a.interfaces);
                             }
                         }
-                        for n in &d.bgp_peers_remove { bgp.remove_peer(n); }
-                        for p in d.bgp_peers_set { bgp.set_peer(p); }
-                        for r in &d.bgp_routes_remove { bgp.remove_route(r); }
-                        for r in d.bgp_routes_set { bgp.set_route(r); }
-                        (d.generation, both(l2.apply(), bgp.apply()))
+                        if follow_bgp {
+                            for n in &d.bgp_peers_remove { bgp.remove_peer(n); }
+                            for p in d.bgp_peers_set { bgp.set_peer(p); }
+                            for r in &d.bgp_routes_remove { bgp.remove_route(r); }
+                            for r in d.bgp_routes_set { bgp.set_route(r); }
+                        }
+                        (d.generation, both(l2.apply(), if follow_bgp { bgp.apply() } else { Ok(()) }))
                     }
                     None => continue,
                 };
@@ -271,9 +386,12 @@ async fn session(
                     generation,
                     error: result.err().unwrap_or_default(),
                 }))).await?;
+                if leave.active() && l2.is_empty() {
+                    return Ok(());
+                }
             }
             Some((addr, mac)) = conflicts.recv() => {
-                recent.insert(addr, (tokio::time::Instant::now(), mac.clone()));
+                recent.insert(addr, (Instant::now(), mac.clone()));
                 // Connected: the operator decides; tell it.
                 reported = bgp.sessions();
                 out_tx.send(send(speaker_message::Msg::Report(Report {
@@ -292,7 +410,6 @@ async fn session(
                     ..Report::default()
                 }))).await?;
             }
-            _ = shutdown.changed() => return Ok(()),
         }
     }
 }

@@ -15,8 +15,10 @@ use tokio::sync::{mpsc, watch};
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Operator control endpoint, e.g. https://barelb-control.barelb-system.svc:9444
-    /// (repeat for several replicas; only the leader accepts).
-    #[arg(long = "operator", required = true)]
+    /// (repeatable; only the leader accepts). Default: the Service
+    /// barelb-control from the environment the kubelet injects
+    /// (BARELB_CONTROL_SERVICE_HOST and _PORT), which needs no cluster DNS.
+    #[arg(long = "operator")]
     operators: Vec<String>,
     /// This node's name (as in the Node object).
     #[arg(long, env = "NODE_NAME")]
@@ -41,9 +43,44 @@ pub struct RunArgs {
     /// HTTP/2 keepalive towards the operator (ms).
     #[arg(long, default_value_t = 500)]
     keepalive_ms: u64,
+    /// On SIGTERM, how long to wait for the operator to hand this node's
+    /// addresses to others before stopping anyway (keep it below the Pod's
+    /// terminationGracePeriodSeconds).
+    #[arg(long, default_value = "20s", value_parser = barelb_core::duration::parse)]
+    leave_timeout: Duration,
+    /// On SIGTERM, how long withdrawn BGP routes get to converge on the
+    /// routers before the sessions close.
+    #[arg(long, default_value = "2s", value_parser = barelb_core::duration::parse)]
+    bgp_drain: Duration,
+}
+
+/// The operator endpoints: as given, else from the kubelet's Service
+/// environment variables of `barelb-control`.
+fn operator_endpoints(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        var("BARELB_CONTROL_SERVICE_HOST"),
+        var("BARELB_CONTROL_SERVICE_PORT"),
+    ) {
+        (Some(host), Some(port)) => {
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            Ok(vec![format!("https://{host}:{port}")])
+        }
+        _ => anyhow::bail!(
+            "no operator endpoint: pass --operator https://HOST:PORT, or run in a Pod created after Service barelb-control (its BARELB_CONTROL_SERVICE_HOST/_PORT are then set)"
+        ),
+    }
 }
 
 pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let operators = operator_endpoints(a.operators)?;
     let cfg = AnnounceConfig {
         count: a.announce_count.max(1),
         interval: Duration::from_millis(a.announce_interval_ms),
@@ -71,12 +108,15 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let agent_cfg = agent::Config {
-        operators: a.operators,
+        operators,
         node: a.node,
         token_file: a.token_file,
         ca_file: a.ca_file,
         server_name: a.server_name,
         keepalive: Duration::from_millis(a.keepalive_ms),
+        leave_timeout: a.leave_timeout,
+        bgp_drain: a.bgp_drain,
+        ready: metrics.ready.clone(),
     };
     let bgp = agent::bgp::Bgp::new(metrics.bgp.clone());
     let task = tokio::spawn(agent::run(agent_cfg, l2, bgp, conflicts, link_rx, stop_rx));

@@ -6,6 +6,7 @@ mod l2;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
 
@@ -18,6 +19,10 @@ pub struct Metrics {
     registry: Registry,
     pub l2: Arc<L2Metrics>,
     pub bgp: Arc<BgpMetrics>,
+    /// `/readyz`: the first Snapshot from the operator was applied (and
+    /// stays so: a speaker keeps its job through an operator outage). A
+    /// rolling update of the DaemonSet waits for it before the next node.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl Metrics {
@@ -25,7 +30,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("barelb");
         let l2 = L2Metrics::register(&mut registry);
         let bgp = BgpMetrics::register(&mut registry);
-        Arc::new(Metrics { registry, l2, bgp })
+        Arc::new(Metrics {
+            registry,
+            l2,
+            bgp,
+            ready: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// The OpenMetrics text of every series.
@@ -37,6 +47,9 @@ impl Metrics {
 impl barelb_runtime::Exposition for Metrics {
     fn registry(&self) -> &Registry {
         &self.registry
+    }
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 }
 

@@ -20,6 +20,11 @@ pub fn harness_bin() -> PathBuf {
     crate::repo_root().join("target/kube-lab/kube-lab")
 }
 
+/// Helm, built by `tests/lab build` beside the harness (test tooling).
+pub fn helm_bin() -> PathBuf {
+    crate::repo_root().join("target/kube-lab/helm")
+}
+
 /// Directory `tests/lab` keeps its state and kubeconfig in.
 pub fn lab_dir() -> PathBuf {
     std::env::var_os("BARELB_LAB_DIR")

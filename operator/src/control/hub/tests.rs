@@ -242,3 +242,61 @@ fn reported_bgp_sessions_are_counted_per_peer_and_state_while_connected() {
     assert_eq!(gauge("tor", "Established"), 1);
     assert!(!metrics.encode().unwrap().contains("peer=\"edge\""));
 }
+
+#[test]
+fn a_leaving_speaker_lets_go_only_after_the_next_owner_applied_its_addresses() {
+    let metrics = Metrics::new();
+    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let units: Vec<Unit> = (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect();
+    hub.set_inputs(
+        Inputs {
+            units,
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    let ida = hub.attach("a", ta);
+    let idb = hub.attach("b", tb);
+    let mut a_has: BTreeSet<String> = owned(&next(&mut ra)).into_iter().collect();
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    for ip in &d.l2_remove {
+        a_has.remove(ip);
+    }
+    assert!(!a_has.is_empty());
+    let _ = next(&mut rb);
+    hub.ack("a", ida, 2, "");
+    hub.ack("b", idb, 1, "");
+
+    hub.leaving("a", ida);
+    // b takes over first; a hears nothing yet and keeps answering.
+    let Msg::Delta(d) = next(&mut rb) else {
+        panic!("delta expected")
+    };
+    let took: BTreeSet<String> = d.l2_set.iter().map(|a| a.ip.clone()).collect();
+    assert_eq!(took, a_has);
+    assert!(ra.try_recv().is_err(), "a was released before b applied");
+    // A second Leaving (after a reconnect) changes nothing.
+    hub.leaving("a", ida);
+    assert!(rb.try_recv().is_err());
+    // b applied: now a drops everything.
+    hub.ack("b", idb, d.generation, "");
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    assert!(d.l2_set.is_empty());
+    let removed: BTreeSet<String> = d.l2_remove.iter().cloned().collect();
+    assert_eq!(removed, a_has);
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains(&format!(
+            "barelb_failovers_total{{reason=\"speaker-leaving\"}} {}",
+            a_has.len()
+        )),
+        "{text}"
+    );
+}

@@ -8,6 +8,14 @@
 //	lab-backend get URL       print the body of GET URL (exit 1 on failure)
 //	lab-backend interfaces    print "NAME ADDR..." per interface
 //	lab-backend packet IFACE  open an AF_PACKET socket on IFACE (needs NET_RAW)
+//
+// and one a test runs on a client host (the static binary, outside any Pod):
+//
+//	lab-backend poll [--every D] [--timeout D] URL...
+//	                          GET every URL each D on a new connection until
+//	                          SIGINT/SIGTERM, then print one summary line per
+//	                          URL: requests, failures, the longest time
+//	                          without an answer, and which node answered
 package main
 
 import (
@@ -17,7 +25,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -60,6 +71,8 @@ func probe(mode string, args []string) error {
 		defer resp.Body.Close()
 		_, err = io.Copy(os.Stdout, resp.Body)
 		return err
+	case "poll":
+		return poll(args)
 	case "interfaces":
 		ifs, err := net.Interfaces()
 		if err != nil {
@@ -94,5 +107,105 @@ func probe(mode string, args []string) error {
 		fmt.Printf("AF_PACKET socket bound to %s (index %d)\n", ifc.Name, ifc.Index)
 		return nil
 	}
-	return fmt.Errorf("unknown mode %q (get, interfaces, packet)", mode)
+	return fmt.Errorf("unknown mode %q (get, interfaces, packet, poll)", mode)
+}
+
+// tally is what one URL's poller saw.
+type tally struct {
+	requests, failed int
+	lastOK, start    time.Time
+	longestGap       time.Duration
+	nodes            map[string]int
+	firstErr         string
+}
+
+func poll(args []string) error {
+	fs := flag.NewFlagSet("poll", flag.ContinueOnError)
+	every := fs.Duration("every", 10*time.Millisecond, "time between requests")
+	timeout := fs.Duration("timeout", time.Second, "a request unanswered this long failed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("usage: lab-backend poll [--every D] [--timeout D] URL...")
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	tallies := make([]*tally, fs.NArg())
+	for i, url := range fs.Args() {
+		t := &tally{start: time.Now(), nodes: map[string]int{}}
+		t.lastOK = t.start
+		tallies[i] = t
+		wg.Add(1)
+		go func(url string, t *tally) {
+			defer wg.Done()
+			// A new connection per request: each one is routed afresh.
+			c := http.Client{Timeout: *timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+			tick := time.NewTicker(*every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+				}
+				t.requests++
+				node, err := getNode(&c, url)
+				now := time.Now()
+				if err != nil {
+					t.failed++
+					if t.firstErr == "" {
+						t.firstErr = err.Error()
+					}
+					continue
+				}
+				if gap := now.Sub(t.lastOK); gap > t.longestGap {
+					t.longestGap = gap
+				}
+				t.lastOK = now
+				t.nodes[node]++
+			}
+		}(url, t)
+	}
+	<-stop
+	close(done)
+	wg.Wait()
+	for i, url := range fs.Args() {
+		t := tallies[i]
+		if gap := time.Since(t.lastOK); gap > t.longestGap+*every {
+			t.longestGap = gap
+		}
+		names := make([]string, 0, len(t.nodes))
+		for n, c := range t.nodes {
+			names = append(names, fmt.Sprintf("%s:%d", n, c))
+		}
+		sort.Strings(names)
+		fmt.Printf("url=%s requests=%d failed=%d longest_gap_ms=%d nodes=%s first_error=%q\n",
+			url, t.requests, t.failed, t.longestGap.Milliseconds(), strings.Join(names, ","), t.firstErr)
+	}
+	return nil
+}
+
+// getNode GETs url and returns the node= field of the backend's answer.
+func getNode(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	for _, f := range strings.Fields(string(body)) {
+		if strings.HasPrefix(f, "node=") {
+			return strings.TrimPrefix(f, "node="), nil
+		}
+	}
+	return "", fmt.Errorf("answer names no node: %q", body)
 }
