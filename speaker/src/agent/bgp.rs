@@ -106,12 +106,19 @@ impl Bgp {
         self.routes.remove(ip);
     }
 
-    /// Withdraws every route but keeps the sessions open (a leaving
-    /// speaker: routers move traffic before the sessions close).
-    pub fn withdraw_all(&mut self) {
-        self.routes.clear();
-        if let Err(e) = self.apply() {
-            tracing::warn!(error = %e, "withdrawing routes");
+    /// A leaving speaker's BGP: peers that negotiated graceful restart keep
+    /// our routes (the sessions close without Cease on exit, the routers
+    /// keep forwarding to this node, and the next speaker re-announces the
+    /// same paths: no ECMP change at all); every other peer has its routes
+    /// withdrawn now, so routers move traffic before the session closes.
+    pub fn leave(&mut self) {
+        for (name, r) in &self.running {
+            if r.cfg.graceful_restart > 0 {
+                tracing::info!(peer = %name, "keeping routes for the next speaker (graceful restart)");
+            } else {
+                tracing::info!(peer = %name, "withdrawing routes");
+                r.table.send_replace(Arc::new(Table::new()));
+            }
         }
     }
 

@@ -10,7 +10,7 @@
 //!   another host claim an address it owns stops announcing that address
 //!   at once — a speaker cut off from the operator cannot cause split brain.
 //! - **Leaving** (SIGTERM: a rolling update, a drain): it withdraws its BGP
-//!   routes, tells the operator, keeps answering until the operator has
+//!   routes (keeps them with graceful-restart peers), tells the operator, keeps answering until the operator has
 //!   handed its addresses to their next owners and taken them away, then
 //!   waits out the BGP drain and stops — bounded by `leave_timeout`.
 
@@ -66,12 +66,13 @@ impl Leave {
     }
 
     /// Starts leaving: BGP routes are withdrawn at once (sessions stay up
-    /// for the drain); layer 2 waits for the operator.
+    /// for the drain) unless the peer does graceful restart; layer 2 waits
+    /// for the operator.
     fn begin(&mut self, bgp: &mut Bgp) {
         if self.since.is_none() {
-            tracing::info!("stopping: withdrawing BGP routes and handing layer-2 addresses over");
+            tracing::info!("stopping: handing layer-2 addresses over");
             self.since = Some(Instant::now());
-            bgp.withdraw_all();
+            bgp.leave();
         }
     }
 

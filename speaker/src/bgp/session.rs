@@ -50,10 +50,15 @@ impl PeerConfig {
             Capability::FourOctetAs(self.my_asn),
         ];
         if let Some(time) = self.graceful_restart {
+            // Restarting: a session task starts with the process (or a new
+            // peer), so its first OPEN follows a restart (a later reconnect
+            // of the same task says so too; harmless to a helper). The
+            // forwarding state survives a speaker restart: the node's
+            // kube-proxy keeps carrying the traffic routers send it.
             capabilities.push(Capability::GracefulRestart {
-                restarting: false,
+                restarting: true,
                 time,
-                families: vec![(1, 1, false), (2, 1, false)],
+                families: vec![(1, 1, true), (2, 1, true)],
             });
         }
         fsm::Config {
@@ -139,7 +144,8 @@ fn slot(t: Timer) -> usize {
 
 const TIMERS: [Timer; 3] = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive];
 
-/// Runs the session until `stop` turns true (then sends Cease and returns).
+/// Runs the session until `stop` turns true (then sends Cease and returns)
+/// or its sender is dropped (then just closes the connection).
 /// `state` follows the FSM for whoever reports it.
 pub async fn run(
     cfg: PeerConfig,
@@ -214,7 +220,13 @@ pub async fn run(
                 }
             }
             r = stop.changed(), if !stopping => {
-                if r.is_err() || *stop.borrow() {
+                if r.is_err() {
+                    // Abandoned (the speaker is exiting): the connection just
+                    // closes, with no Cease, so a graceful-restart peer keeps
+                    // our routes until the next speaker re-announces them.
+                    return;
+                }
+                if *stop.borrow() {
                     stopping = true;
                     events.push(Event::Stop);
                 }

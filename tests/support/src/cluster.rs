@@ -137,34 +137,157 @@ impl Cluster {
     /// A host on the cluster's LAN (its own network namespace, address
     /// 198.19.0.`host`), removed on drop: a client outside every node.
     pub fn client(&self, host: u8) -> Client {
-        let ns = format!("lc-client-{host}");
-        let run = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("run ip");
-            assert!(out.status.success(), "ip {args:?}: {}", output_text(&out));
+        Client {
+            ns: lan_host("client", host),
+        }
+    }
+
+    /// A BIRD router on the LAN at 198.19.0.`host` (AS `asn`) with an eBGP
+    /// session to every node (AS `node_asn`), installing what it learns in
+    /// its kernel table with ECMP and forwarding: clients that route through
+    /// it reach BGP-announced addresses. Stopped (by PID) on drop.
+    pub fn router(&self, host: u8, asn: u32, node_asn: u32) -> LanRouter {
+        let ns = lan_host("router", host);
+        let dir = self.dir.join(format!("router-{host}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("router directory");
+        let ip = format!("198.19.0.{host}");
+        let mut conf = format!(
+            "router id {ip};\nlog \"{}/bird.log\" all;\nprotocol device {{}}\n\
+             protocol kernel {{ ipv4 {{ export where source = RTS_BGP; }}; merge paths on; }}\n",
+            dir.display()
+        );
+        for i in 1..=self.nodes {
+            conf += &format!(
+                "protocol bgp node{i} {{\n  local {ip} as {asn};\n  neighbor {} as {node_asn};\n  \
+                 hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5;\n  \
+                 ipv4 {{ import where net.len = 32; export none; }};\n}}\n",
+                self.node_ip(i)
+            );
+        }
+        std::fs::write(dir.join("bird.conf"), conf).expect("write bird.conf");
+        let router = LanRouter {
+            ns: ns.clone(),
+            dir: dir.clone(),
+            ip,
         };
-        let lan_if = format!("c{host}");
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        run(&["netns", "add", &ns]);
-        let client = Client { ns: ns.clone() };
-        run(&[
-            "link", "add", &lan_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ]);
-        run(&["link", "set", &lan_if, "netns", "lc-lan"]);
-        run(&[
-            "-n", "lc-lan", "link", "set", &lan_if, "master", "br0", "up",
-        ]);
-        run(&[
-            "-n",
+        ns_run(
             &ns,
-            "addr",
-            "add",
-            &format!("198.19.0.{host}/24"),
-            "dev",
-            "eth0",
-        ]);
-        run(&["-n", &ns, "link", "set", "eth0", "up"]);
-        run(&["-n", &ns, "link", "set", "lo", "up"]);
-        client
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.send_redirects=0",
+                "net.ipv4.conf.eth0.send_redirects=0",
+            ],
+        );
+        let d = dir.display();
+        ns_run(
+            &ns,
+            &[
+                "bird",
+                "-c",
+                &format!("{d}/bird.conf"),
+                "-s",
+                &format!("{d}/bird.ctl"),
+                "-P",
+                &format!("{d}/bird.pid"),
+            ],
+        );
+        router
+    }
+}
+
+/// `ip netns exec NS ARGS`, which must succeed.
+fn ns_run(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("run ip netns exec");
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns}: {}",
+        output_text(&out)
+    );
+}
+
+/// A namespace `lc-ROLE-HOST` on the cluster's LAN with address
+/// 198.19.0.`host` (any stale one of that name is replaced).
+fn lan_host(role: &str, host: u8) -> String {
+    let ns = format!("lc-{role}-{host}");
+    let run = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {}", output_text(&out));
+    };
+    let lan_if = format!("h{host}");
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    run(&["netns", "add", &ns]);
+    run(&[
+        "link", "add", &lan_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+    ]);
+    run(&["link", "set", &lan_if, "netns", "lc-lan"]);
+    run(&[
+        "-n", "lc-lan", "link", "set", &lan_if, "master", "br0", "up",
+    ]);
+    run(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("198.19.0.{host}/24"),
+        "dev",
+        "eth0",
+    ]);
+    run(&["-n", &ns, "link", "set", "eth0", "up"]);
+    run(&["-n", &ns, "link", "set", "lo", "up"]);
+    ns
+}
+
+/// A BIRD router on the cluster's LAN.
+#[derive(Debug)]
+pub struct LanRouter {
+    pub ns: String,
+    pub ip: String,
+    dir: PathBuf,
+}
+
+impl LanRouter {
+    /// `birdc ARGS` against it.
+    pub fn birdc(&self, args: &[&str]) -> String {
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(self.dir.join("bird.ctl"))
+            .args(args)
+            .output()
+            .expect("run birdc");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The next hops of `prefix` in its kernel table (empty: no route).
+    pub fn next_hops(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "route", "show", prefix])
+            .output()
+            .expect("run ip route");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut hops: Vec<String> = words
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .map(|w| w[1].to_string())
+            .collect();
+        hops.sort();
+        hops
+    }
+}
+
+impl Drop for LanRouter {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).output();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 
@@ -189,6 +312,37 @@ pub struct Client {
 }
 
 impl Client {
+    /// Routes `prefix` through `router` (BGP-announced addresses).
+    pub fn route_via(&self, prefix: &str, router: &LanRouter) {
+        let out = Command::new("ip")
+            .args([
+                "-n", &self.ns, "route", "replace", prefix, "via", &router.ip,
+            ])
+            .output()
+            .expect("run ip route");
+        assert!(
+            out.status.success(),
+            "route {prefix}: {}",
+            output_text(&out)
+        );
+    }
+
+    /// Starts the lab backend's poller in the client's namespace: a GET of
+    /// every URL each `every_ms` on a new connection, until [`Poller::stop`].
+    pub fn poll(&self, urls: &[String], every_ms: u64) -> Poller {
+        let bin = cluster_dir().join("images/lab-backend");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&bin)
+            .args(["poll", &format!("--every={every_ms}ms"), "--timeout=1s"])
+            .args(urls)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        Poller { child: Some(child) }
+    }
+
     /// `curl` from the client: the body, or None when nothing answered in 3 s.
     pub fn get(&self, url: &str) -> Option<String> {
         let out = Command::new("ip")
@@ -198,6 +352,72 @@ impl Client {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+}
+
+/// What a poller saw of one URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Polled {
+    pub url: String,
+    pub requests: u64,
+    pub failed: u64,
+    pub longest_gap_ms: u64,
+    /// `node-I:count` for each node that answered.
+    pub nodes: Vec<String>,
+    pub first_error: String,
+}
+
+/// A running `lab-backend poll`, stopped (SIGINT) on [`Poller::stop`] or drop.
+#[derive(Debug)]
+pub struct Poller {
+    child: Option<std::process::Child>,
+}
+
+impl Poller {
+    /// Stops it and reads its tallies, one per URL.
+    pub fn stop(mut self) -> Vec<Polled> {
+        let Some(child) = self.child.take() else {
+            return Vec::new();
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .output();
+        let out = child.wait_with_output().expect("wait for the poller");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().filter_map(parse_polled).collect()
+    }
+}
+
+fn parse_polled(line: &str) -> Option<Polled> {
+    let field = |k: &str| -> Option<&str> {
+        let start = line.find(&format!("{k}="))? + k.len() + 1;
+        let rest = &line[start..];
+        Some(rest.split(' ').next().unwrap_or_default())
+    };
+    let num = |k: &str| field(k).and_then(|v| v.parse().ok());
+    Some(Polled {
+        url: field("url")?.to_string(),
+        requests: num("requests")?,
+        failed: num("failed")?,
+        longest_gap_ms: num("longest_gap_ms")?,
+        nodes: field("nodes")?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        first_error: line
+            .split_once("first_error=")
+            .map(|(_, e)| e.trim_matches('"').to_string())
+            .unwrap_or_default(),
+    })
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
