@@ -109,6 +109,7 @@ async fn write_service(
             .writes
             .get_or_create(&label("service_annotation", res.is_ok()))
             .inc();
+        report_forbidden(recorder, w, &res);
         res?;
     }
     let res = api
@@ -122,6 +123,7 @@ async fn write_service(
         .writes
         .get_or_create(&label("service_status", res.is_ok()))
         .inc();
+    report_forbidden(recorder, w, &res);
     let updated = res?;
     for ev in w.desired.events(&w.observed) {
         match ev.reason {
@@ -168,6 +170,35 @@ async fn write_service(
         .as_deref()
         .and_then(|r| r.parse().ok())
         .unwrap_or(0))
+}
+
+/// A write the apiserver refused for want of a right: said on the Service
+/// itself (as a Warning event, which the operator may still create), since
+/// its status cannot say it. A Service stuck at `<pending>` then explains
+/// itself in `kubectl describe`.
+fn report_forbidden<T>(recorder: &Recorder, w: &Write, res: &Result<T, kube::Error>) {
+    let Err(kube::Error::Api(e)) = res else {
+        return;
+    };
+    if e.code != 403 {
+        return;
+    }
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: "WriteForbidden".into(),
+        note: Some(format!(
+            "barelb-operator may not write this Service: {}; restore the operator's ClusterRole (deploy/helm/barelb or deploy/kustomize/base)",
+            e.message
+        )),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    let (recorder, reference, key) = (recorder.clone(), w.svc.object_ref(&()), w.key.clone());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(service = %key, error = %e, "could not publish event");
+        }
+    });
 }
 
 /// AddressPool status and the pool metrics, written when they changed.

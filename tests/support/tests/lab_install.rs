@@ -580,3 +580,76 @@ fn the_kustomize_lab_overlay_installs_the_same_and_deletes_clean() {
     drop(installed);
     check_uninstalled(&c);
 }
+
+/// With one right taken from the operator, the Service it cannot write
+/// says why (a Warning event naming the right) and gets its address once
+/// the right is back.
+#[test]
+fn a_missing_right_is_reported_on_the_service_and_recovers_when_restored() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster("a_missing_right_is_reported_on_the_service_and_recovers_when_restored");
+    let installed = install_with_helm(&c);
+    let role = c.json(&["get", "clusterrole", "barelb-operator"]);
+    let mut cut = role.clone();
+    let rules = cut["rules"].as_array_mut().unwrap();
+    let before = rules.len();
+    rules.retain(|r| r["resources"] != serde_json::json!(["services/status"]));
+    assert_eq!(
+        rules.len(),
+        before - 1,
+        "no services/status rule to take away"
+    );
+    for field in [
+        "resourceVersion",
+        "uid",
+        "managedFields",
+        "creationTimestamp",
+    ] {
+        cut["metadata"].as_object_mut().unwrap().remove(field);
+    }
+    ok(
+        c.lab
+            .kubectl_stdin(&["replace", "-f", "-"], Some(&cut.to_string())),
+        "cut the rule",
+    );
+    let w = workload(&c, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let note = loop {
+        let events = c.json(&["-n", &w.ns, "get", "events.events.k8s.io"]);
+        let found = events["items"].as_array().unwrap().iter().find_map(|e| {
+            (e["reason"] == "WriteForbidden")
+                .then(|| e["note"].as_str().unwrap_or_default().to_string())
+        });
+        if let Some(n) = found {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no WriteForbidden event on the Service"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        note.contains("services/status") && note.contains("ClusterRole"),
+        "{note}"
+    );
+    // The right comes back (as `helm upgrade` would restore it).
+    let mut back = role.clone();
+    for field in [
+        "resourceVersion",
+        "uid",
+        "managedFields",
+        "creationTimestamp",
+    ] {
+        back["metadata"].as_object_mut().unwrap().remove(field);
+    }
+    ok(
+        c.lab
+            .kubectl_stdin(&["replace", "-f", "-"], Some(&back.to_string())),
+        "restore the rule",
+    );
+    let ip = address(&c, &w.ns, "web");
+    assert!(ip.starts_with("198.19.0.23"), "{ip}");
+    drop(w);
+    drop(installed);
+}
