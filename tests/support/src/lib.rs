@@ -12,6 +12,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod install;
 pub mod lab;
 pub mod netlab;
 pub mod routers;

@@ -1,0 +1,388 @@
+//! barelb installed the way a user installs it, on the lab cluster: images
+//! imported into the nodes, the Helm chart or the kustomize overlay, and a
+//! workload (pools, a backend, Services) to point a client at. Shared by
+//! the install tests and `scripts/bench-upgrade`.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test tooling: failing loudly is the point
+
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Client, Cluster, cluster_dir};
+use crate::lab::{helm_bin, output_text};
+use crate::{repo_root, unique_name};
+
+/// barelb's namespace.
+pub const NS: &str = "barelb-system";
+
+/// stdout of a command that must succeed.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(out.status.success(), "{what}: {}", output_text(&out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+static IMAGES: Once = Once::new();
+
+/// Builds the images from the binaries `cargo test` built and imports them
+/// into every node, also tagged `0.1.0-next` (the "new version" an upgrade
+/// rolls to: same content, a new Pod template).
+pub fn load_images() {
+    load_images_built(&["--debug"]);
+}
+
+/// [`load_images`] with `scripts/images ARGS` (none: the release build).
+pub fn load_images_built(args: &[&str]) {
+    IMAGES.call_once(|| {
+        let root = repo_root();
+        ok(
+            Command::new(root.join("scripts/images"))
+                .args(args)
+                .output()
+                .unwrap(),
+            &format!("scripts/images {args:?}"),
+        );
+        let lab = |args: &[&str]| {
+            ok(
+                Command::new(root.join("tests/lab"))
+                    .args(args)
+                    .env("BARELB_LAB_DIR", cluster_dir())
+                    .output()
+                    .unwrap(),
+                &format!("tests/lab {args:?}"),
+            )
+        };
+        let images = root.join("target/images");
+        let archive = |n: &str| images.join(format!("{n}.tar")).display().to_string();
+        lab(&[
+            "load-images",
+            &archive("barelb-operator"),
+            &archive("barelb-speaker"),
+        ]);
+        for name in ["barelb-operator", "barelb-speaker"] {
+            let src = format!("barelb.io/{name}:0.1.0");
+            let dst = format!("barelb.io/{name}:0.1.0-next");
+            lab(&["load-images", "--tag", &src, &dst]);
+        }
+    });
+}
+
+/// The kustomize lab overlay, as an absolute path (kubectl runs elsewhere).
+pub fn overlay() -> String {
+    repo_root()
+        .join("deploy/kustomize/overlays/lab")
+        .display()
+        .to_string()
+}
+
+pub fn helm(c: &Cluster, args: &[&str]) -> Output {
+    Command::new(helm_bin())
+        .arg("--kubeconfig")
+        .arg(&c.lab.kubeconfig)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run helm")
+}
+
+/// The Pods, Ready: every operator replica and one speaker per node.
+pub fn wait_ready(c: &Cluster, operators: usize) {
+    for what in ["deployment/barelb-operator", "daemonset/barelb-speaker"] {
+        ok(
+            c.lab
+                .kubectl(&["-n", NS, "rollout", "status", what, "--timeout=180s"]),
+            &format!("rollout of {what}"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = c.json(&["-n", NS, "get", "pods"]);
+        let ready = |prefix: &str| {
+            pods["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["metadata"]["name"].as_str().unwrap().starts_with(prefix))
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count()
+        };
+        if ready("barelb-operator-") == operators && ready("barelb-speaker-") == c.nodes {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all Ready:\n{}",
+            output_text(&c.lab.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// How barelb was installed, and its removal on drop (also on failure).
+#[derive(Debug)]
+pub enum Installed {
+    Helm(Cluster),
+    Kustomize(Cluster),
+}
+
+impl Installed {
+    pub fn cluster(&self) -> &Cluster {
+        match self {
+            Installed::Helm(c) | Installed::Kustomize(c) => c,
+        }
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        match self {
+            Installed::Helm(c) => {
+                let _ = helm(
+                    c,
+                    &["uninstall", "barelb", "-n", NS, "--wait", "--timeout=120s"],
+                );
+            }
+            Installed::Kustomize(c) => {
+                // The install's objects, not the CRDs (they carry no such
+                // label): deleting a CRD deletes every pool (docs/install.md).
+                let _ = c.lab.kubectl(&[
+                    "delete",
+                    "-k",
+                    &overlay(),
+                    "-l",
+                    "app.kubernetes.io/part-of=barelb",
+                    "--ignore-not-found",
+                    "--wait=true",
+                    "--timeout=120s",
+                ]);
+            }
+        }
+        let c = self.cluster();
+        let _ = c.lab.kubectl(&[
+            "delete",
+            "namespace",
+            NS,
+            "--ignore-not-found",
+            "--timeout=120s",
+        ]);
+    }
+}
+
+pub fn install_with_helm(c: &Cluster) -> Installed {
+    load_images();
+    ok(helm(c, &helm_install_args()), "helm install");
+    let installed = Installed::Helm(c.clone());
+    wait_ready(c, 2);
+    installed
+}
+
+/// `helm install` of the chart in the repository with the lab's images.
+fn helm_install_args() -> Vec<&'static str> {
+    vec![
+        "install",
+        "barelb",
+        "deploy/helm/barelb",
+        "-n",
+        NS,
+        "--create-namespace",
+        "--set",
+        "image.operator.pullPolicy=Never",
+        "--set",
+        "image.speaker.pullPolicy=Never",
+        "--wait",
+        "--timeout=180s",
+    ]
+}
+
+/// `helm upgrade --reuse-values` to image tag `tag` with `sets` more
+/// (`KEY=VALUE`), waiting for every Pod to be Ready again.
+pub fn helm_upgrade(c: &Cluster, tag: &str, sets: &[&str]) {
+    let op = format!("image.operator.tag={tag}");
+    let sp = format!("image.speaker.tag={tag}");
+    let mut args = vec![
+        "upgrade",
+        "barelb",
+        "deploy/helm/barelb",
+        "-n",
+        NS,
+        "--reuse-values",
+        "--set",
+        &op,
+        "--set",
+        &sp,
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend(["--wait", "--timeout=300s"]);
+    ok(helm(c, &args), "helm upgrade");
+    wait_ready(c, 2);
+}
+
+/// The test's pools, router peer, backend and Services; removed on drop.
+#[derive(Debug)]
+pub struct Workload {
+    c: Cluster,
+    pub ns: String,
+    pools: Vec<String>,
+    peer: Option<String>,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.c.lab.kubectl(&[
+            "delete",
+            "namespace",
+            &self.ns,
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+        for p in &self.pools {
+            let _ = self
+                .c
+                .lab
+                .kubectl(&["delete", "addresspool", p, "--ignore-not-found"]);
+        }
+        if let Some(p) = &self.peer {
+            let _ = self
+                .c
+                .lab
+                .kubectl(&["delete", "bgppeer", p, "--ignore-not-found"]);
+        }
+    }
+}
+
+pub fn apply(c: &Cluster, yaml: &str) {
+    ok(c.lab.apply(yaml), "kubectl apply");
+}
+
+/// A backend Deployment (one Pod per node) in a new namespace, and an L2
+/// Service from a pool of 198.19.0.230-239; with `bgp`, also a BGP Service
+/// from 203.0.113.80/28 announced to a router at 198.19.0.3.
+pub fn workload(c: &Cluster, bgp: bool) -> Workload {
+    let ns = unique_name("inst");
+    let l2 = format!("{ns}-l2");
+    let mut w = Workload {
+        c: c.clone(),
+        ns: ns.clone(),
+        pools: vec![l2.clone()],
+        peer: None,
+    };
+    apply(
+        c,
+        &format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {l2}}}\n\
+             spec: {{addresses: [198.19.0.230-198.19.0.239], announce: {{mode: L2}}}}\n"
+        ),
+    );
+    if bgp {
+        let (pool, peer) = (format!("{ns}-bgp"), format!("{ns}-tor"));
+        w.pools.push(pool.clone());
+        w.peer = Some(peer.clone());
+        apply(
+            c,
+            &format!(
+                "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {peer}, labels: {{rack: {ns}}}}}\n\
+                 spec: {{peerAddress: 198.19.0.3, peerASN: 64501, myASN: 64500, holdTime: 9s, connectRetryTime: 1s, gracefulRestart: true}}\n\
+                 ---\napiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {pool}}}\n\
+                 spec: {{addresses: [203.0.113.80/28], autoAssign: false, announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{rack: {ns}}}}}}}}}}}\n"
+            ),
+        );
+    }
+    let n = c.nodes;
+    let mut yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  replicas: {n}
+  selector: {{matchLabels: {{app: backend}}}}
+  template:
+    metadata: {{labels: {{app: backend}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: backend}}}}}}
+      containers:
+      - name: backend
+        image: barelb.io/lab-backend:1
+        imagePullPolicy: Never
+        args: ["--listen=:8080"]
+        env:
+        - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+        - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}, annotations: {{barelb.io/pool: {l2}}}}}
+spec:
+  type: LoadBalancer
+  selector: {{app: backend}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    );
+    if bgp {
+        yaml += &format!(
+            r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: routed, namespace: {ns}, annotations: {{barelb.io/pool: {ns}-bgp}}}}
+spec:
+  type: LoadBalancer
+  selector: {{app: backend}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+        );
+    }
+    apply(c, &yaml);
+    w
+}
+
+/// The Service's first ingress address, once it has one.
+pub fn address(c: &Cluster, ns: &str, svc: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = c.json(&["-n", ns, "get", "service", svc]);
+        if let Some(ip) = s["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
+            return ip.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ns}/{svc} got no address: {}",
+            s["status"]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The Service's `barelb.io/Announced` message (which nodes announce it).
+pub fn announced(c: &Cluster, ns: &str, svc: &str) -> String {
+    let s = c.json(&["-n", ns, "get", "service", svc]);
+    s["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "barelb.io/Announced" && c["status"] == "True")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until `client` gets an answer from `url`.
+pub fn answers(client: &Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.get(url).is_none() {
+        assert!(Instant::now() < deadline, "{url} does not answer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
