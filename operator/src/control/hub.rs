@@ -4,7 +4,8 @@
 //! once and sends each affected speaker only its change. Layer-2 moves are
 //! logged and counted with their cause, and timed from the fault.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -292,7 +293,7 @@ impl Hub {
         let mut dropped = Vec::new();
         for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| sp.leaving) {
             let np = NodeView::new(parts.remove(node).unwrap_or_default(), configs);
-            if !self.send(node, sp, np) {
+            if !self.send(node, sp, np, &BTreeSet::new()) {
                 dropped.push(node.clone());
             }
         }
@@ -304,10 +305,11 @@ impl Hub {
         }
     }
 
-    /// Sends `sp` what changed to reach `np` (nothing when nothing did);
-    /// false when its outbox is full.
-    fn send(&self, node: &str, sp: &mut Speaker, np: NodeView) -> bool {
-        let msg = match &sp.sent {
+    /// Sends `sp` what changed to reach `np` (nothing when nothing did),
+    /// the addresses in `quiet` to be taken over quietly; false when its
+    /// outbox is full.
+    fn send(&self, node: &str, sp: &mut Speaker, np: NodeView, quiet: &BTreeSet<IpAddr>) -> bool {
+        let mut msg = match &sp.sent {
             None => {
                 sp.generation += 1;
                 Some(operator_message::Msg::Snapshot(messages::snapshot(
@@ -320,6 +322,14 @@ impl Hub {
                 operator_message::Msg::Delta(d)
             }),
         };
+        let gained = match &mut msg {
+            Some(operator_message::Msg::Snapshot(s)) => s.l2.iter_mut(),
+            Some(operator_message::Msg::Delta(d)) => d.l2_set.iter_mut(),
+            None => [].iter_mut(),
+        };
+        for a in gained {
+            a.quiet = a.ip.parse().is_ok_and(|ip| quiet.contains(&ip));
+        }
         let Some(msg) = msg else { return true };
         let kind = match msg {
             operator_message::Msg::Snapshot(_) => "snapshot",
@@ -386,6 +396,7 @@ impl Hub {
                     .inc();
             }
         }
+        let quiet = quiet_moves(s, &plan);
         let mut dropped = Vec::new();
         let mut parts = plan.by_node();
         // Leaving speakers are sent their part only after the others have
@@ -401,7 +412,7 @@ impl Hub {
                 .keys()
                 .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));
             let before = sp.generation;
-            if !self.send(node, sp, np) {
+            if !self.send(node, sp, np, &quiet) {
                 dropped.push(node.clone());
             } else if gains && sp.generation != before {
                 self.metrics
@@ -426,6 +437,43 @@ impl Hub {
         }
         self.plan_tx.send_replace(Arc::new(s.plan.clone()));
     }
+}
+
+/// Layer-2 addresses `plan` moves away from a node that can still serve
+/// them — its speaker connected, its link up, the Node Ready and, for
+/// `externalTrafficPolicy: Local`, a ready endpoint of its own — as when a
+/// speaker leaves or a node returns. That node keeps forwarding what
+/// clients send it, so the new owner takes over quietly (see
+/// `L2Announcement.quiet`).
+fn quiet_moves(s: &State, plan: &Plan) -> BTreeSet<IpAddr> {
+    let alive = |node: &str| {
+        s.speakers.get(node).is_some_and(|sp| sp.link_up)
+            && s.inputs.nodes.iter().any(|n| n.name == node && n.ready)
+    };
+    // Moves away from a live node, then (one pass over the units) those
+    // whose old node serves the Service.
+    let moved: BTreeMap<IpAddr, &str> = plan
+        .l2
+        .iter()
+        .filter_map(|(ip, new)| {
+            let old = s.plan.l2.get(ip)?;
+            (old.node != new.node && alive(&old.node)).then_some((*ip, old.node.as_str()))
+        })
+        .collect();
+    if moved.is_empty() {
+        return BTreeSet::new();
+    }
+    let mut quiet = BTreeSet::new();
+    for u in &s.inputs.units {
+        for ip in &u.ips {
+            if let Some(old) = moved.get(ip)
+                && (!u.local || u.endpoint_nodes.contains(*old))
+            {
+                quiet.insert(*ip);
+            }
+        }
+    }
+    quiet
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ fn l2(ip: &std::net::IpAddr, interfaces: &[String]) -> L2Announcement {
     L2Announcement {
         ip: ip.to_string(),
         interfaces: interfaces.to_vec(),
+        // Decided by the hub, which knows whether the previous owner is alive.
+        quiet: false,
     }
 }
 

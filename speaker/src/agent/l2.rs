@@ -32,6 +32,8 @@ pub struct L2 {
     owned: BTreeMap<IpAddr, Vec<String>>,
     running: BTreeMap<String, Announcer>,
     conflicts_tx: mpsc::UnboundedSender<(IpAddr, String)>,
+    /// Owned addresses taken over quietly, not yet acquired by an announcer.
+    quiet: announcer::Quiet,
 }
 
 impl L2 {
@@ -49,12 +51,21 @@ impl L2 {
                 owned: BTreeMap::new(),
                 running: BTreeMap::new(),
                 conflicts_tx,
+                quiet: announcer::Quiet::default(),
             },
             rx,
         )
     }
 
-    pub fn set(&mut self, ip: IpAddr, interfaces: Vec<String>) {
+    /// Owns `ip`; `quiet`: answer requests for it without announcing it.
+    pub fn set(&mut self, ip: IpAddr, interfaces: Vec<String>, quiet: bool) {
+        let mut q = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        if quiet && !self.owned.contains_key(&ip) {
+            q.insert(ip);
+        } else {
+            q.remove(&ip);
+        }
+        drop(q);
         self.owned.insert(ip, interfaces);
     }
 
@@ -122,6 +133,7 @@ impl L2 {
                         self.metrics.clone(),
                         Some(self.conflicts_tx.clone()),
                         Some(kick_rx),
+                        Some(self.quiet.clone()),
                     ));
                     self.running.insert(
                         name,

@@ -344,8 +344,8 @@ async fn session(
                             if let Some(addr) = ip(&a.ip) {
                                 // The operator gives it (back): old claims no longer count.
                                 recent.remove(&addr);
-                                kicks.push(addr);
-                                l2.set(addr, a.interfaces);
+                                if !a.quiet { kicks.push(addr); }
+                                l2.set(addr, a.interfaces, a.quiet);
                             }
                         }
                         if follow_bgp {
@@ -364,8 +364,8 @@ async fn session(
                             if let Some(addr) = ip(&a.ip) {
                                 // The operator gives it (back): old claims no longer count.
                                 recent.remove(&addr);
-                                kicks.push(addr);
-                                l2.set(addr, a.interfaces);
+                                if !a.quiet { kicks.push(addr); }
+                                l2.set(addr, a.interfaces, a.quiet);
                             }
                         }
                         if follow_bgp {

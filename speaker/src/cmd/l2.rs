@@ -66,6 +66,7 @@ pub async fn run(a: L2Args, metrics: Arc<Metrics>) -> anyhow::Result<()> {
                 metrics.l2.clone(),
                 None,
                 None,
+                None,
             )),
         ));
     }

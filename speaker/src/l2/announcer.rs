@@ -58,6 +58,10 @@ async fn send(sock: &PacketSocket, frame: &[u8]) -> std::io::Result<()> {
 /// that host's MAC). The agent's yield rule listens here.
 pub type Conflicts = tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>;
 
+/// Addresses to take over without announcing them (the operator's
+/// `L2Announcement.quiet`): on acquisition they are answered, not announced.
+pub type Quiet = Arc<std::sync::Mutex<BTreeSet<IpAddr>>>;
+
 /// Runs until `owned` is closed. An address sent on `kick` is announced
 /// again (if owned). The set in `owned` is the addresses this
 /// node answers for; a change takes effect at once, and newly acquired
@@ -69,6 +73,7 @@ pub async fn run(
     metrics: Arc<L2Metrics>,
     conflicts: Option<Conflicts>,
     mut kick: Option<tokio::sync::mpsc::UnboundedReceiver<IpAddr>>,
+    quiet: Option<Quiet>,
 ) -> std::io::Result<Counters> {
     let mut counters = Counters::default();
     let mut current: BTreeSet<IpAddr> = BTreeSet::new();
@@ -82,6 +87,13 @@ pub async fn run(
         if changed {
             let next = owned.borrow_and_update().clone();
             for ip in next.difference(&current) {
+                let hushed = quiet
+                    .as_ref()
+                    .is_some_and(|q| q.lock().unwrap_or_else(|p| p.into_inner()).remove(ip));
+                if hushed {
+                    tracing::info!(address = %ip, mac = %sock.mac, "acquired quietly: answering requests, not announcing (the previous owner still forwards)");
+                    continue;
+                }
                 tracing::info!(address = %ip, mac = %sock.mac, "acquired: announcing");
                 let _ = ann_tx.send((*ip, 0));
             }

@@ -81,6 +81,8 @@ fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
         panic!("delta expected")
     };
     assert_eq!(d.l2_set.len(), 20 - b_has.len());
+    // a is gone: b announces what it takes, so clients move at once.
+    assert!(d.l2_set.iter().all(|a| !a.quiet));
     let text = metrics.encode().unwrap();
     assert!(
         text.contains(&format!(
@@ -279,6 +281,8 @@ fn a_leaving_speaker_lets_go_only_after_the_next_owner_applied_its_addresses() {
     };
     let took: BTreeSet<String> = d.l2_set.iter().map(|a| a.ip.clone()).collect();
     assert_eq!(took, a_has);
+    // a's node still forwards: b takes over without gratuitous announcements.
+    assert!(d.l2_set.iter().all(|a| a.quiet), "{:?}", d.l2_set);
     assert!(ra.try_recv().is_err(), "a was released before b applied");
     // A second Leaving (after a reconnect) changes nothing.
     hub.leaving("a", ida);
