@@ -46,11 +46,11 @@ pub struct RunArgs {
     /// On SIGTERM, how long to wait for the operator to hand this node's
     /// addresses to others before stopping anyway (keep it below the Pod's
     /// terminationGracePeriodSeconds).
-    #[arg(long, default_value = "20s", value_parser = barelb_core::duration::parse)]
+    #[arg(long, default_value = "20s", value_parser = super::duration)]
     leave_timeout: Duration,
     /// On SIGTERM, how long withdrawn BGP routes get to converge on the
     /// routers before the sessions close.
-    #[arg(long, default_value = "2s", value_parser = barelb_core::duration::parse)]
+    #[arg(long, default_value = "2s", value_parser = super::duration)]
     bgp_drain: Duration,
 }
 
