@@ -45,6 +45,9 @@ struct Speaker {
     /// Said Leaving: planned without, and told to let go only once the
     /// next owners have acked (make before break).
     leaving: bool,
+    /// Layer-2 addresses it said it answers for when it connected: its
+    /// Snapshot gives those back quietly.
+    holding: BTreeSet<IpAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +116,16 @@ impl Hub {
     /// A speaker's stream is up; returns its connection id. An older stream
     /// of the same node is replaced (its sender dropped).
     pub fn attach(self: &Arc<Self>, node: &str, tx: Outbox) -> u64 {
+        self.attach_holding(node, tx, BTreeSet::new())
+    }
+
+    /// [`Hub::attach`] for a speaker that already answers for `holding`.
+    pub fn attach_holding(
+        self: &Arc<Self>,
+        node: &str,
+        tx: Outbox,
+        holding: BTreeSet<IpAddr>,
+    ) -> u64 {
         let mut s = self.lock();
         if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
             s.hold_until = Some(Instant::now() + self.settle);
@@ -138,6 +151,7 @@ impl Hub {
                 in_flight: BTreeMap::new(),
                 link_up: true,
                 leaving: false,
+                holding,
             },
         );
         self.count_connected(&mut s);
@@ -328,7 +342,9 @@ impl Hub {
             None => [].iter_mut(),
         };
         for a in gained {
-            a.quiet = a.ip.parse().is_ok_and(|ip| quiet.contains(&ip));
+            a.quiet =
+                a.ip.parse()
+                    .is_ok_and(|ip| quiet.contains(&ip) || sp.holding.contains(&ip));
         }
         let Some(msg) = msg else { return true };
         let kind = match msg {
@@ -340,6 +356,9 @@ impl Hub {
                 self.count(kind);
                 sp.in_flight.insert(sp.generation, Instant::now());
                 sp.sent = Some(np);
+                // Only the first message may give back quietly what it held:
+                // a later gain follows a failover, which must be announced.
+                sp.holding.clear();
                 true
             }
             Err(_) => {

@@ -127,7 +127,12 @@ impl Control for Service {
             return Err(self.refuse(&node, &r));
         }
         let (tx, rx) = mpsc::channel(OUTBOX);
-        let id = self.hub.attach(&node, tx);
+        let holding = hello
+            .holding
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let id = self.hub.attach_holding(&node, tx, holding);
         let link_up = hello.interfaces.iter().all(|i| i.carrier);
         if !link_up {
             self.hub.link(&node, id, false);

@@ -77,6 +77,11 @@ impl L2 {
         self.owned.clear();
     }
 
+    /// The addresses it owns now.
+    pub fn owned(&self) -> Vec<IpAddr> {
+        self.owned.keys().copied().collect()
+    }
+
     /// Whether it owns nothing (a leaving speaker is done).
     pub fn is_empty(&self) -> bool {
         self.owned.is_empty()

@@ -287,6 +287,7 @@ async fn session(
             protocol: barelb_control::PROTOCOL,
             version: env!("CARGO_PKG_VERSION").into(),
             interfaces: interfaces(&names),
+            holding: l2.owned().iter().map(ToString::to_string).collect(),
         })))
         .await?;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));

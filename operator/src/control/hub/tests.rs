@@ -304,3 +304,48 @@ fn a_leaving_speaker_lets_go_only_after_the_next_owner_applied_its_addresses() {
         "{text}"
     );
 }
+
+#[test]
+fn a_new_leaders_snapshot_gives_back_quietly_what_a_speaker_already_holds() {
+    let hub = Hub::new(Metrics::new(), std::time::Duration::ZERO);
+    hub.set_inputs(
+        Inputs {
+            units: vec![unit("198.51.100.1"), unit("198.51.100.2")],
+            nodes: vec![node("a")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let held: BTreeSet<IpAddr> = ["198.51.100.1".parse().unwrap()].into();
+    let ida = hub.attach_holding("a", ta, held);
+    let Msg::Snapshot(s) = next(&mut ra) else {
+        panic!("snapshot expected")
+    };
+    let quiet: Vec<(String, bool)> = s.l2.iter().map(|a| (a.ip.clone(), a.quiet)).collect();
+    assert_eq!(
+        quiet,
+        [
+            ("198.51.100.1".to_string(), true),
+            ("198.51.100.2".to_string(), false)
+        ]
+    );
+    // Later gains are announced: what it held counts for the first message only.
+    hub.set_inputs(
+        Inputs {
+            units: vec![
+                unit("198.51.100.1"),
+                unit("198.51.100.2"),
+                unit("198.51.100.3"),
+            ],
+            nodes: vec![node("a")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    assert!(d.l2_set.iter().all(|a| !a.quiet));
+    let _ = ida;
+}
