@@ -155,14 +155,7 @@ async fn write_service(
             action: "Allocate".into(),
             secondary: None,
         };
-        // Events go out beside the status path: the address is what users
-        // wait for, the event can follow a moment later.
-        let (recorder, reference, key) = (recorder.clone(), w.svc.object_ref(&()), w.key.clone());
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(service = %key, error = %e, "could not publish event");
-            }
-        });
+        publish_beside(recorder, w, event);
     }
     Ok(updated
         .metadata
@@ -193,6 +186,12 @@ fn report_forbidden<T>(recorder: &Recorder, w: &Write, res: &Result<T, kube::Err
         action: "Allocate".into(),
         secondary: None,
     };
+    publish_beside(recorder, w, event);
+}
+
+/// Publishes `event` on the Service of `w` beside the status path: the
+/// address is what users wait for, the event can follow a moment later.
+fn publish_beside(recorder: &Recorder, w: &Write, event: KubeEvent) {
     let (recorder, reference, key) = (recorder.clone(), w.svc.object_ref(&()), w.key.clone());
     tokio::spawn(async move {
         if let Err(e) = recorder.publish(&event, &reference).await {

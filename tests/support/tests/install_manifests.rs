@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use barelb_testsupport::lab::{harness_bin, helm_bin, output_text};
+use barelb_testsupport::install::ok;
+use barelb_testsupport::lab::{harness_bin, helm_bin};
 use barelb_testsupport::{repo_root, unique_name};
 use serde_json::Value;
 
@@ -19,11 +20,6 @@ fn run(cmd: &mut Command) -> Output {
 
 fn helm(args: &[&str]) -> Output {
     run(Command::new(helm_bin()).args(args).current_dir(repo_root()))
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(out.status.success(), "{what}: {}", output_text(&out));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Every object of a multi-document YAML stream, by (kind, namespace, name),

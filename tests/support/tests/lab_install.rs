@@ -218,6 +218,20 @@ fn the_kustomize_lab_overlay_installs_the_same_and_deletes_clean() {
     check_uninstalled(&c);
 }
 
+/// `obj` as `kubectl replace` takes it back: without the server's fields.
+fn replaceable(obj: &serde_json::Value) -> serde_json::Value {
+    let mut v = obj.clone();
+    for field in [
+        "resourceVersion",
+        "uid",
+        "managedFields",
+        "creationTimestamp",
+    ] {
+        v["metadata"].as_object_mut().unwrap().remove(field);
+    }
+    v
+}
+
 /// With one right taken from the operator, the Service it cannot write
 /// says why (a Warning event naming the right) and gets its address once
 /// the right is back.
@@ -227,7 +241,7 @@ fn a_missing_right_is_reported_on_the_service_and_recovers_when_restored() {
     let c = cluster("a_missing_right_is_reported_on_the_service_and_recovers_when_restored");
     let installed = install_with_helm(&c);
     let role = c.json(&["get", "clusterrole", "barelb-operator"]);
-    let mut cut = role.clone();
+    let mut cut = replaceable(&role);
     let rules = cut["rules"].as_array_mut().unwrap();
     let before = rules.len();
     rules.retain(|r| r["resources"] != serde_json::json!(["services/status"]));
@@ -236,14 +250,6 @@ fn a_missing_right_is_reported_on_the_service_and_recovers_when_restored() {
         before - 1,
         "no services/status rule to take away"
     );
-    for field in [
-        "resourceVersion",
-        "uid",
-        "managedFields",
-        "creationTimestamp",
-    ] {
-        cut["metadata"].as_object_mut().unwrap().remove(field);
-    }
     ok(
         c.lab
             .kubectl_stdin(&["replace", "-f", "-"], Some(&cut.to_string())),
@@ -271,15 +277,7 @@ fn a_missing_right_is_reported_on_the_service_and_recovers_when_restored() {
         "{note}"
     );
     // The right comes back (as `helm upgrade` would restore it).
-    let mut back = role.clone();
-    for field in [
-        "resourceVersion",
-        "uid",
-        "managedFields",
-        "creationTimestamp",
-    ] {
-        back["metadata"].as_object_mut().unwrap().remove(field);
-    }
+    let back = replaceable(&role);
     ok(
         c.lab
             .kubectl_stdin(&["replace", "-f", "-"], Some(&back.to_string())),
