@@ -23,6 +23,7 @@ use crate::selector::LabelSelector;
     category = "barelb",
     printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action"}"#,
     printcolumn = r#"{"name":"Rules","type":"integer","jsonPath":".status.ruleCount"}"#,
+    printcolumn = r#"{"name":"Pools","type":"integer","description":"AddressPools it selects","jsonPath":".status.poolsSelected"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -83,6 +84,9 @@ pub struct LoadBalancerPolicyStatus {
     /// Number of rules compiled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_count: Option<i32>,
+    /// Number of AddressPools its `poolSelector` selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools_selected: Option<i32>,
     /// `Ready`: True when every rule compiled; False names the rule and position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]

@@ -27,6 +27,21 @@ pub struct PoolDef {
     pub invalid: Vec<String>,
 }
 
+/// Every pair of `mine`'s and `theirs`' ranges that share an address, in
+/// `mine`'s order: each overlap, of each family, is named.
+pub fn overlapping(mine: &PoolDef, theirs: &PoolDef) -> Vec<(IpRange, IpRange)> {
+    mine.ranges
+        .iter()
+        .flat_map(|r| {
+            theirs
+                .ranges
+                .iter()
+                .filter(|o| o.overlaps(r))
+                .map(|o| (*r, *o))
+        })
+        .collect()
+}
+
 /// For each pool, `Ok` if it is in force, or why not: a bad entry, or an
 /// overlap with an older pool (by creation time, then name), named.
 pub fn readiness(defs: &[PoolDef]) -> BTreeMap<String, Result<(), String>> {
@@ -43,20 +58,20 @@ pub fn readiness(defs: &[PoolDef]) -> BTreeMap<String, Result<(), String>> {
             continue;
         }
         let clash = in_force.iter().find_map(|other| {
-            def.ranges.iter().find_map(|r| {
-                other
-                    .ranges
-                    .iter()
-                    .find(|o| o.overlaps(r))
-                    .map(|o| (other.name.clone(), *r, *o))
-            })
+            let pairs = overlapping(def, other);
+            (!pairs.is_empty()).then(|| (other.name.clone(), pairs))
         });
         match clash {
-            Some((other, mine, theirs)) => {
+            Some((other, pairs)) => {
+                let pairs: Vec<String> = pairs
+                    .iter()
+                    .map(|(mine, theirs)| format!("{mine} overlap {theirs}"))
+                    .collect();
                 out.insert(
                     def.name.clone(),
                     Err(format!(
-                        "addresses {mine} overlap {theirs} of AddressPool {other}, which is older; remove the overlap"
+                        "addresses {} of AddressPool {other}, which is older; remove the overlap",
+                        pairs.join(" and ")
                     )),
                 );
             }

@@ -435,6 +435,30 @@ spec:
     );
     let _policy = t.lab.delete_on_drop("loadbalancerpolicy", &policy, &[]);
     let _op = t.operator(&[]);
+    // The policy says it is in force, for `kubectl get` and Argo CD.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let out = t.lab.kubectl(&[
+            "get",
+            "loadbalancerpolicy",
+            &policy,
+            "-o",
+            "jsonpath={.status}",
+        ]);
+        let st: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if st["conditions"][0]["status"] == "True" || std::time::Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["observedGeneration"], 1, "{status}");
+    assert_eq!(status["ruleCount"], 1, "{status}");
+    assert_eq!(status["poolsSelected"], 1, "{status}");
+    assert_eq!(
+        status["conditions"][0]["message"], "1 rule compiled; selects 1 AddressPool",
+        "{status}"
+    );
 
     t.service("web", json!({}), json!({})).await;
     let msg = t.wait_reason("web", "PolicyDenied").await;

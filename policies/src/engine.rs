@@ -115,6 +115,13 @@ pub struct CompiledPolicy {
     rules: Vec<CompiledRule>,
 }
 
+impl CompiledPolicy {
+    /// How many rules it has.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+}
+
 impl std::fmt::Debug for CompiledPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledPolicy")

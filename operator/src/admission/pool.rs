@@ -41,19 +41,28 @@ pub fn review_pool(view: &View, new: Option<&AddressPool>, old: Option<&AddressP
                 ));
             }
         }
-        for other in view.pools.iter().filter(|o| o.name != *name) {
-            if let Some((mine, theirs)) = def
-                .ranges
-                .iter()
-                .find_map(|r| other.ranges.iter().find(|o| o.overlaps(r)).map(|o| (r, o)))
-            {
-                return Review::deny(format!(
-                    "AddressPool {name}: {} overlaps {} of AddressPool {}; pools must not share addresses, change one of them",
-                    written(def, mine),
-                    written(other, theirs),
-                    other.name
-                ));
-            }
+        let clashes: Vec<String> = view
+            .pools
+            .iter()
+            .filter(|o| o.name != *name)
+            .filter_map(|other| {
+                let pairs = barelb_core::pools::overlapping(def, other);
+                (!pairs.is_empty()).then(|| {
+                    let pairs: Vec<String> = pairs
+                        .iter()
+                        .map(|(mine, theirs)| {
+                            format!("{} overlaps {}", written(def, mine), written(other, theirs))
+                        })
+                        .collect();
+                    format!("{} of AddressPool {}", pairs.join(" and "), other.name)
+                })
+            })
+            .collect();
+        if !clashes.is_empty() {
+            return Review::deny(format!(
+                "AddressPool {name}: {}; pools must not share addresses, change one of them",
+                clashes.join("; ")
+            ));
         }
         if def.ranges.is_empty() {
             review

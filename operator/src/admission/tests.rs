@@ -194,6 +194,24 @@ fn pools_overlap_and_orphans() {
             "AddressPool new: 10.1.0.128/25 overlaps 10.1.0.0/24 of AddressPool web; pools must not share addresses, change one of them"
         )
     );
+    // Every overlap is named, of each family and each pool.
+    let mut dual = view();
+    dual.pools.push(crate::pools::pool_def(&pool(
+        "dual",
+        &["10.3.0.0/24", "2001:db8::/64"],
+        json!({}),
+    )));
+    let both = pool(
+        "both",
+        &["10.3.0.8/29", "2001:db8::100-2001:db8::1ff", "10.2.0.0/28"],
+        json!({}),
+    );
+    assert_eq!(
+        review_pool(&dual, Some(&both), None).denial.as_deref(),
+        Some(
+            "AddressPool both: 10.2.0.0/28 overlaps 10.2.0.0/24 of AddressPool open; 10.3.0.8/29 overlaps 10.3.0.0/24 and 2001:db8::100-2001:db8::1ff overlaps 2001:db8::/64 of AddressPool dual; pools must not share addresses, change one of them"
+        )
+    );
     let backwards = pool("v6", &["2001:db8::9-2001:db8::1"], json!({}));
     assert!(
         review_pool(&v, Some(&backwards), None)

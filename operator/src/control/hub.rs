@@ -64,8 +64,8 @@ struct State {
     /// since: a change of eligibility alone then replans incrementally.
     planned_with: Option<Vec<Node>>,
     next_id: u64,
-    /// Each connected speaker's BGP sessions: peer → RFC 4271 state.
-    sessions: BTreeMap<String, BTreeMap<String, String>>,
+    /// Each connected speaker's BGP sessions.
+    sessions: Sessions,
 }
 
 /// Shared by the control server and the controller.
@@ -75,7 +75,11 @@ pub struct Hub {
     settle: std::time::Duration,
     metrics: Arc<Metrics>,
     plan_tx: watch::Sender<Arc<Plan>>,
+    sessions_tx: watch::Sender<Arc<Sessions>>,
 }
+
+/// Each connected speaker's BGP sessions: node → peer → RFC 4271 state.
+pub type Sessions = BTreeMap<String, BTreeMap<String, String>>;
 
 impl Hub {
     /// `settle`: how long after the first speaker connects (to a new
@@ -84,8 +88,10 @@ impl Hub {
     /// moves nothing and leaves no gap.
     pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> Arc<Self> {
         let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
+        let (sessions_tx, _) = watch::channel(Arc::new(Sessions::new()));
         Arc::new(Hub {
             settle,
+            sessions_tx,
             state: Mutex::new(State::default()),
             metrics,
             plan_tx,
@@ -100,6 +106,11 @@ impl Hub {
     /// The latest plan, for Service conditions and events.
     pub fn plans(&self) -> watch::Receiver<Arc<Plan>> {
         self.plan_tx.subscribe()
+    }
+
+    /// The speakers' BGP sessions, for BGPPeer status.
+    pub fn sessions_watch(&self) -> watch::Receiver<Arc<Sessions>> {
+        self.sessions_tx.subscribe()
     }
 
     /// New units or nodes from the controller.
@@ -172,6 +183,13 @@ impl Hub {
 
     /// `barelb_control_bgp_sessions`: nodes per (peer, state).
     fn count_sessions(&self, s: &State) {
+        self.sessions_tx.send_if_modified(|now| {
+            let changed = **now != s.sessions;
+            if changed {
+                *now = Arc::new(s.sessions.clone());
+            }
+            changed
+        });
         let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for sessions in s.sessions.values() {
             for (peer, state) in sessions {
@@ -402,20 +420,23 @@ impl Hub {
             }
             None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
         };
-        for (ip, new) in &plan.l2 {
-            if let Some(old) = s.plan.l2.get(ip)
-                && old.node != new.node
-            {
-                tracing::info!(address = %ip, from = %old.node, to = %new.node, cause, "announcement moved");
-                self.metrics
-                    .failovers
-                    .get_or_create(&ReasonLabels {
-                        reason: cause.into(),
-                    })
-                    .inc();
+        let quiet = {
+            let owners = current_owners(s);
+            for (ip, new) in &plan.l2 {
+                if let Some(old) = owners.get(ip)
+                    && *old != new.node
+                {
+                    tracing::info!(address = %ip, from = %old, to = %new.node, cause, "announcement moved");
+                    self.metrics
+                        .failovers
+                        .get_or_create(&ReasonLabels {
+                            reason: cause.into(),
+                        })
+                        .inc();
+                }
             }
-        }
-        let quiet = quiet_moves(s, &plan);
+            quiet_moves(s, &owners, &plan)
+        };
         let mut dropped = Vec::new();
         let mut parts = plan.by_node();
         // Leaving speakers are sent their part only after the others have
@@ -458,13 +479,28 @@ impl Hub {
     }
 }
 
+/// Who answers for each layer-2 address now: the current plan's owner or,
+/// for an address a new leader has not planned yet, the speaker that said
+/// it holds it when it connected.
+fn current_owners(s: &State) -> BTreeMap<IpAddr, &str> {
+    let mut owners: BTreeMap<IpAddr, &str> = s
+        .speakers
+        .iter()
+        .flat_map(|(node, sp)| sp.holding.iter().map(move |ip| (*ip, node.as_str())))
+        .collect();
+    owners.extend(s.plan.l2.iter().map(|(ip, a)| (*ip, a.node.as_str())));
+    owners
+}
+
 /// Layer-2 addresses `plan` moves away from a node that can still serve
 /// them — its speaker connected, its link up, the Node Ready and, for
 /// `externalTrafficPolicy: Local`, a ready endpoint of its own — as when a
 /// speaker leaves or a node returns. That node keeps forwarding what
 /// clients send it, so the new owner takes over quietly (see
-/// `L2Announcement.quiet`).
-fn quiet_moves(s: &State, plan: &Plan) -> BTreeSet<IpAddr> {
+/// `L2Announcement.quiet`). The old node is the current owner
+/// (`current_owners`), so a new leader's first plan, made while a speaker
+/// is leaving, moves its addresses quietly too.
+fn quiet_moves(s: &State, owners: &BTreeMap<IpAddr, &str>, plan: &Plan) -> BTreeSet<IpAddr> {
     let alive = |node: &str| {
         s.speakers.get(node).is_some_and(|sp| sp.link_up)
             && s.inputs.nodes.iter().any(|n| n.name == node && n.ready)
@@ -475,8 +511,8 @@ fn quiet_moves(s: &State, plan: &Plan) -> BTreeSet<IpAddr> {
         .l2
         .iter()
         .filter_map(|(ip, new)| {
-            let old = s.plan.l2.get(ip)?;
-            (old.node != new.node && alive(&old.node)).then_some((*ip, old.node.as_str()))
+            let old = *owners.get(ip)?;
+            (old != new.node && alive(old)).then_some((*ip, old))
         })
         .collect();
     if moved.is_empty() {

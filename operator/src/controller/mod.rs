@@ -9,6 +9,7 @@
 //! allocation from Service status.
 
 mod reconcile;
+mod resource_status;
 #[cfg(test)]
 mod tests;
 mod watches;
@@ -25,6 +26,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{mpsc, watch};
 
 use crate::admission::view::Publisher;
+use crate::control::hub::Sessions;
 use crate::control::{Hub, inputs};
 use crate::index::{Change, Index, Touched};
 use crate::metrics::Metrics;
@@ -88,7 +90,9 @@ pub async fn run(
     let (retry, mut retries) = mpsc::unbounded_channel::<ServiceKey>();
     let mut c = Controller::new(client, settings, metrics, view, hub, retry);
     let mut plans = c.hub.as_ref().map(|h| h.plans());
+    let mut sessions = c.hub.as_ref().map(|h| h.sessions_watch());
     let mut plan_changed = false;
+    let mut peers_changed = false;
     loop {
         tokio::select! {
             Ok(()) = async {
@@ -97,6 +101,12 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             } => plan_changed = true,
+            Ok(()) = async {
+                match sessions.as_mut() {
+                    Some(s) => s.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => peers_changed = true,
             change = rx.recv() => {
                 let Some(change) = change else { anyhow::bail!("all watches ended") };
                 c.absorb(change);
@@ -119,12 +129,23 @@ pub async fn run(
             c.follow();
             continue;
         }
+        peers_changed |= c.touched.peers || c.leading.is_none();
         c.allocate().await;
-        if let Some(p) = plans.as_mut()
-            && std::mem::take(&mut plan_changed)
+        let plan = match plans.as_mut() {
+            Some(p) if std::mem::take(&mut plan_changed) => {
+                let plan = p.borrow_and_update().clone();
+                c.write_announced(&plan).await;
+                peers_changed = true;
+                Some(plan)
+            }
+            Some(p) if peers_changed => Some(p.borrow().clone()),
+            _ => None,
+        };
+        if let (Some(plan), Some(s)) = (plan, sessions.as_mut())
+            && std::mem::take(&mut peers_changed)
         {
-            let plan = p.borrow_and_update().clone();
-            c.write_announced(&plan).await;
+            let now = s.borrow_and_update().clone();
+            c.write_peers(&plan, &now).await;
         }
     }
 }
@@ -253,6 +274,24 @@ impl Controller {
         };
         writes::execute(&ctx, state, writes, &self.retry).await;
         writes::write_pools(&ctx, state, &self.index).await;
+        if fresh || batch.pools || batch.policies {
+            resource_status::write_policies(&ctx, state, &self.index, &self.engine).await;
+        }
+    }
+
+    /// BGPPeer status, while leading.
+    async fn write_peers(&mut self, plan: &barelb_core::planner::Plan, sessions: &Sessions) {
+        let Some(state) = self.leading.as_mut() else {
+            return;
+        };
+        let ctx = writes::Context {
+            client: &self.client,
+            settings: &self.settings,
+            recorder: &self.recorder,
+            metrics: &self.metrics,
+        };
+        resource_status::write_peers(&ctx, state, &self.index, plan, sessions, &self.peer_configs)
+            .await;
     }
 
     /// The Announced condition of every Service whose announcers changed.

@@ -38,6 +38,9 @@ pub(super) struct Leading {
     /// a watch event older than that is not a reason to write again.
     pub written: HashMap<ServiceKey, (ServiceStatus, u64)>,
     pub pool_written: HashMap<String, Value>,
+    /// LoadBalancerPolicy and BGPPeer status bodies written ("Kind/name"),
+    /// timestamps aside, not yet seen back.
+    pub status_written: HashMap<String, Value>,
     /// Per-Service retry delays after refused status writes.
     pub backoff: Backoff<ServiceKey>,
     /// Refused status writes, summarised once per interval.
@@ -94,6 +97,7 @@ pub(super) fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn Policy
         alloc,
         written: HashMap::new(),
         pool_written: HashMap::new(),
+        status_written: HashMap::new(),
         backoff: Backoff::default(),
         failures: FailureLog::new("Service status", FAILURE_LOG_INTERVAL),
     }

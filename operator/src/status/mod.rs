@@ -5,6 +5,7 @@
 //! applies them with server-side apply.
 
 pub mod announced;
+pub mod resources;
 
 use std::net::IpAddr;
 

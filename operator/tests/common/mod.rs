@@ -314,13 +314,16 @@ impl Instance {
             "--field-selector",
             &format!("involvedObject.name={name}"),
             "-o",
-            "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.message}{\"\\n\"}{end}",
+            "jsonpath={range .items[*]}{.reportingComponent}{\"\\t\"}{.reason}{\"\\t\"}{.message}{\"\\n\"}{end}",
         ]);
+        // Only barelb's own: the apiserver reports on Services too (e.g.
+        // ClusterIPNotAllocated while its repair loop catches up).
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| {
-                l.split_once('\t')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                let mut parts = l.splitn(3, '\t');
+                let (by, reason, message) = (parts.next()?, parts.next()?, parts.next()?);
+                (by == "barelb-operator").then(|| (reason.to_string(), message.to_string()))
             })
             .collect()
     }

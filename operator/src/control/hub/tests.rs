@@ -349,3 +349,38 @@ fn a_new_leaders_snapshot_gives_back_quietly_what_a_speaker_already_holds() {
     assert!(d.l2_set.iter().all(|a| !a.quiet));
     let _ = ida;
 }
+
+#[test]
+fn a_new_leaders_first_plan_moves_a_leaving_holders_addresses_quietly() {
+    // A long settle: nothing goes out until `release`, as after a leader
+    // change while a speaker is stopping (a rolling upgrade of both).
+    let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(3600));
+    hub.set_inputs(
+        Inputs {
+            units: vec![unit("198.51.100.1")],
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    let held: BTreeSet<IpAddr> = ["198.51.100.1".parse().unwrap()].into();
+    let ida = hub.attach_holding("a", ta, held);
+    let idb = hub.attach("b", tb);
+    hub.leaving("a", ida);
+    assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
+    hub.release();
+    let Msg::Snapshot(s) = next(&mut rb) else {
+        panic!("snapshot expected")
+    };
+    // a still answers and its node forwards: b takes over without announcing.
+    let got: Vec<(String, bool)> = s.l2.iter().map(|a| (a.ip.clone(), a.quiet)).collect();
+    assert_eq!(got, [("198.51.100.1".to_string(), true)]);
+    assert!(ra.try_recv().is_err(), "a was released before b applied");
+    hub.ack("b", idb, s.generation, "");
+    let Msg::Snapshot(s) = next(&mut ra) else {
+        panic!("snapshot expected")
+    };
+    assert!(s.l2.is_empty(), "{:?}", s.l2);
+}
