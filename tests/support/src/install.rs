@@ -230,7 +230,8 @@ pub struct Workload {
     c: Cluster,
     pub ns: String,
     pools: Vec<String>,
-    peer: Option<String>,
+    /// The BGPPeer (with `bgp`).
+    pub peer: Option<String>,
 }
 
 impl Drop for Workload {
@@ -254,6 +255,29 @@ impl Drop for Workload {
                 .lab
                 .kubectl(&["delete", "bgppeer", p, "--ignore-not-found"]);
         }
+    }
+}
+
+/// The `.status` of the cluster-scoped `kind/name` once `pred` holds;
+/// panics after 60 s with the last one seen.
+pub fn wait_status(
+    c: &Cluster,
+    kind: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = c.json(&["get", kind, name])["status"].clone();
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind}/{name}: not {what} in 60 s; status: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 

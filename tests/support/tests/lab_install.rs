@@ -165,6 +165,19 @@ fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls
         started.elapsed().as_millis()
     );
     check_rbac(&c);
+    // The peer reports its sessions: every node announcing to it established.
+    let peer = w.peer.clone().unwrap();
+    let ready = |st: &serde_json::Value| st["conditions"][0]["status"] == "True";
+    let st = wait_status(&c, "bgppeer", &peer, "Ready", |st| {
+        ready(st) && st["establishedNodes"] == st["selectedNodes"] && st["selectedNodes"] != 0
+    });
+    assert_eq!(st["observedGeneration"], 1, "{st}");
+    let n = st["selectedNodes"].as_u64().unwrap();
+    assert_eq!(
+        st["conditions"][0]["message"],
+        format!("{n}/{n} nodes established"),
+        "{st}"
+    );
     let before = (announced(&c, &w.ns, "web"), announced(&c, &w.ns, "routed"));
     assert!(before.0.contains("ARP"), "{before:?}");
 
@@ -192,6 +205,17 @@ fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls
     }
     let after = (announced(&c, &w.ns, "web"), announced(&c, &w.ns, "routed"));
     assert_eq!(before, after, "the upgrade moved an address");
+
+    // The router goes away: the peer is not Ready and says which sessions are down.
+    drop(router);
+    let st = wait_status(&c, "bgppeer", &peer, "NotEstablished", |st| {
+        st["conditions"][0]["reason"] == "NotEstablished" && st["establishedNodes"] == 0
+    });
+    let msg = st["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!("0/{n} nodes established; not established: ")),
+        "{st}"
+    );
 
     drop(w);
     drop(installed);

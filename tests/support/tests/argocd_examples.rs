@@ -1,8 +1,9 @@
-//! The Argo CD health checks in gitops-examples/argocd, run offline with
-//! Debian's lua5.1 (the Lua Argo CD embeds) on fixtures laid out as Argo
-//! CD's own `resource_customizations/<group>/<Kind>/health_test.yaml`: every
-//! case gives the status and message it promises, and the argocd-cm
-//! snippet users paste carries exactly the tested script for each kind.
+//! The Argo CD examples in gitops-examples/argocd. The health checks run
+//! with Debian's lua5.1 (the Lua Argo CD embeds) on fixtures laid out as
+//! Argo CD's own `resource_customizations/<group>/<Kind>/health_test.yaml`:
+//! every case gives the status and message it promises, and the argocd-cm
+//! snippet users paste carries exactly the tested script for each kind. The
+//! example Applications point at paths that exist and retry with refresh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -143,4 +144,68 @@ fn the_argocd_cm_snippet_carries_the_tested_script_for_each_kind() {
         );
     }
     assert_eq!(data.len(), KINDS.len(), "{:?}", data.keys());
+}
+
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The pool repo's Application: waits for the CRDs, retries while the
+/// webhook starts, and takes the newest commit on each retry.
+fn check_pool_app(app: &Value) {
+    let sync = &app["spec"]["syncPolicy"];
+    assert_eq!(sync["retry"]["refresh"], true, "{app}");
+    assert!(
+        sync["syncOptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "SkipDryRunOnMissingResource=true"),
+        "{app}"
+    );
+    let path = app["spec"]["source"]["path"].as_str().unwrap();
+    let dir = barelb_testsupport::repo_root()
+        .join("gitops-examples/pool-repo")
+        .join(path);
+    assert!(
+        dir.join("kustomization.yaml").is_file(),
+        "{}",
+        dir.display()
+    );
+}
+
+#[test]
+fn the_example_applications_install_the_chart_before_the_pools_and_retry_with_refresh() {
+    let lab = documents(&dir().join("pool-repo-lab.yaml"));
+    let app = lab.iter().find(|d| d["kind"] == "Application").unwrap();
+    check_pool_app(app);
+    let apps = documents(&dir().join("app-of-apps.yaml"));
+    let wave = |a: &Value| {
+        a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+            .as_str()
+            .unwrap()
+            .parse::<i32>()
+            .unwrap()
+    };
+    let chart = apps
+        .iter()
+        .find(|a| a["metadata"]["name"] == "barelb-chart")
+        .unwrap();
+    let pools = apps
+        .iter()
+        .find(|a| a["metadata"]["name"] == "barelb-pools")
+        .unwrap();
+    assert!(wave(chart) < wave(pools));
+    let path = chart["spec"]["source"]["path"].as_str().unwrap();
+    assert!(
+        barelb_testsupport::repo_root()
+            .join(path)
+            .join("Chart.yaml")
+            .is_file(),
+        "{path}"
+    );
+    check_pool_app(pools);
 }
