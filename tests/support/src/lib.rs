@@ -1,5 +1,7 @@
 //! Test support shared by barelb's integration tests.
 //!
+//! - [`argocd`]: a real Argo CD (controller, repo-server) against the lab,
+//!   with pool repos served by `git daemon` on loopback.
 //! - [`lab`]: the real kube-apiserver started by `tests/lab up` — find it,
 //!   run the version-matched kubectl against it, get a client. A test that
 //!   needs the lab fails (never skips) when the lab is not up.
@@ -11,6 +13,7 @@
 // Test support: failing loudly (panicking) is how a test reports a problem.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod argocd;
 pub mod cluster;
 pub mod install;
 pub mod lab;
