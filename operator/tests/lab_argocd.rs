@@ -187,5 +187,6 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
         assert_eq!(st["sync"]["status"], "Synced", "diff noise: {st}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    eprintln!("Argo CD resident memory (MiB): {:?}", argo.rss_mib());
     drop(op);
 }

@@ -198,6 +198,23 @@ impl ArgoCd {
         self.children.push((name.to_string(), child));
     }
 
+    /// Resident memory of each component now, in MiB (for benchmarks).
+    pub fn rss_mib(&self) -> Vec<(String, u64)> {
+        self.children
+            .iter()
+            .map(|(name, child)| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                    .unwrap_or_default();
+                let kib: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+                (name.clone(), kib / 1024)
+            })
+            .collect()
+    }
+
     /// The last lines of one component's log, for failure messages.
     pub fn log_tail(&self, name: &str) -> String {
         let text =
