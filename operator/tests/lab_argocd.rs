@@ -3,8 +3,8 @@
 //! operator and its admission webhook running: the first sync is Synced and
 //! Healthy (barelb's Lua health checks judging our kinds) and the pools serve
 //! Services; an overlapping pool is refused with our one-line message in
-//! the sync result, as is a policy that does not compile (rule and
-//! position); a fix pushed while the sync retries is applied; and
+//! the sync result, as are a pool shrunk under an allocated address (the
+//! Service named) and a policy that does not compile (rule and position); a fix pushed while the sync retries is applied; and
 //! the operator's status writes and restarts cause no OutOfSync.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -142,6 +142,31 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
         "fix pushed while retrying: Synced/Healthy in {} ms",
         fixed.elapsed().as_millis()
     );
+
+    // Shrinking a pool under an allocated address: refused, naming the Service.
+    repo.commit(
+        &[("env/pools.yaml", &pool(&t, "web", "198.51.100.66/31"))],
+        "shrink the web pool",
+    );
+    argo.refresh(app);
+    let st = argo.wait_app(app, "refusing the shrink", 90, |st| {
+        sync_messages(st)
+            .iter()
+            .any(|m| m.contains("outside every pool"))
+    });
+    let msgs = sync_messages(&st);
+    assert!(
+        msgs.iter().any(|m| m.contains("addresspools.barelb.io")
+            && m.contains(&format!("{}/web (198.51.100.64)", t.ns))),
+        "{msgs:?}"
+    );
+    repo.commit(
+        &[("env/pools.yaml", &pool(&t, "web", "198.51.100.64/29"))],
+        "put the web pool back",
+    );
+    argo.wait_app(app, "Synced after putting the pool back", 60, |st| {
+        synced_healthy(st) && !sync_messages(st).iter().any(|m| m.contains("denied"))
+    });
 
     // A policy that does not compile: refused with the rule and position.
     let bad = format!(

@@ -29,7 +29,9 @@ argocd_up() {
   [ -x "$ARGO_TOOLS/argocd" ] || fail "no Argo CD in $ARGO_TOOLS: run scripts/setup"
   mkdir -p "$ARGO"/{home,tmp,tls,ssh,gnupg,git}
   K apply --server-side --force-conflicts -f "$ARGO_TOOLS/crds" >/dev/null
-  K wait --for=condition=Established --timeout=60s crd/applications.argoproj.io crd/appprojects.argoproj.io >/dev/null
+  # A CRD just created has no conditions yet (kubectl wait fails, not waits).
+  argo_crds() { K wait --for=condition=Established --timeout=10s crd/applications.argoproj.io crd/appprojects.argoproj.io; }
+  wait_for "Argo CD's CRDs are Established" 60 argo_crds
   printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: argocd}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: argocd-secret, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}\n' |
     K apply -f - >/dev/null
   K apply -f gitops-examples/argocd/argocd-cm-health.yaml >/dev/null

@@ -130,16 +130,27 @@ impl ArgoCd {
             &["apply", "--server-side", "--force-conflicts", "-f", &crds],
             None,
         );
-        self.ok(
-            &[
+        // Right after creation a CRD has no conditions yet, and `kubectl
+        // wait` fails rather than waits: ask again until Established.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.lab.kubectl(&[
                 "wait",
                 "--for=condition=Established",
-                "--timeout=60s",
+                "--timeout=10s",
                 "crd/applications.argoproj.io",
                 "crd/appprojects.argoproj.io",
-            ],
-            None,
-        );
+            ]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Argo CD's CRDs not Established: {}",
+                output_text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         self.ok(&["create", "namespace", &self.ns], None);
         let health = repo_root().join("gitops-examples/argocd/argocd-cm-health.yaml");
         let health = std::fs::read_to_string(&health).expect("argocd-cm-health.yaml");
