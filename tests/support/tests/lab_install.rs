@@ -216,6 +216,11 @@ fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls
         msg.starts_with(&format!("0/{n} nodes established; not established: ")),
         "{st}"
     );
+    // It comes back: Ready again, every session re-established.
+    let _router = c.router(3, 64501, 64500);
+    wait_status(&c, "bgppeer", &peer, "Ready again", |st| {
+        ready(st) && st["establishedNodes"] == n
+    });
 
     drop(w);
     drop(installed);
