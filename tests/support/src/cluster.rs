@@ -329,12 +329,15 @@ impl Client {
 
     /// Starts the lab backend's poller in the client's namespace: a GET of
     /// every URL each `every_ms` on a new connection, until [`Poller::stop`].
+    /// A request counts as failed when refused, reset, or unanswered for 3 s:
+    /// one retransmitted SYN (1 s) is a gap the client recovers from, seen
+    /// in `longest_gap_ms`, not a lost request.
     pub fn poll(&self, urls: &[String], every_ms: u64) -> Poller {
         let bin = cluster_dir().join("images/lab-backend");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&bin)
-            .args(["poll", &format!("--every={every_ms}ms"), "--timeout=1s"])
+            .args(["poll", &format!("--every={every_ms}ms"), "--timeout=3s"])
             .args(urls)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
