@@ -65,6 +65,10 @@ pub struct Metrics {
     /// Admission denials by the LoadBalancerPolicy that made them.
     pub policy_denials: MetricFamily<PolicyLabels, Counter>,
     pub policy_evaluation_duration: Histogram,
+    /// 1 while a LoadBalancerPolicy compiles, 0 while it does not (leader only).
+    pub policy_ready: MetricFamily<PolicyLabels, Gauge>,
+    /// Nodes whose Ready condition is True: a speaker is expected on each.
+    pub nodes_ready: Gauge,
     /// Speakers with a live control stream.
     pub speakers_connected: Gauge,
     /// Speakers' BGP sessions by peer and RFC 4271 state, as they report them.
@@ -105,6 +109,8 @@ impl Metrics {
             admission_duration: MetricFamily::new_with_constructor(latency_histogram),
             policy_denials: MetricFamily::default(),
             policy_evaluation_duration: latency_histogram(),
+            policy_ready: MetricFamily::default(),
+            nodes_ready: Gauge::default(),
             speakers_connected: Gauge::default(),
             bgp_sessions: MetricFamily::default(),
             failovers: MetricFamily::default(),
@@ -189,6 +195,16 @@ impl Metrics {
             m.policy_evaluation_duration.clone(),
         );
         registry.register(
+            "policy_ready",
+            "1 while the LoadBalancerPolicy compiles, 0 while it does not (written by the leader)",
+            m.policy_ready.clone(),
+        );
+        registry.register(
+            "nodes_ready",
+            "Nodes whose Ready condition is True",
+            m.nodes_ready.clone(),
+        );
+        registry.register(
             "control_speakers_connected",
             "Speakers with a live control stream",
             m.speakers_connected.clone(),
@@ -226,6 +242,14 @@ impl Metrics {
             m.control_refused.clone(),
         );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Drops the series only the leader keeps current (pools, policies),
+    /// so a replica that stopped leading reports no stale values.
+    pub fn forget_leader_series(&self) {
+        self.pool_addresses.clear();
+        self.pool_addresses_in_use.clear();
+        self.policy_ready.clear();
     }
 
     /// Marks the operator ready (watches synced; leader or standing by).

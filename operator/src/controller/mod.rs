@@ -206,6 +206,10 @@ impl Controller {
     /// Keeps the control hub's inputs current. Every replica does, so a
     /// new leader plans at once from the same data.
     fn feed_hub(&mut self) {
+        let ready = self.index.nodes.iter().filter(|(_, n)| n.ready).count();
+        self.metrics
+            .nodes_ready
+            .set(i64::try_from(ready).unwrap_or(i64::MAX));
         let Some(hub) = &self.hub else { return };
         if (self.touched.peers || !self.peers_read) && self.index.secrets.synced() {
             self.peer_configs = inputs::peer_configs(&self.index, &self.settings.namespace);
@@ -228,6 +232,7 @@ impl Controller {
         if self.leading.take().is_some() {
             tracing::info!("no longer leader: stopped allocating");
             self.metrics.leader.set(0);
+            self.metrics.forget_leader_series();
         }
         self.touched = Touched::default();
     }

@@ -17,7 +17,7 @@ use super::reconcile::Leading;
 use super::writes::Context;
 use crate::control::hub::Sessions;
 use crate::index::Index;
-use crate::metrics::ResultLabels;
+use crate::metrics::{PolicyLabels, ResultLabels};
 use crate::status::now_rfc3339;
 use crate::status::resources::{peer_nodes, peer_ready, peer_status_patch, policy_status_patch};
 
@@ -30,6 +30,8 @@ pub(super) async fn write_policies(
 ) {
     let now = now_rfc3339();
     let policies: Vec<&LoadBalancerPolicy> = index.policies.values().collect();
+    // Rebuilt whole: a deleted policy's series goes with it.
+    ctx.metrics.policy_ready.clear();
     for policy in policies {
         // Cached per generation: this costs nothing once compiled.
         let compiled = engine
@@ -45,6 +47,12 @@ pub(super) async fn write_policies(
         if scoped(ctx) && pools == 0 {
             continue;
         }
+        ctx.metrics
+            .policy_ready
+            .get_or_create(&PolicyLabels {
+                policy: policy.name_any(),
+            })
+            .set(i64::from(compiled.is_ok()));
         if let Some(body) = policy_status_patch(policy, &compiled, pools, &now) {
             apply_status::<LoadBalancerPolicy>(ctx, state, &policy.name_any(), body).await;
         }

@@ -62,6 +62,27 @@ pub type Conflicts = tokio::sync::mpsc::UnboundedSender<(IpAddr, String)>;
 /// `L2Announcement.quiet`): on acquisition they are answered, not announced.
 pub type Quiet = Arc<std::sync::Mutex<BTreeSet<IpAddr>>>;
 
+/// This announcer's share of `barelb_l2_addresses`, taken back when it
+/// ends (however it ends).
+struct Held<'a> {
+    metrics: &'a L2Metrics,
+    count: i64,
+}
+
+impl Held<'_> {
+    fn set(&mut self, count: usize) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.metrics.addresses.inc_by(count - self.count);
+        self.count = count;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.metrics.addresses.dec_by(self.count);
+    }
+}
+
 /// Runs until `owned` is closed. An address sent on `kick` is announced
 /// again (if owned). The set in `owned` is the addresses this
 /// node answers for; a change takes effect at once, and newly acquired
@@ -77,6 +98,10 @@ pub async fn run(
 ) -> std::io::Result<Counters> {
     let mut counters = Counters::default();
     let mut current: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut held = Held {
+        metrics: &metrics,
+        count: 0,
+    };
     let mut buf = vec![0u8; 65536];
     let (ann_tx, mut ann_rx) = tokio::sync::mpsc::unbounded_channel::<(IpAddr, u32)>();
     let mut changed = true;
@@ -101,6 +126,7 @@ pub async fn run(
                 tracing::info!(address = %ip, "released: no longer answering");
                 metrics.forget(ip);
             }
+            held.set(next.len());
             current = next;
             changed = false;
         }

@@ -30,6 +30,8 @@ pub struct L2Metrics {
     pub gratuitous: Family<AddressLabels, Counter>,
     pub conflicts: Family<AddressLabels, Counter>,
     pub malformed: Counter,
+    /// Addresses this node answers for (summed over its interfaces).
+    pub addresses: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub link_up: Family<InterfaceLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub carrier_changes: Family<InterfaceLabels, Counter<u64, AtomicU64>>,
 }
@@ -43,6 +45,7 @@ impl L2Metrics {
             gratuitous: Family::default(),
             conflicts: Family::default(),
             malformed: Counter::default(),
+            addresses: Gauge::default(),
             link_up: Family::default(),
             carrier_changes: Family::default(),
         };
@@ -70,6 +73,11 @@ impl L2Metrics {
             "l2_malformed_frames",
             "Frames that could not be parsed",
             m.malformed.clone(),
+        );
+        registry.register(
+            "l2_addresses",
+            "Addresses this node answers ARP and NDP requests for",
+            m.addresses.clone(),
         );
         registry.register(
             "link_up",

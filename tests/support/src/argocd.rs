@@ -349,6 +349,22 @@ pub struct GitRepo {
 }
 
 impl GitRepo {
+    /// Copies the directory `src` to `dest` in the work tree (committed by
+    /// the next [`GitRepo::commit`]).
+    pub fn add_tree(&self, src: &Path, dest: &str) {
+        let to = self.work.join(dest);
+        std::fs::create_dir_all(&to).expect("repo directory");
+        for entry in std::fs::read_dir(src).expect("read source directory") {
+            let entry = entry.expect("directory entry");
+            let name = entry.file_name().to_string_lossy().to_string();
+            if entry.file_type().expect("file type").is_dir() {
+                self.add_tree(&entry.path(), &format!("{dest}/{name}"));
+            } else {
+                std::fs::copy(entry.path(), to.join(&name)).expect("copy into the repo");
+            }
+        }
+    }
+
     /// Writes `files` (path, content; empty content deletes), commits and
     /// pushes; returns the commit.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {

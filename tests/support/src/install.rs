@@ -128,12 +128,15 @@ pub fn wait_ready(c: &Cluster, operators: usize) {
 pub enum Installed {
     Helm(Cluster),
     Kustomize(Cluster),
+    /// The chart, synced by Argo CD: deleted as `helm template` renders it
+    /// (without the CRDs, which stay as after `helm uninstall`).
+    ArgoCd(Cluster),
 }
 
 impl Installed {
     pub fn cluster(&self) -> &Cluster {
         match self {
-            Installed::Helm(c) | Installed::Kustomize(c) => c,
+            Installed::Helm(c) | Installed::Kustomize(c) | Installed::ArgoCd(c) => c,
         }
     }
 }
@@ -161,6 +164,20 @@ impl Drop for Installed {
                     "--timeout=120s",
                 ]);
             }
+            Installed::ArgoCd(c) => {
+                let rendered = helm(c, &["template", "barelb", "deploy/helm/barelb", "-n", NS]);
+                let _ = c.lab.kubectl_stdin(
+                    &[
+                        "delete",
+                        "-f",
+                        "-",
+                        "--ignore-not-found",
+                        "--wait=true",
+                        "--timeout=120s",
+                    ],
+                    Some(&String::from_utf8_lossy(&rendered.stdout)),
+                );
+            }
         }
         let c = self.cluster();
         let _ = c.lab.kubectl(&[
@@ -170,6 +187,46 @@ impl Drop for Installed {
             "--ignore-not-found",
             "--timeout=120s",
         ]);
+    }
+}
+
+/// Nothing the install made is left; the CRDs (and so the pools) stay.
+pub fn check_uninstalled(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: Vec<String> = [
+            ("clusterrole", "barelb-operator", ""),
+            ("clusterrolebinding", "barelb-operator", ""),
+            ("validatingwebhookconfiguration", "barelb", ""),
+            ("deployment", "barelb-operator", NS),
+            ("daemonset", "barelb-speaker", NS),
+            ("service", "barelb-control", NS),
+        ]
+        .iter()
+        .filter(|(kind, name, ns)| {
+            let mut args = vec!["get", kind, name];
+            if !ns.is_empty() {
+                args.extend(["-n", ns]);
+            }
+            c.lab.kubectl(&args).status.success()
+        })
+        .map(|(kind, name, _)| format!("{kind}/{name}"))
+        .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left after uninstall: {left:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for crd in [
+        "addresspools.barelb.io",
+        "loadbalancerpolicies.barelb.io",
+        "bgppeers.barelb.io",
+    ] {
+        ok(
+            c.lab.kubectl(&["get", "crd", crd]),
+            &format!("CRD {crd} kept"),
+        );
     }
 }
 
@@ -289,38 +346,53 @@ pub fn apply(c: &Cluster, yaml: &str) {
 /// Service from a pool of 198.19.0.230-239; with `bgp`, also a BGP Service
 /// from 203.0.113.80/28 announced to a router at 198.19.0.3.
 pub fn workload(c: &Cluster, bgp: bool) -> Workload {
-    let ns = unique_name("inst");
-    let l2 = format!("{ns}-l2");
-    let mut w = Workload {
-        c: c.clone(),
-        ns: ns.clone(),
-        pools: vec![l2.clone()],
-        peer: None,
-    };
-    apply(
-        c,
-        &format!(
-            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {l2}}}\n\
-             spec: {{addresses: [198.19.0.230-198.19.0.239], announce: {{mode: L2}}}}\n"
-        ),
-    );
-    if bgp {
-        let (pool, peer) = (format!("{ns}-bgp"), format!("{ns}-tor"));
-        w.pools.push(pool.clone());
-        w.peer = Some(peer.clone());
-        apply(
-            c,
-            &format!(
-                "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {peer}, labels: {{rack: {ns}}}}}\n\
-                 spec: {{peerAddress: 198.19.0.3, peerASN: 64501, myASN: 64500, holdTime: 9s, connectRetryTime: 1s, gracefulRestart: true}}\n\
-                 ---\napiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {pool}}}\n\
-                 spec: {{addresses: [203.0.113.80/28], autoAssign: false, announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{rack: {ns}}}}}}}}}}}\n"
-            ),
-        );
+    let w = Workload::named(c, &unique_name("inst"), bgp);
+    apply(c, &w.pools_yaml());
+    w.deploy_apps();
+    w
+}
+
+impl Workload {
+    /// The workload of namespace `ns`: nothing is created yet.
+    pub fn named(c: &Cluster, ns: &str, bgp: bool) -> Workload {
+        let mut w = Workload {
+            c: c.clone(),
+            ns: ns.to_string(),
+            pools: vec![format!("{ns}-l2")],
+            peer: None,
+        };
+        if bgp {
+            w.pools.push(format!("{ns}-bgp"));
+            w.peer = Some(format!("{ns}-tor"));
+        }
+        w
     }
-    let n = c.nodes;
-    let mut yaml = format!(
-        r#"apiVersion: v1
+
+    /// Its pools and peer, as a pool repo holds them (cluster-scoped,
+    /// applied by kubectl or synced by Argo CD).
+    pub fn pools_yaml(&self) -> String {
+        let ns = &self.ns;
+        let mut yaml = format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {}}}\n\
+             spec: {{addresses: [198.19.0.230-198.19.0.239], announce: {{mode: L2}}}}\n",
+            self.pools[0]
+        );
+        if let Some(peer) = &self.peer {
+            yaml += &format!(
+                "---\napiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {peer}, labels: {{rack: {ns}}}}}\n\
+                 spec: {{peerAddress: 198.19.0.3, peerASN: 64501, myASN: 64500, holdTime: 9s, connectRetryTime: 1s, gracefulRestart: true}}\n\
+                 ---\napiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {ns}-bgp}}\n\
+                 spec: {{addresses: [203.0.113.80/28], autoAssign: false, announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{rack: {ns}}}}}}}}}}}\n"
+            );
+        }
+        yaml
+    }
+
+    /// The namespace, the backend and the Services (an app team's part).
+    pub fn deploy_apps(&self) {
+        let (ns, n, l2) = (&self.ns, self.c.nodes, &self.pools[0]);
+        let mut yaml = format!(
+            r#"apiVersion: v1
 kind: Namespace
 metadata: {{name: {ns}}}
 ---
@@ -354,10 +426,10 @@ spec:
   selector: {{app: backend}}
   ports: [{{port: 80, targetPort: 8080}}]
 "#
-    );
-    if bgp {
-        yaml += &format!(
-            r#"---
+        );
+        if self.peer.is_some() {
+            yaml += &format!(
+                r#"---
 apiVersion: v1
 kind: Service
 metadata: {{name: routed, namespace: {ns}, annotations: {{barelb.io/pool: {ns}-bgp}}}}
@@ -366,10 +438,10 @@ spec:
   selector: {{app: backend}}
   ports: [{{port: 80, targetPort: 8080}}]
 "#
-        );
+            );
+        }
+        apply(&self.c, &yaml);
     }
-    apply(c, &yaml);
-    w
 }
 
 /// The Service's first ingress address, once it has one.

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod install;
 pub mod lab;
 pub mod netlab;
+pub mod observability;
 pub mod routers;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -102,46 +102,6 @@ fn check_rbac(c: &Cluster) {
     }
 }
 
-/// Nothing the install made is left; the CRDs (and so the pools) stay.
-fn check_uninstalled(c: &Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left: Vec<String> = [
-            ("clusterrole", "barelb-operator", ""),
-            ("clusterrolebinding", "barelb-operator", ""),
-            ("validatingwebhookconfiguration", "barelb", ""),
-            ("deployment", "barelb-operator", NS),
-            ("daemonset", "barelb-speaker", NS),
-            ("service", "barelb-control", NS),
-        ]
-        .iter()
-        .filter(|(kind, name, ns)| {
-            let mut args = vec!["get", kind, name];
-            if !ns.is_empty() {
-                args.extend(["-n", ns]);
-            }
-            c.lab.kubectl(&args).status.success()
-        })
-        .map(|(kind, name, _)| format!("{kind}/{name}"))
-        .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left after uninstall: {left:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    for crd in [
-        "addresspools.barelb.io",
-        "loadbalancerpolicies.barelb.io",
-        "bgppeers.barelb.io",
-    ] {
-        ok(
-            c.lab.kubectl(&["get", "crd", crd]),
-            &format!("CRD {crd} kept"),
-        );
-    }
-}
-
 #[test]
 fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls_clean() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
