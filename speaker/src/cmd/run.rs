@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use barelb_speaker::agent::{self, l2::L2};
 use barelb_speaker::l2::announcer::AnnounceConfig;
-use barelb_speaker::metrics::Metrics;
+use barelb_speaker::metrics::{InterfaceLabels, Metrics};
 use barelb_speaker::net::link::LinkMonitor;
 use tokio::sync::{mpsc, watch};
 
@@ -94,13 +94,19 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             .trim()
             .parse::<i32>()?;
         let monitor = LinkMonitor::open(ifindex).context("subscribe to netlink link events")?;
-        let (tx, name) = (link_tx.clone(), name.clone());
+        let (tx, name, l2m) = (link_tx.clone(), name.clone(), metrics.l2.clone());
+        let labels = InterfaceLabels {
+            interface: name.clone(),
+        };
+        let mut up = barelb_speaker::net::iface::carrier(&name);
+        l2m.link_up.get_or_create(&labels).set(i64::from(up));
         tokio::spawn(async move {
-            let mut up = true;
             while let Ok(now) = monitor.next().await {
                 if now != up {
                     up = now;
                     tracing::warn!(interface = %name, carrier = up, "carrier changed");
+                    l2m.link_up.get_or_create(&labels).set(i64::from(up));
+                    l2m.carrier_changes.get_or_create(&labels).inc();
                     let _ = tx.send((name.clone(), up));
                 }
             }

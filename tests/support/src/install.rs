@@ -231,8 +231,17 @@ pub fn check_uninstalled(c: &Cluster) {
 }
 
 pub fn install_with_helm(c: &Cluster) -> Installed {
+    install_with_helm_sets(c, &[])
+}
+
+/// [`install_with_helm`] with more `--set KEY=VALUE`s.
+pub fn install_with_helm_sets(c: &Cluster, sets: &[&str]) -> Installed {
     load_images();
-    ok(helm(c, &helm_install_args()), "helm install");
+    let mut args = helm_install_args();
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    ok(helm(c, &args), "helm install");
     let installed = Installed::Helm(c.clone());
     wait_ready(c, 2);
     installed

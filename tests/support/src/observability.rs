@@ -187,6 +187,14 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
+    /// `GET /api/v1/PATH`'s `data`.
+    pub fn api(&self, path: &str) -> Value {
+        let body = curl(&[&format!("{}/api/v1/{path}", self.url)]).unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "success", "{path}: {body}");
+        v["data"].clone()
+    }
+
     /// The scrape targets' health, as (scrape URL, health, last error).
     pub fn targets(&self) -> Vec<(String, String, String)> {
         let body = curl(&[&format!("{}/api/v1/targets", self.url)]).unwrap_or_default();

@@ -1,0 +1,312 @@
+//! barelb's dashboards and alerts against a real Prometheus (Debian's)
+//! scraping barelb installed by Helm on the lab cluster, found through
+//! Kubernetes service discovery with deploy/prometheus/scrape-config.yaml.
+//! A scripted scenario (allocate, exhaust a pool, a policy denial, an
+//! address conflict, a speaker handing over, a node's cable pulled, BGP up
+//! and down) leaves every panel's every query with data: a query that
+//! returns nothing fails the test with its panel's title. The alert rules
+//! load and evaluate; a BGP session down shows as a pending alert. Run by
+//! scripts/test on the 3-node cluster.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use barelb_testsupport::cluster::{Cluster, Fault, cluster, cluster_dir};
+use barelb_testsupport::install::*;
+use barelb_testsupport::observability::{Prometheus, dashboards, metric_names};
+use barelb_testsupport::{repo_root, unique_name};
+use serde_json::{Value, json};
+
+/// deploy/prometheus/scrape-config.yaml as a Prometheus outside the
+/// cluster uses it (the lab's kubeconfig), scraping every second, with
+/// barelb's rules loaded.
+fn prometheus_config(c: &Cluster) -> String {
+    let path = repo_root().join("deploy/prometheus/scrape-config.yaml");
+    let mut scrape: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for job in scrape["scrape_configs"].as_array_mut().unwrap() {
+        for sd in job["kubernetes_sd_configs"].as_array_mut().unwrap() {
+            sd["kubeconfig_file"] = json!(c.lab.kubeconfig.display().to_string());
+        }
+    }
+    let rules = repo_root().join("deploy/prometheus/barelb.rules.yaml");
+    let config = json!({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [rules.display().to_string()],
+        "scrape_configs": scrape["scrape_configs"],
+    });
+    serde_yaml::to_string(&config).unwrap()
+}
+
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "not {what} in {secs} s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The single value of an instant query (NaN when it returns nothing).
+fn value(p: &Prometheus, q: &str) -> f64 {
+    p.query(q)
+        .first()
+        .and_then(|s| s["value"][1].as_str()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The node (1-based) named in a Service's Announced condition.
+fn announcing_node(c: &Cluster, ns: &str, svc: &str) -> usize {
+    let msg = announced(c, ns, svc);
+    (1..=c.nodes)
+        .find(|i| msg.contains(&format!("node-{i}")))
+        .unwrap_or_else(|| panic!("{ns}/{svc}: no announcing node in {msg:?}"))
+}
+
+/// Deletes `kind/name` (and with `ns`, in it) on drop.
+struct Guard(Cluster, Vec<String>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut args = vec!["delete", "--ignore-not-found", "--wait=false"];
+        args.extend(self.1.iter().map(String::as_str));
+        let _ = self.0.lab.kubectl(&args);
+    }
+}
+
+#[test]
+fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
+    let c = cluster("a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts");
+    // The lab's nodes announce on eth0; naming it turns on the link watch.
+    let installed = install_with_helm_sets(&c, &["speaker.extraArgs[0]=--interface=eth0"]);
+    let prom = Prometheus::start(
+        cluster_dir().join(unique_name("prometheus")),
+        &prometheus_config(&c),
+    );
+    let expected = 2 + c.nodes;
+    wait("every barelb Pod scraped", 60, || {
+        let t = prom.targets();
+        t.len() == expected && t.iter().all(|(_, health, _)| health == "up")
+    });
+    let rules = prom.api("rules");
+    let alerting: Vec<&Value> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter(|r| r["type"] == "alerting")
+        .collect();
+    assert_eq!(alerting.len(), 12, "{rules}");
+
+    // Allocate: an L2 and a BGP Service (the router is not up yet).
+    let w = workload(&c, true);
+    let client = c.client(105);
+    let vip = address(&c, &w.ns, "web");
+    answers(&client, &format!("http://{vip}/"));
+    let routed = address(&c, &w.ns, "routed");
+    wait("BGP sessions down in Prometheus", 60, || {
+        value(&prom, "count(barelb_bgp_session_up == 0)") == c.nodes as f64
+    });
+    wait("BarelbBGPSessionDown pending", 30, || {
+        !prom
+            .query(r#"ALERTS{alertname="BarelbBGPSessionDown"}"#)
+            .is_empty()
+    });
+    let router = c.router(3, 64501, 64500);
+    client.route_via("203.0.113.80/28", &router);
+    answers(&client, &format!("http://{routed}/"));
+    wait("BGP sessions up in Prometheus", 60, || {
+        value(&prom, "sum(barelb_bgp_session_up)") == c.nodes as f64
+    });
+
+    // Exhaust a one-address pool: the second claim fails.
+    let tiny = format!("{}-tiny", w.ns);
+    let tiny_guard = Guard(c.clone(), vec![format!("addresspool/{tiny}")]);
+    let mut yaml = format!(
+        "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {tiny}}}\n\
+         spec: {{addresses: [198.19.0.250/32], autoAssign: false, announce: {{mode: L2}}}}\n"
+    );
+    for i in 0..2 {
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: tiny-{i}, namespace: {ns}, annotations: {{barelb.io/pool: {tiny}}}}}\n\
+             spec: {{type: LoadBalancer, allocateLoadBalancerNodePorts: false, ports: [{{port: 80}}]}}\n",
+            ns = w.ns
+        );
+    }
+    apply(&c, &yaml);
+
+    // A policy: Services of the workload's namespace only. Another
+    // namespace's claim is denied at admission.
+    let policy = format!("{}-own-namespace", w.ns);
+    let other = format!("{}-other", w.ns);
+    let policy_guard = Guard(
+        c.clone(),
+        vec![
+            format!("loadbalancerpolicy/{policy}"),
+            format!("namespace/{other}"),
+        ],
+    );
+    apply(
+        &c,
+        &format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata: {{name: {policy}}}\n\
+             spec: {{rules: [{{name: own-namespace, expression: \"namespace.name == '{ns}'\", message: only {ns}}}]}}\n\
+             ---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {other}}}\n",
+            ns = w.ns
+        ),
+    );
+    wait("the policy Ready", 60, || {
+        c.json(&["get", "loadbalancerpolicy", &policy])["status"]["conditions"][0]["status"]
+            == "True"
+    });
+    let denied = c.lab.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: denied, namespace: {other}, annotations: {{barelb.io/pool: {}-l2}}}}\n\
+         spec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n",
+        w.ns
+    ));
+    assert!(!denied.status.success(), "the policy let {other} claim");
+
+    // Another host claims the L2 address: a conflict on the announcing node.
+    let ns_exec = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &client.ns])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            barelb_testsupport::lab::output_text(&out)
+        );
+    };
+    ns_exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
+    ns_exec(&["arping", "-U", "-c", "2", "-I", "eth0", &vip]);
+    ns_exec(&["ip", "addr", "del", &format!("{vip}/32"), "dev", "eth0"]);
+
+    // A failover: the announcing node's speaker is deleted and hands over.
+    let owner = announcing_node(&c, &w.ns, "web");
+    ok(
+        c.lab.kubectl(&[
+            "-n",
+            NS,
+            "delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=barelb-speaker",
+            "--field-selector",
+            &format!("spec.nodeName=node-{owner}"),
+        ]),
+        "delete a speaker",
+    );
+    wait_ready(&c, 2);
+    // A node's cable pulled and put back: its speaker sees carrier go and
+    // come (a node with no operator replica, so the leader stays).
+    let pods = c.json(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=barelb-operator",
+    ]);
+    let op_nodes: BTreeSet<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+        .collect();
+    let quiet = (1..=c.nodes)
+        .find(|i| !op_nodes.contains(&format!("node-{i}")))
+        .unwrap_or(c.nodes);
+    let cut = c.inject(quiet, Fault::Cut);
+    std::thread::sleep(Duration::from_secs(3));
+    drop(cut);
+    wait_ready(&c, 2);
+    // The router shuts its sessions down (a Cease NOTIFICATION each), then
+    // takes them up again.
+    for i in 1..=c.nodes {
+        router.birdc(&["disable", &format!("node{i}")]);
+    }
+    wait("NOTIFICATIONs received", 60, || {
+        value(
+            &prom,
+            r#"sum(barelb_bgp_notifications_total{direction="received"})"#,
+        ) >= 1.0
+    });
+    for i in 1..=c.nodes {
+        router.birdc(&["enable", &format!("node{i}")]);
+    }
+    wait("every scrape up again", 60, || {
+        let t = prom.targets();
+        t.len() == expected && t.iter().all(|(_, health, _)| health == "up")
+    });
+    wait("the failover counted", 60, || {
+        value(&prom, "sum(barelb_failovers_total)") >= 1.0
+            && value(&prom, "sum(barelb_link_carrier_changes_total)") >= 2.0
+            && value(&prom, "sum(barelb_l2_conflicts_total)") >= 1.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Every query of every panel returns data.
+    let mut empty = Vec::new();
+    let mut ran = 0;
+    for d in dashboards() {
+        for (title, q) in d.queries("5m") {
+            ran += 1;
+            let finite = prom.query(&q).iter().any(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite)
+            });
+            if !finite {
+                empty.push(format!("{} / {title}: {q}", d.json["title"]));
+            }
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "panels with no data:\n{}",
+        empty.join("\n")
+    );
+    eprintln!("{ran} dashboard queries answered with data");
+
+    // Every metric a dashboard or alert names is one Prometheus scraped.
+    let scraped: BTreeSet<String> = prom
+        .api("label/__name__/values")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    let mut named = metric_names(
+        &std::fs::read_to_string(repo_root().join("deploy/prometheus/barelb.rules.yaml")).unwrap(),
+    );
+    for d in dashboards() {
+        named.extend(d.metric_names());
+    }
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| !scraped.contains(*n) && !scraped.contains(&format!("{n}_bucket")))
+        .collect();
+    assert!(missing.is_empty(), "named but never scraped: {missing:?}");
+    let health: Vec<(String, String)> = prom.api("rules")["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(health.iter().all(|(_, h)| h == "ok"), "{health:?}");
+
+    drop(prom);
+    drop(router);
+    drop(policy_guard);
+    drop(tiny_guard);
+    drop(w);
+    drop(installed);
+}
