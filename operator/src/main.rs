@@ -114,6 +114,13 @@ struct Args {
     #[arg(long, env = "BARELB_WEBHOOK_FAILURE_POLICY", default_value = "Fail", value_parser = ["Fail", "Ignore"])]
     webhook_failure_policy: String,
 
+    /// After SIGTERM, how long the webhook goes on answering (each answer
+    /// closing its connection) before it stops: the apiserver keeps
+    /// reusing its HTTP/1.1 connections to a terminating Pod, and one
+    /// closed under a request fails that request.
+    #[arg(long, default_value = "3s", value_parser = barelb_core::duration::parse)]
+    webhook_drain: Duration,
+
     /// Seconds the apiserver waits for the webhook (1-30).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=30))]
     webhook_timeout: i32,
@@ -409,6 +416,7 @@ fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook:
     }
     Ok(webhook::Settings {
         addr: args.webhook_addr,
+        drain: args.webhook_drain,
         namespace: args.namespace.clone(),
         ca_secret: args.webhook_ca_secret.clone(),
         cert_names,

@@ -39,8 +39,10 @@ const (
 
 // With nodes, the controllers a cluster needs to run workloads too: Pods
 // of Deployments and DaemonSets, nodes that stop reporting turned NotReady
-// and their Pods evicted, finished Pods collected.
+// and their Pods evicted, finished Pods collected, PodDisruptionBudgets'
+// status kept (evictions and Argo CD's health read it).
 var nodeControllers = []string{
+	"disruption-controller",
 	"deployment-controller",
 	"replicaset-controller",
 	"daemonset-controller",

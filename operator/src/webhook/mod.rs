@@ -37,6 +37,8 @@ pub type SharedView = Arc<RwLock<Arc<View>>>;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub addr: SocketAddr,
+    /// How long to go on answering after shutdown (see `tls::serve`).
+    pub drain: Duration,
     /// The operator's namespace (for the CA Secret).
     pub namespace: String,
     /// Secret holding the CA (`ca.crt`, `ca.key`).
@@ -70,7 +72,7 @@ pub async fn run(
         config::apply(&client, &settings.config, ca_pem).await?;
     }
     let app = router(view, metrics);
-    tls::serve(settings.addr, &tls, app, shutdown).await
+    tls::serve(settings.addr, settings.drain, &tls, app, shutdown).await
 }
 
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use axum::Router;
@@ -13,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::{Duration, Instant, sleep_until};
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::ServingCert;
@@ -34,9 +36,14 @@ pub(crate) fn server_config(cert: &ServingCert) -> anyhow::Result<rustls::Server
     Ok(config)
 }
 
-/// Serves `app` over TLS on `addr` until `shutdown` turns true.
+/// Serves `app` over TLS on `addr`. Once `shutdown` turns true it drains
+/// for `drain`: it still accepts and answers (the apiserver may not have
+/// seen this Pod leave its endpoints yet), but every answer says
+/// `Connection: close`, so the apiserver retires each pooled connection
+/// after using it rather than finding it closed under its next request.
 pub(crate) async fn serve(
     addr: SocketAddr,
+    drain: Duration,
     cert: &ServingCert,
     app: Router,
     mut shutdown: watch::Receiver<bool>,
@@ -46,6 +53,12 @@ pub(crate) async fn serve(
         .await
         .with_context(|| format!("webhook cannot listen on {addr}"))?;
     tracing::info!(%addr, "serving the admission webhook (HTTPS)");
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = app.layer(axum::middleware::map_response_with_state(
+        draining.clone(),
+        close_when_draining,
+    ));
+    let mut until: Option<Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -55,7 +68,13 @@ pub(crate) async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed(), if until.is_none() => {
+                tracing::info!(?drain, "webhook draining: answers close their connections");
+                draining.store(true, Ordering::Relaxed);
+                until = Some(Instant::now() + drain);
+                continue;
+            }
+            () = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => return Ok(()),
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
@@ -76,4 +95,19 @@ pub(crate) async fn serve(
             }
         });
     }
+}
+
+/// `Connection: close` on every answer while draining (hyper then closes
+/// the HTTP/1.1 connection once the answer is written).
+async fn close_when_draining(
+    axum::extract::State(draining): axum::extract::State<Arc<AtomicBool>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
