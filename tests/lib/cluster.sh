@@ -64,6 +64,17 @@ cl_lan_up() {
   ip link set "$CL_CP_IF" up
 }
 
+# Node I's routes to the other N-1 nodes' Pods. Taking eth0 down (a cut)
+# flushes them: uncut puts them back.
+cl_pod_routes() {
+  local i=$1 n=$2 ns j; ns=$(cl_ns "$i")
+  for j in $(seq 1 "$n"); do
+    [ "$j" = "$i" ] && continue
+    cl_nsexec "$ns" ip route replace "$(cl_pod_cidr "$j")" via "$(cl_node_ip "$j")"
+    cl_nsexec "$ns" ip -6 route replace "$(cl_pod_cidr6 "$j")" via "$(cl_node_ip6 "$j")"
+  done
+}
+
 # Node I's network: its LAN leg, routes to the other nodes' Pods, and a
 # blind interface for the Service range (so the node's own connections to
 # a ClusterIP find a route before kube-proxy's rules rewrite them; nothing
@@ -78,6 +89,8 @@ cl_node_net() {
   # A MAC that reads back as the node (tests and the demo map ARP answers so).
   cl_nsexec "$ns" ip link set eth0 address "$(cl_node_mac "$i")"
   cl_nsexec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+  # A cut (eth0 down) must not cost the node its IPv6 address.
+  cl_nsexec "$ns" sysctl -qw net.ipv6.conf.eth0.keep_addr_on_down=1
   cl_nsexec "$ns" ip addr add "$(cl_node_ip "$i")/24" dev eth0
   cl_nsexec "$ns" ip addr add "$(cl_node_ip6 "$i")/64" dev eth0 nodad
   cl_nsexec "$ns" ip link set eth0 up
@@ -87,12 +100,7 @@ cl_node_net() {
   cl_nsexec "$ns" ip link set svc0 up
   cl_nsexec "$ns" ip route add "$CL_SERVICE_CIDR" dev svc0
   cl_nsexec "$ns" ip -6 route add "$CL_SERVICE_CIDR6" dev svc0
-  local j
-  for j in $(seq 1 "$n"); do
-    [ "$j" = "$i" ] && continue
-    cl_nsexec "$ns" ip route add "$(cl_pod_cidr "$j")" via "$(cl_node_ip "$j")"
-    cl_nsexec "$ns" ip -6 route add "$(cl_pod_cidr6 "$j")" via "$(cl_node_ip6 "$j")"
-  done
+  cl_pod_routes "$i" "$n"
   cl_nsexec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
   cl_nsexec "$ns" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
   # The control plane (root namespace) reaches this node's Pods (webhooks).
@@ -407,7 +415,9 @@ cl_fault() {
     freeze) cl_node_pids "$i" | xargs -r kill -STOP 2>/dev/null || true ;;
     thaw) cl_node_pids "$i" | xargs -r kill -CONT 2>/dev/null || true ;;
     cut) cl_nsexec "$ns" ip link set eth0 down ;;
-    uncut) cl_nsexec "$ns" ip link set eth0 up ;;
+    uncut)
+      cl_nsexec "$ns" ip link set eth0 up
+      cl_pod_routes "$i" "$(cat "$LAB_DIR/nodes.count")" ;;
     partition|heal)
       local op=-I rule
       [ "$what" = heal ] && op=-D

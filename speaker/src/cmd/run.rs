@@ -100,6 +100,8 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         };
         let mut up = barelb_speaker::net::iface::carrier(&name);
         l2m.link_up.get_or_create(&labels).set(i64::from(up));
+        // Exported from the start (at 0), so rate() and increase() see the first change.
+        let _ = l2m.carrier_changes.get_or_create(&labels);
         tokio::spawn(async move {
             while let Ok(now) = monitor.next().await {
                 if now != up {

@@ -87,10 +87,14 @@ pub fn helm(c: &Cluster, args: &[&str]) -> Output {
 /// The Pods, Ready: every operator replica and one speaker per node.
 pub fn wait_ready(c: &Cluster, operators: usize) {
     for what in ["deployment/barelb-operator", "daemonset/barelb-speaker"] {
-        ok(
-            c.lab
-                .kubectl(&["-n", NS, "rollout", "status", what, "--timeout=180s"]),
-            &format!("rollout of {what}"),
+        let out = c
+            .lab
+            .kubectl(&["-n", NS, "rollout", "status", what, "--timeout=180s"]);
+        assert!(
+            out.status.success(),
+            "rollout of {what}: {}\n{}",
+            output_text(&out),
+            not_ready_pods(c)
         );
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -121,6 +125,28 @@ pub fn wait_ready(c: &Cluster, operators: usize) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The Pods, and the last log lines of those not Ready (failure messages).
+fn not_ready_pods(c: &Cluster) -> String {
+    let mut text = output_text(&c.lab.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]));
+    let pods = c.json(&["-n", NS, "get", "pods"]);
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let ready = p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        if name.starts_with("barelb-operator-") {
+            text += &format!("\n--- {name}:\n");
+            text += &output_text(&c.lab.kubectl(&["-n", NS, "logs", name, "--tail=15"]));
+        }
+        if !ready {
+            text += &format!("\n--- {name} (not Ready):\n");
+            text += &output_text(&c.lab.kubectl(&["-n", NS, "logs", name, "--tail=30"]));
+        }
+    }
+    text
 }
 
 /// How barelb was installed, and its removal on drop (also on failure).
