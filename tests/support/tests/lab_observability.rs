@@ -132,14 +132,17 @@ fn announcing_node(c: &Cluster, ns: &str, svc: &str) -> usize {
         .unwrap_or_else(|| panic!("{ns}/{svc}: no announcing node in {msg:?}"))
 }
 
-/// Deletes `kind/name` (and with `ns`, in it) on drop.
-struct Guard(Cluster, Vec<String>);
+/// `kubectl delete ARGS` for each ARGS in turn, on drop (also when the
+/// test fails).
+struct Guard(Cluster, Vec<Vec<String>>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let mut args = vec!["delete", "--ignore-not-found", "--wait=false"];
-        args.extend(self.1.iter().map(String::as_str));
-        let _ = self.0.lab.kubectl(&args);
+        for what in &self.1 {
+            let mut args = vec!["delete", "--ignore-not-found", "--timeout=60s"];
+            args.extend(what.iter().map(String::as_str));
+            let _ = self.0.lab.kubectl(&args);
+        }
     }
 }
 
@@ -191,11 +194,32 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
 
     // Exhaust a one-address pool: the second claim fails.
     let tiny = format!("{}-tiny", w.ns);
-    let tiny_guard = Guard(c.clone(), vec![format!("addresspool/{tiny}")]);
-    let mut yaml = format!(
-        "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {tiny}}}\n\
-         spec: {{addresses: [198.19.0.250/32], autoAssign: false, announce: {{mode: L2}}}}\n"
+    // Its Services go first: a pool holding an address is not deleted.
+    let tiny_guard = Guard(
+        c.clone(),
+        vec![
+            vec![
+                "-n".into(),
+                w.ns.clone(),
+                "service/tiny-0".into(),
+                "service/tiny-1".into(),
+            ],
+            vec![format!("addresspool/{tiny}")],
+        ],
     );
+    apply(
+        &c,
+        &format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {tiny}}}\n\
+             spec: {{addresses: [198.19.0.250/32], autoAssign: false, announce: {{mode: L2}}}}\n"
+        ),
+    );
+    // Claims on it are admitted once the operator has seen it.
+    wait_status(&c, "addresspool", &tiny, "Ready", |st| {
+        st["conditions"][0]["status"] == "True"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut yaml = String::new();
     for i in 0..2 {
         yaml += &format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: tiny-{i}, namespace: {ns}, annotations: {{barelb.io/pool: {tiny}}}}}\n\
@@ -212,8 +236,8 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
     let policy_guard = Guard(
         c.clone(),
         vec![
-            format!("loadbalancerpolicy/{policy}"),
-            format!("namespace/{other}"),
+            vec![format!("loadbalancerpolicy/{policy}")],
+            vec![format!("namespace/{other}")],
         ],
     );
     apply(
@@ -236,23 +260,6 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
     ));
     assert!(!denied.status.success(), "the policy let {other} claim");
 
-    // Another host claims the L2 address: a conflict on the announcing node.
-    let ns_exec = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &client.ns])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            barelb_testsupport::lab::output_text(&out)
-        );
-    };
-    ns_exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
-    ns_exec(&["arping", "-U", "-c", "2", "-I", "eth0", &vip]);
-    ns_exec(&["ip", "addr", "del", &format!("{vip}/32"), "dev", "eth0"]);
-
     // A failover: the announcing node's speaker is deleted and hands over.
     let owner = announcing_node(&c, &w.ns, "web");
     ok(
@@ -270,6 +277,26 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
     );
     wait_ready(&c, 2);
     discover(&c, &dir);
+    // Another host claims the L2 address: a conflict on the (new) announcing
+    // node, whose series live on (a speaker's go with its Pod).
+    let ns_exec = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &client.ns])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            barelb_testsupport::lab::output_text(&out)
+        );
+    };
+    ns_exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
+    ns_exec(&["arping", "-U", "-c", "2", "-I", "eth0", &vip]);
+    ns_exec(&["ip", "addr", "del", &format!("{vip}/32"), "dev", "eth0"]);
+    // And asks who has it: requests and replies on the new owner.
+    ns_exec(&["arping", "-c", "2", "-w", "3", "-I", "eth0", &vip]);
+
     // The router shuts its sessions down (a Cease NOTIFICATION each), then
     // takes them up again.
     for i in 1..=c.nodes {
