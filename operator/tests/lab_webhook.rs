@@ -520,3 +520,68 @@ async fn a_dead_webhook_blocks_nothing_but_its_own_load_balancers() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `curl -i` of the webhook's URL over HTTP/1.1 (as the apiserver calls
+/// webhooks): status line and headers, or None when nothing answered.
+fn webhook_headers(url: &str) -> Option<String> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "-i",
+            "-m",
+            "2",
+            &format!("{url}/validate/services"),
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_lowercase())
+}
+
+#[tokio::test]
+async fn after_sigterm_the_webhook_goes_on_answering_for_the_drain_each_answer_closing_its_connection()
+ {
+    let mut t = Instance::new(
+        "operator::after_sigterm_the_webhook_goes_on_answering_for_the_drain_each_answer_closing_its_connection",
+    )
+    .await;
+    let (op, name) = t.webhook_operator(&free_local_addr(), &["--webhook-drain", "2s"]);
+    t.wait_webhook();
+    let out = t.lab.kubectl(&[
+        "get",
+        "validatingwebhookconfiguration",
+        &name,
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.url}",
+    ]);
+    let url = String::from_utf8_lossy(&out.stdout).to_string();
+    let url = url.split("/validate").next().unwrap().to_string();
+    let before = webhook_headers(&url).expect("the webhook answers");
+    assert!(!before.contains("connection: close"), "{before}");
+
+    let sigterm = Instant::now();
+    let out = std::process::Command::new("kill")
+        .args(["-TERM", &op.pid().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = webhook_headers(&url).expect("the webhook still answers while draining");
+    assert!(draining.contains("connection: close"), "{draining}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while webhook_headers(&url).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook still answers 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = sigterm.elapsed();
+    assert!(
+        stopped >= Duration::from_secs(2),
+        "stopped answering {stopped:?} after SIGTERM, before the 2 s drain"
+    );
+    drop(op);
+}
