@@ -26,6 +26,10 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
+    /// Log format: text, or json (one object per line).
+    #[arg(long, env = "BARELB_LOG_FORMAT", default_value = "text")]
+    log_format: barelb_runtime::LogFormat,
+
     /// Namespace of the operator's own objects (leader Lease, Secrets).
     #[arg(long, env = "POD_NAMESPACE", default_value = "barelb-system")]
     namespace: String,
@@ -186,8 +190,8 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
-    barelb_runtime::init_tracing();
     let args = Args::parse();
+    barelb_runtime::init_tracing(args.log_format);
     check_webhook_endpoint(&args)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

@@ -481,3 +481,34 @@ spec:
     assert!(out.status.success());
     assert_eq!(t.wait_ips("web", 1).await, [ip("198.51.100.0")]);
 }
+
+#[tokio::test]
+async fn with_log_format_json_every_log_line_is_one_object_with_its_fields() {
+    let mut t = Instance::new(
+        "operator::with_log_format_json_every_log_line_is_one_object_with_its_fields",
+    )
+    .await;
+    t.pool(
+        "web",
+        "{addresses: [198.51.100.200/30], announce: {mode: L2}}",
+    );
+    let op = t.operator(&["--log-format", "json"]);
+    t.service("web", json!({}), json!({})).await;
+    t.wait_ips("web", 1).await;
+    let log = op.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "no log at all");
+    for l in &lines {
+        assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+    }
+    let rebuilt = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "rebuilt allocations from Service status")
+        .unwrap_or_else(|| panic!("no rebuild line in:\n{log}"));
+    assert!(rebuilt["fields"]["pools"].is_u64(), "{rebuilt}");
+    drop(op);
+}

@@ -13,16 +13,45 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-/// Logs to stdout, filtered by `RUST_LOG` (default [`DEFAULT_LOG`]),
-/// coloured only on a terminal.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| DEFAULT_LOG.into()),
-        )
-        .init();
+/// How logs are written: `text` for people, `json` (one object per line,
+/// an event's fields under `fields`, its spans under `spans`) for log
+/// pipelines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not a log format: use text or json")),
+        }
+    }
+}
+
+/// Logs to stdout in `format`, filtered by `RUST_LOG` (default
+/// [`DEFAULT_LOG`]); text is coloured only on a terminal.
+pub fn init_tracing(format: LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into())
+    };
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter())
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter())
+            .init(),
+    }
 }
 
 /// `info`, without kube-client's line per failed request: the operator
@@ -163,6 +192,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn log_formats_parse_and_a_wrong_one_says_which_exist() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert_eq!(
+            "yaml".parse::<LogFormat>(),
+            Err("\"yaml\" is not a log format: use text or json".to_string())
+        );
+    }
 
     #[tokio::test]
     async fn an_essential_task_that_ends_ends_the_process() {

@@ -15,6 +15,9 @@ struct Args {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465).
     #[arg(long, global = true)]
     metrics_addr: Option<SocketAddr>,
+    /// Log format: text, or json (one object per line).
+    #[arg(long, global = true, env = "BARELB_LOG_FORMAT", default_value = "text")]
+    log_format: barelb_runtime::LogFormat,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -36,8 +39,8 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
-    barelb_runtime::init_tracing();
     let args = Args::parse();
+    barelb_runtime::init_tracing(args.log_format);
     let metrics = Metrics::new();
     // Standalone modes are ready at once; `run` is once the operator spoke.
     if !matches!(args.mode, Mode::Run(_)) {
