@@ -127,6 +127,17 @@ pub fn wait_ready(c: &Cluster, operators: usize) {
     }
 }
 
+/// Deletes barelb's Pods named `app` (`barelb-operator`, `barelb-speaker`;
+/// `extra` narrows them, e.g. a field selector) — a restart that leaves
+/// the workload's spec alone — and waits until all are Ready again.
+pub fn restart_pods(c: &Cluster, app: &str, extra: &[&str]) {
+    let label = format!("app.kubernetes.io/name={app}");
+    let mut args = vec!["-n", NS, "delete", "pod", "-l", &label, "--wait=false"];
+    args.extend(extra);
+    ok(c.lab.kubectl(&args), &format!("delete the {app} Pods"));
+    wait_ready(c, 2);
+}
+
 /// The Pods, and the last log lines of those not Ready (failure messages).
 fn not_ready_pods(c: &Cluster) -> String {
     let mut text = output_text(&c.lab.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]));

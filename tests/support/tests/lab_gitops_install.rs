@@ -97,24 +97,6 @@ fn bulk_addressed(c: &Cluster, ns: &str) -> usize {
         .count()
 }
 
-/// Deletes every operator Pod (a restart that leaves the Deployment as git
-/// has it) and waits until the replacements are Ready.
-fn restart_operators(c: &Cluster) {
-    ok(
-        c.lab.kubectl(&[
-            "-n",
-            NS,
-            "delete",
-            "pod",
-            "-l",
-            "app.kubernetes.io/name=barelb-operator",
-            "--wait=false",
-        ]),
-        "delete the operator Pods",
-    );
-    wait_ready(c, 2);
-}
-
 #[test]
 fn argo_cd_installs_barelb_then_its_pools_from_scratch_and_stays_synced() {
     let c = cluster("argo_cd_installs_barelb_then_its_pools_from_scratch_and_stays_synced");
@@ -222,7 +204,7 @@ fn argo_cd_installs_barelb_then_its_pools_from_scratch_and_stays_synced() {
     for from in (0..BULK).step_by(BATCH) {
         apply(&c, &bulk_services(&w.ns, &bulk, from, BATCH));
         assert_synced(&argo);
-        restart_operators(&c);
+        restart_pods(&c, "barelb-operator", &[]);
         assert_synced(&argo);
     }
     let deadline = Instant::now() + Duration::from_secs(180);

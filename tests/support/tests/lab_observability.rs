@@ -262,20 +262,8 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
 
     // A failover: the announcing node's speaker is deleted and hands over.
     let owner = announcing_node(&c, &w.ns, "web");
-    ok(
-        c.lab.kubectl(&[
-            "-n",
-            NS,
-            "delete",
-            "pod",
-            "-l",
-            "app.kubernetes.io/name=barelb-speaker",
-            "--field-selector",
-            &format!("spec.nodeName=node-{owner}"),
-        ]),
-        "delete a speaker",
-    );
-    wait_ready(&c, 2);
+    let node = format!("spec.nodeName=node-{owner}");
+    restart_pods(&c, "barelb-speaker", &["--field-selector", &node]);
     discover(&c, &dir);
     // Another host claims the L2 address: a conflict on the (new) announcing
     // node, whose series live on (a speaker's go with its Pod).
