@@ -244,6 +244,16 @@ impl Metrics {
         Arc::new(Metrics { registry, ..m })
     }
 
+    /// Counts one write to the Kubernetes API (`barelb_api_writes_total`).
+    pub fn count_write(&self, kind: &str, ok: bool) {
+        self.writes
+            .get_or_create(&ResultLabels {
+                kind: kind.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+    }
+
     /// Drops the series only the leader keeps current (pools, policies),
     /// so a replica that stopped leading reports no stale values.
     pub fn forget_leader_series(&self) {

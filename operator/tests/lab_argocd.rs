@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::argocd::ArgoCd;
+use barelb_testsupport::argocd::{ArgoCd, GitRepo};
 use common::{Instance, TEST_LABEL, free_local_addr, ip};
 use serde_json::{Value, json};
 
@@ -42,6 +42,24 @@ fn sync_messages(st: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|r| r["message"].as_str().map(str::to_string))
         .collect()
+}
+
+/// Commits `files`, has Argo CD re-read git, and returns the last sync's
+/// messages once one contains `needle` (the refusal the commit must meet).
+fn refused(
+    argo: &ArgoCd,
+    repo: &GitRepo,
+    app: &str,
+    files: &[(&str, &str)],
+    why: &str,
+    needle: &str,
+) -> Vec<String> {
+    repo.commit(files, why);
+    argo.refresh(app);
+    let st = argo.wait_app(app, &format!("refusing {why:?}"), 90, |st| {
+        sync_messages(st).iter().any(|m| m.contains(needle))
+    });
+    sync_messages(&st)
 }
 
 #[tokio::test]
@@ -109,17 +127,14 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
 
     // A pool overlapping the first, of both families: refused, our message
     // in the sync result.
-    repo.commit(
+    let msgs = refused(
+        &argo,
+        &repo,
+        app,
         &[("env/more.yaml", &pool(&t, "more", "198.51.100.68/30"))],
         "an overlapping pool",
+        "denied the request",
     );
-    argo.refresh(app);
-    let st = argo.wait_app(app, "refused", 90, |st| {
-        sync_messages(st)
-            .iter()
-            .any(|m| m.contains("denied the request"))
-    });
-    let msgs = sync_messages(&st);
     let want = format!(
         "admission webhook \"addresspools.barelb.io\" denied the request: AddressPool {id}-more: 198.51.100.68/30 overlaps 198.51.100.64/29 of AddressPool {id}-web; pools must not share addresses, change one of them",
         id = t.id
@@ -144,17 +159,14 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
     );
 
     // Shrinking a pool under an allocated address: refused, naming the Service.
-    repo.commit(
+    let msgs = refused(
+        &argo,
+        &repo,
+        app,
         &[("env/pools.yaml", &pool(&t, "web", "198.51.100.66/31"))],
         "shrink the web pool",
+        "outside every pool",
     );
-    argo.refresh(app);
-    let st = argo.wait_app(app, "refusing the shrink", 90, |st| {
-        sync_messages(st)
-            .iter()
-            .any(|m| m.contains("outside every pool"))
-    });
-    let msgs = sync_messages(&st);
     assert!(
         msgs.iter().any(|m| m.contains("addresspools.barelb.io")
             && m.contains(&format!("{}/web (198.51.100.64)", t.ns))),
@@ -173,21 +185,18 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
         "apiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata:\n  name: {id}-broken\n  labels: {{{TEST_LABEL}: {id}}}\nspec:\n  rules:\n  - name: half-written\n    expression: \"namespace.name ==\"\n",
         id = t.id
     );
-    repo.commit(
+    let msgs = refused(
+        &argo,
+        &repo,
+        app,
         &[("env/broken.yaml", &bad)],
         "a policy that does not compile",
+        "loadbalancerpolicies.barelb.io",
     );
-    argo.refresh(app);
-    let st = argo.wait_app(app, "refusing the policy", 90, |st| {
-        sync_messages(st)
-            .iter()
-            .any(|m| m.contains("loadbalancerpolicies.barelb.io"))
-    });
     let prefix = format!(
         "admission webhook \"loadbalancerpolicies.barelb.io\" denied the request: LoadBalancerPolicy {}-broken rule half-written: ",
         t.id
     );
-    let msgs = sync_messages(&st);
     assert!(
         msgs.iter()
             .any(|m| m.contains(&prefix) && m.contains("<input>:1:")),

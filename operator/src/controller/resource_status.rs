@@ -17,7 +17,7 @@ use super::reconcile::Leading;
 use super::writes::Context;
 use crate::control::hub::Sessions;
 use crate::index::Index;
-use crate::metrics::{PolicyLabels, ResultLabels};
+use crate::metrics::PolicyLabels;
 use crate::status::now_rfc3339;
 use crate::status::resources::{peer_nodes, peer_ready, peer_status_patch, policy_status_patch};
 
@@ -120,12 +120,7 @@ where
         )
         .await;
     ctx.metrics
-        .writes
-        .get_or_create(&ResultLabels {
-            kind: format!("{}_status", kind.to_lowercase()),
-            result: if res.is_ok() { "ok" } else { "error" }.into(),
-        })
-        .inc();
+        .count_write(&format!("{}_status", kind.to_lowercase()), res.is_ok());
     match res {
         Ok(_) => {
             state.status_written.insert(key, cmp);

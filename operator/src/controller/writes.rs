@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::Settings;
 use super::reconcile::{Leading, Write};
 use crate::index::Index;
-use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
+use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
 use barelb_core::request::ServiceKey;
 
@@ -91,10 +91,6 @@ async fn write_service(
 ) -> Result<u64, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
     let pp = PatchParams::apply(&settings.field_manager).force();
-    let label = |kind: &str, ok: bool| ResultLabels {
-        kind: kind.into(),
-        result: if ok { "ok" } else { "error" }.into(),
-    };
     // The annotation first: when the status (what users and tests wait on)
     // shows the address, the pool annotation is already there.
     if w.desired.pool != w.observed.pool {
@@ -105,10 +101,7 @@ async fn write_service(
                 &Patch::Apply(w.desired.annotation_patch(&w.svc)),
             )
             .await;
-        metrics
-            .writes
-            .get_or_create(&label("service_annotation", res.is_ok()))
-            .inc();
+        metrics.count_write("service_annotation", res.is_ok());
         report_forbidden(recorder, w, &res);
         res?;
     }
@@ -119,10 +112,7 @@ async fn write_service(
             &Patch::Apply(w.desired.status_patch(&w.svc, now)),
         )
         .await;
-    metrics
-        .writes
-        .get_or_create(&label("service_status", res.is_ok()))
-        .inc();
+    metrics.count_write("service_status", res.is_ok());
     report_forbidden(recorder, w, &res);
     let updated = res?;
     for ev in w.desired.events(&w.observed) {
@@ -247,13 +237,7 @@ pub(super) async fn write_pools(ctx: &Context<'_>, state: &mut Leading, index: &
                 &Patch::Apply(patch),
             )
             .await;
-        metrics
-            .writes
-            .get_or_create(&ResultLabels {
-                kind: "pool_status".into(),
-                result: if res.is_ok() { "ok" } else { "error" }.into(),
-            })
-            .inc();
+        metrics.count_write("pool_status", res.is_ok());
         match res {
             Ok(_) => {
                 state.pool_written.insert(name, cmp);
