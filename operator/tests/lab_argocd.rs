@@ -157,6 +157,15 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
         "fix pushed while retrying: Synced/Healthy in {} ms",
         fixed.elapsed().as_millis()
     );
+    // A Service naming the new pool: from the push to an address from it.
+    let pool_more = format!("{}-more", t.id);
+    t.service("from-more", json!({}), json!({"barelb.io/pool": pool_more}))
+        .await;
+    assert_eq!(t.wait_ips("from-more", 1).await, [ip("198.51.100.72")]);
+    eprintln!(
+        "fix pushed → its pool in force → a Service addressed from it in {} ms",
+        fixed.elapsed().as_millis()
+    );
 
     // Shrinking a pool under an allocated address: refused, naming the Service.
     let msgs = refused(
