@@ -434,7 +434,8 @@ spec:
         barelb_testsupport::lab::output_text(&out)
     );
     let _policy = t.lab.delete_on_drop("loadbalancerpolicy", &policy, &[]);
-    let _op = t.operator(&[]);
+    let metrics_addr = free_local_addr();
+    let _op = t.operator_at(&metrics_addr, &[]);
     // The policy says it is in force, for `kubectl get` and Argo CD.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
@@ -480,6 +481,46 @@ spec:
     let out = t.lab.kubectl(&["label", "namespace", &t.ns, "team=web"]);
     assert!(out.status.success());
     assert_eq!(t.wait_ips("web", 1).await, [ip("198.51.100.0")]);
+
+    // barelb_policy_ready: 1 while it compiles; a policy that does not
+    // (no webhook here to refuse it) shows 0, which BarelbPolicyNotCompiling reads.
+    let ready = |name: &str| format!("barelb_policy_ready{{policy=\"{name}\"}}");
+    let metrics = http_get(&metrics_addr, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("{} 1", ready(&policy))),
+        "{metrics}"
+    );
+    let broken = format!("{}-broken", t.id);
+    let out = t.lab.apply(&format!(
+        "apiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata: {{name: {broken}}}\n\
+         spec: {{poolSelector: {{matchLabels: {{barelb.io/test: {id}}}}}, rules: [{{name: half, expression: \"namespace.name ==\"}}]}}\n",
+        id = t.id
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        barelb_testsupport::lab::output_text(&out)
+    );
+    let _broken = t.lab.delete_on_drop("loadbalancerpolicy", &broken, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = http_get(&metrics_addr, "/metrics");
+        if metrics
+            .lines()
+            .any(|l| l == format!("{} 0", ready(&broken)))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {} 0 in\n{metrics}",
+            ready(&broken)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(http_get(&metrics_addr, "/metrics").contains("barelb_nodes_ready "));
 }
 
 #[tokio::test]
