@@ -191,7 +191,10 @@ fn main() -> std::process::ExitCode {
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    barelb_runtime::init_tracing(args.log_format);
+    barelb_runtime::traced(args.log_format, "barelb-operator", serve(args)).await
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     check_webhook_endpoint(&args)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

@@ -178,7 +178,22 @@ impl PolicyCheck for CelPolicies {
             ));
         }
         let started = std::time::Instant::now();
-        let decision = self.decide(claim, &selecting);
+        let span = tracing::info_span!(
+            "policy",
+            namespace = %ns,
+            pool = %pool,
+            policies = selecting.len(),
+            verdict = tracing::field::Empty,
+        );
+        let decision = span.in_scope(|| self.decide(claim, &selecting));
+        span.record(
+            "verdict",
+            match &decision {
+                Decision::Allow => "allow",
+                Decision::Warn(_) => "warn",
+                Decision::Deny(_) => "deny",
+            },
+        );
         if let Some(t) = &self.timer {
             t.observe(started.elapsed().as_secs_f64());
         }

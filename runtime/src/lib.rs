@@ -13,6 +13,9 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
+pub mod otel;
+pub use otel::{Telemetry, TraceContext};
+
 /// How logs are written: `text` for people, `json` (one object per line,
 /// an event's fields under `fields`, its spans under `spans`) for log
 /// pipelines.
@@ -35,23 +38,59 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// Logs to stdout in `format`, filtered by `RUST_LOG` (default
-/// [`DEFAULT_LOG`]); text is coloured only on a terminal.
-pub fn init_tracing(format: LogFormat) {
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into())
-    };
-    match format {
-        LogFormat::Text => tracing_subscriber::fmt()
+/// [`DEFAULT_LOG`]); text is coloured only on a terminal. Spans of barelb's
+/// own crates also go out as traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// set ([`otel`]), named `service` unless `OTEL_SERVICE_NAME` says
+/// otherwise. Must run inside a tokio runtime; keep the returned
+/// [`Telemetry`] and shut it down on exit so the last spans are sent.
+pub fn init_tracing(format: LogFormat, service: &str) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| DEFAULT_LOG.into());
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_env_filter(filter())
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .with_env_filter(filter())
-            .init(),
+            .with_filter(filter)
+            .boxed(),
+    };
+    let provider = otel::provider(service)?;
+    // Only barelb's own spans become traces (not every HTTP request of the
+    // libraries under it), whatever RUST_LOG keeps in the logs.
+    let traces = provider.as_ref().map(|p| {
+        otel::layer(p, service).with_filter(
+            tracing_subscriber::filter::Targets::new().with_target("barelb", tracing::Level::INFO),
+        )
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("logging was already set up: {e}"))?;
+    Ok(otel::telemetry(provider))
+}
+
+/// Sets up logs and traces ([`init_tracing`]) for `service`, runs `body`,
+/// then sends the spans still buffered before the process exits.
+pub async fn traced<F>(format: LogFormat, service: &str, body: F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = init_tracing(format, service)?;
+    let result = body.await;
+    if telemetry.exporting() {
+        // Blocks until the exporter's thread has sent its last batch.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
+    result
 }
 
 /// `info`, without kube-client's line per failed request: the operator

@@ -40,7 +40,10 @@ fn main() -> std::process::ExitCode {
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    barelb_runtime::init_tracing(args.log_format);
+    barelb_runtime::traced(args.log_format, "barelb-speaker", serve(args)).await
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     // Standalone modes are ready at once; `run` is once the operator spoke.
     if !matches!(args.mode, Mode::Run(_)) {

@@ -13,8 +13,10 @@ use barelb_control::v1::{OperatorMessage, operator_message};
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{self, NodeView};
+use super::traces::{self, PendingTraces, Traced};
 use crate::metrics::{KindLabels, Metrics, PeerStateLabels, ReasonLabels};
 use barelb_core::planner::{self, Node, Peer, Plan, Unit};
+use barelb_runtime::TraceContext;
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -66,6 +68,8 @@ struct State {
     next_id: u64,
     /// Each connected speaker's BGP sessions.
     sessions: Sessions,
+    /// Traced allocations the next plans continue.
+    traces: PendingTraces,
 }
 
 /// Shared by the control server and the controller.
@@ -122,6 +126,12 @@ impl Hub {
         s.inputs = inputs;
         s.planned_with = None;
         self.replan(&mut s, cause, Instant::now());
+    }
+
+    /// `ips` were allocated in the trace `t`: the plan that first places
+    /// them continues it, down to the speakers.
+    pub fn note_trace(&self, ips: &[IpAddr], t: &TraceContext) {
+        self.lock().traces.note(ips, t, Instant::now());
     }
 
     /// A speaker's stream is up; returns its connection id. An older stream
@@ -325,7 +335,7 @@ impl Hub {
         let mut dropped = Vec::new();
         for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| sp.leaving) {
             let np = NodeView::new(parts.remove(node).unwrap_or_default(), configs);
-            if !self.send(node, sp, np, &BTreeSet::new()) {
+            if !self.send(node, sp, np, &BTreeSet::new(), &[]) {
                 dropped.push(node.clone());
             }
         }
@@ -340,7 +350,14 @@ impl Hub {
     /// Sends `sp` what changed to reach `np` (nothing when nothing did),
     /// the addresses in `quiet` to be taken over quietly; false when its
     /// outbox is full.
-    fn send(&self, node: &str, sp: &mut Speaker, np: NodeView, quiet: &BTreeSet<IpAddr>) -> bool {
+    fn send(
+        &self,
+        node: &str,
+        sp: &mut Speaker,
+        np: NodeView,
+        quiet: &BTreeSet<IpAddr>,
+        traced: &[Traced],
+    ) -> bool {
         let mut msg = match &sp.sent {
             None => {
                 sp.generation += 1;
@@ -364,11 +381,13 @@ impl Hub {
                 a.ip.parse()
                     .is_ok_and(|ip| quiet.contains(&ip) || sp.holding.contains(&ip));
         }
-        let Some(msg) = msg else { return true };
+        let Some(mut msg) = msg else { return true };
         let kind = match msg {
             operator_message::Msg::Snapshot(_) => "snapshot",
             operator_message::Msg::Delta(_) => "delta",
         };
+        let span = traces::stamp(&mut msg, node, sp.generation, traced);
+        let _sending = span.enter();
         match sp.tx.try_send(Ok(OperatorMessage { msg: Some(msg) })) {
             Ok(()) => {
                 self.count(kind);
@@ -401,6 +420,8 @@ impl Hub {
                 return;
             }
         }
+        let (span, traced) = traces::begin(&mut s.traces, &s.inputs.units, cause);
+        let _planning = span.enter();
         let nodes: Vec<Node> = s
             .inputs
             .nodes
@@ -452,7 +473,7 @@ impl Hub {
                 .keys()
                 .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));
             let before = sp.generation;
-            if !self.send(node, sp, np, &quiet) {
+            if !self.send(node, sp, np, &quiet, &traced) {
                 dropped.push(node.clone());
             } else if gains && sp.generation != before {
                 self.metrics

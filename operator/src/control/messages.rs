@@ -38,6 +38,8 @@ fn l2(ip: &std::net::IpAddr, interfaces: &[String]) -> L2Announcement {
         interfaces: interfaces.to_vec(),
         // Decided by the hub, which knows whether the previous owner is alive.
         quiet: false,
+        // Set by the hub for a traced change.
+        trace_context: Default::default(),
     }
 }
 
@@ -53,6 +55,7 @@ fn route(ip: &std::net::IpAddr, attrs: &BgpAttrs, peers: &[String]) -> BgpRoute 
         } else {
             attrs.aggregation_length_v6.map(u32::from)
         },
+        trace_context: Default::default(),
     }
 }
 
@@ -68,6 +71,7 @@ pub fn snapshot(generation: u64, view: &NodeView) -> Snapshot {
             .iter()
             .map(|(ip, (a, p))| route(ip, a, p))
             .collect(),
+        trace_context: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod hub;
 pub mod inputs;
 pub mod messages;
+mod traces;
 
 pub use hub::Hub;
 pub mod auth;

@@ -268,6 +268,9 @@ impl Controller {
         }
         let writes =
             reconcile::reconcile_keys(state, &self.index, &self.settings, keys, &self.metrics);
+        if let Some(hub) = &self.hub {
+            note_traces(hub, &writes);
+        }
         self.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -310,6 +313,19 @@ impl Controller {
             &mut self.announced,
         )
         .await;
+    }
+}
+
+/// Addresses a traced reconcile gives a Service: the plan that places them
+/// continues its trace.
+fn note_traces(hub: &Hub, writes: &[reconcile::Write]) {
+    for w in writes {
+        if w.desired.ips.is_empty() || w.desired.ips == w.observed.ips {
+            continue;
+        }
+        if let Some(t) = barelb_runtime::TraceContext::of(&w.span) {
+            hub.note_trace(&w.desired.ips, &t);
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub(super) struct Write {
     pub svc: Service,
     pub desired: ServiceStatus,
     pub observed: ServiceStatus,
+    /// The Service's `reconcile` span; the write is its `status_write`.
+    pub span: tracing::Span,
 }
 
 /// State that exists only while leading.
@@ -128,6 +130,8 @@ pub(super) fn reconcile_keys(
     let mut queue: VecDeque<ServiceKey> = order.into();
     while let Some(key) = queue.pop_front() {
         metrics.reconciles.inc();
+        let span = reconcile_span(&key);
+        let _reconciling = span.enter();
         let Some(svc) = index.services.get(&key) else {
             let freed = state.alloc.release(&key);
             metrics.releases.inc_by(freed.len() as u64);
@@ -136,9 +140,13 @@ pub(super) fn reconcile_keys(
         };
         let observed = ServiceStatus::observed(svc);
         let desired = if request::qualifies(svc, class) {
-            let outcome = match request::parse(svc) {
-                Ok(req) => state.alloc.reconcile(&req),
-                Err(e) => state.alloc.invalid(&key, e.0),
+            let outcome = {
+                // The allocator's choice, policies included (their spans nest here).
+                let _allocating = tracing::info_span!("allocate").entered();
+                match request::parse(svc) {
+                    Ok(req) => state.alloc.reconcile(&req),
+                    Err(e) => state.alloc.invalid(&key, e.0),
+                }
             };
             if let Outcome::Allocated { warnings, .. } = &outcome {
                 for w in warnings {
@@ -157,6 +165,7 @@ pub(super) fn reconcile_keys(
             ServiceStatus::released()
         };
         queue.extend(state.alloc.take_evicted());
+        record_decision(&span, &desired);
         tracing::debug!(service = %key, ?desired, ?observed, "reconciled");
         if desired == observed {
             state.written.remove(&key);
@@ -179,12 +188,42 @@ pub(super) fn reconcile_keys(
             // Refused lately: its scheduled retry writes it.
             continue;
         }
+        drop(_reconciling);
         writes.push(Write {
             key,
             svc: svc.clone(),
             desired,
             observed,
+            span,
         });
     }
     writes
+}
+
+/// One Service's reconcile: the root of its trace.
+fn reconcile_span(key: &ServiceKey) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        service = %key,
+        outcome = tracing::field::Empty,
+        addresses = tracing::field::Empty,
+        pool = tracing::field::Empty,
+    )
+}
+
+/// What was decided, as the span's attributes (the same names as the logs').
+fn record_decision(span: &tracing::Span, desired: &ServiceStatus) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(c) = &desired.condition {
+        span.record("outcome", c.reason.as_str());
+    }
+    if !desired.ips.is_empty() {
+        let ips: Vec<String> = desired.ips.iter().map(ToString::to_string).collect();
+        span.record("addresses", ips.join(",").as_str());
+    }
+    if let Some(p) = &desired.pool {
+        span.record("pool", p.as_str());
+    }
 }

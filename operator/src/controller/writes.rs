@@ -11,6 +11,7 @@ use kube::{Client, Resource};
 use serde_json::Value;
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::Settings;
 use super::reconcile::{Leading, Write};
@@ -47,10 +48,12 @@ pub(super) async fn execute(
         futures::stream::iter(writes)
             .map(|w| {
                 let now = now.clone();
+                let span = tracing::info_span!(parent: &w.span, "status_write");
                 async move {
                     let res = write_service(client, settings, recorder, metrics, &w, &now).await;
                     (w.key, w.desired, res)
                 }
+                .instrument(span)
             })
             .buffer_unordered(settings.write_concurrency.max(1))
             .collect()

@@ -97,6 +97,11 @@ pub fn router(view: SharedView, metrics: Arc<Metrics>) -> Router {
         .layer(RequestBodyLimitLayer::new(8 * 1024 * 1024))
 }
 
+#[tracing::instrument(
+    name = "admission",
+    skip_all,
+    fields(kind = %kind, object = tracing::field::Empty, result = tracing::field::Empty)
+)]
 async fn validate(
     State(state): State<AppState>,
     Path(kind): Path<String>,
@@ -145,9 +150,15 @@ async fn validate(
             .unwrap_or_default(),
         req.name
     );
+    let span = tracing::Span::current();
+    span.record("object", name.as_str());
     // Policy evaluation blocks (on the engine's workers, bounded in time):
-    // keep it off the async executor.
-    let outcome = tokio::task::spawn_blocking(move || decide(&view, req)).await;
+    // keep it off the async executor, inside this review's span.
+    let outcome = tokio::task::spawn_blocking({
+        let span = span.clone();
+        move || span.in_scope(|| decide(&view, req))
+    })
+    .await;
     let (review, result) = match outcome {
         Ok(Ok(r)) => {
             let result = if !r.allowed() {
@@ -167,6 +178,7 @@ async fn validate(
             "error",
         ),
     };
+    span.record("result", result);
     let m = &state.metrics;
     m.admission_requests
         .get_or_create(&ResultLabels {

@@ -14,19 +14,19 @@
 //!   handed its addresses to their next owners and taken them away, then
 //!   waits out the BGP drain and stops — bounded by `leave_timeout`.
 
+mod apply;
 pub mod bgp;
 pub mod l2;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use barelb_control::v1::control_client::ControlClient;
 use barelb_control::v1::{
-    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, operator_message,
-    speaker_message,
+    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, speaker_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -334,56 +334,17 @@ async fn session(
             }
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the operator closed the stream") };
-                let mut kicks: Vec<IpAddr> = Vec::new();
+                let Some(msg) = m.msg else { continue };
                 // Leaving: the routes are withdrawn and the sessions stay
                 // until the drain ends, whatever the operator says of BGP.
-                let follow_bgp = !leave.active();
-                let (generation, result) = match m.msg {
-                    Some(operator_message::Msg::Snapshot(s)) => {
-                        l2.clear();
-                        for a in s.l2 {
-                            if let Some(addr) = ip(&a.ip) {
-                                // The operator gives it (back): old claims no longer count.
-                                recent.remove(&addr);
-                                if !a.quiet { kicks.push(addr); }
-                                l2.set(addr, a.interfaces, a.quiet);
-                            }
-                        }
-                        if follow_bgp {
-                            bgp.clear();
-                            for p in s.bgp_peers { bgp.set_peer(p); }
-                            for r in s.bgp_routes { bgp.set_route(r); }
-                        }
-                        cfg.ready.store(true, Ordering::Relaxed);
-                        (s.generation, both(l2.apply(), if follow_bgp { bgp.apply() } else { Ok(()) }))
-                    }
-                    Some(operator_message::Msg::Delta(d)) => {
-                        for r in &d.l2_remove {
-                            if let Some(addr) = ip(r) { l2.remove(&addr); }
-                        }
-                        for a in d.l2_set {
-                            if let Some(addr) = ip(&a.ip) {
-                                // The operator gives it (back): old claims no longer count.
-                                recent.remove(&addr);
-                                if !a.quiet { kicks.push(addr); }
-                                l2.set(addr, a.interfaces, a.quiet);
-                            }
-                        }
-                        if follow_bgp {
-                            for n in &d.bgp_peers_remove { bgp.remove_peer(n); }
-                            for p in d.bgp_peers_set { bgp.set_peer(p); }
-                            for r in &d.bgp_routes_remove { bgp.remove_route(r); }
-                            for r in d.bgp_routes_set { bgp.set_route(r); }
-                        }
-                        (d.generation, both(l2.apply(), if follow_bgp { bgp.apply() } else { Ok(()) }))
-                    }
-                    None => continue,
-                };
-                // Everything (re)assigned is announced again at once: after a
-                // reconnect the operator may have moved it away and back.
-                for addr in kicks {
-                    l2.kick(&addr);
-                }
+                let applied = apply::apply(msg, apply::Target {
+                    l2: &mut *l2,
+                    bgp: &mut *bgp,
+                    recent: &mut *recent,
+                    follow_bgp: !leave.active(),
+                    ready: &cfg.ready,
+                });
+                let (generation, result) = (applied.generation, applied.result);
                 out_tx.send(send(speaker_message::Msg::Ack(Ack {
                     generation,
                     error: result.err().unwrap_or_default(),

@@ -2,6 +2,7 @@
 //!
 //! - [`argocd`]: a real Argo CD (controller, repo-server) against the lab,
 //!   with pool repos served by `git daemon` on loopback.
+//! - [`jaeger`]: a real Jaeger receiving OTLP, its traces read back.
 //! - [`lab`]: the real kube-apiserver started by `tests/lab up` — find it,
 //!   run the version-matched kubectl against it, get a client. A test that
 //!   needs the lab fails (never skips) when the lab is not up.
@@ -16,6 +17,7 @@
 pub mod argocd;
 pub mod cluster;
 pub mod install;
+pub mod jaeger;
 pub mod lab;
 pub mod netlab;
 pub mod observability;

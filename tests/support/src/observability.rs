@@ -118,7 +118,7 @@ pub fn metric_names(text: &str) -> BTreeSet<String> {
 }
 
 /// The body of a GET to loopback (curl ARGS), or None when it failed.
-fn curl(args: &[&str]) -> Option<String> {
+pub(crate) fn curl(args: &[&str]) -> Option<String> {
     let out = Command::new("curl")
         .args(["-sS", "--fail-with-body", "--max-time", "10"])
         .args(args)

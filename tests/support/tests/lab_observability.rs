@@ -5,7 +5,9 @@
 //! address conflict, a speaker handing over, BGP up
 //! and down) leaves every panel's every query with data: a query that
 //! returns nothing fails the test with its panel's title. The alert rules
-//! load and evaluate; a BGP session down shows as a pending alert. Run by
+//! load and evaluate; a BGP session down shows as a pending alert. Traces
+//! go to a real Jaeger: one Service's allocation is one trace from the
+//! operator's reconcile to the announcing speaker's ARP announcement. Run by
 //! scripts/test on the 3-node cluster.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use barelb_testsupport::cluster::{Cluster, cluster, cluster_dir};
 use barelb_testsupport::install::*;
+use barelb_testsupport::jaeger::{Jaeger, Span};
 use barelb_testsupport::observability::{Prometheus, dashboards, metric_names};
 use barelb_testsupport::{repo_root, unique_name};
 use serde_json::{Value, json};
@@ -146,11 +149,91 @@ impl Drop for Guard {
     }
 }
 
+/// The spans of the trace in which `service` was given `address`, once it
+/// holds the speaker's announcement too (spans arrive in batches).
+fn allocation_trace(jaeger: &Jaeger, service: &str, address: &str) -> Vec<Span> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for id in jaeger.find("barelb-operator", "reconcile", &[("service", service)]) {
+            let spans = jaeger.trace(&id);
+            let announced = spans.iter().any(|s| {
+                s.service == "barelb-speaker"
+                    && s.operation == "announce"
+                    && s.tag("address") == Some(address)
+            });
+            if announced {
+                return spans;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace of {service} reaches a speaker's announce of {address}; services: {:?}; jaeger: {}",
+            jaeger.services(),
+            jaeger.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One trace, operator to speaker: reconcile (service, addresses, pool) →
+/// allocate and status_write, and plan → send → the speaker's announce,
+/// each span the child of the one before.
+fn check_allocation_trace(spans: &[Span], service: &str, address: &str, pool: &str) {
+    let names: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{}:{}", s.service, s.operation))
+        .collect();
+    let find = |svc: &str, op: &str, f: &dyn Fn(&Span) -> bool| -> Span {
+        spans
+            .iter()
+            .find(|s| s.service == svc && s.operation == op && f(s))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {svc} {op} span in the trace: {names:?}"))
+    };
+    let reconcile = find("barelb-operator", "reconcile", &|s| {
+        s.tag("service") == Some(service)
+    });
+    assert!(
+        reconcile
+            .tag("addresses")
+            .is_some_and(|a| a.split(',').any(|a| a == address)),
+        "{:?}",
+        reconcile.tags
+    );
+    assert_eq!(reconcile.tag("pool"), Some(pool), "{:?}", reconcile.tags);
+    assert_eq!(reconcile.tag("outcome"), Some("Allocated"));
+    assert_eq!(reconcile.parent, None, "reconcile is the trace's root");
+    let child_of = |parent: &Span| {
+        let id = parent.span_id.clone();
+        move |s: &Span| s.parent.as_deref() == Some(id.as_str())
+    };
+    find("barelb-operator", "allocate", &child_of(&reconcile));
+    find("barelb-operator", "status_write", &child_of(&reconcile));
+    let plan = find("barelb-operator", "plan", &child_of(&reconcile));
+    let send = find("barelb-operator", "send", &child_of(&plan));
+    assert!(
+        send.tag("addresses")
+            .is_some_and(|a| a.split(',').any(|a| a == address)),
+        "{:?}",
+        send.tags
+    );
+    let announce = find("barelb-speaker", "announce", &child_of(&send));
+    assert_eq!(announce.tag("address"), Some(address));
+    assert_eq!(announce.tag("quiet"), Some("false"));
+}
+
 #[test]
-fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
-    let c = cluster("a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts");
+fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
+    let c = cluster("a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces");
+    // Pods on the nodes reach the control plane's LAN address.
+    let jaeger = Jaeger::start(
+        cluster_dir().join(unique_name("jaeger")),
+        "198.19.0.1".parse().unwrap(),
+    );
+    let endpoint = format!("tracing.otlpEndpoint={}", jaeger.otlp);
     // The lab's nodes announce on eth0; naming it turns on the link watch.
-    let installed = install_with_helm_sets(&c, &["speaker.extraArgs[0]=--interface=eth0"]);
+    let installed =
+        install_with_helm_sets(&c, &["speaker.extraArgs[0]=--interface=eth0", &endpoint]);
     scrape_config_selects_what_discover_does();
     let dir = cluster_dir().join(unique_name("prometheus"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -176,6 +259,17 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
     let client = c.client(105);
     let vip = address(&c, &w.ns, "web");
     answers(&client, &format!("http://{vip}/"));
+    let web = format!("{}/web", w.ns);
+    let spans = allocation_trace(&jaeger, &web, &vip);
+    check_allocation_trace(&spans, &web, &vip, &format!("{}-l2", w.ns));
+    eprintln!(
+        "trace of {web}: {} spans, {:?}",
+        spans.len(),
+        spans
+            .iter()
+            .map(|s| s.operation.as_str())
+            .collect::<Vec<_>>()
+    );
     let routed = address(&c, &w.ns, "routed");
     wait("BGP sessions down in Prometheus", 60, || {
         value(&prom, "count(barelb_bgp_session_up == 0)") == c.nodes as f64
@@ -380,6 +474,7 @@ fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
     assert!(health.iter().all(|(_, h)| h == "ok"), "{health:?}");
 
     drop(prom);
+    drop(jaeger);
     drop(router);
     drop(policy_guard);
     drop(tiny_guard);
