@@ -420,7 +420,7 @@ impl Hub {
                 return;
             }
         }
-        let (span, traced) = traces::begin(&mut s.traces, &s.inputs.units, cause);
+        let span = tracing::info_span!("replan", cause, units = s.inputs.units.len());
         let _planning = span.enter();
         let nodes: Vec<Node> = s
             .inputs
@@ -441,6 +441,7 @@ impl Hub {
             }
             None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
         };
+        let traced = traces::placed(&mut s.traces, &plan, cause);
         let quiet = {
             let owners = current_owners(s);
             for (ip, new) in &plan.l2 {

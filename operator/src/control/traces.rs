@@ -4,7 +4,7 @@
 //! joining, a cluster change), and each message it sends a `send` span whose
 //! W3C context travels in the message, so the speaker's `apply` continues
 //! it. An address the controller allocated while tracing waits here for the
-//! plan that first places it: that plan gets a `plan` span inside the
+//! plan that first places it on a node: that plan gets a `plan` span inside the
 //! allocation's own trace, and each message carrying the address a `send`
 //! span below it, whose context travels on the address itself — so a
 //! Service change is one trace from its reconcile to the speaker's
@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use barelb_control::v1::operator_message;
-use barelb_core::planner::Unit;
+use barelb_core::planner::Plan;
 use barelb_runtime::TraceContext;
 use barelb_runtime::otel::headers_of;
 
@@ -45,14 +45,15 @@ impl PendingTraces {
         }
     }
 
-    /// Takes the traces of the addresses `units` now hold, each with its
-    /// addresses: the plan about to be made from them places these.
-    pub fn take_planned(&mut self, units: &[Unit]) -> Vec<(TraceContext, BTreeSet<IpAddr>)> {
+    /// Takes the traces of the addresses `plan` places (announces from
+    /// some node), each with its addresses. An address not placed yet (no
+    /// ready endpoint so far, say) keeps waiting.
+    pub fn take_placed(&mut self, plan: &Plan) -> Vec<(TraceContext, BTreeSet<IpAddr>)> {
         let mut out: Vec<(TraceContext, BTreeSet<IpAddr>)> = Vec::new();
         if self.by_ip.is_empty() {
             return out;
         }
-        for ip in units.iter().flat_map(|u| &u.ips) {
+        for ip in plan.l2.keys().chain(plan.bgp.keys()) {
             let Some((t, _)) = self.by_ip.remove(ip) else {
                 continue;
             };
@@ -74,17 +75,10 @@ pub(super) struct Traced {
     ips: BTreeSet<IpAddr>,
 }
 
-/// The spans of one replan: `replan` for the replan itself (enter it while
-/// planning and sending), and a `plan` span in each traced allocation's
-/// trace.
-pub(super) fn begin(
-    pending: &mut PendingTraces,
-    units: &[Unit],
-    cause: &str,
-) -> (tracing::Span, Vec<Traced>) {
-    let replan = tracing::info_span!("replan", cause, units = units.len());
-    let traced = pending
-        .take_planned(units)
+/// A `plan` span in the trace of each traced allocation `plan` places.
+pub(super) fn placed(pending: &mut PendingTraces, plan: &Plan, cause: &str) -> Vec<Traced> {
+    pending
+        .take_placed(plan)
         .into_iter()
         .map(|(t, ips)| {
             let span = tracing::info_span!(
@@ -96,8 +90,7 @@ pub(super) fn begin(
             t.adopt(&span);
             Traced { span, ips }
         })
-        .collect();
-    (replan, traced)
+        .collect()
 }
 
 /// Stamps `msg` with the trace contexts of its `send` spans: the message's
@@ -186,21 +179,23 @@ mod tests {
         TraceContext::from_headers(&headers).unwrap()
     }
 
-    fn unit(ips: &[&str]) -> Unit {
-        Unit {
-            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-            how: barelb_core::planner::How::L2 {
-                node_selector: None,
-                interfaces: vec![],
-            },
-            local: false,
-            has_ready_endpoints: true,
-            endpoint_nodes: Default::default(),
+    /// A plan placing `ips` on node-1 (layer 2).
+    fn plan(ips: &[&str]) -> Plan {
+        let owner = barelb_core::planner::L2Owner {
+            node: "node-1".into(),
+            interfaces: vec![],
+        };
+        Plan {
+            l2: ips
+                .iter()
+                .map(|s| (s.parse().unwrap(), owner.clone()))
+                .collect(),
+            ..Plan::default()
         }
     }
 
     #[test]
-    fn a_planned_address_hands_its_trace_over_once() {
+    fn a_placed_address_hands_its_trace_over_once() {
         let mut p = PendingTraces::default();
         let t0 = Instant::now();
         let a: IpAddr = "198.19.0.100".parse().unwrap();
@@ -212,21 +207,18 @@ mod tests {
             t0 + Duration::from_secs(1),
         );
         // A plan without the addresses takes nothing.
-        assert!(p.take_planned(&[unit(&["198.19.0.7"])]).is_empty());
+        assert!(p.take_placed(&plan(&["198.19.0.7"])).is_empty());
         // Both families of one Service: one trace, with both addresses.
-        let got = p.take_planned(&[
-            unit(&["198.19.0.101"]),
-            unit(&["198.19.0.100", "2001:db8:19::100"]),
-        ]);
+        let got = p.take_placed(&plan(&["198.19.0.101", "198.19.0.100", "2001:db8:19::100"]));
         let c = "198.19.0.101".parse().unwrap();
         assert_eq!(
             got,
             vec![
-                (ctx(2), BTreeSet::from([c])),
-                (ctx(1), BTreeSet::from([a, b]))
+                (ctx(1), BTreeSet::from([a, b])),
+                (ctx(2), BTreeSet::from([c]))
             ]
         );
-        assert!(p.take_planned(&[unit(&["198.19.0.100"])]).is_empty());
+        assert!(p.take_placed(&plan(&["198.19.0.100"])).is_empty());
     }
 
     #[test]
@@ -235,7 +227,7 @@ mod tests {
         let t0 = Instant::now();
         p.note(&["198.19.0.100".parse().unwrap()], &ctx(1), t0);
         p.note(&["198.19.0.101".parse().unwrap()], &ctx(2), t0 + TTL);
-        let got = p.take_planned(&[unit(&["198.19.0.100", "198.19.0.101"])]);
+        let got = p.take_placed(&plan(&["198.19.0.100", "198.19.0.101"]));
         let ips: Vec<IpAddr> = got
             .iter()
             .flat_map(|(_, ips)| ips.iter().copied())

@@ -73,6 +73,8 @@ impl Jaeger {
       service.name: jaeger
     metrics:
       level: none
+    traces:
+      level: none
 extensions:
   jaeger_query:
     storage:

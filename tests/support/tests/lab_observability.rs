@@ -154,6 +154,7 @@ impl Drop for Guard {
 fn allocation_trace(jaeger: &Jaeger, service: &str, address: &str) -> Vec<Span> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        let mut seen = Vec::new();
         for id in jaeger.find("barelb-operator", "reconcile", &[("service", service)]) {
             let spans = jaeger.trace(&id);
             let announced = spans.iter().any(|s| {
@@ -164,12 +165,17 @@ fn allocation_trace(jaeger: &Jaeger, service: &str, address: &str) -> Vec<Span> 
             if announced {
                 return spans;
             }
+            seen.push(
+                spans
+                    .iter()
+                    .map(|s| format!("{}:{}{:?}", s.service, s.operation, s.tag("addresses")))
+                    .collect::<Vec<_>>(),
+            );
         }
         assert!(
             Instant::now() < deadline,
-            "no trace of {service} reaches a speaker's announce of {address}; services: {:?}; jaeger: {}",
+            "no trace of {service} reaches a speaker's announce of {address}; its traces: {seen:?}; services: {:?}",
             jaeger.services(),
-            jaeger.log_tail()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
