@@ -6,6 +6,9 @@
 //!      (annotation + status per Service, same concurrency) in the same run.
 //!   2. The operator's RSS with M allocated Services, and its rebuild time
 //!      and time to allocate again after a restart.
+//!   3. Tracing off and on (every trace sampled, exported over OTLP to a
+//!      real Jaeger on loopback): N more Services each, the operator's time,
+//!      CPU seconds and RSS side by side.
 //!
 //!     scripts/bench-operator [N] [M]      (defaults 2000 and 10000)
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
@@ -47,13 +50,19 @@ async fn main() -> anyhow::Result<()> {
         bail!("pool: {}", String::from_utf8_lossy(&out.stderr));
     }
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let start_operator = |tag: &str| -> anyhow::Result<Operator> {
-        let log = std::fs::File::create(lab_dir().join(format!("logs/{id}-{tag}.log")))?;
-        Ok(Operator(
-            Command::new(&bin)
-                .args([
+    let start_operator_with =
+        |tag: &str, class: &str, otlp: Option<&str>| -> anyhow::Result<Operator> {
+            let log = std::fs::File::create(lab_dir().join(format!("logs/{id}-{tag}.log")))?;
+            let mut cmd = Command::new(&bin);
+            if let Some(endpoint) = otlp {
+                cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+                    .env("OTEL_TRACES_SAMPLER", "traceidratio")
+                    .env("OTEL_TRACES_SAMPLER_ARG", "1.0");
+            }
+            Ok(Operator(
+                cmd.args([
                     "--load-balancer-class",
-                    &class,
+                    class,
                     "--handle-classless=false",
                     "--pool-selector",
                     &format!("bench={id}"),
@@ -76,8 +85,9 @@ async fn main() -> anyhow::Result<()> {
                 .stderr(log)
                 .stdin(Stdio::null())
                 .spawn()?,
-        ))
-    };
+            ))
+        };
+    let start_operator = |tag: &str| start_operator_with(tag, &class, None);
     std::fs::create_dir_all(lab_dir().join("logs"))?;
 
     // 1. N pending Services, then the operator.
@@ -141,6 +151,54 @@ async fn main() -> anyhow::Result<()> {
             .map(|s| format!("rebuilt{s}"))
             .unwrap_or_default()
     );
+
+    drop(_op);
+
+    // 3. Tracing off, then on: each run its own class and N new Services,
+    // so both start from the same M-Service cluster.
+    let jaeger = barelb_testsupport::jaeger::Jaeger::start(
+        lab_dir().join(format!("{id}-jaeger")),
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    );
+    let mut figures = Vec::new();
+    for (tag, otlp) in [("off", None), ("on", Some(jaeger.otlp.as_str()))] {
+        let class = format!("bench.barelb.io/{id}-tracing-{tag}");
+        let prefix = format!("tr{tag}");
+        create(&api, &prefix, n, &class).await?;
+        let t0 = Instant::now();
+        let op = start_operator_with(&format!("tracing-{tag}"), &class, otlp)?;
+        wait_allocated(&api, &prefix, n).await?;
+        let elapsed = t0.elapsed().as_secs_f64();
+        // Let the last batch of spans go out before reading CPU and RSS.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pid = op.0.id();
+        figures.push((tag, elapsed, support::cpu_seconds(pid), rss_kib(pid)));
+        drop(op);
+    }
+    if jaeger.find("barelb-operator", "reconcile", &[]).is_empty() {
+        bail!(
+            "tracing on, yet Jaeger holds no reconcile trace: {}",
+            jaeger.log_tail()
+        );
+    }
+    let line: Vec<String> = figures
+        .iter()
+        .map(|(tag, t, cpu, rss)| {
+            format!(
+                "tracing {tag}: {t:.2}s, CPU {cpu:.2}s, RSS {:.1} MiB",
+                *rss as f64 / 1024.0
+            )
+        })
+        .collect();
+    if let [(_, t0, c0, r0), (_, t1, c1, r1)] = figures[..] {
+        println!(
+            "N={n}, M={m}: {} | on/off: time {:.2}, CPU {:.2}, RSS {:.2}",
+            line.join(" | "),
+            t1 / t0,
+            c1 / c0,
+            r1 as f64 / r0 as f64,
+        );
+    }
 
     run_kubectl(&lab, &["delete", "namespace", &ns, "--wait=false"])?;
     run_kubectl(&lab, &["delete", "addresspool", &id, "--wait=false"])?;

@@ -130,8 +130,6 @@ pub(super) fn reconcile_keys(
     let mut queue: VecDeque<ServiceKey> = order.into();
     while let Some(key) = queue.pop_front() {
         metrics.reconciles.inc();
-        let span = reconcile_span(&key);
-        let _reconciling = span.enter();
         let Some(svc) = index.services.get(&key) else {
             let freed = state.alloc.release(&key);
             metrics.releases.inc_by(freed.len() as u64);
@@ -139,21 +137,25 @@ pub(super) fn reconcile_keys(
             continue;
         };
         let observed = ServiceStatus::observed(svc);
-        let desired = if request::qualifies(svc, class) {
-            let outcome = {
+        // A span only for Services barelb serves or served: the others
+        // (every Service in the cluster, on a new leader) are no one's trace.
+        let (desired, span) = if request::qualifies(svc, class) {
+            let span = reconcile_span(&key);
+            let outcome = span.in_scope(|| {
                 // The allocator's choice, policies included (their spans nest here).
                 let _allocating = tracing::info_span!("allocate").entered();
-                match request::parse(svc) {
+                let outcome = match request::parse(svc) {
                     Ok(req) => state.alloc.reconcile(&req),
                     Err(e) => state.alloc.invalid(&key, e.0),
+                };
+                if let Outcome::Allocated { warnings, .. } = &outcome {
+                    for w in warnings {
+                        tracing::warn!(service = %key, warning = %w, "policy warning");
+                    }
                 }
-            };
-            if let Outcome::Allocated { warnings, .. } = &outcome {
-                for w in warnings {
-                    tracing::warn!(service = %key, warning = %w, "policy warning");
-                }
-            }
-            ServiceStatus::from_outcome(&outcome)
+                outcome
+            });
+            (ServiceStatus::from_outcome(&outcome), span)
         } else {
             let freed = state.alloc.release(&key);
             metrics.releases.inc_by(freed.len() as u64);
@@ -162,7 +164,7 @@ pub(super) fn reconcile_keys(
                 state.written.remove(&key);
                 continue;
             }
-            ServiceStatus::released()
+            (ServiceStatus::released(), reconcile_span(&key))
         };
         queue.extend(state.alloc.take_evicted());
         record_decision(&span, &desired);
@@ -188,7 +190,6 @@ pub(super) fn reconcile_keys(
             // Refused lately: its scheduled retry writes it.
             continue;
         }
-        drop(_reconciling);
         writes.push(Write {
             key,
             svc: svc.clone(),
