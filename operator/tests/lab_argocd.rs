@@ -12,9 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::argocd::{ArgoCd, GitRepo};
+use barelb_testsupport::argocd::{ArgoCd, GitRepo, sync_messages, synced_healthy};
 use common::{Instance, TEST_LABEL, free_local_addr, ip};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn pool(t: &Instance, name: &str, addresses: &str) -> String {
     format!(
@@ -28,20 +28,6 @@ fn policy(t: &Instance) -> String {
         "apiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata:\n  name: {id}-own-namespace\n  labels: {{{TEST_LABEL}: {id}}}\nspec:\n  poolSelector: {{matchLabels: {{{TEST_LABEL}: {id}}}}}\n  rules:\n  - name: test-namespaces-only\n    expression: \"namespace.name.startsWith('{id}')\"\n    message: only this test's namespaces\n",
         id = t.id
     )
-}
-
-fn synced_healthy(st: &Value) -> bool {
-    st["sync"]["status"] == "Synced" && st["health"]["status"] == "Healthy"
-}
-
-/// Per-resource messages of the last sync operation.
-fn sync_messages(st: &Value) -> Vec<String> {
-    st["operationState"]["syncResult"]["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["message"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Commits `files`, has Argo CD re-read git, and returns the last sync's

@@ -407,3 +407,34 @@ fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", output_text(&out));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// Whether an Application's status is Synced and Healthy.
+pub fn synced_healthy(st: &Value) -> bool {
+    st["sync"]["status"] == "Synced" && st["health"]["status"] == "Healthy"
+}
+
+/// Per-resource messages of an Application's last sync operation.
+pub fn sync_messages(st: &Value) -> Vec<String> {
+    st["operationState"]["syncResult"]["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Argo CD's health (status, message) of the resource `kind/name` in an
+/// Application's status.
+pub fn health_of(st: &Value, kind: &str, name: &str) -> (String, String) {
+    let r = st["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == kind && r["name"] == name);
+    let field = |f: &str| {
+        r.and_then(|r| r["health"][f].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("status"), field("message"))
+}

@@ -172,6 +172,7 @@ impl Lab {
             lab: self.clone(),
             resource: format!("{resource}/{name}"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wait: false,
         }
     }
 
@@ -197,14 +198,30 @@ pub struct DeleteOnDrop {
     lab: Lab,
     resource: String,
     extra: Vec<String>,
+    wait: bool,
+}
+
+impl DeleteOnDrop {
+    /// Waits (up to 60 s) until the object is gone: for a guard dropped
+    /// before another whose delete depends on it (a Service before its pool).
+    pub fn waiting(mut self) -> Self {
+        self.wait = true;
+        self
+    }
 }
 
 impl Drop for DeleteOnDrop {
     fn drop(&mut self) {
+        let wait = if self.wait {
+            "--wait=true"
+        } else {
+            "--wait=false"
+        };
         let mut args = vec![
             "delete",
             "--ignore-not-found",
-            "--wait=false",
+            "--timeout=60s",
+            wait,
             self.resource.as_str(),
         ];
         args.extend(self.extra.iter().map(String::as_str));

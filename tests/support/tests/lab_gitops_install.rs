@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::argocd::ArgoCd;
+use barelb_testsupport::argocd::{ArgoCd, health_of, synced_healthy};
 use barelb_testsupport::cluster::{Cluster, cluster};
 use barelb_testsupport::install::*;
 use barelb_testsupport::{repo_root, unique_name};
@@ -45,25 +45,6 @@ fn app_of_apps(argo: &ArgoCd, chart_url: &str, pools_url: &str) -> String {
         docs.push(serde_yaml::to_string(&app).unwrap());
     }
     docs.join("---\n")
-}
-
-fn synced_healthy(st: &Value) -> bool {
-    st["sync"]["status"] == "Synced" && st["health"]["status"] == "Healthy"
-}
-
-/// Argo CD's health (status, message) of the resource `kind/name`.
-fn health_of(st: &Value, kind: &str, name: &str) -> (String, String) {
-    let r = st["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["kind"] == kind && r["name"] == name);
-    let field = |f: &str| {
-        r.and_then(|r| r["health"][f].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    (field("status"), field("message"))
 }
 
 /// Panics when any Application is not Synced (diff noise).
@@ -119,7 +100,7 @@ fn argo_cd_installs_barelb_then_its_pools_from_scratch_and_stays_synced() {
     let installed = Installed::ArgoCd(c.clone());
     let w = Workload::named(&c, &unique_name("argo"), true);
     let bulk = format!("{}-bulk", w.ns);
-    let _bulk_pool = DeleteOnDrop(c.clone(), format!("addresspool/{bulk}"));
+    let _bulk_pool = c.lab.delete_on_drop("addresspool", &bulk, &[]);
     let argo = ArgoCd::start(&c.lab);
 
     let chart = argo.repo("barelb");
@@ -245,16 +226,4 @@ fn argo_cd_installs_barelb_then_its_pools_from_scratch_and_stays_synced() {
     drop(w);
     drop(installed);
     check_uninstalled(&c);
-}
-
-/// `kubectl delete KIND/NAME` on drop (also when the test fails).
-struct DeleteOnDrop(Cluster, String);
-
-impl Drop for DeleteOnDrop {
-    fn drop(&mut self) {
-        let _ = self
-            .0
-            .lab
-            .kubectl(&["delete", &self.1, "--ignore-not-found", "--wait=false"]);
-    }
 }

@@ -135,20 +135,6 @@ fn announcing_node(c: &Cluster, ns: &str, svc: &str) -> usize {
         .unwrap_or_else(|| panic!("{ns}/{svc}: no announcing node in {msg:?}"))
 }
 
-/// `kubectl delete ARGS` for each ARGS in turn, on drop (also when the
-/// test fails).
-struct Guard(Cluster, Vec<Vec<String>>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for what in &self.1 {
-            let mut args = vec!["delete", "--ignore-not-found", "--timeout=60s"];
-            args.extend(what.iter().map(String::as_str));
-            let _ = self.0.lab.kubectl(&args);
-        }
-    }
-}
-
 /// The spans of the trace in which `service` was given `address`, once it
 /// holds the speaker's announcement too (spans arrive in batches).
 fn allocation_trace(jaeger: &Jaeger, service: &str, address: &str) -> Vec<Span> {
@@ -294,19 +280,11 @@ fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
 
     // Exhaust a one-address pool: the second claim fails.
     let tiny = format!("{}-tiny", w.ns);
-    // Its Services go first: a pool holding an address is not deleted.
-    let tiny_guard = Guard(
-        c.clone(),
-        vec![
-            vec![
-                "-n".into(),
-                w.ns.clone(),
-                "service/tiny-0".into(),
-                "service/tiny-1".into(),
-            ],
-            vec![format!("addresspool/{tiny}")],
-        ],
-    );
+    // Its Services go first (guards drop in reverse): a pool holding an
+    // address is not deleted.
+    let tiny_guard = c.lab.delete_on_drop("addresspool", &tiny, &[]).waiting();
+    let tiny_services =
+        ["tiny-0", "tiny-1"].map(|n| c.lab.delete_on_drop("service", n, &["-n", &w.ns]).waiting());
     apply(
         &c,
         &format!(
@@ -333,13 +311,12 @@ fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
     // namespace's claim is denied at admission.
     let policy = format!("{}-own-namespace", w.ns);
     let other = format!("{}-other", w.ns);
-    let policy_guard = Guard(
-        c.clone(),
-        vec![
-            vec![format!("loadbalancerpolicy/{policy}")],
-            vec![format!("namespace/{other}")],
-        ],
-    );
+    let policy_guard = [
+        c.lab
+            .delete_on_drop("loadbalancerpolicy", &policy, &[])
+            .waiting(),
+        c.lab.delete_on_drop("namespace", &other, &[]).waiting(),
+    ];
     apply(
         &c,
         &format!(
@@ -483,6 +460,7 @@ fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
     drop(jaeger);
     drop(router);
     drop(policy_guard);
+    drop(tiny_services);
     drop(tiny_guard);
     drop(w);
     drop(installed);
