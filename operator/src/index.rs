@@ -180,6 +180,8 @@ pub struct Touched {
     pub policies: bool,
     pub namespaces: bool,
     pub peers: bool,
+    /// A Node appeared, changed (labels, readiness) or went.
+    pub nodes: bool,
 }
 
 /// Everything the operator watches.
@@ -252,26 +254,29 @@ impl Index {
                 touched.namespaces |= !keys.is_empty();
             }
             Change::Node(ev) => {
-                self.nodes.handle(
-                    ev,
-                    |n| {
-                        let ready = n
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            });
-                        Some((
-                            n.metadata.name.clone().unwrap_or_default(),
-                            NodeInfo {
-                                labels: n.metadata.labels.unwrap_or_default(),
-                                ready,
-                            },
-                        ))
-                    },
-                    |n| n.metadata.name.clone(),
-                );
+                touched.nodes |= !self
+                    .nodes
+                    .handle(
+                        ev,
+                        |n| {
+                            let ready = n
+                                .status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                });
+                            Some((
+                                n.metadata.name.clone().unwrap_or_default(),
+                                NodeInfo {
+                                    labels: n.metadata.labels.unwrap_or_default(),
+                                    ready,
+                                },
+                            ))
+                        },
+                        |n| n.metadata.name.clone(),
+                    )
+                    .is_empty();
             }
             Change::EndpointSlice(ev) => {
                 let keys = self.endpoint_slices.handle(ev, slice_info, slice_key);

@@ -72,6 +72,8 @@ struct Controller {
     peers_read: bool,
     /// The Announced condition last written per Service.
     announced: HashMap<ServiceKey, Announced>,
+    /// `barelb_nodes_ready` has been set once.
+    nodes_counted: bool,
 }
 
 /// Runs until `shutdown` turns true.
@@ -189,6 +191,7 @@ impl Controller {
             peer_configs: BTreeMap::new(),
             peers_read: false,
             announced: HashMap::new(),
+            nodes_counted: false,
         }
     }
 
@@ -206,10 +209,14 @@ impl Controller {
     /// Keeps the control hub's inputs current. Every replica does, so a
     /// new leader plans at once from the same data.
     fn feed_hub(&mut self) {
-        let ready = self.index.nodes.iter().filter(|(_, n)| n.ready).count();
-        self.metrics
-            .nodes_ready
-            .set(i64::try_from(ready).unwrap_or(i64::MAX));
+        if self.touched.nodes || !self.nodes_counted {
+            // Counted when Nodes change, not on every batch.
+            let ready = self.index.nodes.iter().filter(|(_, n)| n.ready).count();
+            self.metrics
+                .nodes_ready
+                .set(i64::try_from(ready).unwrap_or(i64::MAX));
+            self.nodes_counted = true;
+        }
         let Some(hub) = &self.hub else { return };
         if (self.touched.peers || !self.peers_read) && self.index.secrets.synced() {
             self.peer_configs = inputs::peer_configs(&self.index, &self.settings.namespace);
