@@ -10,6 +10,7 @@
 
 mod reconcile;
 mod resource_status;
+pub mod simulate;
 #[cfg(test)]
 mod tests;
 mod watches;
