@@ -5,11 +5,14 @@
 //! something (validate: problems found); 2 could not evaluate (bad input,
 //! no cluster, a repo that does not parse); clap's own 2 for bad flags.
 
+mod cluster;
 mod objects;
 mod plan;
 mod repo;
 mod report;
 mod snapshot;
+mod status;
+mod why;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -54,6 +57,9 @@ struct ClusterFlags {
     /// The kubeconfig context to use.
     #[arg(long, global = true)]
     context: Option<String>,
+    /// Namespace of the Service `why` explains (default: the context's, else "default").
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
 }
 
 /// The operator's configuration, as its flags of the same names.
@@ -96,7 +102,27 @@ enum Command {
     /// Writes the cluster's Services and Namespaces as JSON, for `plan
     /// --snapshot` in a CI job that cannot reach the cluster.
     Snapshot(SnapshotArgs),
+    /// Why a Service has the address it has (or none), and why that node
+    /// announces it: the class served or not, the request as parsed, each
+    /// candidate pool with the policies' verdict and the rule that decided,
+    /// each node's eligibility, the last events. The operator's own rules.
+    Why(WhyArgs),
+    /// Pools (use per family), policies (Ready, pools selected), BGP peers
+    /// (established/selected) and speakers (connected, addresses held) on
+    /// one screen.
+    Status(StatusArgs),
 }
+
+#[derive(Debug, Args)]
+struct WhyArgs {
+    /// The Service: svc/NAME, service/NAME or NAME.
+    service: String,
+    #[command(flatten)]
+    operator: Operator,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {}
 
 #[derive(Debug, Args)]
 struct PlanArgs {
@@ -163,9 +189,50 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(report.verdict as u8)
         }
         Command::Validate(a) => validate(&a),
+        Command::Why(a) => {
+            let name = a
+                .service
+                .strip_prefix("svc/")
+                .or_else(|| a.service.strip_prefix("service/"))
+                .or_else(|| a.service.strip_prefix("services/"))
+                .unwrap_or(&a.service);
+            if name.is_empty() || name.contains('/') {
+                anyhow::bail!(
+                    "{}: name a Service as svc/NAME (and -n NAMESPACE)",
+                    a.service
+                );
+            }
+            let (w, format) = runtime()?.block_on(async {
+                let (client, default_ns) = client(&cli.cluster).await?;
+                let ns = cli.cluster.namespace.clone().unwrap_or(default_ns);
+                let c = cluster::Cluster::read(&client).await?;
+                let events = cluster::events(&client, &ns, name, 10).await;
+                let key = barelb_core::request::ServiceKey {
+                    namespace: ns,
+                    name: name.to_string(),
+                };
+                anyhow::Ok((why::why(&c, &key, &a.operator.flags(), events)?, cli.output))
+            })?;
+            print!(
+                "{}",
+                structured(&w, format).unwrap_or_else(|| why::text(&w))
+            );
+            Ok(0)
+        }
+        Command::Status(_) => {
+            let st = runtime()?.block_on(async {
+                let (client, _) = client(&cli.cluster).await?;
+                anyhow::Ok(status::status(&cluster::Cluster::read(&client).await?))
+            })?;
+            print!(
+                "{}",
+                structured(&st, cli.output).unwrap_or_else(|| status::text(&st))
+            );
+            Ok(0)
+        }
         Command::Snapshot(a) => {
             let snap = runtime()?
-                .block_on(async { Snapshot::fetch(&client(&cli.cluster).await?).await })?;
+                .block_on(async { Snapshot::fetch(&client(&cli.cluster).await?.0).await })?;
             let json = serde_json::to_string(&snap)? + "\n";
             if a.file.as_os_str() == "-" {
                 print!("{json}");
@@ -195,7 +262,7 @@ fn run_plan(a: &PlanArgs, cluster: &ClusterFlags) -> anyhow::Result<plan::Report
     let head_side = repo::load(&repo, &a.head, path, &a.kubectl)?;
     let snapshot = match &a.snapshot {
         Some(f) => Snapshot::read(f)?,
-        None => runtime()?.block_on(async { Snapshot::fetch(&client(cluster).await?).await })?,
+        None => runtime()?.block_on(async { Snapshot::fetch(&client(cluster).await?.0).await })?,
     };
     Ok(plan::plan(
         (&base_side.commit, &base_side.objects),
@@ -238,8 +305,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// A client as kubectl would make it from the same flags.
-async fn client(flags: &ClusterFlags) -> anyhow::Result<kube::Client> {
+/// JSON or YAML of `v` when asked for; None for the human formats.
+fn structured<T: serde::Serialize>(v: &T, format: Format) -> Option<String> {
+    match format {
+        Format::Json => serde_json::to_string_pretty(v).ok().map(|s| s + "\n"),
+        Format::Yaml => serde_yaml::to_string(v).ok(),
+        Format::Table | Format::Markdown => None,
+    }
+}
+
+/// A client as kubectl would make it from the same flags, and the
+/// context's namespace.
+async fn client(flags: &ClusterFlags) -> anyhow::Result<(kube::Client, String)> {
     let options = kube::config::KubeConfigOptions {
         context: flags.context.clone(),
         ..Default::default()
@@ -253,5 +330,8 @@ async fn client(flags: &ClusterFlags) -> anyhow::Result<kube::Client> {
         None if flags.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
         None => kube::Config::infer().await?,
     };
-    kube::Client::try_from(config).map_err(|e| anyhow::anyhow!("connect to the cluster: {e}"))
+    let ns = config.default_namespace.clone();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| anyhow::anyhow!("connect to the cluster: {e}"))?;
+    Ok((client, ns))
 }

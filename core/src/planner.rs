@@ -198,16 +198,82 @@ fn unit_key(u: &Unit) -> String {
         .join(",")
 }
 
+/// Why a node may not announce a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ineligible {
+    /// Its speaker holds no stream to the operator.
+    NotConnected,
+    NotReady,
+    /// Its speaker reports no carrier on its interface.
+    LinkDown,
+    /// Labelled node.kubernetes.io/exclude-from-external-load-balancers.
+    Excluded,
+    /// The pool's nodeSelector does not select it.
+    NotSelected,
+    /// externalTrafficPolicy Local and no ready endpoint of its own.
+    NoLocalEndpoint,
+}
+
+impl Ineligible {
+    /// One line for people.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Ineligible::NotConnected => "its speaker is not connected to the operator",
+            Ineligible::NotReady => "the Node is not Ready",
+            Ineligible::LinkDown => "its speaker reports the link down",
+            Ineligible::Excluded => {
+                "labelled node.kubernetes.io/exclude-from-external-load-balancers"
+            }
+            Ineligible::NotSelected => "the pool's nodeSelector does not select it",
+            Ineligible::NoLocalEndpoint => {
+                "externalTrafficPolicy: Local and no ready endpoint on this node"
+            }
+        }
+    }
+}
+
+/// Whether `n` may announce at all (any unit).
+fn node_eligibility(n: &Node) -> Result<(), Ineligible> {
+    if !n.connected {
+        Err(Ineligible::NotConnected)
+    } else if !n.ready {
+        Err(Ineligible::NotReady)
+    } else if !n.link_up {
+        Err(Ineligible::LinkDown)
+    } else if n.labels.contains_key(EXCLUDE_LABEL) {
+        Err(Ineligible::Excluded)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `n` may announce `u`, or the first reason it may not: the one
+/// rule the planner and `kubectl barelb why` both apply.
+pub fn eligibility(u: &Unit, n: &Node) -> Result<(), Ineligible> {
+    node_eligibility(n)?;
+    unit_eligibility(u, n)
+}
+
+fn unit_eligibility(u: &Unit, n: &Node) -> Result<(), Ineligible> {
+    let node_selector = match &u.how {
+        How::L2 { node_selector, .. } | How::Bgp { node_selector, .. } => node_selector,
+    };
+    if !selected(node_selector, &n.labels) {
+        Err(Ineligible::NotSelected)
+    } else if u.local && !u.endpoint_nodes.contains(&n.name) {
+        Err(Ineligible::NoLocalEndpoint)
+    } else {
+        Ok(())
+    }
+}
+
 fn base_eligible(n: &Node) -> bool {
-    n.connected && n.ready && n.link_up && !n.labels.contains_key(EXCLUDE_LABEL)
+    node_eligibility(n).is_ok()
 }
 
 /// Whether a node that is eligible at all may announce this unit.
 fn eligible_for(u: &Unit, n: &Node) -> bool {
-    let node_selector = match &u.how {
-        How::L2 { node_selector, .. } | How::Bgp { node_selector, .. } => node_selector,
-    };
-    selected(node_selector, &n.labels) && (!u.local || u.endpoint_nodes.contains(&n.name))
+    unit_eligibility(u, n).is_ok()
 }
 
 /// The rendezvous winner among `nodes` (highest score, then name).

@@ -214,6 +214,119 @@ fn check_allocation_trace(spans: &[Span], service: &str, address: &str, pool: &s
     assert_eq!(announce.tag("quiet"), Some("false"));
 }
 
+/// `kubectl barelb ARGS` (the real binary) against the cluster.
+fn kubectl_barelb(c: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(barelb_testsupport::binary("kubectl-barelb"))
+        .args(args)
+        .args(["--kubeconfig", &c.lab.kubeconfig.display().to_string()])
+        .output()
+        .unwrap();
+    let text = barelb_testsupport::lab::output_text(&out);
+    assert!(out.status.success(), "kubectl barelb {args:?}: {text}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `why` explains an addressed Service (its node announces it), one
+/// waiting on an exhausted pool, one denied by a policy (named with its
+/// rule) and one of another class; `status` shows the pools, the policy,
+/// the peer and every node's connected speaker.
+fn kubectl_barelb_explains(c: &Cluster, w: &Workload, tiny: &str, other: &str, policy: &str) {
+    let why = |ns: &str, svc: &str, what: &str, wanted: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = kubectl_barelb(c, &["why", &format!("svc/{svc}"), "-n", ns]);
+            if wanted.iter().all(|w| text.contains(w)) {
+                eprintln!("kubectl barelb why svc/{svc} -n {ns}:\n{text}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "why {ns}/{svc} ({what}) lacks {wanted:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let owner = format!("node-{}", announcing_node(c, &w.ns, "web"));
+    why(
+        &w.ns,
+        "web",
+        "addressed",
+        &[
+            &format!("{owner:<24} announces"),
+            "Allocated: True Allocated",
+        ],
+    );
+    why(
+        &w.ns,
+        "tiny-1",
+        "waiting",
+        &["Allocated: False PoolExhausted", tiny],
+    );
+    why(
+        other,
+        "late",
+        "denied",
+        &[
+            "Allocated: False PolicyDenied",
+            policy,
+            "own-namespace",
+            "denied: ",
+        ],
+    );
+    apply(
+        c,
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: foreign, namespace: {}}}\n\
+             spec: {{type: LoadBalancer, loadBalancerClass: example.com/other, allocateLoadBalancerNodePorts: false, ports: [{{port: 80}}]}}\n",
+            w.ns
+        ),
+    );
+    why(
+        &w.ns,
+        "foreign",
+        "another class",
+        &["not served by barelb: spec.loadBalancerClass example.com/other"],
+    );
+
+    let status: Value =
+        serde_json::from_str(&kubectl_barelb(c, &["status", "-o", "json"])).unwrap();
+    let names = |section: &str| -> Vec<String> {
+        status[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        names("pools").contains(&format!("{}-l2", w.ns)),
+        "{status:#}"
+    );
+    assert!(names("pools").contains(&tiny.to_string()), "{status:#}");
+    assert!(
+        names("policies").contains(&policy.to_string()),
+        "{status:#}"
+    );
+    assert!(
+        names("peers").contains(w.peer.as_ref().unwrap()),
+        "{status:#}"
+    );
+    let speakers = status["speakers"].as_array().unwrap();
+    assert_eq!(speakers.len(), c.nodes, "{status:#}");
+    for s in speakers {
+        assert_eq!(
+            s["columns"]["speaker"], "connected (Pod Ready)",
+            "{status:#}"
+        );
+    }
+    let holder = speakers
+        .iter()
+        .find(|s| s["name"] == owner.as_str())
+        .unwrap();
+    assert_ne!(holder["columns"]["addresses"], "0", "{status:#}");
+    eprintln!("{}", kubectl_barelb(c, &["status"]));
+}
+
 #[test]
 fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
     let c = cluster("a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces");
@@ -317,12 +430,21 @@ fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
             .waiting(),
         c.lab.delete_on_drop("namespace", &other, &[]).waiting(),
     ];
+    // Before the policy: a Service of the other namespace waits on the
+    // exhausted pool; once the policy is in force its claim is denied.
+    apply(
+        &c,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {other}}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: {other}, annotations: {{barelb.io/pool: {tiny}}}}}\n\
+             spec: {{type: LoadBalancer, allocateLoadBalancerNodePorts: false, ports: [{{port: 80}}]}}\n"
+        ),
+    );
     apply(
         &c,
         &format!(
             "apiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata: {{name: {policy}}}\n\
-             spec: {{rules: [{{name: own-namespace, expression: \"namespace.name == '{ns}'\", message: only {ns}}}]}}\n\
-             ---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {other}}}\n",
+             spec: {{rules: [{{name: own-namespace, expression: \"namespace.name == '{ns}'\", message: only {ns}}}]}}\n",
             ns = w.ns
         ),
     );
@@ -336,6 +458,7 @@ fn a_real_prometheus_and_jaeger_answer_dashboards_alerts_and_traces() {
         w.ns
     ));
     assert!(!denied.status.success(), "the policy let {other} claim");
+    kubectl_barelb_explains(&c, &w, &tiny, &other, &policy);
 
     // A failover: the announcing node's speaker is deleted and hands over.
     let owner = announcing_node(&c, &w.ns, "web");
