@@ -17,11 +17,14 @@ pub struct Status {
     pub speakers: Vec<Row>,
 }
 
-/// One line of a section: its name and columns, in order.
+/// One line of a section: its name and columns.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub name: String,
     pub columns: BTreeMap<&'static str, String>,
+    /// The columns' order on screen.
+    #[serde(skip)]
+    pub order: Vec<&'static str>,
 }
 
 fn ready(conds: Option<&Vec<barelb_api::Condition>>) -> String {
@@ -41,6 +44,7 @@ fn row(name: &str, columns: &[(&'static str, String)]) -> Row {
     Row {
         name: name.to_string(),
         columns: columns.iter().cloned().collect(),
+        order: columns.iter().map(|(k, _)| *k).collect(),
     }
 }
 
@@ -127,10 +131,10 @@ pub fn status(c: &Cluster) -> Status {
             }
         }
     }
-    let speakers = c
-        .index
-        .nodes
-        .iter()
+    let mut nodes: Vec<_> = c.index.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.0.cmp(b.0));
+    let speakers = nodes
+        .into_iter()
         .map(|(name, n)| {
             let addrs = held.get(name).cloned().unwrap_or_default();
             row(
@@ -173,18 +177,32 @@ pub fn text(s: &Status) -> String {
             let _ = writeln!(out, "  (none)\n");
             continue;
         }
-        let keys: Vec<&'static str> = rows[0].columns.keys().copied().collect();
-        let _ = write!(out, "  {:<28}", "NAME");
-        for k in &keys {
-            let _ = write!(out, " {:<28}", k.to_uppercase());
+        let keys = &rows[0].order;
+        let width = |k: &str| {
+            rows.iter()
+                .map(|r| r.columns.get(k).map_or(0, |v| v.chars().count()))
+                .chain([k.len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let name_width = rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let widths: Vec<usize> = keys.iter().map(|k| width(k)).collect();
+        let mut line = format!("  {:<name_width$}", "NAME");
+        for (k, w) in keys.iter().zip(&widths) {
+            line += &format!("  {:<w$}", k.to_uppercase());
         }
-        out.push('\n');
+        let _ = writeln!(out, "{}", line.trim_end());
         for r in rows {
-            let _ = write!(out, "  {:<28}", r.name);
-            for k in &keys {
-                let _ = write!(out, " {:<28}", r.columns.get(k).map_or("", String::as_str));
+            let mut line = format!("  {:<name_width$}", r.name);
+            for (k, w) in keys.iter().zip(&widths) {
+                line += &format!("  {:<w$}", r.columns.get(k).map_or("", String::as_str));
             }
-            out.push('\n');
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         out.push('\n');
     }

@@ -154,6 +154,17 @@ fn pool_verdicts(
             .iter()
             .find(|p| p.ranges.iter().any(|r| r.contains(ip)))
     });
+    let not_candidate = match (&req.pool, anchored) {
+        (Some(name), _) => format!("not a candidate: the Service names AddressPool {name}"),
+        (None, Some(p)) => format!(
+            "not a candidate: the Service keeps its address from AddressPool {}",
+            p.name
+        ),
+        (None, None) if !req.ips.is_empty() => {
+            "not a candidate: does not contain the requested addresses".into()
+        }
+        (None, None) => "not a candidate: autoAssign false (name it with barelb.io/pool)".into(),
+    };
     let order: Vec<&barelb_core::pools::PoolDef> = match (&req.pool, anchored) {
         (Some(name), _) => view.pools.iter().filter(|p| &p.name == name).collect(),
         (None, Some(p)) => vec![p],
@@ -201,11 +212,7 @@ fn pool_verdicts(
         if !out.iter().any(|v| v.pool == def.name) {
             out.push(PoolVerdict {
                 pool: def.name.clone(),
-                fit: if !def.auto_assign && automatic {
-                    "not a candidate: autoAssign false (name it with barelb.io/pool)".into()
-                } else {
-                    "not a candidate for this request".into()
-                },
+                fit: not_candidate.clone(),
                 policy: String::new(),
             });
         }
