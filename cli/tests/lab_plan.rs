@@ -316,3 +316,48 @@ fn plan_names_what_a_pool_repo_change_breaks_live_and_from_a_snapshot() {
         "{text}"
     );
 }
+
+/// Help is complete for every subcommand; a bad flag is one line.
+#[test]
+fn help_is_complete_and_a_bad_flag_is_one_line() {
+    let bin = env!("CARGO_BIN_EXE_kubectl-barelb");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let top = String::from_utf8_lossy(&run(&["--help"]).stdout).to_string();
+    for sub in ["plan", "validate", "snapshot", "why", "status"] {
+        assert!(top.contains(sub), "{top}");
+        let out = run(&[sub, "--help"]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in ["--kubeconfig", "--context", "--output"] {
+            assert!(text.contains(flag), "{sub} --help lacks {flag}:\n{text}");
+        }
+    }
+    let plan_help = String::from_utf8_lossy(&run(&["plan", "--help"]).stdout).to_string();
+    for flag in [
+        "--repo",
+        "--base",
+        "--head",
+        "--path",
+        "--snapshot",
+        "--load-balancer-class",
+    ] {
+        assert!(plan_help.contains(flag), "{plan_help}");
+    }
+    let out = run(&["plan", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("kubectl barelb: unexpected argument '--bogus'"),
+        "{err}"
+    );
+    let out = run(&["plan", "-o", "xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    let out = run(&["why", "svc/a/b"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubectl barelb: svc/a/b: name a Service as svc/NAME (and -n NAMESPACE)"
+    );
+}
