@@ -169,17 +169,26 @@ async fn main() -> anyhow::Result<()> {
         let op = start_operator_with(&format!("tracing-{tag}"), &class, otlp)?;
         wait_allocated(&api, &prefix, n).await?;
         let elapsed = t0.elapsed().as_secs_f64();
-        // Let the last batch of spans go out before reading CPU and RSS.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // One export interval (5 s) and a little, the same in both runs, so
+        // the on-run's CPU includes sending its last batch.
+        tokio::time::sleep(Duration::from_secs(6)).await;
         let pid = op.0.id();
         figures.push((tag, elapsed, support::cpu_seconds(pid), rss_kib(pid)));
+        if otlp.is_some() {
+            // Spans go out in batches (every 5 s): wait for them before the
+            // operator is killed.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while jaeger.find("barelb-operator", "reconcile", &[]).is_empty() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "tracing on, yet Jaeger holds no reconcile trace after 20 s: {}",
+                        jaeger.log_tail()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         drop(op);
-    }
-    if jaeger.find("barelb-operator", "reconcile", &[]).is_empty() {
-        bail!(
-            "tracing on, yet Jaeger holds no reconcile trace: {}",
-            jaeger.log_tail()
-        );
     }
     let line: Vec<String> = figures
         .iter()

@@ -24,6 +24,7 @@ service:
     traces: {level: none}
 extensions:
   jaeger_query:
+    enable_tracing: false
     storage: {traces: memstore}
     http: {endpoint: "127.0.0.1:$http"}
     grpc: {endpoint: "127.0.0.1:$grpc"}

@@ -77,6 +77,8 @@ impl Jaeger {
       level: none
 extensions:
   jaeger_query:
+    # Jaeger traces its own queries to localhost:4317 unless told not to.
+    enable_tracing: false
     storage:
       traces: memstore
     http:
