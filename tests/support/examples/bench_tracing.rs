@@ -58,10 +58,19 @@ fn usage(comm: &str) -> (usize, f64, f64) {
 /// the pool (delete it after the workload's namespace).
 fn services(c: &Cluster, w: &Workload, n: usize) -> (Duration, String) {
     let pool = format!("{}-many", w.ns);
-    let mut yaml = format!(
-        "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {pool}}}\n\
-         spec: {{addresses: [\"2001:db8:19:0:1::/112\"], autoAssign: false, announce: {{mode: L2}}}}\n"
+    apply(
+        c,
+        &format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {pool}}}\n\
+             spec: {{addresses: [\"2001:db8:19:0:1::/112\"], autoAssign: false, announce: {{mode: L2}}}}\n"
+        ),
     );
+    // Claims on it are admitted once the operator has seen it.
+    wait_status(c, "addresspool", &pool, "Ready", |st| {
+        st["conditions"][0]["status"] == "True"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut yaml = String::new();
     for i in 0..n {
         yaml += &format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: many-{i}, namespace: {ns}, annotations: {{barelb.io/pool: {pool}}}}}\n\
