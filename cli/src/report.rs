@@ -47,14 +47,21 @@ fn table(r: &Report, colour: bool) -> String {
     if r.objects.is_empty() {
         let _ = writeln!(s, "\nno barelb object changes");
     } else {
-        let _ = writeln!(s, "\n{:<20} {:<28} {:<28} FILE", "KIND", "NAME", "CHANGE");
-        for o in &r.objects {
-            let _ = writeln!(
-                s,
-                "{:<20} {:<28} {:<28} {}",
-                o.kind, o.name, o.change, o.origin
-            );
-        }
+        let rows: Vec<[&str; 4]> = r
+            .objects
+            .iter()
+            .map(|o| {
+                [
+                    o.kind,
+                    o.name.as_str(),
+                    o.change.as_str(),
+                    o.origin.as_str(),
+                ]
+            })
+            .collect();
+        columns(&mut s, ["KIND", "NAME", "CHANGE", "FILE"], &rows, |_, v| {
+            v.to_string()
+        });
     }
     if !r.refused.is_empty() {
         let _ = writeln!(s, "\n{}", paint("31", "refused by the admission webhook:"));
@@ -63,17 +70,20 @@ fn table(r: &Report, colour: bool) -> String {
         }
     }
     if !r.services.is_empty() {
-        let _ = writeln!(s, "\n{:<40} {:<34} {:<34}", "SERVICE", "NOW", "AFTER");
-        for c in &r.services {
-            let after = if c.breaks {
-                paint("31", &c.after)
-            } else {
-                paint("32", &c.after)
-            };
-            let _ = writeln!(s, "{:<40} {:<34} {}", c.service, c.before, after);
-            if c.breaks && !c.why.is_empty() {
-                let _ = writeln!(s, "{:<40} {}", "", c.why);
+        let rows: Vec<[&str; 3]> = r
+            .services
+            .iter()
+            .map(|c| [c.service.as_str(), c.before.as_str(), c.after.as_str()])
+            .collect();
+        columns(&mut s, ["SERVICE", "NOW", "AFTER"], &rows, |i, v| {
+            match (i, r.services.iter().find(|c| c.after == v)) {
+                (2, Some(c)) if c.breaks => paint("31", v),
+                (2, Some(_)) => paint("32", v),
+                _ => v.to_string(),
             }
+        });
+        for c in r.services.iter().filter(|c| c.breaks && !c.why.is_empty()) {
+            let _ = writeln!(s, "  {}: {}", c.service, c.why);
         }
     }
     for (ns, lines) in &r.denied_namespaces {
@@ -95,6 +105,39 @@ fn table(r: &Report, colour: bool) -> String {
     };
     let _ = writeln!(s, "\n{}", paint(code, verdict_line(r)));
     s
+}
+
+/// A table with columns as wide as their widest cell; `paint(column,
+/// cell)` may colour a cell (padding is computed without the colour).
+fn columns<const N: usize>(
+    s: &mut String,
+    header: [&str; N],
+    rows: &[[&str; N]],
+    paint: impl Fn(usize, &str) -> String,
+) {
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..N).map(width).collect();
+    let line = |cells: [&str; N], paint: &dyn Fn(usize, &str) -> String| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            out += &paint(i, cell);
+            if i + 1 < N {
+                out += &" ".repeat(pad + 2);
+            }
+        }
+        out
+    };
+    let _ = writeln!(s, "\n{}", line(header, &|_, v| v.to_string()));
+    for r in rows {
+        let _ = writeln!(s, "{}", line(*r, &paint));
+    }
 }
 
 fn markdown(r: &Report) -> String {

@@ -50,7 +50,7 @@ fn row(name: &str, columns: &[(&'static str, String)]) -> Row {
 
 /// The nodes an Announced condition names (the operator writes "announced
 /// by node N over ARP/NDP" or "announced by nodes A, B over BGP").
-fn announcers(message: &str) -> Vec<String> {
+pub fn announcers(message: &str) -> Vec<String> {
     let Some(rest) = message
         .strip_prefix("announced by nodes ")
         .or_else(|| message.strip_prefix("announced by node "))

@@ -123,8 +123,19 @@ pub fn why(
             .and_then(|cs| cs.iter().find(|c| c.type_ == t))
             .map(|c| format!("{} {}: {}", c.status, c.reason, c.message))
     };
+    // Who announces is the operator's word (it alone knows which speakers
+    // hold a stream); the planner's rule explains the rest.
+    let actual: Option<Vec<String>> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == barelb_api::conditions::ANNOUNCED)
+        })
+        .map(|c| crate::status::announcers(&c.message));
     let nodes = if not_served.is_none() && !held.is_empty() {
-        node_verdicts(cluster, &view.class, &held)
+        node_verdicts(cluster, &view.class, &held, actual.as_deref())
     } else {
         Vec::new()
     };
@@ -220,12 +231,15 @@ fn pool_verdicts(
     out
 }
 
-/// Each node's verdict for the unit holding `held`, from the planner's own
-/// rule, and which node(s) the plan picks.
+/// Each node's verdict for the unit holding `held`, by the planner's own
+/// rule: the node(s) the operator says announce it (`actual`, from the
+/// Announced condition; else the planner's pick from what the API shows),
+/// and why each other node does not.
 fn node_verdicts(
     cluster: &Cluster,
     class: &ClassPolicy,
     held: &[std::net::IpAddr],
+    actual: Option<&[String]>,
 ) -> Vec<NodeVerdict> {
     let units = inputs::units(&cluster.index, class);
     let Some(unit) = units
@@ -246,7 +260,7 @@ fn node_verdicts(
         &nodes,
         &inputs::peers(&cluster.index),
     );
-    let announcing: Vec<&str> = held
+    let forecast: Vec<&str> = held
         .iter()
         .flat_map(|ip| {
             plan.l2
@@ -260,6 +274,12 @@ fn node_verdicts(
                 .unwrap_or_default()
         })
         .collect();
+    let announcing: Vec<&str> = match actual {
+        Some(a) => a.iter().map(String::as_str).collect(),
+        None => forecast.clone(),
+    };
+    let mut nodes = nodes;
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
     nodes
         .iter()
         .map(|n| NodeVerdict {
@@ -270,6 +290,9 @@ fn node_verdicts(
                 match planner::eligibility(unit, n) {
                     Ok(()) if !unit.has_ready_endpoints => {
                         "eligible, but the Service has no ready endpoint".into()
+                    }
+                    Ok(()) if forecast.contains(&n.name.as_str()) => {
+                        "eligible as the API shows it, but the operator does not announce from it: its speaker has no stream to the operator, or reports its link down".into()
                     }
                     Ok(()) => "eligible (another node won the hash)".into(),
                     Err(Ineligible::NotConnected) => {
