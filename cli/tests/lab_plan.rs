@@ -60,7 +60,9 @@ impl Drop for Repo {
 /// `kubectl barelb ARGS` with the lab's kubeconfig; `kubectl` (for
 /// `kubectl kustomize`) is the lab's version-matched one.
 fn barelb(lab: &Lab, args: &[&str]) -> Output {
-    let wrapper = std::env::temp_dir().join(format!("kubectl-{}", std::process::id()));
+    // In the lab's own directory: `tests/lab down` removes it with the rest.
+    let wrapper =
+        barelb_testsupport::lab::lab_dir().join(format!("kubectl-{}", std::process::id()));
     if !wrapper.exists() {
         std::fs::write(
             &wrapper,
