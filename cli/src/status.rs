@@ -48,19 +48,6 @@ fn row(name: &str, columns: &[(&'static str, String)]) -> Row {
     }
 }
 
-/// The nodes an Announced condition names (the operator writes "announced
-/// by node N over ARP/NDP" or "announced by nodes A, B over BGP").
-pub fn announcers(message: &str) -> Vec<String> {
-    let Some(rest) = message
-        .strip_prefix("announced by nodes ")
-        .or_else(|| message.strip_prefix("announced by node "))
-    else {
-        return Vec::new();
-    };
-    let list = rest.split(" over ").next().unwrap_or(rest);
-    list.split(", ").map(str::to_string).collect()
-}
-
 pub fn status(c: &Cluster) -> Status {
     let pools = c
         .pools
@@ -124,7 +111,7 @@ pub fn status(c: &Cluster) -> Status {
                     .find(|x| x.type_ == conditions::ANNOUNCED && x.status == "True")
             });
         if let Some(a) = announced {
-            for node in announcers(&a.message) {
+            for node in barelb_operator::status::announced::nodes_in(&a.message) {
                 for ip in barelb_core::request::ingress_ips(svc) {
                     held.entry(node.clone()).or_default().push(ip.to_string());
                 }
@@ -207,22 +194,4 @@ pub fn text(s: &Status) -> String {
         out.push('\n');
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn announcing_nodes_are_read_from_the_operators_message() {
-        assert_eq!(
-            announcers("announced by node node-2 over ARP/NDP"),
-            ["node-2"]
-        );
-        assert_eq!(
-            announcers("announced by nodes node-1, node-3 over BGP"),
-            ["node-1", "node-3"]
-        );
-        assert!(announcers("not announced: no eligible node").is_empty());
-    }
 }

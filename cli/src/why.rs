@@ -133,7 +133,7 @@ pub fn why(
             cs.iter()
                 .find(|c| c.type_ == barelb_api::conditions::ANNOUNCED)
         })
-        .map(|c| crate::status::announcers(&c.message));
+        .map(|c| barelb_operator::status::announced::nodes_in(&c.message));
     let nodes = if not_served.is_none() && !held.is_empty() {
         node_verdicts(cluster, &view.class, &held, actual.as_deref())
     } else {

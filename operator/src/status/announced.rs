@@ -32,16 +32,34 @@ pub fn compute(index: &Index, class: &ClassPolicy, plan: &Plan) -> Vec<(ServiceK
     for (key, _, ips, pool) in index.pooled(class) {
         let mode = index.pools.get(&pool).map(|p| p.spec.announce.mode);
         let nodes: BTreeSet<String> = ips.iter().flat_map(|ip| plan.announcers(ip)).collect();
-        let list = nodes.iter().cloned().collect::<Vec<_>>().join(", ");
-        let message = match (nodes.len(), mode) {
-            (0, _) => "not announced: no eligible node has a connected speaker (check the pool's nodeSelector, node readiness and, for externalTrafficPolicy Local, ready endpoints)".to_string(),
-            (1, Some(AnnounceMode::L2)) => format!("announced by node {list} over ARP/NDP"),
-            (_, Some(AnnounceMode::Bgp)) => format!("announced by nodes {list} over BGP"),
-            (_, _) => format!("announced by {list}"),
-        };
+        let message = message(&nodes, mode);
         out.push((key.clone(), Announced { nodes, message }));
     }
     out
+}
+
+/// The condition's message naming `nodes`; [`nodes_in`] reads it back.
+fn message(nodes: &BTreeSet<String>, mode: Option<AnnounceMode>) -> String {
+    let list = nodes.iter().cloned().collect::<Vec<_>>().join(", ");
+    match (nodes.len(), mode) {
+        (0, _) => "not announced: no eligible node has a connected speaker (check the pool's nodeSelector, node readiness and, for externalTrafficPolicy Local, ready endpoints)".to_string(),
+        (1, Some(AnnounceMode::L2)) => format!("announced by node {list} over ARP/NDP"),
+        (_, Some(AnnounceMode::Bgp)) => format!("announced by nodes {list} over BGP"),
+        (_, _) => format!("announced by {list}"),
+    }
+}
+
+/// The nodes an Announced condition's message names (none for "not
+/// announced"): for readers of the condition such as `kubectl barelb`.
+pub fn nodes_in(message: &str) -> Vec<String> {
+    let Some(rest) = ["announced by nodes ", "announced by node ", "announced by "]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+    else {
+        return Vec::new();
+    };
+    let list = rest.split(" over ").next().unwrap_or(rest);
+    list.split(", ").map(str::to_string).collect()
 }
 
 /// Writes what changed since `last` (updated in place).
@@ -114,6 +132,30 @@ pub async fn write(
         };
         if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
             tracing::warn!(service = %key, error = %e, "could not record the event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_names_its_nodes_back() {
+        let set = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        for (nodes, mode) in [
+            (set(&["node-2"]), Some(AnnounceMode::L2)),
+            (set(&["node-1", "node-3"]), Some(AnnounceMode::Bgp)),
+            (set(&["node-1"]), Some(AnnounceMode::Bgp)),
+            (set(&["node-1", "node-2"]), None),
+            (set(&[]), Some(AnnounceMode::L2)),
+        ] {
+            let m = message(&nodes, mode);
+            assert_eq!(
+                nodes_in(&m),
+                nodes.iter().cloned().collect::<Vec<_>>(),
+                "{m}"
+            );
         }
     }
 }
