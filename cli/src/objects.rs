@@ -81,46 +81,36 @@ impl Objects {
         if name.is_empty() {
             return Err(fail(format!("a {kind} without metadata.name")));
         }
-        let dup = |kind: &str| fail(format!("{kind} {name} is defined twice"));
-        match kind.as_str() {
-            "AddressPool" => {
-                let o = typed::<AddressPool>(value, &kind, &name).map_err(fail)?;
-                if self
-                    .pools
-                    .insert(name.clone(), (o, origin.clone()))
-                    .is_some()
-                {
-                    return Err(dup(&kind));
-                }
-            }
+        let fresh = match kind.as_str() {
+            "AddressPool" => insert(&mut self.pools, typed(value, &kind, &name), &name, &origin),
             "LoadBalancerPolicy" => {
-                let o = typed::<LoadBalancerPolicy>(value, &kind, &name).map_err(fail)?;
-                if self
-                    .policies
-                    .insert(name.clone(), (o, origin.clone()))
-                    .is_some()
-                {
-                    return Err(dup(&kind));
-                }
+                insert(&mut self.policies, typed(value, &kind, &name), &name, &origin)
             }
-            "BGPPeer" => {
-                let o = typed::<BGPPeer>(value, &kind, &name).map_err(fail)?;
-                if self
-                    .peers
-                    .insert(name.clone(), (o, origin.clone()))
-                    .is_some()
-                {
-                    return Err(dup(&kind));
-                }
-            }
+            "BGPPeer" => insert(&mut self.peers, typed(value, &kind, &name), &name, &origin),
             other => {
                 return Err(fail(format!(
                     "{other} {name}: not a barelb.io kind (AddressPool, LoadBalancerPolicy, BGPPeer)"
                 )));
             }
         }
+        .map_err(fail)?;
+        if !fresh {
+            return Err(fail(format!("{kind} {name} is defined twice")));
+        }
         Ok(())
     }
+}
+
+/// Adds `object` under `name`; false when that name was already there.
+fn insert<K>(
+    map: &mut BTreeMap<String, (K, Origin)>,
+    object: Result<K, String>,
+    name: &str,
+    origin: &Origin,
+) -> Result<bool, String> {
+    Ok(map
+        .insert(name.to_string(), (object?, origin.clone()))
+        .is_none())
 }
 
 fn typed<K: DeserializeOwned>(

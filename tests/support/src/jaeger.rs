@@ -222,9 +222,7 @@ exporters:
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("jaeger.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        crate::log_tail(&self.dir.join("jaeger.log"), 15)
     }
 }
 

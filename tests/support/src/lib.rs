@@ -42,6 +42,14 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// The last `n` lines of the log file at `path` (empty when unreadable),
+/// for a failing test's message.
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The path of a workspace binary, built on first use (`cargo build --bin`).
 /// Integration tests of one package use another package's binaries this way
 /// (Cargo's `CARGO_BIN_EXE_*` only covers the package's own).

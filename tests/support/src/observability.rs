@@ -211,9 +211,7 @@ impl Prometheus {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        crate::log_tail(&self.dir.join("prometheus.log"), 15)
     }
 }
 
