@@ -1,10 +1,12 @@
 //! The live cluster as the operator sees it: every object it watches, read
 //! once into the operator's own [`Index`], plus what only people need (the
-//! speaker Pods, a Service's events).
+//! speaker Pods, the leader's view of their streams, a Service's events).
 
 use std::collections::BTreeMap;
 
 use barelb_api::{AddressPool, BGPPeer, LoadBalancerPolicy};
+
+use crate::leader::{self, LeaderView};
 use barelb_operator::index::{Change, Index, Touched};
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,6 +27,8 @@ pub struct Cluster {
     /// Node → whether its speaker Pod is Ready (a speaker turns Ready once
     /// the operator's first Snapshot is applied: it is connected).
     pub speakers: BTreeMap<String, bool>,
+    /// The leading operator's view of the speakers, or why it is unknown.
+    pub leader: Result<LeaderView, String>,
 }
 
 async fn list<K>(api: Api<K>, what: &str) -> anyhow::Result<Vec<K>>
@@ -39,7 +43,9 @@ where
 }
 
 impl Cluster {
-    pub async fn read(client: &kube::Client) -> anyhow::Result<Cluster> {
+    /// Reads the cluster, and the speakers' streams from the leader in
+    /// `operator_ns`.
+    pub async fn read(client: &kube::Client, operator_ns: &str) -> anyhow::Result<Cluster> {
         let c = client.clone();
         let services = list(Api::<Service>::all(c.clone()), "Services").await?;
         let namespaces = list(Api::<Namespace>::all(c.clone()), "Namespaces").await?;
@@ -101,6 +107,7 @@ impl Cluster {
             policies,
             peers,
             speakers,
+            leader: leader::read(client, operator_ns).await,
         })
     }
 }

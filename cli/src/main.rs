@@ -6,6 +6,7 @@
 //! no cluster, a repo that does not parse); clap's own 2 for bad flags.
 
 mod cluster;
+mod leader;
 mod objects;
 mod plan;
 mod repo;
@@ -60,6 +61,11 @@ struct ClusterFlags {
     /// Namespace of the Service `why` explains (default: the context's, else "default").
     #[arg(short = 'n', long, global = true)]
     namespace: Option<String>,
+    /// Namespace of the operator: `why` and `status` ask its leader (the
+    /// barelb-operator Lease's holder) which speakers hold a stream and
+    /// whether their links are up.
+    #[arg(long, global = true, default_value = "barelb-system")]
+    operator_namespace: String,
 }
 
 /// The operator's configuration, as its flags of the same names.
@@ -108,8 +114,10 @@ enum Command {
     /// each node's eligibility, the last events. The operator's own rules.
     Why(WhyArgs),
     /// Pools (use per family), policies (Ready, pools selected), BGP peers
-    /// (established/selected) and speakers (connected, addresses held) on
-    /// one screen.
+    /// (established/selected) and speakers (connected, link, addresses
+    /// planned and held) on one screen. Streams and links come from the
+    /// leading operator's metrics through the Pod proxy (get on pods/proxy
+    /// in its namespace); without it they show as unknown.
     Status(StatusArgs),
 }
 
@@ -216,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let (w, format) = runtime()?.block_on(async {
                 let (client, default_ns) = client(&cli.cluster).await?;
                 let ns = cli.cluster.namespace.clone().unwrap_or(default_ns);
-                let c = cluster::Cluster::read(&client).await?;
+                let c = cluster::Cluster::read(&client, &cli.cluster.operator_namespace).await?;
                 let events = cluster::events(&client, &ns, name, 10).await;
                 let key = barelb_core::request::ServiceKey {
                     namespace: ns,
@@ -233,7 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(_) => {
             let st = runtime()?.block_on(async {
                 let (client, _) = client(&cli.cluster).await?;
-                anyhow::Ok(status::status(&cluster::Cluster::read(&client).await?))
+                let c = cluster::Cluster::read(&client, &cli.cluster.operator_namespace).await?;
+                anyhow::Ok(status::status(&c))
             })?;
             print!(
                 "{}",

@@ -11,6 +11,9 @@ use crate::cluster::Cluster;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// The leading operator's Pod, or why its view could not be read (the
+    /// speakers' streams and links are then unknown).
+    pub leader: String,
     pub pools: Vec<Row>,
     pub policies: Vec<Row>,
     pub peers: Vec<Row>,
@@ -124,18 +127,14 @@ pub fn status(c: &Cluster) -> Status {
         .into_iter()
         .map(|(name, n)| {
             let addrs = held.get(name).cloned().unwrap_or_default();
+            let (speaker, link, planned) = speaker_state(c, name);
             row(
                 name,
                 &[
                     ("node ready", n.ready.to_string()),
-                    (
-                        "speaker",
-                        match c.speakers.get(name) {
-                            Some(true) => "connected (Pod Ready)".into(),
-                            Some(false) => "not connected (Pod not Ready)".into(),
-                            None => "no speaker Pod".into(),
-                        },
-                    ),
+                    ("speaker", speaker),
+                    ("link", link),
+                    ("planned", planned),
                     ("addresses", addrs.len().to_string()),
                     ("held", addrs.join(",")),
                 ],
@@ -143,6 +142,10 @@ pub fn status(c: &Cluster) -> Status {
         })
         .collect();
     Status {
+        leader: match &c.leader {
+            Ok(l) => l.pod.clone(),
+            Err(why) => format!("unknown: {why}"),
+        },
         pools,
         policies,
         peers,
@@ -150,9 +153,30 @@ pub fn status(c: &Cluster) -> Status {
     }
 }
 
+/// `node`'s speaker: its stream (the leader's word, else its Pod's
+/// readiness), its link, and the addresses the leader's plan gives it.
+fn speaker_state(c: &Cluster, node: &str) -> (String, String, String) {
+    let pod = match c.speakers.get(node) {
+        Some(true) => "Pod Ready",
+        Some(false) => "Pod not Ready",
+        None => "no speaker Pod",
+    };
+    match &c.leader {
+        Ok(l) => match l.streams.get(node) {
+            Some(s) => (
+                "connected".into(),
+                if s.link_up { "up" } else { "down" }.into(),
+                s.addresses.to_string(),
+            ),
+            None => (format!("not connected ({pod})"), "-".into(), "-".into()),
+        },
+        Err(_) => (format!("unknown ({pod})"), "?".into(), "?".into()),
+    }
+}
+
 /// `s` for people: one table per section.
 pub fn text(s: &Status) -> String {
-    let mut out = String::new();
+    let mut out = format!("LEADER  {}\n\n", s.leader);
     for (title, rows) in [
         ("ADDRESS POOLS", &s.pools),
         ("POLICIES", &s.policies),

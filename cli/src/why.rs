@@ -250,9 +250,24 @@ fn node_verdicts(
     };
     let nodes: Vec<planner::Node> = inputs::nodes(&cluster.index)
         .into_iter()
-        .map(|n| planner::Node {
-            connected: cluster.speakers.get(&n.name).copied().unwrap_or(false),
-            ..n
+        .map(|n| {
+            // The leader's word on streams and links; without it, a Ready
+            // speaker Pod (it turns Ready once connected) stands for both.
+            let (connected, link_up) = match &cluster.leader {
+                Ok(l) => l
+                    .streams
+                    .get(&n.name)
+                    .map_or((false, true), |s| (true, s.link_up)),
+                Err(_) => (
+                    cluster.speakers.get(&n.name).copied().unwrap_or(false),
+                    true,
+                ),
+            };
+            planner::Node {
+                connected,
+                link_up,
+                ..n
+            }
         })
         .collect();
     let plan = planner::plan(
@@ -295,6 +310,9 @@ fn node_verdicts(
                         "eligible as the API shows it, but the operator does not announce from it: its speaker has no stream to the operator, or reports its link down".into()
                     }
                     Ok(()) => "eligible (another node won the hash)".into(),
+                    Err(Ineligible::NotConnected) if cluster.leader.is_ok() => {
+                        "its speaker has no stream to the leading operator".into()
+                    }
                     Err(Ineligible::NotConnected) => {
                         "its speaker Pod is not Ready (not connected to the operator)".into()
                     }

@@ -30,6 +30,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerStateLabels {
     pub peer: String,
     pub state: String,
@@ -71,6 +76,10 @@ pub struct Metrics {
     pub nodes_ready: Gauge,
     /// Speakers with a live control stream.
     pub speakers_connected: Gauge,
+    /// Per connected speaker: 1 while its links are up, 0 while one is down.
+    pub speaker_link_up: MetricFamily<NodeLabels, Gauge>,
+    /// Per connected speaker: addresses the current plan has it announce.
+    pub speaker_addresses: MetricFamily<NodeLabels, Gauge>,
     /// Speakers' BGP sessions by peer and RFC 4271 state, as they report them.
     pub bgp_sessions: MetricFamily<PeerStateLabels, Gauge>,
     /// Announcements moved to another node, by cause (stream-ended, link-down, node, endpoints, …).
@@ -118,6 +127,8 @@ impl Metrics {
             control_messages: MetricFamily::default(),
             control_apply_duration: latency_histogram(),
             control_refused: MetricFamily::default(),
+            speaker_link_up: MetricFamily::default(),
+            speaker_addresses: MetricFamily::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -208,6 +219,16 @@ impl Metrics {
             "control_speakers_connected",
             "Speakers with a live control stream",
             m.speakers_connected.clone(),
+        );
+        registry.register(
+            "control_speaker_link_up",
+            "Per connected speaker: 1 while its links are up, 0 while one is down (leader only)",
+            m.speaker_link_up.clone(),
+        );
+        registry.register(
+            "control_speaker_addresses",
+            "Per connected speaker: addresses the current plan has it announce (leader only)",
+            m.speaker_addresses.clone(),
         );
         registry.register(
             "control_bgp_sessions",

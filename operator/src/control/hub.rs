@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::messages::{self, NodeView};
 use super::traces::{self, PendingTraces, Traced};
-use crate::metrics::{KindLabels, Metrics, PeerStateLabels, ReasonLabels};
+use crate::metrics::{KindLabels, Metrics, NodeLabels, PeerStateLabels, ReasonLabels};
 use barelb_core::planner::{self, Node, Peer, Plan, Unit};
 use barelb_runtime::TraceContext;
 
@@ -189,6 +189,35 @@ impl Hub {
         let speakers = &s.speakers;
         s.sessions.retain(|node, _| speakers.contains_key(node));
         self.count_sessions(s);
+        self.publish_speakers(s);
+    }
+
+    /// `barelb_control_speaker_link_up` and `…_speaker_addresses`: each
+    /// connected speaker's link state and its part of the plan, for
+    /// dashboards and `kubectl barelb status` (only the leader knows them).
+    fn publish_speakers(&self, s: &State) {
+        let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+        for o in s.plan.l2.values() {
+            *held.entry(o.node.as_str()).or_default() += 1;
+        }
+        for a in s.plan.bgp.values() {
+            for node in a.nodes.keys() {
+                *held.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        self.metrics.speaker_link_up.clear();
+        self.metrics.speaker_addresses.clear();
+        for (node, sp) in &s.speakers {
+            let labels = NodeLabels { node: node.clone() };
+            self.metrics
+                .speaker_link_up
+                .get_or_create(&labels)
+                .set(i64::from(sp.link_up));
+            self.metrics
+                .speaker_addresses
+                .get_or_create(&labels)
+                .set(held.get(node.as_str()).copied().unwrap_or(0));
+        }
     }
 
     /// `barelb_control_bgp_sessions`: nodes per (peer, state).
@@ -269,6 +298,7 @@ impl Hub {
             return;
         }
         sp.link_up = up;
+        self.publish_speakers(&s);
         self.replan(
             &mut s,
             if up { "link-up" } else { "link-down" },
@@ -486,9 +516,9 @@ impl Hub {
         for node in dropped {
             s.speakers.remove(&node);
         }
-        self.count_connected(s);
         s.plan = plan;
         s.planned_with = Some(nodes);
+        self.count_connected(s);
         if again {
             // Their addresses go elsewhere now (the dropped are gone, so this ends).
             self.replan(s, "speaker-too-slow", detected);

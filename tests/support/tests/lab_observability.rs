@@ -313,17 +313,24 @@ fn kubectl_barelb_explains(c: &Cluster, w: &Workload, tiny: &str, other: &str, p
     );
     let speakers = status["speakers"].as_array().unwrap();
     assert_eq!(speakers.len(), c.nodes, "{status:#}");
+    // Streams and links are the leader's word, read through the Pod proxy.
+    assert!(
+        status["leader"]
+            .as_str()
+            .unwrap()
+            .starts_with("barelb-operator-"),
+        "{status:#}"
+    );
     for s in speakers {
-        assert_eq!(
-            s["columns"]["speaker"], "connected (Pod Ready)",
-            "{status:#}"
-        );
+        assert_eq!(s["columns"]["speaker"], "connected", "{status:#}");
+        assert_eq!(s["columns"]["link"], "up", "{status:#}");
     }
     let holder = speakers
         .iter()
         .find(|s| s["name"] == owner.as_str())
         .unwrap();
     assert_ne!(holder["columns"]["addresses"], "0", "{status:#}");
+    assert_ne!(holder["columns"]["planned"], "0", "{status:#}");
     eprintln!("{}", kubectl_barelb(c, &["status"]));
 }
 

@@ -98,7 +98,8 @@ fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
 
 #[test]
 fn a_link_down_moves_addresses_away_and_back() {
-    let hub = Hub::new(Metrics::new(), std::time::Duration::ZERO);
+    let metrics = Metrics::new();
+    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
     hub.set_inputs(
         Inputs {
             units: vec![unit("198.51.100.1")],
@@ -121,11 +122,30 @@ fn a_link_down_moves_addresses_away_and_back() {
     } else {
         (idb, &mut ra)
     };
+    let gauge = |name: &str, node: &str| {
+        let text = metrics.encode().unwrap();
+        let line = format!("barelb_control_speaker_{name}{{node=\"{node}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line).map(str::to_string))
+            .unwrap_or_else(|| panic!("{line} in {text}"))
+    };
+    assert_eq!(gauge("link_up", &owner), "1");
+    assert_eq!(gauge("addresses", &owner), "1");
     hub.link(&owner, id, false);
     assert_eq!(owned(&next(rx_other)), ["198.51.100.1"]);
     assert_ne!(
         hub.plans().borrow().l2[&"198.51.100.1".parse().unwrap()].node,
         owner
+    );
+    assert_eq!(gauge("link_up", &owner), "0");
+    assert_eq!(gauge("addresses", &owner), "0");
+    hub.detach(&owner, id, "stream-ended", Instant::now());
+    assert!(
+        !metrics
+            .encode()
+            .unwrap()
+            .contains(&format!("node=\"{owner}\"")),
+        "a gone speaker's series go with it"
     );
 }
 
