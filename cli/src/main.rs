@@ -5,6 +5,7 @@
 //! something (validate: problems found); 2 could not evaluate (bad input,
 //! no cluster, a repo that does not parse); clap's own 2 for bad flags.
 
+mod claims;
 mod cluster;
 mod leader;
 mod objects;

@@ -5,20 +5,22 @@
 //! Services that would lose or change an address, or be denied by a policy,
 //! are the ones the operator would change.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use barelb_core::request::{ClassPolicy, ServiceKey};
+use barelb_operator::admission::view::{Holding, holding};
 use barelb_operator::admission::{self, View};
 use barelb_operator::controller::Settings;
 use barelb_operator::controller::simulate::{Forecast, simulate};
 use barelb_operator::index::{Change, Index, Touched};
+use barelb_operator::policy::CelPolicies;
 use barelb_operator::status::ServiceStatus;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 use serde::Serialize;
 
+use crate::claims;
 use crate::objects::{Objects, Origin};
 use crate::snapshot::Snapshot;
 
@@ -134,31 +136,20 @@ pub fn index_of(objects: &Objects, snapshot: &Snapshot) -> Index {
 pub fn view_of(index: &Index, flags: &OperatorFlags) -> View {
     let settings = flags.settings();
     let engine = Arc::new(barelb_policies::Engine::default());
-    let pools = index.pool_defs();
-    let mut holders: HashMap<IpAddr, Vec<Arc<barelb_core::request::Request>>> = HashMap::new();
-    for svc in index.services.values() {
-        if let Some(held) = barelb_core::request::held(svc, &settings.class) {
-            let req = Arc::new(held.request(svc));
-            for ip in held.ips {
-                holders.entry(ip).or_default().push(req.clone());
-            }
-        }
-    }
-    View {
-        ready: barelb_core::pools::readiness(&pools),
-        pools,
-        policy: Arc::new(barelb_operator::policy::CelPolicies::from_index(
-            engine.clone(),
-            index,
-            flags.default_deny_pools,
-        )),
-        namespaces: index.namespace_meta(),
-        holders,
-        class: settings.class,
-        default_deny_pools: flags.default_deny_pools,
+    let held: Vec<Holding> = index
+        .services
+        .values()
+        .filter_map(|svc| holding(svc, &settings.class))
+        .collect();
+    let policy = CelPolicies::from_index(engine.clone(), index, flags.default_deny_pools);
+    View::from_index(
+        index,
+        &held,
+        Arc::new(policy),
+        &settings.class,
+        flags.default_deny_pools,
         engine,
-        synced: true,
-    }
+    )
 }
 
 /// The webhook's refusals of `objects` in the state `view` shows (each
@@ -212,9 +203,14 @@ pub fn plan(
     let base_index = index_of(base.1, snapshot);
     let head_view = view_of(&head_index, flags);
     let refused = refusals(&head_view, head.1, Some(&changed));
-    let (denied_namespaces, allowed_namespaces) =
-        claims_judged(&view_of(&base_index, flags), &head_view, snapshot);
     let settings = flags.settings();
+    let (denied_namespaces, allowed_namespaces) = claims::judged(
+        view_of(&base_index, flags),
+        view_of(&head_index, flags),
+        claims::unchanged_pools(&base_index, &head_index),
+        &snapshot.services,
+        &settings.class,
+    );
     let before = simulate(&base_index, &settings);
     let after = simulate(&head_index, &settings);
     let mut services = Vec::new();
@@ -243,32 +239,6 @@ pub fn plan(
         allowed_namespaces,
         verdict,
     }
-}
-
-type ByNamespace = BTreeMap<String, Vec<String>>;
-
-/// Every Service's claim as the webhook judges a create of it, under the
-/// old and the new policies: those newly refused and newly allowed, by
-/// namespace, each with the refusal that names the policy and rule.
-fn claims_judged(base: &View, head: &View, snapshot: &Snapshot) -> (ByNamespace, ByNamespace) {
-    let (mut denied, mut allowed) = (ByNamespace::new(), ByNamespace::new());
-    for svc in &snapshot.services {
-        if !barelb_core::request::qualifies(svc, &head.class) {
-            continue;
-        }
-        let key = ServiceKey::of(svc);
-        let was = admission::review_service(base, svc, None).denial;
-        let now = admission::review_service(head, svc, None).denial;
-        match (was, now) {
-            (None, Some(why)) => denied
-                .entry(key.namespace)
-                .or_default()
-                .push(format!("{}: {why}", key.name)),
-            (Some(_), None) => allowed.entry(key.namespace).or_default().push(key.name),
-            _ => {}
-        }
-    }
-    (denied, allowed)
 }
 
 fn reason(s: &ServiceStatus) -> &str {

@@ -62,6 +62,37 @@ impl View {
         matches!(self.ready.get(name), Some(Ok(())))
     }
 
+    /// The view of `index` the webhook judges with: `held` are the
+    /// addresses Services hold with their requests ([`holding`]), `policy`
+    /// the policies in force, `draft_engine` compiles policies under review.
+    pub fn from_index<'a>(
+        index: &Index,
+        held: impl IntoIterator<Item = &'a Holding>,
+        policy: Arc<dyn PolicyCheck>,
+        class: &ClassPolicy,
+        default_deny_pools: bool,
+        draft_engine: Arc<Engine>,
+    ) -> View {
+        let pools = index.pool_defs();
+        let mut holders: HashMap<IpAddr, Vec<Arc<Request>>> = HashMap::new();
+        for (ips, req) in held {
+            for ip in ips {
+                holders.entry(*ip).or_default().push(req.clone());
+            }
+        }
+        View {
+            ready: readiness(&pools),
+            pools,
+            policy,
+            namespaces: index.namespace_meta(),
+            holders,
+            class: class.clone(),
+            default_deny_pools,
+            engine: draft_engine,
+            synced: true,
+        }
+    }
+
     /// The pool that owns `ip`: a Ready pool containing it, else any.
     pub(super) fn pool_of(&self, ip: &IpAddr) -> Option<&PoolDef> {
         let containing = || {
@@ -75,6 +106,16 @@ impl View {
     }
 }
 
+/// The addresses one Service holds, with its request.
+pub type Holding = (Vec<IpAddr>, Arc<Request>);
+
+/// What `svc` holds, if it is ours and holds anything.
+pub fn holding(svc: &k8s_openapi::api::core::v1::Service, class: &ClassPolicy) -> Option<Holding> {
+    let held = request::held(svc, class)?;
+    let req = Arc::new(held.request(svc));
+    Some((held.ips, req))
+}
+
 /// Builds and publishes views.
 pub struct Publisher {
     target: SharedView,
@@ -84,7 +125,7 @@ pub struct Publisher {
     engine: Arc<Engine>,
     /// Compiles drafts under review.
     draft_engine: Arc<Engine>,
-    held: HashMap<ServiceKey, (Vec<IpAddr>, Arc<Request>)>,
+    held: HashMap<ServiceKey, Holding>,
     loaded: bool,
     dirty: bool,
     last: Option<Instant>,
@@ -146,12 +187,7 @@ impl Publisher {
     }
 
     fn refresh(&mut self, key: &ServiceKey, svc: Option<&k8s_openapi::api::core::v1::Service>) {
-        let entry = svc.and_then(|s| {
-            let held = request::held(s, &self.class)?;
-            let req = Arc::new(held.request(s));
-            Some((held.ips, req))
-        });
-        match entry {
+        match svc.and_then(|s| holding(s, &self.class)) {
             Some(e) => {
                 self.held.insert(key.clone(), e);
             }
@@ -178,26 +214,16 @@ impl Publisher {
             Some(at) if at <= Instant::now() => {}
             _ => return,
         }
-        let pools = index.pool_defs();
         let policy = CelPolicies::from_index(self.engine.clone(), index, self.default_deny_pools)
             .with_timer(self.metrics.policy_evaluation_duration.clone());
-        let mut holders: HashMap<IpAddr, Vec<Arc<Request>>> = HashMap::new();
-        for (ips, req) in self.held.values() {
-            for ip in ips {
-                holders.entry(*ip).or_default().push(req.clone());
-            }
-        }
-        let view = View {
-            ready: readiness(&pools),
-            pools,
-            policy: Arc::new(policy),
-            namespaces: index.namespace_meta(),
-            holders,
-            class: self.class.clone(),
-            default_deny_pools: self.default_deny_pools,
-            engine: self.draft_engine.clone(),
-            synced: true,
-        };
+        let view = View::from_index(
+            index,
+            self.held.values(),
+            Arc::new(policy),
+            &self.class,
+            self.default_deny_pools,
+            self.draft_engine.clone(),
+        );
         match self.target.write() {
             Ok(mut v) => *v = Arc::new(view),
             Err(p) => *p.into_inner() = Arc::new(view),
