@@ -163,3 +163,103 @@ pub fn judged(
     }
     (denied, allowed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Objects;
+    use crate::plan::{OperatorFlags, index_of, view_of};
+    use crate::snapshot::Snapshot;
+
+    fn objects(team_a_rule: &str) -> Objects {
+        let mut o = Objects::default();
+        let pools: String = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "---\napiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: pool-{t}, labels: {{team: {t}}}}}\n\
+                     spec: {{addresses: [192.0.2.{}/30], announce: {{mode: L2}}}}\n\
+                     ---\napiVersion: barelb.io/v1alpha1\nkind: LoadBalancerPolicy\nmetadata: {{name: policy-{t}}}\n\
+                     spec: {{poolSelector: {{matchLabels: {{team: {t}}}}}, rules: [{{name: own, expression: \"{}\"}}]}}\n",
+                    i * 4,
+                    if *t == "a" {
+                        team_a_rule.to_string()
+                    } else {
+                        format!("namespace.labels.team == '{t}'")
+                    }
+                )
+            })
+            .collect();
+        o.add_stream(&pools, "pools.yaml").unwrap();
+        o
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::default();
+        for (ns, team) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            s.namespaces.push(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": ns, "labels": {"team": team}}
+                }))
+                .unwrap(),
+            );
+            for i in 0..3 {
+                s.services.push(
+                    serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("s{i}"), "namespace": ns},
+                        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+                    }))
+                    .unwrap(),
+                );
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn shared_decisions_give_what_judging_each_side_alone_gives() {
+        let flags = OperatorFlags {
+            class: barelb_api::LOAD_BALANCER_CLASS.into(),
+            handle_classless: true,
+            default_deny_pools: false,
+        };
+        let snap = snapshot();
+        let base = index_of(&objects("namespace.labels.team == 'a'"), &snap);
+        let head = index_of(&objects("namespace.name == 'a2'"), &snap);
+        let unchanged = unchanged_pools(&base, &head);
+        assert_eq!(
+            unchanged,
+            ["pool-b", "pool-c"].map(String::from).into_iter().collect()
+        );
+        let class = ClassPolicy {
+            class: flags.class.clone(),
+            handle_classless: true,
+        };
+        let (denied, allowed) = judged(
+            view_of(&base, &flags),
+            view_of(&head, &flags),
+            unchanged,
+            &snap.services,
+            &class,
+        );
+        // Each side on its own, no decision shared.
+        let (bv, hv) = (view_of(&base, &flags), view_of(&head, &flags));
+        let mut alone = ByNamespace::new();
+        for svc in &snap.services {
+            let was = admission::review_service(&bv, svc, None).denial;
+            if let (None, Some(why)) = (was, admission::review_service(&hv, svc, None).denial) {
+                let key = ServiceKey::of(svc);
+                alone
+                    .entry(key.namespace)
+                    .or_default()
+                    .push(format!("{}: {why}", key.name));
+            }
+        }
+        assert_eq!(denied, alone);
+        assert_eq!(denied.keys().collect::<Vec<_>>(), ["a1"]);
+        assert_eq!(denied["a1"].len(), 3);
+        assert!(denied["a1"][0].contains("policy-a"), "{denied:?}");
+        assert!(allowed.is_empty(), "{allowed:?}");
+    }
+}
