@@ -162,8 +162,10 @@ struct Args {
     /// A speaker that does not answer a ping within this (ms) is gone.
     #[arg(long, default_value_t = 500)]
     control_keepalive_timeout_ms: u64,
-    /// After a leader change, wait this long (ms) for speakers to reconnect
-    /// before planning, so nothing moves (speakers keep announcing meanwhile).
+    /// After a leader change, at most this long (ms) each address stays with
+    /// the speaker that says it holds it, and those no speaker claims wait,
+    /// while speakers reconnect; it ends early once every Ready node's
+    /// speaker is back. A failover meanwhile happens at once.
     #[arg(long, default_value_t = 5000)]
     control_settle_ms: u64,
     /// Secret (CA key) and ConfigMap (CA certificate, for speakers) of the control channel.

@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 
 use common::control::{neigh_mac, two_nodes_and_a_service};
 
-/// The three faults the failover benchmark times.
+/// The faults the failover benchmark times.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     SpeakerKilled,
     Blackholed,
     InterfaceDown,
+    /// A rolling restart of the operator, then 1 s after the speakers are
+    /// back with the new leader the announcing node is blackholed.
+    RestartThenBlackholed,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -25,15 +28,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Benchmark (scripts/bench-failover): fault → client neighbour entry
 /// flipped, RUNS times per fault; prints p50/p99.
 async fn bench_fault(fault: Fault, runs: usize) {
-    let (c, vip, owner, other, role, mut speakers) =
+    let (mut c, vip, owner, other, role, mut speakers) =
         two_nodes_and_a_service(&format!("bench-{fault:?}").to_lowercase()).await;
-    let client = c.topo.host("client");
-    let node = c.topo.host(role);
-    let relay = c.topo.host("relay");
     let idx = if role == "node-a" { 0 } else { 1 };
     let token = c.dir.join(format!("token-{role}"));
     let mut times = Vec::new();
     for run in 0..runs {
+        if let Fault::RestartThenBlackholed = fault {
+            c.restart_operator(2);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let client = c.topo.host("client");
+        let node = c.topo.host(role);
+        let relay = c.topo.host("relay");
         assert_eq!(
             neigh_mac(client, &vip).as_deref(),
             Some(owner.as_str()),
@@ -42,7 +49,7 @@ async fn bench_fault(fault: Fault, runs: usize) {
         let t = Instant::now();
         match fault {
             Fault::SpeakerKilled => speakers[idx].kill(),
-            Fault::Blackholed => {
+            Fault::Blackholed | Fault::RestartThenBlackholed => {
                 for (h, peer) in [(node, relay), (relay, node)] {
                     h.ns.ip(&[
                         "neigh",
@@ -74,7 +81,7 @@ async fn bench_fault(fault: Fault, runs: usize) {
                 let name = c.node_name(role);
                 speakers[idx] = c.speaker(role, &name, &token).0;
             }
-            Fault::Blackholed => {
+            Fault::Blackholed | Fault::RestartThenBlackholed => {
                 for (h, peer) in [(node, relay), (relay, node)] {
                     h.ns.ip(&["neigh", "del", &peer.ipv4.to_string(), "dev", &h.ifname])
                         .unwrap();
@@ -126,4 +133,9 @@ async fn bench_failover_blackholed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_failover_interface_down() {
     bench_fault(Fault::InterfaceDown, bench_runs()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_failover_restart_then_blackholed() {
+    bench_fault(Fault::RestartThenBlackholed, bench_runs()).await;
 }

@@ -223,21 +223,14 @@ async fn addresses_keep_answering_while_the_operator_is_down_and_do_not_move_on_
         std::thread::sleep(Duration::from_secs(5));
     }
     // A new operator (a new leader) rebuilds the same plan: nothing moves.
-    let sock = c.dir.join("control.sock");
-    let op_ns = c.op_ns.clone();
-    let op2 = c.inst.operator(&[
-        "--control-addr",
-        &format!("unix:{}", sock.display()),
-        "--speaker-service-account",
-        &format!("{op_ns}/barelb-speaker"),
-    ]);
+    let op2 = c.start_operator();
+    let client = c.topo.host("client");
     wait_until("both speakers reconnect", Duration::from_secs(30), || {
         op2.log_text().matches("speaker connected").count() >= 2
     });
-    // Nothing is sent during the settle period, so only what follows it
-    // says whether the new leader moved anything: its plan goes out when
-    // it settles; from then on the owner must still answer alone and the
-    // Service still name its node.
+    // Each speaker got back what it said it holds; once every speaker is
+    // back the new leader settles and sends its own plan: from then on the
+    // owner must still answer alone and the Service still name its node.
     wait_until(
         "the new leader settles and plans",
         Duration::from_secs(30),

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::messages::{self, NodeView};
 use super::traces::{self, PendingTraces, Traced};
 use crate::metrics::{KindLabels, Metrics, NodeLabels, PeerStateLabels, ReasonLabels};
-use barelb_core::planner::{self, Node, Peer, Plan, Unit};
+use barelb_core::planner::{self, How, Node, Peer, Plan, Unit};
 use barelb_runtime::TraceContext;
 
 /// What the controller feeds the hub.
@@ -30,6 +30,9 @@ pub struct Inputs {
 
 /// What goes down one speaker's stream.
 pub type Outbox = mpsc::Sender<Result<OperatorMessage, tonic::Status>>;
+
+/// The cause of the streams a replica ends when it stops leading.
+pub const STEPPED_DOWN: &str = "leader-change";
 
 /// Messages a speaker may fall behind by before it is dropped (it
 /// reconnects and gets a fresh snapshot).
@@ -54,11 +57,18 @@ struct Speaker {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Until then plans are computed but not sent: after a leader change
-    /// speakers reconnect one by one, and planning with the first few
-    /// would move addresses to them (see `Hub::new`).
+    /// The end of a new leader's settle period: speakers reconnect one by
+    /// one, and a plan of the first few would move addresses to them. Until
+    /// every Ready node's speaker is back or this passes, plans are adopted
+    /// (see `adopt`) rather than sent as made.
     hold_until: Option<Instant>,
     settled: bool,
+    /// Inputs arrived (nothing is sent before: an empty plan would tell
+    /// speakers to drop what they announce).
+    loaded: bool,
+    /// While unsettled: each layer-2 address a reconnecting speaker said it
+    /// holds, and which.
+    claimed: BTreeMap<IpAddr, String>,
     inputs: Inputs,
     speakers: BTreeMap<String, Speaker>,
     plan: Plan,
@@ -87,9 +97,10 @@ pub type Sessions = BTreeMap<String, BTreeMap<String, String>>;
 
 impl Hub {
     /// `settle`: how long after the first speaker connects (to a new
-    /// leader) to wait for the others before telling anyone anything.
-    /// Speakers keep announcing meanwhile (fail-static), so a leader change
-    /// moves nothing and leaves no gap.
+    /// leader) plans are adopted to what speakers say they hold (`adopt`)
+    /// rather than sent as made; it ends early once every Ready node's
+    /// speaker is back. A leader change moves nothing and leaves no gap,
+    /// and a failover meanwhile is not delayed.
     pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> Arc<Self> {
         let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
         let (sessions_tx, _) = watch::channel(Arc::new(Sessions::new()));
@@ -120,9 +131,10 @@ impl Hub {
     /// New units or nodes from the controller.
     pub fn set_inputs(&self, inputs: Inputs, cause: &str) {
         let mut s = self.lock();
-        if s.inputs == inputs {
+        if s.loaded && s.inputs == inputs {
             return;
         }
+        s.loaded = true;
         s.inputs = inputs;
         s.planned_with = None;
         self.replan(&mut s, cause, Instant::now());
@@ -150,7 +162,7 @@ impl Hub {
         let mut s = self.lock();
         if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
             s.hold_until = Some(Instant::now() + self.settle);
-            tracing::info!(settle = ?self.settle, "first speaker connected: waiting for the others before planning");
+            tracing::info!(settle = ?self.settle, "first speaker connected: each keeps what it holds until the others are back");
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let hub = Arc::clone(self);
                 let settle = self.settle;
@@ -158,6 +170,17 @@ impl Hub {
                     tokio::time::sleep(settle).await;
                     hub.release();
                 });
+            }
+        }
+        if !s.settled {
+            for ip in &holding {
+                let taken = s
+                    .claimed
+                    .get(ip)
+                    .is_some_and(|other| other != node && s.speakers.contains_key(other));
+                if !taken {
+                    s.claimed.insert(*ip, node.to_string());
+                }
             }
         }
         s.next_id += 1;
@@ -257,16 +280,31 @@ impl Hub {
         self.count_sessions(&s);
     }
 
-    /// Ends the settle period: plans go out from now on.
+    /// Ends the settle period: plans go out as made from now on.
     pub fn release(&self) {
         let mut s = self.lock();
         if s.settled {
             return;
         }
+        Self::settle(&mut s);
+        self.replan(&mut s, "settled", Instant::now());
+    }
+
+    fn settle(s: &mut State) {
         s.settled = true;
         s.hold_until = None;
+        s.claimed.clear();
+        s.planned_with = None;
         tracing::info!(speakers = s.speakers.len(), "settled: planning");
-        self.replan(&mut s, "settled", Instant::now());
+    }
+
+    /// Whether a new leader's settle period is over: it was never wanted,
+    /// its time is up, or every Ready node's speaker is back.
+    fn settles_now(&self, s: &State) -> bool {
+        let mut ready = s.inputs.nodes.iter().filter(|n| n.ready).peekable();
+        self.settle.is_zero()
+            || s.hold_until.is_some_and(|t| Instant::now() >= t)
+            || (ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)))
     }
 
     /// The stream `id` of `node` ended (`cause`: why), detected at `at`.
@@ -282,8 +320,15 @@ impl Hub {
             // connection starts a new settle period.
             s.settled = false;
             s.hold_until = None;
+            s.claimed.clear();
             s.plan = Plan::default();
             s.planned_with = None;
+        }
+        if cause == STEPPED_DOWN {
+            // No longer the leader: what the others announce is the next
+            // leader's to say. Replanning here would move the address of
+            // each speaker dropped first to one dropped later.
+            return;
         }
         self.replan(&mut s, cause, at);
     }
@@ -341,7 +386,7 @@ impl Hub {
                 "speaker could not apply everything"
             );
         }
-        if s.settled && s.speakers.values().any(|sp| sp.leaving) {
+        if s.speakers.values().any(|sp| sp.leaving) {
             self.release_leaving(&mut s);
         }
     }
@@ -443,12 +488,11 @@ impl Hub {
     }
 
     fn replan(&self, s: &mut State, cause: &str, detected: Instant) {
-        if !s.settled {
-            if self.settle.is_zero() || s.hold_until.is_some_and(|t| Instant::now() >= t) {
-                s.settled = true;
-            } else {
-                return;
-            }
+        if !s.loaded {
+            return;
+        }
+        if !s.settled && self.settles_now(s) {
+            Self::settle(s);
         }
         let span = tracing::info_span!("replan", cause, units = s.inputs.units.len());
         let _planning = span.enter();
@@ -471,6 +515,10 @@ impl Hub {
             }
             None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
         };
+        let mut plan = plan;
+        if !s.settled {
+            adopt(&mut plan, s, &nodes);
+        }
         let traced = traces::placed(&mut s.traces, &plan, cause);
         let quiet = {
             let owners = current_owners(s);
@@ -517,7 +565,8 @@ impl Hub {
             s.speakers.remove(&node);
         }
         s.plan = plan;
-        s.planned_with = Some(nodes);
+        // An adopted plan is no planner output to replan incrementally from.
+        s.planned_with = s.settled.then_some(nodes);
         self.count_connected(s);
         if again {
             // Their addresses go elsewhere now (the dropped are gone, so this ends).
@@ -527,7 +576,45 @@ impl Hub {
         if s.speakers.values().any(|sp| sp.leaving) {
             self.release_leaving(s);
         }
-        self.plan_tx.send_replace(Arc::new(s.plan.clone()));
+        if s.settled {
+            // An adopted plan is provisional (what nobody claimed is left
+            // out): Service conditions wait for the settled one.
+            self.plan_tx.send_replace(Arc::new(s.plan.clone()));
+        }
+    }
+}
+
+/// A plan made while a new leader settles, adopted to what speakers said
+/// they hold: a layer-2 address stays with its claimant while that speaker
+/// is connected and may serve it; one whose claimant has gone (or cannot
+/// serve it) goes where the plan puts it, at once — a failover during a
+/// leader change is as fast as any; one nobody claimed waits for the
+/// settle period, its holder may still be reconnecting.
+fn adopt(plan: &mut Plan, s: &State, nodes: &[Node]) {
+    let may_serve = |u: &Unit, name: &str| {
+        s.speakers.get(name).is_some_and(|sp| !sp.leaving)
+            && nodes
+                .iter()
+                .find(|n| n.name == name)
+                .is_some_and(|n| planner::eligibility(u, n).is_ok())
+    };
+    for u in &s.inputs.units {
+        if !matches!(u.how, How::L2 { .. }) {
+            continue;
+        }
+        for ip in &u.ips {
+            match s.claimed.get(ip) {
+                Some(holder) if may_serve(u, holder) => {
+                    if let Some(owner) = plan.l2.get_mut(ip) {
+                        owner.node.clone_from(holder);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    plan.l2.remove(ip);
+                }
+            }
+        }
     }
 }
 

@@ -180,7 +180,7 @@ impl Control for Service {
                     },
                     r = leader.changed() => {
                         if r.is_err() || !*leader.borrow() {
-                            break "leader-change";
+                            break super::hub::STEPPED_DOWN;
                         }
                     }
                 }

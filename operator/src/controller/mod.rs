@@ -223,6 +223,11 @@ impl Controller {
             self.peer_configs = inputs::peer_configs(&self.index, &self.settings.namespace);
             self.peers_read = true;
         }
+        if !self.peers_read {
+            // Without the peers' Secrets a plan would send sessions without
+            // their passwords; the hub sends nothing before its first inputs.
+            return;
+        }
         hub.set_inputs(
             crate::control::hub::Inputs {
                 units: inputs::units(&self.index, &self.settings.class),

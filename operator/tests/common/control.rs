@@ -24,6 +24,32 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A new operator on the same socket, namespace and flags as the first.
+    pub fn start_operator(&mut self) -> Operator {
+        let sock = self.dir.join("control.sock");
+        let op_ns = self.op_ns.clone();
+        self.inst.operator(&[
+            "--control-addr",
+            &format!("unix:{}", sock.display()),
+            "--speaker-service-account",
+            &format!("{op_ns}/barelb-speaker"),
+        ])
+    }
+
+    /// A rolling restart: the operator is stopped (SIGTERM) and a new one
+    /// started, which leads at once; returns when `speakers` speakers have
+    /// reconnected to it.
+    pub fn restart_operator(&mut self, speakers: usize) {
+        self.op.terminate();
+        self.op = self.start_operator();
+        let op = &self.op;
+        wait_until(
+            "the speakers reconnect to the new operator",
+            Duration::from_secs(30),
+            || op.log_text().matches("speaker connected").count() >= speakers,
+        );
+    }
+
     pub fn node_name(&self, role: &str) -> String {
         format!("{}-{role}", self.inst.id)
     }

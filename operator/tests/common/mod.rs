@@ -44,6 +44,18 @@ impl Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+    /// SIGTERM, as a rolling restart stops it (it hands its Lease over),
+    /// then waits up to 15 s for it to exit before killing it.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -199,6 +199,7 @@ pub async fn run(
             &mut recent,
             &mut leave,
             &mut shutdown,
+            &mut attempt,
         )
         .await
         {
@@ -259,6 +260,7 @@ async fn session(
     recent: &mut Recent,
     leave: &mut Leave,
     shutdown: &mut watch::Receiver<bool>,
+    attempt: &mut u32,
 ) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&cfg.token_file)
         .map_err(|e| anyhow::anyhow!("read --token-file {}: {e}", cfg.token_file.display()))?;
@@ -349,6 +351,10 @@ async fn session(
                     generation,
                     error: result.err().unwrap_or_default(),
                 }))).await?;
+                // Served by a leader: the next loss (a leader change, say)
+                // starts the backoff over at 100 ms, not where the first
+                // connection attempts left it.
+                *attempt = 0;
                 if leave.active() && l2.is_empty() {
                     return Ok(());
                 }

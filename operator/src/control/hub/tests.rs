@@ -149,31 +149,110 @@ fn a_link_down_moves_addresses_away_and_back() {
     );
 }
 
-#[test]
-fn after_a_leader_change_nothing_is_sent_until_speakers_had_time_to_return() {
-    let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
-    let units: Vec<Unit> = (1..=10).map(|i| unit(&format!("198.51.100.{i}"))).collect();
+fn ips(range: std::ops::RangeInclusive<u8>) -> Vec<String> {
+    range.map(|i| format!("198.51.100.{i}")).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// A new leader with a long settle period, 12 addresses and nodes a, b, c.
+fn settling_hub(metrics: &Arc<Metrics>) -> Arc<Hub> {
+    let hub = Hub::new(metrics.clone(), std::time::Duration::from_secs(3600));
     hub.set_inputs(
         Inputs {
-            units,
-            nodes: vec![node("a"), node("b")],
+            units: (1..=12).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
+            nodes: vec![node("a"), node("b"), node("c")],
             ..Inputs::default()
         },
         "test",
     );
+    hub
+}
+
+fn holding(range: std::ops::RangeInclusive<u8>) -> BTreeSet<IpAddr> {
+    ips(range).iter().map(|ip| ip.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_new_leader_keeps_each_address_where_it_is_and_moves_nothing_unclaimed_before_settling() {
+    let metrics = Metrics::new();
+    let hub = settling_hub(&metrics);
     let (ta, mut ra) = mpsc::channel(OUTBOX);
     let (tb, mut rb) = mpsc::channel(OUTBOX);
+    // Each gets back at once, quietly, exactly what it said it holds; 11
+    // and 12 (claimed by nobody yet) wait, as a alone would take them all.
+    hub.attach_holding("a", ta, holding(1..=5));
+    let Msg::Snapshot(sa) = next(&mut ra) else {
+        panic!("snapshot expected")
+    };
+    assert_eq!(
+        sa.l2.iter().map(|x| x.ip.clone()).collect::<Vec<_>>(),
+        sorted(ips(1..=5))
+    );
+    assert!(sa.l2.iter().all(|x| x.quiet));
+    hub.attach_holding("b", tb, holding(6..=10));
+    assert_eq!(sorted(owned(&next(&mut rb))), sorted(ips(6..=10)));
+    assert!(ra.try_recv().is_err(), "a is told nothing new");
+    assert!(
+        !metrics
+            .encode()
+            .unwrap()
+            .contains("barelb_failovers_total{")
+    );
+}
+
+#[test]
+fn a_failover_while_a_new_leader_settles_is_as_fast_as_any() {
+    let metrics = Metrics::new();
+    let hub = settling_hub(&metrics);
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.attach_holding("a", ta, holding(1..=5));
+    let idb = hub.attach_holding("b", tb, holding(6..=10));
+    while ra.try_recv().is_ok() {}
+    while rb.try_recv().is_ok() {}
+    // b's node dies before c is back: a takes b's addresses now, announced.
+    hub.detach("b", idb, "stream-ended", Instant::now());
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    assert_eq!(
+        sorted(d.l2_set.iter().map(|x| x.ip.clone()).collect()),
+        sorted(ips(6..=10))
+    );
+    assert!(d.l2_set.iter().all(|x| !x.quiet));
+    assert!(
+        metrics
+            .encode()
+            .unwrap()
+            .contains("barelb_failovers_total{reason=\"stream-ended\"} 5")
+    );
+}
+
+#[test]
+fn a_new_leader_settles_as_soon_as_every_ready_nodes_speaker_is_back() {
+    let metrics = Metrics::new();
+    let hub = settling_hub(&metrics);
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    let (tc, mut rc) = mpsc::channel(OUTBOX);
     hub.attach("a", ta);
-    // a alone would get everything; it must not be told so yet.
-    assert!(ra.try_recv().is_err());
     hub.attach("b", tb);
-    assert!(rb.try_recv().is_err());
-    hub.release();
-    // The first message each gets is the balanced plan; no moves were logged.
-    let (a, b) = (owned(&next(&mut ra)), owned(&next(&mut rb)));
-    assert_eq!(a.len() + b.len(), 10);
-    assert!(!a.is_empty() && !b.is_empty());
-    assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
+    // Nothing was claimed: nothing is handed out yet.
+    assert!(owned(&next(&mut ra)).is_empty() && owned(&next(&mut rb)).is_empty());
+    hub.attach("c", tc);
+    // All three are back: the full plan goes out without waiting an hour.
+    let mut all: Vec<String> = owned(&next(&mut rc));
+    for rx in [&mut ra, &mut rb] {
+        while let Ok(m) = rx.try_recv() {
+            all.extend(owned(&m.unwrap().msg.unwrap()));
+        }
+    }
+    assert_eq!(sorted(all), sorted(ips(1..=12)));
+    assert_eq!(hub.plans().borrow().l2.len(), 12);
 }
 
 #[test]
@@ -191,15 +270,17 @@ fn after_settling_a_lost_speaker_still_fails_over() {
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     let ida = hub.attach("a", ta);
     let idb = hub.attach("b", tb);
-    hub.release();
-    let (a, b) = (owned(&next(&mut ra)), owned(&next(&mut rb)));
-    let (lost, lost_id, rx) = if a.is_empty() {
-        ("b", idb, &mut ra)
+    while ra.try_recv().is_ok() {}
+    while rb.try_recv().is_ok() {}
+    let owner = hub.plans().borrow().l2[&"198.51.100.1".parse().unwrap()]
+        .node
+        .clone();
+    let (lost_id, rx) = if owner == "a" {
+        (ida, &mut rb)
     } else {
-        assert!(b.is_empty());
-        ("a", ida, &mut rb)
+        (idb, &mut ra)
     };
-    hub.detach(lost, lost_id, "stream-ended", Instant::now());
+    hub.detach(&owner, lost_id, "stream-ended", Instant::now());
     assert_eq!(owned(&next(rx)), ["198.51.100.1"]);
 }
 
@@ -371,14 +452,14 @@ fn a_new_leaders_snapshot_gives_back_quietly_what_a_speaker_already_holds() {
 }
 
 #[test]
-fn a_new_leaders_first_plan_moves_a_leaving_holders_addresses_quietly() {
-    // A long settle: nothing goes out until `release`, as after a leader
-    // change while a speaker is stopping (a rolling upgrade of both).
+fn a_speaker_leaving_while_a_new_leader_settles_hands_over_quietly() {
+    // A leader change while a speaker is stopping (a rolling upgrade of
+    // both); c is not back, so the leader is still settling.
     let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(3600));
     hub.set_inputs(
         Inputs {
             units: vec![unit("198.51.100.1")],
-            nodes: vec![node("a"), node("b")],
+            nodes: vec![node("a"), node("b"), node("c")],
             ..Inputs::default()
         },
         "test",
@@ -387,20 +468,20 @@ fn a_new_leaders_first_plan_moves_a_leaving_holders_addresses_quietly() {
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     let held: BTreeSet<IpAddr> = ["198.51.100.1".parse().unwrap()].into();
     let ida = hub.attach_holding("a", ta, held);
+    assert_eq!(owned(&next(&mut ra)), ["198.51.100.1"]);
     let idb = hub.attach("b", tb);
+    assert!(owned(&next(&mut rb)).is_empty());
     hub.leaving("a", ida);
-    assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
-    hub.release();
-    let Msg::Snapshot(s) = next(&mut rb) else {
-        panic!("snapshot expected")
+    let Msg::Delta(d) = next(&mut rb) else {
+        panic!("delta expected")
     };
     // a still answers and its node forwards: b takes over without announcing.
-    let got: Vec<(String, bool)> = s.l2.iter().map(|a| (a.ip.clone(), a.quiet)).collect();
+    let got: Vec<(String, bool)> = d.l2_set.iter().map(|a| (a.ip.clone(), a.quiet)).collect();
     assert_eq!(got, [("198.51.100.1".to_string(), true)]);
     assert!(ra.try_recv().is_err(), "a was released before b applied");
-    hub.ack("b", idb, s.generation, "");
-    let Msg::Snapshot(s) = next(&mut ra) else {
-        panic!("snapshot expected")
+    hub.ack("b", idb, d.generation, "");
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
     };
-    assert!(s.l2.is_empty(), "{:?}", s.l2);
+    assert_eq!(d.l2_remove, ["198.51.100.1"]);
 }
