@@ -263,7 +263,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let hub = control::Hub::new(
         metrics.clone(),
         Duration::from_millis(args.control_settle_ms),
-    );
+    )
+    .context("start the control hub's thread")?;
     let control_task = if args.control {
         let cs = control_settings(&args, &client).await?;
         let sa = match args.speaker_service_account.as_str() {

@@ -1,22 +1,27 @@
-//! The operator's side of the speakers: who is connected, what each was
-//! told, and the plan. Every input change (units or nodes from the
-//! controller, a speaker attaching or detaching, a link report) replans at
-//! once and sends each affected speaker only its change. Layer-2 moves are
-//! logged and counted with their cause, and timed from the fault.
+//! The operator's side of the speakers, shared by the control server and
+//! the controller. Its state and decisions live in [`Core`], owned by a
+//! thread of its own: callers only queue commands, so a plan of 10,000
+//! units over 1,000 nodes never holds up the runtime's workers (keepalive
+//! pings, Hellos and Acks are served meanwhile). The thread takes every
+//! queued command, then replans once: a connect storm costs a few plans,
+//! not one per speaker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Instant;
 
-use barelb_control::v1::{OperatorMessage, operator_message};
+use barelb_control::v1::OperatorMessage;
 use tokio::sync::{mpsc, watch};
 
-use super::messages::{self, NodeView};
-use super::traces::{self, PendingTraces, Traced};
-use crate::metrics::{KindLabels, Metrics, NodeLabels, PeerStateLabels, ReasonLabels};
-use barelb_core::planner::{self, How, Node, Peer, Plan, Unit};
+use crate::metrics::Metrics;
+use barelb_core::planner::{Node, Peer, Plan, Unit};
 use barelb_runtime::TraceContext;
+
+mod state;
+
+pub use state::Core;
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,643 +36,226 @@ pub struct Inputs {
 /// What goes down one speaker's stream.
 pub type Outbox = mpsc::Sender<Result<OperatorMessage, tonic::Status>>;
 
-/// The cause of the streams a replica ends when it stops leading.
-pub const STEPPED_DOWN: &str = "leader-change";
-
 /// Messages a speaker may fall behind by before it is dropped (it
 /// reconnects and gets a fresh snapshot).
 pub const OUTBOX: usize = 256;
 
-#[derive(Debug)]
-struct Speaker {
-    id: u64,
-    tx: Outbox,
-    sent: Option<NodeView>,
-    generation: u64,
-    /// Generation → when it was sent (for the apply-latency histogram).
-    in_flight: BTreeMap<u64, Instant>,
-    link_up: bool,
-    /// Said Leaving: planned without, and told to let go only once the
-    /// next owners have acked (make before break).
-    leaving: bool,
-    /// Layer-2 addresses it said it answers for when it connected: its
-    /// Snapshot gives those back quietly.
-    holding: BTreeSet<IpAddr>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// The end of a new leader's settle period: speakers reconnect one by
-    /// one, and a plan of the first few would move addresses to them. Until
-    /// every Ready node's speaker is back or this passes, plans are adopted
-    /// (see `adopt`) rather than sent as made.
-    hold_until: Option<Instant>,
-    settled: bool,
-    /// Inputs arrived (nothing is sent before: an empty plan would tell
-    /// speakers to drop what they announce).
-    loaded: bool,
-    /// While unsettled: each layer-2 address a reconnecting speaker said it
-    /// holds, and which.
-    claimed: BTreeMap<IpAddr, String>,
-    inputs: Inputs,
-    speakers: BTreeMap<String, Speaker>,
-    plan: Plan,
-    /// The nodes `plan` was made from, while the other inputs are unchanged
-    /// since: a change of eligibility alone then replans incrementally.
-    planned_with: Option<Vec<Node>>,
-    next_id: u64,
-    /// Each connected speaker's BGP sessions.
-    sessions: Sessions,
-    /// Traced allocations the next plans continue.
-    traces: PendingTraces,
-}
-
-/// Shared by the control server and the controller.
-#[derive(Debug)]
-pub struct Hub {
-    state: Mutex<State>,
-    settle: std::time::Duration,
-    metrics: Arc<Metrics>,
-    plan_tx: watch::Sender<Arc<Plan>>,
-    sessions_tx: watch::Sender<Arc<Sessions>>,
-}
+/// The cause of the streams a replica ends when it stops leading.
+pub const STEPPED_DOWN: &str = "leader-change";
 
 /// Each connected speaker's BGP sessions: node → peer → RFC 4271 state.
 pub type Sessions = BTreeMap<String, BTreeMap<String, String>>;
 
+/// One call into the hub, carried out on its thread in order.
+#[derive(Debug)]
+enum Command {
+    Inputs(Box<Inputs>, &'static str),
+    Trace(Vec<IpAddr>, TraceContext),
+    Attach {
+        node: String,
+        id: u64,
+        tx: Outbox,
+        holding: BTreeSet<IpAddr>,
+    },
+    Detach {
+        node: String,
+        id: u64,
+        cause: &'static str,
+        at: Instant,
+    },
+    Link {
+        node: String,
+        id: u64,
+        up: bool,
+    },
+    Leaving {
+        node: String,
+        id: u64,
+    },
+    Ack {
+        node: String,
+        id: u64,
+        generation: u64,
+        error: String,
+    },
+    Sessions {
+        node: String,
+        id: u64,
+        sessions: BTreeMap<String, String>,
+    },
+}
+
+/// The handle: queues commands for the hub's thread, which ends when the
+/// handle is dropped.
+#[derive(Debug)]
+pub struct Hub {
+    tx: std_mpsc::Sender<Command>,
+    next_id: AtomicU64,
+    plans: watch::Receiver<Arc<Plan>>,
+    sessions: watch::Receiver<Arc<Sessions>>,
+}
+
 impl Hub {
-    /// `settle`: how long after the first speaker connects (to a new
-    /// leader) plans are adopted to what speakers say they hold (`adopt`)
-    /// rather than sent as made; it ends early once every Ready node's
-    /// speaker is back. A leader change moves nothing and leaves no gap,
-    /// and a failover meanwhile is not delayed.
-    pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> Arc<Self> {
-        let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
-        let (sessions_tx, _) = watch::channel(Arc::new(Sessions::new()));
-        Arc::new(Hub {
-            settle,
-            sessions_tx,
-            state: Mutex::new(State::default()),
-            metrics,
-            plan_tx,
-        })
+    /// Starts the hub's thread. `settle`: see [`Core::new`].
+    pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> anyhow::Result<Arc<Self>> {
+        let core = Core::new(metrics, settle);
+        let (plans, sessions) = (core.plans(), core.sessions_watch());
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("barelb-hub".into())
+            .spawn(move || run(&core, &rx))?;
+        Ok(Arc::new(Hub {
+            tx,
+            next_id: AtomicU64::new(0),
+            plans,
+            sessions,
+        }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn send(&self, c: Command) {
+        // Fails only once the thread is gone, which it never is while the
+        // handle lives (it ends when the handle's sender is dropped).
+        let _ = self.tx.send(c);
     }
 
-    /// The latest plan, for Service conditions and events.
+    /// The latest settled plan, for Service conditions and events.
     pub fn plans(&self) -> watch::Receiver<Arc<Plan>> {
-        self.plan_tx.subscribe()
+        self.plans.clone()
     }
 
     /// The speakers' BGP sessions, for BGPPeer status.
     pub fn sessions_watch(&self) -> watch::Receiver<Arc<Sessions>> {
-        self.sessions_tx.subscribe()
+        self.sessions.clone()
     }
 
     /// New units or nodes from the controller.
-    pub fn set_inputs(&self, inputs: Inputs, cause: &str) {
-        let mut s = self.lock();
-        if s.loaded && s.inputs == inputs {
-            return;
-        }
-        s.loaded = true;
-        s.inputs = inputs;
-        s.planned_with = None;
-        self.replan(&mut s, cause, Instant::now());
+    pub fn set_inputs(&self, inputs: Inputs, cause: &'static str) {
+        self.send(Command::Inputs(Box::new(inputs), cause));
     }
 
     /// `ips` were allocated in the trace `t`: the plan that first places
     /// them continues it, down to the speakers.
     pub fn note_trace(&self, ips: &[IpAddr], t: &TraceContext) {
-        self.lock().traces.note(ips, t, Instant::now());
+        self.send(Command::Trace(ips.to_vec(), t.clone()));
     }
 
-    /// A speaker's stream is up; returns its connection id. An older stream
-    /// of the same node is replaced (its sender dropped).
-    pub fn attach(self: &Arc<Self>, node: &str, tx: Outbox) -> u64 {
-        self.attach_holding(node, tx, BTreeSet::new())
-    }
-
-    /// [`Hub::attach`] for a speaker that already answers for `holding`.
-    pub fn attach_holding(
-        self: &Arc<Self>,
-        node: &str,
-        tx: Outbox,
-        holding: BTreeSet<IpAddr>,
-    ) -> u64 {
-        let mut s = self.lock();
-        if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
-            s.hold_until = Some(Instant::now() + self.settle);
-            tracing::info!(settle = ?self.settle, "first speaker connected: each keeps what it holds until the others are back");
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let hub = Arc::clone(self);
-                let settle = self.settle;
-                rt.spawn(async move {
-                    tokio::time::sleep(settle).await;
-                    hub.release();
-                });
-            }
-        }
-        if !s.settled {
-            for ip in &holding {
-                let taken = s
-                    .claimed
-                    .get(ip)
-                    .is_some_and(|other| other != node && s.speakers.contains_key(other));
-                if !taken {
-                    s.claimed.insert(*ip, node.to_string());
-                }
-            }
-        }
-        s.next_id += 1;
-        let id = s.next_id;
-        s.speakers.insert(
-            node.to_string(),
-            Speaker {
-                id,
-                tx,
-                sent: None,
-                generation: 0,
-                in_flight: BTreeMap::new(),
-                link_up: true,
-                leaving: false,
-                holding,
-            },
-        );
-        self.count_connected(&mut s);
-        self.replan(&mut s, "speaker-connected", Instant::now());
+    /// A speaker's stream is up, answering for `holding`; returns its
+    /// connection id. An older stream of the same node is replaced.
+    pub fn attach_holding(&self, node: &str, tx: Outbox, holding: BTreeSet<IpAddr>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.send(Command::Attach {
+            node: node.into(),
+            id,
+            tx,
+            holding,
+        });
         id
     }
 
-    /// `barelb_control_speakers_connected` and the sessions of speakers
-    /// still connected, after every attach and removal.
-    fn count_connected(&self, s: &mut State) {
-        self.metrics
-            .speakers_connected
-            .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
-        let speakers = &s.speakers;
-        s.sessions.retain(|node, _| speakers.contains_key(node));
-        self.count_sessions(s);
-        self.publish_speakers(s);
-    }
-
-    /// `barelb_control_speaker_link_up` and `…_speaker_addresses`: each
-    /// connected speaker's link state and its part of the plan, for
-    /// dashboards and `kubectl barelb status` (only the leader knows them).
-    fn publish_speakers(&self, s: &State) {
-        let mut held: BTreeMap<&str, i64> = BTreeMap::new();
-        for o in s.plan.l2.values() {
-            *held.entry(o.node.as_str()).or_default() += 1;
-        }
-        for a in s.plan.bgp.values() {
-            for node in a.nodes.keys() {
-                *held.entry(node.as_str()).or_default() += 1;
-            }
-        }
-        self.metrics.speaker_link_up.clear();
-        self.metrics.speaker_addresses.clear();
-        for (node, sp) in &s.speakers {
-            let labels = NodeLabels { node: node.clone() };
-            self.metrics
-                .speaker_link_up
-                .get_or_create(&labels)
-                .set(i64::from(sp.link_up));
-            self.metrics
-                .speaker_addresses
-                .get_or_create(&labels)
-                .set(held.get(node.as_str()).copied().unwrap_or(0));
-        }
-    }
-
-    /// `barelb_control_bgp_sessions`: nodes per (peer, state).
-    fn count_sessions(&self, s: &State) {
-        self.sessions_tx.send_if_modified(|now| {
-            let changed = **now != s.sessions;
-            if changed {
-                *now = Arc::new(s.sessions.clone());
-            }
-            changed
-        });
-        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for sessions in s.sessions.values() {
-            for (peer, state) in sessions {
-                *counts.entry((peer, state)).or_default() += 1;
-            }
-        }
-        self.metrics.bgp_sessions.clear();
-        for ((peer, state), n) in counts {
-            self.metrics
-                .bgp_sessions
-                .get_or_create(&PeerStateLabels {
-                    peer: peer.to_string(),
-                    state: state.to_string(),
-                })
-                .set(n);
-        }
-    }
-
-    /// The BGP session states stream `id` of `node` reports (all of them).
-    pub fn sessions(&self, node: &str, id: u64, sessions: BTreeMap<String, String>) {
-        let mut s = self.lock();
-        if s.speakers.get(node).is_none_or(|sp| sp.id != id) {
-            return;
-        }
-        s.sessions.insert(node.to_string(), sessions);
-        self.count_sessions(&s);
-    }
-
-    /// Ends the settle period: plans go out as made from now on.
-    pub fn release(&self) {
-        let mut s = self.lock();
-        if s.settled {
-            return;
-        }
-        Self::settle(&mut s);
-        self.replan(&mut s, "settled", Instant::now());
-    }
-
-    fn settle(s: &mut State) {
-        s.settled = true;
-        s.hold_until = None;
-        s.claimed.clear();
-        s.planned_with = None;
-        tracing::info!(speakers = s.speakers.len(), "settled: planning");
-    }
-
-    /// Whether a new leader's settle period is over: it was never wanted,
-    /// its time is up, or every Ready node's speaker is back.
-    fn settles_now(&self, s: &State) -> bool {
-        let mut ready = s.inputs.nodes.iter().filter(|n| n.ready).peekable();
-        self.settle.is_zero()
-            || s.hold_until.is_some_and(|t| Instant::now() >= t)
-            || (ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)))
-    }
-
     /// The stream `id` of `node` ended (`cause`: why), detected at `at`.
-    pub fn detach(&self, node: &str, id: u64, cause: &str, at: Instant) {
-        let mut s = self.lock();
-        if s.speakers.get(node).is_none_or(|sp| sp.id != id) {
-            return;
-        }
-        s.speakers.remove(node);
-        self.count_connected(&mut s);
-        if s.speakers.is_empty() {
-            // Everyone is gone (leadership lost, or a full outage): the next
-            // connection starts a new settle period.
-            s.settled = false;
-            s.hold_until = None;
-            s.claimed.clear();
-            s.plan = Plan::default();
-            s.planned_with = None;
-        }
-        if cause == STEPPED_DOWN {
-            // No longer the leader: what the others announce is the next
-            // leader's to say. Replanning here would move the address of
-            // each speaker dropped first to one dropped later.
-            return;
-        }
-        self.replan(&mut s, cause, at);
+    pub fn detach(&self, node: &str, id: u64, cause: &'static str, at: Instant) {
+        self.send(Command::Detach {
+            node: node.into(),
+            id,
+            cause,
+            at,
+        });
     }
 
     /// A link report from `node`.
     pub fn link(&self, node: &str, id: u64, up: bool) {
-        let mut s = self.lock();
-        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
-            return;
-        };
-        if sp.link_up == up {
-            return;
-        }
-        sp.link_up = up;
-        self.publish_speakers(&s);
-        self.replan(
-            &mut s,
-            if up { "link-up" } else { "link-down" },
-            Instant::now(),
-        );
+        self.send(Command::Link {
+            node: node.into(),
+            id,
+            up,
+        });
     }
 
-    /// `node`'s speaker is stopping: its addresses go to their next owners
-    /// first; it is told to drop them once those have acked (`ack`).
+    /// `node`'s speaker is stopping.
     pub fn leaving(&self, node: &str, id: u64) {
-        let mut s = self.lock();
-        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
-            return;
-        };
-        if sp.leaving {
-            return;
-        }
-        sp.leaving = true;
-        tracing::info!(node, "speaker is leaving: handing its addresses over");
-        self.replan(&mut s, "speaker-leaving", Instant::now());
+        self.send(Command::Leaving {
+            node: node.into(),
+            id,
+        });
     }
 
     /// The speaker applied `generation`.
     pub fn ack(&self, node: &str, id: u64, generation: u64, error: &str) {
-        let mut s = self.lock();
-        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
-            return;
-        };
-        if let Some(sent) = sp.in_flight.remove(&generation) {
-            self.metrics
-                .control_apply_duration
-                .observe(sent.elapsed().as_secs_f64());
-        }
-        sp.in_flight.retain(|g, _| *g > generation);
-        if !error.is_empty() {
-            tracing::warn!(
-                node,
-                generation,
-                error,
-                "speaker could not apply everything"
-            );
-        }
-        if s.speakers.values().any(|sp| sp.leaving) {
-            self.release_leaving(&mut s);
-        }
+        self.send(Command::Ack {
+            node: node.into(),
+            id,
+            generation,
+            error: error.into(),
+        });
     }
 
-    /// Whether every speaker that stays has applied all it was sent: only
-    /// then may a leaving one stop announcing what moved to them.
-    fn successors_applied(s: &State) -> bool {
-        s.speakers
-            .values()
-            .all(|sp| sp.leaving || sp.in_flight.is_empty())
-    }
-
-    /// Sends leaving speakers their part of the current plan (usually
-    /// nothing), once the speakers that stay have applied theirs.
-    fn release_leaving(&self, s: &mut State) {
-        if !Self::successors_applied(s) {
-            return;
-        }
-        let mut parts = s.plan.by_node();
-        let configs = &s.inputs.peer_configs;
-        let mut dropped = Vec::new();
-        for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| sp.leaving) {
-            let np = NodeView::new(parts.remove(node).unwrap_or_default(), configs);
-            if !self.send(node, sp, np, &BTreeSet::new(), &[]) {
-                dropped.push(node.clone());
-            }
-        }
-        if !dropped.is_empty() {
-            for node in dropped {
-                s.speakers.remove(&node);
-            }
-            self.count_connected(s);
-        }
-    }
-
-    /// Sends `sp` what changed to reach `np` (nothing when nothing did),
-    /// the addresses in `quiet` to be taken over quietly; false when its
-    /// outbox is full.
-    fn send(
-        &self,
-        node: &str,
-        sp: &mut Speaker,
-        np: NodeView,
-        quiet: &BTreeSet<IpAddr>,
-        traced: &[Traced],
-    ) -> bool {
-        let mut msg = match &sp.sent {
-            None => {
-                sp.generation += 1;
-                Some(operator_message::Msg::Snapshot(messages::snapshot(
-                    sp.generation,
-                    &np,
-                )))
-            }
-            Some(old) => messages::delta(sp.generation + 1, old, &np).map(|d| {
-                sp.generation += 1;
-                operator_message::Msg::Delta(d)
-            }),
-        };
-        let gained = match &mut msg {
-            Some(operator_message::Msg::Snapshot(s)) => s.l2.iter_mut(),
-            Some(operator_message::Msg::Delta(d)) => d.l2_set.iter_mut(),
-            None => [].iter_mut(),
-        };
-        for a in gained {
-            a.quiet =
-                a.ip.parse()
-                    .is_ok_and(|ip| quiet.contains(&ip) || sp.holding.contains(&ip));
-        }
-        let Some(mut msg) = msg else { return true };
-        let kind = match msg {
-            operator_message::Msg::Snapshot(_) => "snapshot",
-            operator_message::Msg::Delta(_) => "delta",
-        };
-        let span = traces::stamp(&mut msg, node, sp.generation, traced);
-        let _sending = span.enter();
-        match sp.tx.try_send(Ok(OperatorMessage { msg: Some(msg) })) {
-            Ok(()) => {
-                self.count(kind);
-                sp.in_flight.insert(sp.generation, Instant::now());
-                sp.sent = Some(np);
-                // Only the first message may give back quietly what it held:
-                // a later gain follows a failover, which must be announced.
-                sp.holding.clear();
-                true
-            }
-            Err(_) => {
-                tracing::warn!(node, "speaker is not keeping up; dropping its stream");
-                false
-            }
-        }
-    }
-
-    fn count(&self, kind: &str) {
-        self.metrics
-            .control_messages
-            .get_or_create(&KindLabels { kind: kind.into() })
-            .inc();
-    }
-
-    fn replan(&self, s: &mut State, cause: &str, detected: Instant) {
-        if !s.loaded {
-            return;
-        }
-        if !s.settled && self.settles_now(s) {
-            Self::settle(s);
-        }
-        let span = tracing::info_span!("replan", cause, units = s.inputs.units.len());
-        let _planning = span.enter();
-        let nodes: Vec<Node> = s
-            .inputs
-            .nodes
-            .iter()
-            .map(|n| {
-                let sp = s.speakers.get(&n.name);
-                Node {
-                    connected: sp.is_some_and(|sp| !sp.leaving),
-                    link_up: sp.is_none_or(|sp| sp.link_up),
-                    ..n.clone()
-                }
-            })
-            .collect();
-        let plan = match &s.planned_with {
-            Some(before) => {
-                planner::replan_nodes(&s.plan, before, &s.inputs.units, &nodes, &s.inputs.peers)
-            }
-            None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
-        };
-        let mut plan = plan;
-        if !s.settled {
-            adopt(&mut plan, s, &nodes);
-        }
-        let traced = traces::placed(&mut s.traces, &plan, cause);
-        let quiet = {
-            let owners = current_owners(s);
-            for (ip, new) in &plan.l2 {
-                if let Some(old) = owners.get(ip)
-                    && *old != new.node
-                {
-                    tracing::info!(address = %ip, from = %old, to = %new.node, cause, "announcement moved");
-                    self.metrics
-                        .failovers
-                        .get_or_create(&ReasonLabels {
-                            reason: cause.into(),
-                        })
-                        .inc();
-                }
-            }
-            quiet_moves(s, &owners, &plan)
-        };
-        let mut dropped = Vec::new();
-        let mut parts = plan.by_node();
-        // Leaving speakers are sent their part only after the others have
-        // applied theirs (`release_leaving`): make before break.
-        for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| !sp.leaving) {
-            let np = NodeView::new(
-                parts.remove(node).unwrap_or_default(),
-                &s.inputs.peer_configs,
-            );
-            let gains = np
-                .plan
-                .l2
-                .keys()
-                .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));
-            let before = sp.generation;
-            if !self.send(node, sp, np, &quiet, &traced) {
-                dropped.push(node.clone());
-            } else if gains && sp.generation != before {
-                self.metrics
-                    .failover_duration
-                    .observe(detected.elapsed().as_secs_f64());
-            }
-        }
-        let again = !dropped.is_empty();
-        for node in dropped {
-            s.speakers.remove(&node);
-        }
-        s.plan = plan;
-        // An adopted plan is no planner output to replan incrementally from.
-        s.planned_with = s.settled.then_some(nodes);
-        self.count_connected(s);
-        if again {
-            // Their addresses go elsewhere now (the dropped are gone, so this ends).
-            self.replan(s, "speaker-too-slow", detected);
-            return;
-        }
-        if s.speakers.values().any(|sp| sp.leaving) {
-            self.release_leaving(s);
-        }
-        if s.settled {
-            // An adopted plan is provisional (what nobody claimed is left
-            // out): Service conditions wait for the settled one.
-            self.plan_tx.send_replace(Arc::new(s.plan.clone()));
-        }
+    /// The BGP session states stream `id` of `node` reports (all of them).
+    pub fn sessions(&self, node: &str, id: u64, sessions: BTreeMap<String, String>) {
+        self.send(Command::Sessions {
+            node: node.into(),
+            id,
+            sessions,
+        });
     }
 }
 
-/// A plan made while a new leader settles, adopted to what speakers said
-/// they hold: a layer-2 address stays with its claimant while that speaker
-/// is connected and may serve it; one whose claimant has gone (or cannot
-/// serve it) goes where the plan puts it, at once — a failover during a
-/// leader change is as fast as any; one nobody claimed waits for the
-/// settle period, its holder may still be reconnecting.
-fn adopt(plan: &mut Plan, s: &State, nodes: &[Node]) {
-    let may_serve = |u: &Unit, name: &str| {
-        s.speakers.get(name).is_some_and(|sp| !sp.leaving)
-            && nodes
-                .iter()
-                .find(|n| n.name == name)
-                .is_some_and(|n| planner::eligibility(u, n).is_ok())
-    };
-    for u in &s.inputs.units {
-        if !matches!(u.how, How::L2 { .. }) {
-            continue;
+/// Commands taken at once before a replan: a bound, so that a flood of
+/// Acks cannot postpone a failover's plan.
+const BATCH: usize = 4096;
+
+/// The hub's thread: waits for a command (or the end of the settle
+/// period), takes what else is queued, replans once.
+fn run(core: &Core, rx: &std_mpsc::Receiver<Command>) {
+    loop {
+        let first = match core.deadline() {
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(c) => Some(c),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            },
+        };
+        core.defer();
+        match first {
+            Some(c) => apply(core, c),
+            None => core.release(),
         }
-        for ip in &u.ips {
-            match s.claimed.get(ip) {
-                Some(holder) if may_serve(u, holder) => {
-                    if let Some(owner) = plan.l2.get_mut(ip) {
-                        owner.node.clone_from(holder);
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    plan.l2.remove(ip);
-                }
-            }
+        for c in rx.try_iter().take(BATCH) {
+            apply(core, c);
         }
+        core.flush();
     }
 }
 
-/// Who answers for each layer-2 address now: the current plan's owner or,
-/// for an address a new leader has not planned yet, the speaker that said
-/// it holds it when it connected.
-fn current_owners(s: &State) -> BTreeMap<IpAddr, &str> {
-    let mut owners: BTreeMap<IpAddr, &str> = s
-        .speakers
-        .iter()
-        .flat_map(|(node, sp)| sp.holding.iter().map(move |ip| (*ip, node.as_str())))
-        .collect();
-    owners.extend(s.plan.l2.iter().map(|(ip, a)| (*ip, a.node.as_str())));
-    owners
-}
-
-/// Layer-2 addresses `plan` moves away from a node that can still serve
-/// them — its speaker connected, its link up, the Node Ready and, for
-/// `externalTrafficPolicy: Local`, a ready endpoint of its own — as when a
-/// speaker leaves or a node returns. That node keeps forwarding what
-/// clients send it, so the new owner takes over quietly (see
-/// `L2Announcement.quiet`). The old node is the current owner
-/// (`current_owners`), so a new leader's first plan, made while a speaker
-/// is leaving, moves its addresses quietly too.
-fn quiet_moves(s: &State, owners: &BTreeMap<IpAddr, &str>, plan: &Plan) -> BTreeSet<IpAddr> {
-    let alive = |node: &str| {
-        s.speakers.get(node).is_some_and(|sp| sp.link_up)
-            && s.inputs.nodes.iter().any(|n| n.name == node && n.ready)
-    };
-    // Moves away from a live node, then (one pass over the units) those
-    // whose old node serves the Service.
-    let moved: BTreeMap<IpAddr, &str> = plan
-        .l2
-        .iter()
-        .filter_map(|(ip, new)| {
-            let old = *owners.get(ip)?;
-            (old != new.node && alive(old)).then_some((*ip, old))
-        })
-        .collect();
-    if moved.is_empty() {
-        return BTreeSet::new();
+fn apply(core: &Core, c: Command) {
+    match c {
+        Command::Inputs(inputs, cause) => core.set_inputs(*inputs, cause),
+        Command::Trace(ips, t) => core.note_trace(&ips, &t),
+        Command::Attach {
+            node,
+            id,
+            tx,
+            holding,
+        } => core.attach_as(&node, id, tx, holding),
+        Command::Detach {
+            node,
+            id,
+            cause,
+            at,
+        } => core.detach(&node, id, cause, at),
+        Command::Link { node, id, up } => core.link(&node, id, up),
+        Command::Leaving { node, id } => core.leaving(&node, id),
+        Command::Ack {
+            node,
+            id,
+            generation,
+            error,
+        } => core.ack(&node, id, generation, &error),
+        Command::Sessions { node, id, sessions } => core.sessions(&node, id, sessions),
     }
-    let mut quiet = BTreeSet::new();
-    for u in &s.inputs.units {
-        for ip in &u.ips {
-            if let Some(old) = moved.get(ip)
-                && (!u.local || u.endpoint_nodes.contains(*old))
-            {
-                quiet.insert(*ip);
-            }
-        }
-    }
-    quiet
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@ use std::collections::BTreeSet;
 use barelb_control::v1::operator_message::Msg;
 
 use super::*;
+use crate::metrics::PeerStateLabels;
 use barelb_core::planner::How;
+use std::time::Instant;
 
 fn unit(ip: &str) -> Unit {
     Unit {
@@ -44,7 +46,7 @@ fn owned(m: &Msg) -> Vec<String> {
 #[test]
 fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
     let metrics = Metrics::new();
-    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let hub = Core::new(metrics.clone(), std::time::Duration::ZERO);
     let units: Vec<Unit> = (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect();
     hub.set_inputs(
         Inputs {
@@ -99,7 +101,7 @@ fn speakers_get_a_snapshot_then_deltas_and_a_dead_speakers_addresses_move() {
 #[test]
 fn a_link_down_moves_addresses_away_and_back() {
     let metrics = Metrics::new();
-    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let hub = Core::new(metrics.clone(), std::time::Duration::ZERO);
     hub.set_inputs(
         Inputs {
             units: vec![unit("198.51.100.1")],
@@ -159,8 +161,8 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 /// A new leader with a long settle period, 12 addresses and nodes a, b, c.
-fn settling_hub(metrics: &Arc<Metrics>) -> Arc<Hub> {
-    let hub = Hub::new(metrics.clone(), std::time::Duration::from_secs(3600));
+fn settling_hub(metrics: &Arc<Metrics>) -> Core {
+    let hub = Core::new(metrics.clone(), std::time::Duration::from_secs(3600));
     hub.set_inputs(
         Inputs {
             units: (1..=12).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
@@ -257,7 +259,7 @@ fn a_new_leader_settles_as_soon_as_every_ready_nodes_speaker_is_back() {
 
 #[test]
 fn after_settling_a_lost_speaker_still_fails_over() {
-    let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(60));
+    let hub = Core::new(Metrics::new(), std::time::Duration::from_secs(60));
     hub.set_inputs(
         Inputs {
             units: vec![unit("198.51.100.1")],
@@ -287,7 +289,7 @@ fn after_settling_a_lost_speaker_still_fails_over() {
 #[test]
 fn a_speaker_dropped_for_being_slow_is_no_longer_counted_as_connected() {
     let metrics = Metrics::new();
-    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let hub = Core::new(metrics.clone(), std::time::Duration::ZERO);
     let inputs = |n: u8| Inputs {
         units: (1..=n).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
         nodes: vec![node("fast"), node("slow")],
@@ -310,7 +312,7 @@ fn a_speaker_dropped_for_being_slow_is_no_longer_counted_as_connected() {
 #[test]
 fn reported_bgp_sessions_are_counted_per_peer_and_state_while_connected() {
     let metrics = Metrics::new();
-    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let hub = Core::new(metrics.clone(), std::time::Duration::ZERO);
     let (ta, _ra) = mpsc::channel(OUTBOX);
     let (tb, _rb) = mpsc::channel(OUTBOX);
     let a = hub.attach("a", ta);
@@ -349,7 +351,7 @@ fn reported_bgp_sessions_are_counted_per_peer_and_state_while_connected() {
 #[test]
 fn a_leaving_speaker_lets_go_only_after_the_next_owner_applied_its_addresses() {
     let metrics = Metrics::new();
-    let hub = Hub::new(metrics.clone(), std::time::Duration::ZERO);
+    let hub = Core::new(metrics.clone(), std::time::Duration::ZERO);
     let units: Vec<Unit> = (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect();
     hub.set_inputs(
         Inputs {
@@ -408,7 +410,7 @@ fn a_leaving_speaker_lets_go_only_after_the_next_owner_applied_its_addresses() {
 
 #[test]
 fn a_new_leaders_snapshot_gives_back_quietly_what_a_speaker_already_holds() {
-    let hub = Hub::new(Metrics::new(), std::time::Duration::ZERO);
+    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
     hub.set_inputs(
         Inputs {
             units: vec![unit("198.51.100.1"), unit("198.51.100.2")],
@@ -455,7 +457,7 @@ fn a_new_leaders_snapshot_gives_back_quietly_what_a_speaker_already_holds() {
 fn a_speaker_leaving_while_a_new_leader_settles_hands_over_quietly() {
     // A leader change while a speaker is stopping (a rolling upgrade of
     // both); c is not back, so the leader is still settling.
-    let hub = Hub::new(Metrics::new(), std::time::Duration::from_secs(3600));
+    let hub = Core::new(Metrics::new(), std::time::Duration::from_secs(3600));
     hub.set_inputs(
         Inputs {
             units: vec![unit("198.51.100.1")],
@@ -484,4 +486,67 @@ fn a_speaker_leaving_while_a_new_leader_settles_hands_over_quietly() {
         panic!("delta expected")
     };
     assert_eq!(d.l2_remove, ["198.51.100.1"]);
+}
+
+/// Waits (up to 5 s) for the hub's thread to put a message in `rx`.
+fn arrives(rx: &mut Inbox) -> Msg {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return m.unwrap().msg.unwrap(),
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("nothing arrived: {e}"),
+        }
+    }
+}
+
+/// Waits (up to 5 s) until the hub's settled plan satisfies `f`.
+fn plan_until(hub: &Hub, what: &str, f: impl Fn(&Plan) -> bool) {
+    let plans = hub.plans();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while !f(&plans.borrow()) {
+        assert!(Instant::now() < deadline, "{what}: {:?}", plans.borrow());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_hubs_thread_carries_out_commands_in_order() {
+    let hub = Hub::new(Metrics::new(), std::time::Duration::ZERO).unwrap();
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.set_inputs(
+        Inputs {
+            units: (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let ida = hub.attach_holding("a", ta, BTreeSet::new());
+    let idb = hub.attach_holding("b", tb, BTreeSet::new());
+    assert_ne!(ida, idb);
+    assert!(matches!(arrives(&mut ra), Msg::Snapshot(_)));
+    assert!(matches!(arrives(&mut rb), Msg::Snapshot(_)));
+    plan_until(&hub, "20 addresses over both nodes", |p| {
+        p.l2.len() == 20
+            && ["a", "b"]
+                .iter()
+                .all(|n| p.l2.values().any(|o| o.node == *n))
+    });
+    // A lost stream: b is told to take a's addresses, and the plan says so.
+    hub.detach("a", ida, "stream-ended", Instant::now());
+    plan_until(&hub, "everything on b", |p| {
+        p.l2.len() == 20 && p.l2.values().all(|o| o.node == "b")
+    });
+    let mut last = None;
+    while let Ok(m) = rb.try_recv() {
+        last = Some(m.unwrap().msg.unwrap());
+    }
+    assert!(
+        matches!(last, Some(Msg::Delta(ref d)) if !d.l2_set.is_empty()),
+        "{last:?}"
+    );
 }

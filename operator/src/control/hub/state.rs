@@ -1,0 +1,601 @@
+//! The hub's state and decisions, single-threaded: who is connected, what
+//! each was told, and the plan. Every input change (units or nodes from the
+//! controller, a speaker attaching or detaching, a link report) replans and
+//! sends each affected speaker only its change. Layer-2 moves are logged
+//! and counted with their cause, and timed from the fault.
+//!
+//! [`super::Hub`] runs a `Core` on a thread of its own and defers replans
+//! while it drains a burst of commands (one plan for a connect storm);
+//! tests drive a `Core` directly, each call replanning at once.
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use barelb_control::v1::{OperatorMessage, operator_message};
+use tokio::sync::watch;
+
+use super::{Inputs, Outbox, STEPPED_DOWN, Sessions};
+use crate::control::messages::{self, NodeView};
+use crate::control::traces::{self, PendingTraces, Traced};
+use crate::metrics::{KindLabels, Metrics, NodeLabels, PeerStateLabels, ReasonLabels};
+use barelb_core::planner::{self, Node, Plan};
+use barelb_runtime::TraceContext;
+
+mod owners;
+use owners::{adopt, current_owners, quiet_moves};
+
+#[derive(Debug)]
+struct Speaker {
+    id: u64,
+    tx: Outbox,
+    sent: Option<NodeView>,
+    generation: u64,
+    /// Generation → when it was sent (for the apply-latency histogram).
+    in_flight: BTreeMap<u64, Instant>,
+    link_up: bool,
+    /// Said Leaving: planned without, and told to let go only once the
+    /// next owners have acked (make before break).
+    leaving: bool,
+    /// Layer-2 addresses it said it answers for when it connected: its
+    /// Snapshot gives those back quietly.
+    holding: BTreeSet<IpAddr>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The end of a new leader's settle period: speakers reconnect one by
+    /// one, and a plan of the first few would move addresses to them. Until
+    /// every Ready node's speaker is back or this passes, plans are adopted
+    /// (see `adopt`) rather than sent as made.
+    hold_until: Option<Instant>,
+    settled: bool,
+    /// Inputs arrived (nothing is sent before: an empty plan would tell
+    /// speakers to drop what they announce).
+    loaded: bool,
+    /// While unsettled: each layer-2 address a reconnecting speaker said it
+    /// holds, and which.
+    claimed: BTreeMap<IpAddr, String>,
+    inputs: Inputs,
+    speakers: BTreeMap<String, Speaker>,
+    plan: Plan,
+    /// The nodes `plan` was made from, while the other inputs are unchanged
+    /// since: a change of eligibility alone then replans incrementally.
+    planned_with: Option<Vec<Node>>,
+    next_id: u64,
+    /// Each connected speaker's BGP sessions.
+    sessions: Sessions,
+    /// Traced allocations the next plans continue.
+    traces: PendingTraces,
+}
+
+/// The hub's state with what it publishes. One thread owns it (hence
+/// `RefCell`: nothing else ever borrows it).
+#[derive(Debug)]
+pub struct Core {
+    state: RefCell<State>,
+    settle: std::time::Duration,
+    metrics: Arc<Metrics>,
+    plan_tx: watch::Sender<Arc<Plan>>,
+    sessions_tx: watch::Sender<Arc<Sessions>>,
+    /// While true, replans are noted in `pending` and made by `flush`.
+    defer: Cell<bool>,
+    /// The first deferred replan's cause and its fault's detection.
+    pending: RefCell<Option<(String, Instant)>>,
+}
+
+impl Core {
+    /// `settle`: how long after the first speaker connects (to a new
+    /// leader) plans are adopted to what speakers say they hold (`adopt`)
+    /// rather than sent as made; it ends early once every Ready node's
+    /// speaker is back. A leader change moves nothing and leaves no gap,
+    /// and a failover meanwhile is not delayed.
+    pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> Self {
+        let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
+        let (sessions_tx, _) = watch::channel(Arc::new(Sessions::new()));
+        Core {
+            settle,
+            sessions_tx,
+            state: RefCell::new(State::default()),
+            metrics,
+            plan_tx,
+            defer: Cell::new(false),
+            pending: RefCell::new(None),
+        }
+    }
+
+    fn lock(&self) -> RefMut<'_, State> {
+        self.state.borrow_mut()
+    }
+
+    /// From now until [`Core::flush`], replans are deferred.
+    pub fn defer(&self) {
+        self.defer.set(true);
+    }
+
+    /// Makes the deferred replan, if any, and stops deferring.
+    pub fn flush(&self) {
+        self.defer.set(false);
+        let pending = self.pending.borrow_mut().take();
+        if let Some((cause, detected)) = pending {
+            let mut s = self.lock();
+            self.replan(&mut s, &cause, detected);
+        }
+    }
+
+    /// When the settle period ends, while it runs ([`Core::release`] then).
+    pub fn deadline(&self) -> Option<Instant> {
+        let s = self.lock();
+        if s.settled { None } else { s.hold_until }
+    }
+
+    /// The latest plan, for Service conditions and events.
+    pub fn plans(&self) -> watch::Receiver<Arc<Plan>> {
+        self.plan_tx.subscribe()
+    }
+
+    /// The speakers' BGP sessions, for BGPPeer status.
+    pub fn sessions_watch(&self) -> watch::Receiver<Arc<Sessions>> {
+        self.sessions_tx.subscribe()
+    }
+
+    /// New units or nodes from the controller.
+    pub fn set_inputs(&self, inputs: Inputs, cause: &str) {
+        let mut s = self.lock();
+        if s.loaded && s.inputs == inputs {
+            return;
+        }
+        s.loaded = true;
+        s.inputs = inputs;
+        s.planned_with = None;
+        self.replan(&mut s, cause, Instant::now());
+    }
+
+    /// `ips` were allocated in the trace `t`: the plan that first places
+    /// them continues it, down to the speakers.
+    pub fn note_trace(&self, ips: &[IpAddr], t: &TraceContext) {
+        self.lock().traces.note(ips, t, Instant::now());
+    }
+
+    /// A speaker's stream is up; returns its connection id. An older stream
+    /// of the same node is replaced (its sender dropped).
+    pub fn attach(&self, node: &str, tx: Outbox) -> u64 {
+        self.attach_holding(node, tx, BTreeSet::new())
+    }
+
+    /// [`Core::attach`] for a speaker that already answers for `holding`.
+    pub fn attach_holding(&self, node: &str, tx: Outbox, holding: BTreeSet<IpAddr>) -> u64 {
+        let id = {
+            let mut s = self.lock();
+            s.next_id += 1;
+            s.next_id
+        };
+        self.attach_as(node, id, tx, holding);
+        id
+    }
+
+    /// [`Core::attach_holding`] with the connection id `id` (unique per
+    /// stream, given by the caller).
+    pub fn attach_as(&self, node: &str, id: u64, tx: Outbox, holding: BTreeSet<IpAddr>) {
+        let mut s = self.lock();
+        if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
+            s.hold_until = Some(Instant::now() + self.settle);
+            tracing::info!(settle = ?self.settle, "first speaker connected: each keeps what it holds until the others are back");
+        }
+        if !s.settled {
+            for ip in &holding {
+                let taken = s
+                    .claimed
+                    .get(ip)
+                    .is_some_and(|other| other != node && s.speakers.contains_key(other));
+                if !taken {
+                    s.claimed.insert(*ip, node.to_string());
+                }
+            }
+        }
+        s.speakers.insert(
+            node.to_string(),
+            Speaker {
+                id,
+                tx,
+                sent: None,
+                generation: 0,
+                in_flight: BTreeMap::new(),
+                link_up: true,
+                leaving: false,
+                holding,
+            },
+        );
+        self.count_connected(&mut s);
+        self.replan(&mut s, "speaker-connected", Instant::now());
+    }
+
+    /// `barelb_control_speakers_connected` and the sessions of speakers
+    /// still connected, after every attach and removal.
+    fn count_connected(&self, s: &mut State) {
+        self.metrics
+            .speakers_connected
+            .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
+        let speakers = &s.speakers;
+        s.sessions.retain(|node, _| speakers.contains_key(node));
+        self.count_sessions(s);
+        self.publish_speakers(s);
+    }
+
+    /// `barelb_control_speaker_link_up` and `…_speaker_addresses`: each
+    /// connected speaker's link state and its part of the plan, for
+    /// dashboards and `kubectl barelb status` (only the leader knows them).
+    fn publish_speakers(&self, s: &State) {
+        let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+        for o in s.plan.l2.values() {
+            *held.entry(o.node.as_str()).or_default() += 1;
+        }
+        for a in s.plan.bgp.values() {
+            for node in a.nodes.keys() {
+                *held.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        self.metrics.speaker_link_up.clear();
+        self.metrics.speaker_addresses.clear();
+        for (node, sp) in &s.speakers {
+            let labels = NodeLabels { node: node.clone() };
+            self.metrics
+                .speaker_link_up
+                .get_or_create(&labels)
+                .set(i64::from(sp.link_up));
+            self.metrics
+                .speaker_addresses
+                .get_or_create(&labels)
+                .set(held.get(node.as_str()).copied().unwrap_or(0));
+        }
+    }
+
+    /// `barelb_control_bgp_sessions`: nodes per (peer, state).
+    fn count_sessions(&self, s: &State) {
+        self.sessions_tx.send_if_modified(|now| {
+            let changed = **now != s.sessions;
+            if changed {
+                *now = Arc::new(s.sessions.clone());
+            }
+            changed
+        });
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for sessions in s.sessions.values() {
+            for (peer, state) in sessions {
+                *counts.entry((peer, state)).or_default() += 1;
+            }
+        }
+        self.metrics.bgp_sessions.clear();
+        for ((peer, state), n) in counts {
+            self.metrics
+                .bgp_sessions
+                .get_or_create(&PeerStateLabels {
+                    peer: peer.to_string(),
+                    state: state.to_string(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The BGP session states stream `id` of `node` reports (all of them).
+    pub fn sessions(&self, node: &str, id: u64, sessions: BTreeMap<String, String>) {
+        let mut s = self.lock();
+        if s.speakers.get(node).is_none_or(|sp| sp.id != id) {
+            return;
+        }
+        s.sessions.insert(node.to_string(), sessions);
+        self.count_sessions(&s);
+    }
+
+    /// Ends the settle period: plans go out as made from now on.
+    pub fn release(&self) {
+        let mut s = self.lock();
+        if s.settled {
+            return;
+        }
+        Self::settle(&mut s);
+        self.replan(&mut s, "settled", Instant::now());
+    }
+
+    fn settle(s: &mut State) {
+        s.settled = true;
+        s.hold_until = None;
+        s.claimed.clear();
+        s.planned_with = None;
+        tracing::info!(speakers = s.speakers.len(), "settled: planning");
+    }
+
+    /// Whether a new leader's settle period is over: it was never wanted,
+    /// its time is up, or every Ready node's speaker is back.
+    fn settles_now(&self, s: &State) -> bool {
+        let mut ready = s.inputs.nodes.iter().filter(|n| n.ready).peekable();
+        self.settle.is_zero()
+            || s.hold_until.is_some_and(|t| Instant::now() >= t)
+            || (ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)))
+    }
+
+    /// The stream `id` of `node` ended (`cause`: why), detected at `at`.
+    pub fn detach(&self, node: &str, id: u64, cause: &str, at: Instant) {
+        let mut s = self.lock();
+        if s.speakers.get(node).is_none_or(|sp| sp.id != id) {
+            return;
+        }
+        s.speakers.remove(node);
+        self.count_connected(&mut s);
+        if s.speakers.is_empty() {
+            // Everyone is gone (leadership lost, or a full outage): the next
+            // connection starts a new settle period.
+            s.settled = false;
+            s.hold_until = None;
+            s.claimed.clear();
+            s.plan = Plan::default();
+            s.planned_with = None;
+        }
+        if cause == STEPPED_DOWN {
+            // No longer the leader: what the others announce is the next
+            // leader's to say. Replanning here would move the address of
+            // each speaker dropped first to one dropped later.
+            return;
+        }
+        self.replan(&mut s, cause, at);
+    }
+
+    /// A link report from `node`.
+    pub fn link(&self, node: &str, id: u64, up: bool) {
+        let mut s = self.lock();
+        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
+            return;
+        };
+        if sp.link_up == up {
+            return;
+        }
+        sp.link_up = up;
+        self.publish_speakers(&s);
+        self.replan(
+            &mut s,
+            if up { "link-up" } else { "link-down" },
+            Instant::now(),
+        );
+    }
+
+    /// `node`'s speaker is stopping: its addresses go to their next owners
+    /// first; it is told to drop them once those have acked (`ack`).
+    pub fn leaving(&self, node: &str, id: u64) {
+        let mut s = self.lock();
+        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
+            return;
+        };
+        if sp.leaving {
+            return;
+        }
+        sp.leaving = true;
+        tracing::info!(node, "speaker is leaving: handing its addresses over");
+        self.replan(&mut s, "speaker-leaving", Instant::now());
+    }
+
+    /// The speaker applied `generation`.
+    pub fn ack(&self, node: &str, id: u64, generation: u64, error: &str) {
+        let mut s = self.lock();
+        let Some(sp) = s.speakers.get_mut(node).filter(|sp| sp.id == id) else {
+            return;
+        };
+        if let Some(sent) = sp.in_flight.remove(&generation) {
+            self.metrics
+                .control_apply_duration
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        sp.in_flight.retain(|g, _| *g > generation);
+        if !error.is_empty() {
+            tracing::warn!(
+                node,
+                generation,
+                error,
+                "speaker could not apply everything"
+            );
+        }
+        if s.speakers.values().any(|sp| sp.leaving) {
+            self.release_leaving(&mut s);
+        }
+    }
+
+    /// Whether every speaker that stays has applied all it was sent: only
+    /// then may a leaving one stop announcing what moved to them.
+    fn successors_applied(s: &State) -> bool {
+        s.speakers
+            .values()
+            .all(|sp| sp.leaving || sp.in_flight.is_empty())
+    }
+
+    /// Sends leaving speakers their part of the current plan (usually
+    /// nothing), once the speakers that stay have applied theirs.
+    fn release_leaving(&self, s: &mut State) {
+        if !Self::successors_applied(s) {
+            return;
+        }
+        let mut parts = s.plan.by_node();
+        let configs = &s.inputs.peer_configs;
+        let mut dropped = Vec::new();
+        for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| sp.leaving) {
+            let np = NodeView::new(parts.remove(node).unwrap_or_default(), configs);
+            if !self.send(node, sp, np, &BTreeSet::new(), &[]) {
+                dropped.push(node.clone());
+            }
+        }
+        if !dropped.is_empty() {
+            for node in dropped {
+                s.speakers.remove(&node);
+            }
+            self.count_connected(s);
+        }
+    }
+
+    /// Sends `sp` what changed to reach `np` (nothing when nothing did),
+    /// the addresses in `quiet` to be taken over quietly; false when its
+    /// outbox is full.
+    fn send(
+        &self,
+        node: &str,
+        sp: &mut Speaker,
+        np: NodeView,
+        quiet: &BTreeSet<IpAddr>,
+        traced: &[Traced],
+    ) -> bool {
+        let mut msg = match &sp.sent {
+            None => {
+                sp.generation += 1;
+                Some(operator_message::Msg::Snapshot(messages::snapshot(
+                    sp.generation,
+                    &np,
+                )))
+            }
+            Some(old) => messages::delta(sp.generation + 1, old, &np).map(|d| {
+                sp.generation += 1;
+                operator_message::Msg::Delta(d)
+            }),
+        };
+        let gained = match &mut msg {
+            Some(operator_message::Msg::Snapshot(s)) => s.l2.iter_mut(),
+            Some(operator_message::Msg::Delta(d)) => d.l2_set.iter_mut(),
+            None => [].iter_mut(),
+        };
+        for a in gained {
+            a.quiet =
+                a.ip.parse()
+                    .is_ok_and(|ip| quiet.contains(&ip) || sp.holding.contains(&ip));
+        }
+        let Some(mut msg) = msg else { return true };
+        let kind = match msg {
+            operator_message::Msg::Snapshot(_) => "snapshot",
+            operator_message::Msg::Delta(_) => "delta",
+        };
+        let span = traces::stamp(&mut msg, node, sp.generation, traced);
+        let _sending = span.enter();
+        match sp.tx.try_send(Ok(OperatorMessage { msg: Some(msg) })) {
+            Ok(()) => {
+                self.count(kind);
+                sp.in_flight.insert(sp.generation, Instant::now());
+                sp.sent = Some(np);
+                // Only the first message may give back quietly what it held:
+                // a later gain follows a failover, which must be announced.
+                sp.holding.clear();
+                true
+            }
+            Err(_) => {
+                tracing::warn!(node, "speaker is not keeping up; dropping its stream");
+                false
+            }
+        }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics
+            .control_messages
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    fn replan(&self, s: &mut State, cause: &str, detected: Instant) {
+        if self.defer.get() {
+            let mut pending = self.pending.borrow_mut();
+            if pending.is_none() {
+                *pending = Some((cause.to_string(), detected));
+            }
+            return;
+        }
+        if !s.loaded {
+            return;
+        }
+        if !s.settled && self.settles_now(s) {
+            Self::settle(s);
+        }
+        let span = tracing::info_span!("replan", cause, units = s.inputs.units.len());
+        let _planning = span.enter();
+        let nodes: Vec<Node> = s
+            .inputs
+            .nodes
+            .iter()
+            .map(|n| {
+                let sp = s.speakers.get(&n.name);
+                Node {
+                    connected: sp.is_some_and(|sp| !sp.leaving),
+                    link_up: sp.is_none_or(|sp| sp.link_up),
+                    ..n.clone()
+                }
+            })
+            .collect();
+        let plan = match &s.planned_with {
+            Some(before) => {
+                planner::replan_nodes(&s.plan, before, &s.inputs.units, &nodes, &s.inputs.peers)
+            }
+            None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
+        };
+        let mut plan = plan;
+        if !s.settled {
+            adopt(&mut plan, s, &nodes);
+        }
+        let traced = traces::placed(&mut s.traces, &plan, cause);
+        let quiet = {
+            let owners = current_owners(s);
+            for (ip, new) in &plan.l2 {
+                if let Some(old) = owners.get(ip)
+                    && *old != new.node
+                {
+                    tracing::info!(address = %ip, from = %old, to = %new.node, cause, "announcement moved");
+                    self.metrics
+                        .failovers
+                        .get_or_create(&ReasonLabels {
+                            reason: cause.into(),
+                        })
+                        .inc();
+                }
+            }
+            quiet_moves(s, &owners, &plan)
+        };
+        let mut dropped = Vec::new();
+        let mut parts = plan.by_node();
+        // Leaving speakers are sent their part only after the others have
+        // applied theirs (`release_leaving`): make before break.
+        for (node, sp) in s.speakers.iter_mut().filter(|(_, sp)| !sp.leaving) {
+            let np = NodeView::new(
+                parts.remove(node).unwrap_or_default(),
+                &s.inputs.peer_configs,
+            );
+            let gains = np
+                .plan
+                .l2
+                .keys()
+                .any(|ip| s.plan.l2.get(ip).is_some_and(|o| &o.node != node));
+            let before = sp.generation;
+            if !self.send(node, sp, np, &quiet, &traced) {
+                dropped.push(node.clone());
+            } else if gains && sp.generation != before {
+                self.metrics
+                    .failover_duration
+                    .observe(detected.elapsed().as_secs_f64());
+            }
+        }
+        let again = !dropped.is_empty();
+        for node in dropped {
+            s.speakers.remove(&node);
+        }
+        s.plan = plan;
+        // An adopted plan is no planner output to replan incrementally from.
+        s.planned_with = s.settled.then_some(nodes);
+        self.count_connected(s);
+        if again {
+            // Their addresses go elsewhere now (the dropped are gone, so this ends).
+            self.replan(s, "speaker-too-slow", detected);
+            return;
+        }
+        if s.speakers.values().any(|sp| sp.leaving) {
+            self.release_leaving(s);
+        }
+        if s.settled {
+            // An adopted plan is provisional (what nobody claimed is left
+            // out): Service conditions wait for the settled one.
+            self.plan_tx.send_replace(Arc::new(s.plan.clone()));
+        }
+    }
+}
