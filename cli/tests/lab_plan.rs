@@ -93,10 +93,10 @@ fn pool(name: &str, cidr: &str) -> String {
 }
 
 /// A LoadBalancer Service of `ns` holding `ip` from `pool`, as the operator
-/// leaves it (annotation, ingress and Allocated condition in status).
+/// leaves it (ingress and Allocated condition in status).
 fn held_service(lab: &Lab, ns: &str, name: &str, pool: &str, ip: &str) {
     let out = lab.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{barelb.io/allocated-pool: {pool}}}\n\
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
          spec: {{type: LoadBalancer, allocateLoadBalancerNodePorts: false, ports: [{{port: 80}}]}}\n"
     ));
     assert!(out.status.success(), "{}", output_text(&out));

@@ -339,16 +339,12 @@ impl Allocator {
     /// The pool that owns `ip`: a Ready pool containing it, else any pool
     /// containing it.
     fn pool_of(&self, ip: &IpAddr) -> Option<String> {
-        let mut fallback = None;
-        for (name, p) in &self.pools {
-            if p.ipam.contains(ip) {
-                if p.ready.is_ok() {
-                    return Some(name.clone());
-                }
-                fallback.get_or_insert_with(|| name.clone());
-            }
-        }
-        fallback
+        let containing = self
+            .pools
+            .iter()
+            .filter(|(_, p)| p.ipam.contains(ip))
+            .map(|(name, p)| (name.as_str(), p.ready.is_ok()));
+        crate::pools::owner(containing).map(str::to_string)
     }
 
     fn hold(&mut self, key: &ServiceKey, ip: IpAddr) {

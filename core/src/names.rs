@@ -17,8 +17,6 @@ pub mod annotations {
     pub const IPS: &str = "barelb.io/ips";
     /// Services with the same key may share an address.
     pub const SHARING_KEY: &str = "barelb.io/sharing-key";
-    /// Written by the operator: the pool the Service's addresses came from.
-    pub const ALLOCATED_POOL: &str = "barelb.io/allocated-pool";
     /// On an AddressPool: allow an edit that leaves allocated addresses outside it.
     pub const ALLOW_ORPHAN: &str = "barelb.io/allow-orphan";
 }

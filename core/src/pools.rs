@@ -42,6 +42,21 @@ pub fn overlapping(mine: &PoolDef, theirs: &PoolDef) -> Vec<(IpRange, IpRange)> 
         .collect()
 }
 
+/// The pool that owns an address, among `containing` — the pools whose
+/// ranges contain it, each with whether it is Ready: the first Ready one,
+/// else the first. The one rule for the allocator, the webhook and
+/// planning (a Service's pool is never recorded apart from its address).
+pub fn owner<'a>(containing: impl IntoIterator<Item = (&'a str, bool)>) -> Option<&'a str> {
+    let mut fallback = None;
+    for (name, ready) in containing {
+        if ready {
+            return Some(name);
+        }
+        fallback.get_or_insert(name);
+    }
+    fallback
+}
+
 /// For each pool, `Ok` if it is in force, or why not: a bad entry, or an
 /// overlap with an older pool (by creation time, then name), named.
 pub fn readiness(defs: &[PoolDef]) -> BTreeMap<String, Result<(), String>> {

@@ -277,13 +277,12 @@ pub fn minimal(svc: &Service, ips: &[IpAddr]) -> Request {
     }
 }
 
-/// What a Service holds, read from its status (the source of truth).
+/// What a Service holds, read from its status (the source of truth). Its
+/// pool is the one that owns the addresses (`pools::owner`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
     /// `status.loadBalancer.ingress`, never empty.
     pub ips: Vec<IpAddr>,
-    /// The pool the operator recorded (`barelb.io/allocated-pool`).
-    pub pool: Option<String>,
 }
 
 /// What a Service this instance handles holds; None when the Service is
@@ -294,10 +293,7 @@ pub fn held(svc: &Service, class: &ClassPolicy) -> Option<Held> {
         return None;
     }
     let ips = ingress_ips(svc);
-    (!ips.is_empty()).then(|| Held {
-        ips,
-        pool: allocated_pool(svc).map(str::to_string),
-    })
+    (!ips.is_empty()).then_some(Held { ips })
 }
 
 impl Held {
@@ -307,15 +303,6 @@ impl Held {
     pub fn request(&self, svc: &Service) -> Request {
         parse(svc).unwrap_or_else(|_| minimal(svc, &self.ips))
     }
-}
-
-/// The `barelb.io/allocated-pool` annotation.
-pub fn allocated_pool(svc: &Service) -> Option<&str> {
-    svc.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(annotations::ALLOCATED_POOL))
-        .map(String::as_str)
 }
 
 /// Addresses in the Service's `status.loadBalancer.ingress`.

@@ -1,9 +1,11 @@
 //! End-to-end benchmark in the lab (needs `tests/lab up` and a release build
 //! of barelb-operator):
 //!
-//!   1. N new Services pending, operator started: time until all have an
-//!      address, next to the time a plain client needs for the same writes
-//!      (annotation + status per Service, same concurrency) in the same run.
+//!   1. N (then M) new Services pending, operator started: time until all
+//!      have an address, next to the time a plain client needs to patch
+//!      their status (same concurrency) in the same run; and steady state:
+//!      N Services created while the operator leads, next to a plain client
+//!      creating them and patching each one's status.
 //!   2. The operator's RSS with M allocated Services, and its rebuild time
 //!      and time to allocate again after a restart.
 //!   3. Tracing off and on (every trace sampled, exported over OTLP to a
@@ -90,44 +92,64 @@ async fn main() -> anyhow::Result<()> {
     let start_operator = |tag: &str| start_operator_with(tag, &class, None);
     std::fs::create_dir_all(lab_dir().join("logs"))?;
 
-    // 1. N pending Services, then the operator.
-    create(&api, "op", n, &class).await?;
-    let t0 = Instant::now();
-    let op = start_operator("1")?;
-    wait_allocated(&api, "op", n).await?;
-    let operator_time = t0.elapsed();
-    drop(op);
+    // 1. Pending Services, then the operator; each beside a plain client's
+    // status patches of as many Services, in the same run.
+    let rate = |count: usize, d: Duration| count as f64 / d.as_secs_f64();
+    for (round, count) in [n, m].into_iter().enumerate() {
+        if round == 1 && m <= n {
+            break;
+        }
+        let prefix = format!("cold{round}");
+        create(&api, &prefix, count, &class).await?;
+        let t0 = Instant::now();
+        let op = start_operator(&prefix)?;
+        wait_allocated(&api, &prefix, count).await?;
+        let operator_time = t0.elapsed();
+        drop(op);
+        let raw = format!("raw{round}");
+        create(&api, &raw, count, "nobody.barelb.io/none").await?;
+        let plain = raw_writes(&api, &raw, count).await?;
+        println!(
+            "pending N={count}, operator started: operator {:.2}s ({:.0} Services/s, process start and leader election included) | plain client status patches {:.2}s ({:.0}/s) | operator/plain throughput {:.2}",
+            operator_time.as_secs_f64(),
+            rate(count, operator_time),
+            plain.as_secs_f64(),
+            rate(count, plain),
+            plain.as_secs_f64() / operator_time.as_secs_f64(),
+        );
+    }
+    {
+        // Steady state: the operator already leads (a probe is addressed).
+        let op = start_operator("steady")?;
+        create_one(&api, "steadyprobe-0", &class).await?;
+        wait_allocated(&api, "steadyprobe", 1).await?;
+        let t0 = Instant::now();
+        create(&api, "steady", n, &class).await?;
+        wait_allocated(&api, "steady", n).await?;
+        let operator_time = t0.elapsed();
+        drop(op);
+        let plain = raw_create_and_patch(&api, "steadyraw", n).await?;
+        println!(
+            "steady N={n}, created while the operator leads → all addressed: {:.2}s ({:.0} Services/s) | plain client create + status patch each {:.2}s ({:.0}/s) | operator/plain throughput {:.2}",
+            operator_time.as_secs_f64(),
+            rate(n, operator_time),
+            plain.as_secs_f64(),
+            rate(n, plain),
+            plain.as_secs_f64() / operator_time.as_secs_f64(),
+        );
+    }
 
-    // A plain client on the same apiserver: status patches alone (the
-    // reference the issue names), then the operator's two writes per Service
-    // (annotation + status).
-    create(&api, "rawst", n, "nobody.barelb.io/none").await?;
-    let status_only = raw_writes(&api, "rawst", n, false).await?;
-    create(&api, "raw", n, "nobody.barelb.io/none").await?;
-    let same_writes = raw_writes(&api, "raw", n, true).await?;
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!(
-        "N={n}: operator {:.2}s ({:.0} Services/s) | plain client status patches {:.2}s ({:.0}/s), ratio {:.2} | plain client annotation+status {:.2}s ({:.0}/s), ratio {:.2}",
-        operator_time.as_secs_f64(),
-        rate(operator_time),
-        status_only.as_secs_f64(),
-        rate(status_only),
-        operator_time.as_secs_f64() / status_only.as_secs_f64(),
-        same_writes.as_secs_f64(),
-        rate(same_writes),
-        operator_time.as_secs_f64() / same_writes.as_secs_f64(),
-    );
-
-    // 2. M allocated Services: RSS, then a restart.
-    let extra = m.saturating_sub(n);
+    // 2. At least M allocated Services: RSS, then a restart.
+    let have = 2 * n + if m > n { m } else { 0 } + 1;
+    let extra = m.saturating_sub(have);
     let op = start_operator("2")?;
     create(&api, "more", extra, &class).await?;
     wait_allocated(&api, "more", extra).await?;
-    wait_allocated(&api, "op", n).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = rss_kib(op.0.id());
+    let held = have + extra;
     println!(
-        "M={m}: operator RSS {:.1} MiB with {m} allocated Services",
+        "M={m}: operator RSS {:.1} MiB with {held} allocated Services",
         rss as f64 / 1024.0
     );
     drop(op);
@@ -214,36 +236,51 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The status patch the operator makes for Service `i`, from a plain client.
+async fn patch_one(api: &Api<Service>, name: &str, i: usize) -> kube::Result<()> {
+    let pp = PatchParams::apply("bench-raw").force();
+    let ip = format!("198.19.{}.{}", i / 250, i % 250 + 1);
+    let st = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                    "status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+    api.patch_status(name, &pp, &Patch::Apply(st))
+        .await
+        .map(|_| ())
+}
+
 /// Writes what the operator writes, from a plain client with the same
-/// concurrency: a status patch per Service, and the annotation first if asked.
-async fn raw_writes(
-    api: &Api<Service>,
-    prefix: &str,
-    n: usize,
-    annotation: bool,
-) -> anyhow::Result<Duration> {
+/// concurrency: a status patch per Service.
+async fn raw_writes(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
     futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("{prefix}-{i}");
-                let pp = PatchParams::apply("bench-raw").force();
-                if annotation {
-                    let ann = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "annotations": {"barelb.io/allocated-pool": "raw"}}});
-                    api.patch(&name, &pp, &Patch::Apply(ann)).await?;
-                }
-                let ip = format!("198.19.{}.{}", i / 250, i % 250 + 1);
-                let st = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                                "status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
-                api.patch_status(&name, &pp, &Patch::Apply(st)).await.map(|_| ())
-            }
-        })
+        .map(|i| async move { patch_one(api, &format!("{prefix}-{i}"), i).await })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<kube::Result<()>>>()
         .await
         .into_iter()
         .collect::<kube::Result<Vec<()>>>()?;
+    Ok(t0.elapsed())
+}
+
+/// A plain client creating `n` Services and patching each one's status,
+/// with the same concurrency: the steady state's reference.
+async fn raw_create_and_patch(
+    api: &Api<Service>,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let name = format!("{prefix}-{i}");
+            create_one(api, &name, "nobody.barelb.io/none").await?;
+            patch_one(api, &name, i).await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
     Ok(t0.elapsed())
 }
 
@@ -258,9 +295,12 @@ async fn create(api: &Api<Service>, prefix: &str, n: usize, class: &str) -> anyh
     Ok(())
 }
 
+/// Creates Service `name` (PREFIX-I), labelled with its prefix for
+/// `wait_allocated`.
 async fn create_one(api: &Api<Service>, name: &str, class: &str) -> anyhow::Result<()> {
+    let prefix = name.rsplit_once('-').map_or(name, |(p, _)| p);
     let svc: Service = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {support::BENCH_LABEL: prefix}},
         "spec": {"type": "LoadBalancer", "loadBalancerClass": class, "ports": [{"port": 80}], "allocateLoadBalancerNodePorts": false},
     }))?;
     api.create(&PostParams::default(), &svc).await?;

@@ -293,17 +293,25 @@ impl Index {
         self.pools.values().map(crate::pools::pool_def).collect()
     }
 
-    /// Every Service this instance handles that holds addresses from a
-    /// pool it recorded (`barelb.io/allocated-pool`): what planning and the
-    /// Announced condition start from.
+    /// Every Service this instance handles that holds addresses of a pool
+    /// (the one that owns its first address, `pools::owner`): what planning
+    /// and the Announced condition start from.
     pub fn pooled<'a>(
         &'a self,
         class: &'a ClassPolicy,
     ) -> impl Iterator<Item = (&'a ServiceKey, &'a Service, Vec<std::net::IpAddr>, String)> + 'a
     {
+        let defs = self.pool_defs();
+        let ready = barelb_core::pools::readiness(&defs);
         self.services.iter().filter_map(move |(key, svc)| {
             let held = held(svc, class)?;
-            Some((key, svc, held.ips, held.pool?))
+            let first = held.ips.first()?;
+            let containing = defs
+                .iter()
+                .filter(|p| p.ranges.iter().any(|r| r.contains(first)))
+                .map(|p| (p.name.as_str(), matches!(ready.get(&p.name), Some(Ok(())))));
+            let pool = barelb_core::pools::owner(containing)?.to_string();
+            Some((key, svc, held.ips, pool))
         })
     }
 

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod control;
 pub mod controller;
+pub mod events;
 pub mod index;
 pub mod leader;
 pub mod metrics;

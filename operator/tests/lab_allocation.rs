@@ -20,9 +20,25 @@ async fn allocates_releases_and_respects_the_class() {
     t.service("first", json!({}), json!({})).await;
     assert_eq!(t.wait_ips("first", 1).await, [ip("198.51.100.10")]);
     let svc = t.get("first").await;
+    // One write per Service: the condition names the pool; no annotation.
+    assert!(
+        svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("barelb.io/")),
+        "{:?}",
+        svc.metadata
+    );
+    let allocated = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "barelb.io/Allocated"))
+        .unwrap();
     assert_eq!(
-        svc.metadata.annotations.unwrap()["barelb.io/allocated-pool"],
-        pool
+        allocated.message,
+        format!("198.51.100.10 from AddressPool {pool}")
     );
     let ingress = &svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
     assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"));

@@ -65,11 +65,18 @@ pub fn run_kubectl(lab: &barelb_testsupport::lab::Lab, args: &[&str]) -> anyhow:
 }
 
 /// Waits (≤ 10 min) until `n` Services named `PREFIX-…` have an address.
+/// The label a benchmark's Services carry: the prefix of their names.
+pub const BENCH_LABEL: &str = "barelb-bench";
+
 pub async fn wait_allocated(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
+    // Only this run's Services (labelled by their prefix): listing every
+    // Service of the namespace each time would load the apiserver the
+    // benchmark measures.
+    let lp = ListParams::default().labels(&format!("{BENCH_LABEL}={prefix}"));
     let prefix = format!("{prefix}-");
     loop {
-        let list = api.list(&ListParams::default()).await?;
+        let list = api.list(&lp).await?;
         let done: BTreeSet<_> = list
             .items
             .iter()

@@ -95,14 +95,13 @@ impl View {
 
     /// The pool that owns `ip`: a Ready pool containing it, else any.
     pub(super) fn pool_of(&self, ip: &IpAddr) -> Option<&PoolDef> {
-        let containing = || {
-            self.pools
-                .iter()
-                .filter(|p| p.ranges.iter().any(|r| r.contains(ip)))
-        };
-        containing()
-            .find(|p| self.is_ready(&p.name))
-            .or_else(|| containing().next())
+        let containing = self
+            .pools
+            .iter()
+            .filter(|p| p.ranges.iter().any(|r| r.contains(ip)))
+            .map(|p| (p.name.as_str(), self.is_ready(&p.name)));
+        let name = barelb_core::pools::owner(containing)?;
+        self.pool(name)
     }
 }
 

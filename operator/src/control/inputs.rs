@@ -1,7 +1,7 @@
 //! The planner's inputs, read from the index: every Service's addresses
-//! come from its `status.loadBalancer.ingress` and its pool from the
-//! `barelb.io/allocated-pool` annotation — what the operator wrote, so any
-//! replica (and a new leader) plans the same thing without the allocator.
+//! come from its `status.loadBalancer.ingress` — what the operator wrote —
+//! and its pool is the one that owns them, so any replica (and a new
+//! leader) plans the same thing without the allocator.
 //! Services sharing an address are merged into one unit.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -24,6 +24,8 @@ use barelb_core::request::{ClassPolicy, ServiceKey};
 use barelb_policies::Engine;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+
+use crate::events::Events;
 use tokio::sync::{mpsc, watch};
 
 use crate::admission::view::Publisher;
@@ -56,7 +58,7 @@ struct Controller {
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: Events,
     /// Compiles the policies in force (shared with the webhook's view).
     engine: Arc<Engine>,
     index: Index,
@@ -181,7 +183,7 @@ impl Controller {
             client,
             settings,
             metrics,
-            recorder,
+            events: Events::start(recorder),
             engine,
             index: Index::default(),
             touched: Touched::default(),
@@ -290,7 +292,7 @@ impl Controller {
         let ctx = writes::Context {
             client: &self.client,
             settings: &self.settings,
-            recorder: &self.recorder,
+            events: &self.events,
             metrics: &self.metrics,
         };
         writes::execute(&ctx, state, writes, &self.retry).await;
@@ -308,7 +310,7 @@ impl Controller {
         let ctx = writes::Context {
             client: &self.client,
             settings: &self.settings,
-            recorder: &self.recorder,
+            events: &self.events,
             metrics: &self.metrics,
         };
         resource_status::write_peers(&ctx, state, &self.index, plan, sessions, &self.peer_configs)
@@ -320,7 +322,7 @@ impl Controller {
         let now = announced::compute(&self.index, &self.settings.class, plan);
         announced::write(
             &self.client,
-            &self.recorder,
+            &self.events,
             &self.index,
             now,
             &mut self.announced,

@@ -1,12 +1,13 @@
-//! The leader's writes: Service status (and the pool annotation), the
-//! events that go with a change, and AddressPool status, with a bounded
-//! number of writes in flight and per-Service backoff on refusals.
+//! The leader's writes: Service status (one write per Service), the events
+//! that go with a change (queued, see `events`), and AddressPool status,
+//! with a bounded number of writes in flight and per-Service backoff on
+//! refusals.
 
 use barelb_api::AddressPool;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Client, Resource};
 use serde_json::Value;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 use super::Settings;
 use super::reconcile::{Leading, Write};
+use crate::events::Events;
 use crate::index::Index;
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
@@ -25,7 +27,7 @@ use barelb_core::request::ServiceKey;
 pub(super) struct Context<'a> {
     pub client: &'a Client,
     pub settings: &'a Settings,
-    pub recorder: &'a Recorder,
+    pub events: &'a Events,
     pub metrics: &'a Metrics,
 }
 
@@ -40,7 +42,7 @@ pub(super) async fn execute(
     let Context {
         client,
         settings,
-        recorder,
+        events,
         metrics,
     } = *ctx;
     let now = now_rfc3339();
@@ -50,7 +52,7 @@ pub(super) async fn execute(
                 let now = now.clone();
                 let span = tracing::info_span!(parent: &w.span, "status_write");
                 async move {
-                    let res = write_service(client, settings, recorder, metrics, &w, &now).await;
+                    let res = write_service(client, settings, events, metrics, &w, &now).await;
                     (w.key, w.desired, res)
                 }
                 .instrument(span)
@@ -87,27 +89,13 @@ pub(super) async fn execute(
 async fn write_service(
     client: &Client,
     settings: &Settings,
-    recorder: &Recorder,
+    events: &Events,
     metrics: &Metrics,
     w: &Write,
     now: &str,
 ) -> Result<u64, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
     let pp = PatchParams::apply(&settings.field_manager).force();
-    // The annotation first: when the status (what users and tests wait on)
-    // shows the address, the pool annotation is already there.
-    if w.desired.pool != w.observed.pool {
-        let res = api
-            .patch(
-                &w.key.name,
-                &pp,
-                &Patch::Apply(w.desired.annotation_patch(&w.svc)),
-            )
-            .await;
-        metrics.count_write("service_annotation", res.is_ok());
-        report_forbidden(recorder, w, &res);
-        res?;
-    }
     let res = api
         .patch_status(
             &w.key.name,
@@ -116,7 +104,7 @@ async fn write_service(
         )
         .await;
     metrics.count_write("service_status", res.is_ok());
-    report_forbidden(recorder, w, &res);
+    report_forbidden(events, w, &res);
     let updated = res?;
     for ev in w.desired.events(&w.observed) {
         match ev.reason {
@@ -148,7 +136,7 @@ async fn write_service(
             action: "Allocate".into(),
             secondary: None,
         };
-        publish_beside(recorder, w, event);
+        events.publish(event, w.svc.object_ref(&()));
     }
     Ok(updated
         .metadata
@@ -162,7 +150,7 @@ async fn write_service(
 /// itself (as a Warning event, which the operator may still create), since
 /// its status cannot say it. A Service stuck at `<pending>` then explains
 /// itself in `kubectl describe`.
-fn report_forbidden<T>(recorder: &Recorder, w: &Write, res: &Result<T, kube::Error>) {
+fn report_forbidden<T>(events: &Events, w: &Write, res: &Result<T, kube::Error>) {
     let Err(kube::Error::Api(e)) = res else {
         return;
     };
@@ -179,18 +167,7 @@ fn report_forbidden<T>(recorder: &Recorder, w: &Write, res: &Result<T, kube::Err
         action: "Allocate".into(),
         secondary: None,
     };
-    publish_beside(recorder, w, event);
-}
-
-/// Publishes `event` on the Service of `w` beside the status path: the
-/// address is what users wait for, the event can follow a moment later.
-fn publish_beside(recorder: &Recorder, w: &Write, event: KubeEvent) {
-    let (recorder, reference, key) = (recorder.clone(), w.svc.object_ref(&()), w.key.clone());
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(service = %key, error = %e, "could not publish event");
-        }
-    });
+    events.publish(event, w.svc.object_ref(&()));
 }
 
 /// AddressPool status and the pool metrics, written when they changed.

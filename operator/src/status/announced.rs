@@ -8,7 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use barelb_api::{AnnounceMode, conditions};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+
+use crate::events::Events;
 use kube::{Client, Resource};
 use serde_json::json;
 
@@ -65,7 +67,7 @@ pub fn nodes_in(message: &str) -> Vec<String> {
 /// Writes what changed since `last` (updated in place).
 pub async fn write(
     client: &Client,
-    recorder: &Recorder,
+    events: &Events,
     index: &Index,
     now: Vec<(ServiceKey, Announced)>,
     last: &mut HashMap<ServiceKey, Announced>,
@@ -130,9 +132,7 @@ pub async fn write(
             action: "Announce".into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
-            tracing::warn!(service = %key, error = %e, "could not record the event");
-        }
+        events.publish(ev, svc.object_ref(&()));
     }
 }
 

@@ -1,7 +1,7 @@
-//! What the operator writes back: a Service's ingress, its
-//! `barelb.io/Allocated` condition and `barelb.io/allocated-pool` annotation,
-//! an AddressPool's capacity and Ready condition — and which events a change
-//! deserves. Pure functions from state to desired objects; the controller
+//! What the operator writes back: a Service's ingress and its
+//! `barelb.io/Allocated` condition (which names the pool: one write per
+//! Service), an AddressPool's capacity and Ready condition — and which
+//! events a change deserves. Pure functions from state to desired objects; the controller
 //! applies them with server-side apply.
 
 pub mod announced;
@@ -9,7 +9,7 @@ pub mod resources;
 
 use std::net::IpAddr;
 
-use barelb_api::{AddressPool, annotations, conditions};
+use barelb_api::{AddressPool, conditions};
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
@@ -22,6 +22,8 @@ pub struct ServiceStatus {
     pub ips: Vec<IpAddr>,
     /// None: barelb no longer manages the Service (remove its condition).
     pub condition: Option<CondSpec>,
+    /// The pool the condition names (an allocation's; none for a failure,
+    /// whose kept addresses are planned with the pool that owns them).
     pub pool: Option<String>,
 }
 
@@ -85,7 +87,7 @@ impl ServiceStatus {
                     reason: reason.as_str().to_string(),
                     message: message.clone(),
                 }),
-                pool: kept.pool.clone(),
+                pool: None,
             },
         }
     }
@@ -117,8 +119,8 @@ impl ServiceStatus {
             });
         ServiceStatus {
             ips: barelb_core::request::ingress_ips(svc),
+            pool: cond.as_ref().and_then(pool_named),
             condition: cond,
-            pool: barelb_core::request::allocated_pool(svc).map(str::to_string),
         }
     }
 
@@ -160,19 +162,6 @@ impl ServiceStatus {
             "kind": "Service",
             "metadata": {"name": svc.metadata.name, "namespace": svc.metadata.namespace},
             "status": {"loadBalancer": {"ingress": ingress}, "conditions": conds},
-        })
-    }
-
-    /// The server-side-apply body for the `allocated-pool` annotation.
-    pub fn annotation_patch(&self, svc: &Service) -> Value {
-        let annotations = match &self.pool {
-            Some(p) => json!({ annotations::ALLOCATED_POOL: p }),
-            None => json!({}),
-        };
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": svc.metadata.name, "namespace": svc.metadata.namespace, "annotations": annotations},
         })
     }
 
@@ -225,6 +214,17 @@ impl ServiceStatus {
         }
         out
     }
+}
+
+/// The pool an Allocated condition names ("… from AddressPool NAME" or
+/// "… from AddressPool NAME; note", as `from_outcome` writes it).
+fn pool_named(c: &CondSpec) -> Option<String> {
+    if c.reason != "Allocated" && c.reason != "PartiallyAllocated" {
+        return None;
+    }
+    let (_, rest) = c.message.split_once(" from AddressPool ")?;
+    let name = rest.split(';').next().unwrap_or(rest).trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The server-side-apply body for an AddressPool's status, or None when the
