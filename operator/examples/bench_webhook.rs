@@ -12,10 +12,13 @@
 //!   round trip from the apiserver).
 //!
 //! Every create claims the same pool by annotation and is allowed, so all
-//! three do the same work but for the check. Prints p50/p99 of the
-//! client-observed create latency and the webhook/VAP ratio.
+//! three do the same work but for the check. REPS repetitions (default 3),
+//! the three configurations in a rotated order each time so none always
+//! runs on the busiest apiserver; each repetition prints p50/p99 of the
+//! client-observed create latency per configuration, the webhook/VAP
+//! ratios and the webhook's p50 over no policy, then the spread.
 //!
-//!     scripts/bench-webhook [RATE] [SECONDS]     (defaults 200 and 15)
+//!     scripts/bench-webhook [RATE] [SECONDS] [REPS]   (defaults 50, 30, 3)
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // bench code: failing loudly is the point
 
 #[path = "support/mod.rs"]
@@ -45,8 +48,12 @@ fn apply(lab: &Lab, yaml: &str) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (rate, seconds) = support::two_counts((200, 15));
+    let (rate, seconds) = support::two_counts((50, 30));
     let (rate, seconds) = (u64::try_from(rate)?, u64::try_from(seconds)?);
+    let reps: usize = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3);
     let lab = lab("bench::webhook");
     lab.install_crds();
     let client = lab.client().await?;
@@ -157,29 +164,58 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut results = Vec::new();
+    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let kinds = ["none", "vap", "hook"];
+    // Warm up connections and caches once per configuration.
     for ns in &namespaces {
         let api: Api<Service> = Api::namespaced(client.clone(), ns);
-        // Warm up connections and caches, then measure.
         run(&api, &class, &pool, "warm", rate, 2).await?;
-        let lat = run(&api, &class, &pool, "svc", rate, seconds).await?;
-        results.push(lat);
     }
-    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
-    for (ns, lat) in ["none", "vap", "hook"].iter().zip(&results) {
-        println!(
-            "{ns:>5}: {} creates at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            lat.len(),
-            pct(lat, 0.5),
-            pct(lat, 0.99),
-            lat.last().copied().unwrap_or(0.0)
+    let mut ratios = Vec::new();
+    for rep in 0..reps {
+        let mut results: [Vec<f64>; 3] = Default::default();
+        for k in 0..3 {
+            let which = (rep + k) % 3;
+            let api: Api<Service> = Api::namespaced(client.clone(), &namespaces[which]);
+            results[which] = run(&api, &class, &pool, &format!("r{rep}"), rate, seconds).await?;
+        }
+        for (kind, lat) in kinds.iter().zip(&results) {
+            println!(
+                "rep {}: {kind:>4}: {} creates at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                rep + 1,
+                lat.len(),
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                lat.last().copied().unwrap_or(0.0)
+            );
+        }
+        let [none, vap, hook] = &results;
+        let r = (
+            pct(hook, 0.5) / pct(vap, 0.5),
+            pct(hook, 0.99) / pct(vap, 0.99),
+            pct(hook, 0.5) - pct(none, 0.5),
         );
+        println!(
+            "rep {}: webhook / ValidatingAdmissionPolicy: p50 ratio {:.2}, p99 ratio {:.2}; webhook p50 over no policy {:+.2} ms",
+            rep + 1,
+            r.0,
+            r.1,
+            r.2
+        );
+        ratios.push(r);
     }
-    let (vap, hook) = (&results[1], &results[2]);
+    let spread = |f: fn(&(f64, f64, f64)) -> f64| {
+        let v: Vec<f64> = ratios.iter().map(f).collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.2}–{hi:.2}")
+    };
     println!(
-        "webhook / ValidatingAdmissionPolicy: p50 ratio {:.2}, p99 ratio {:.2}",
-        pct(hook, 0.5) / pct(vap, 0.5),
-        pct(hook, 0.99) / pct(vap, 0.99)
+        "over {reps} repetitions of {} creates each: webhook/VAP p50 {}, p99 {}; webhook p50 over no policy {} ms",
+        rate * seconds,
+        spread(|r| r.0),
+        spread(|r| r.1),
+        spread(|r| r.2)
     );
     // Clean up (the operator is killed on drop; the webhook config first).
     let _ = lab.kubectl(&[

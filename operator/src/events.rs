@@ -1,12 +1,13 @@
 //! Events on Services, published beside the status path: queued, and sent
-//! a few at a time by a task of their own. A burst of allocations puts
-//! every address in place before its events compete with it for the
-//! apiserver; each change still gets its event, a moment later.
+//! a few at a time by a task of their own, while no status writes are in
+//! flight ([`Events::busy`]). A burst of allocations puts every address in
+//! place before its events compete with it for the apiserver; each change
+//! still gets its event, a moment later.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Events published at once (the status writes have `--write-concurrency`).
 pub const IN_FLIGHT: usize = 4;
@@ -15,18 +16,35 @@ pub const IN_FLIGHT: usize = 4;
 #[derive(Clone, Debug)]
 pub struct Events {
     tx: mpsc::UnboundedSender<(Event, ObjectReference)>,
+    /// Batches of status writes in flight: events wait while any are.
+    busy: std::sync::Arc<watch::Sender<usize>>,
+}
+
+/// Marks a batch of status writes in flight until dropped.
+#[derive(Debug)]
+pub struct Busy(std::sync::Arc<watch::Sender<usize>>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Events {
     /// Starts the publishing task (on the current runtime).
     pub fn start(recorder: Recorder) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<(Event, ObjectReference)>();
+        let busy = std::sync::Arc::new(watch::Sender::new(0usize));
+        let quiet = busy.subscribe();
         tokio::spawn(
             tokio_stream::wrappers::UnboundedReceiverStream::new(rx).for_each_concurrent(
                 IN_FLIGHT,
                 move |(event, on)| {
                     let recorder = recorder.clone();
+                    let mut quiet = quiet.clone();
                     async move {
+                        // Errs only when the sender is gone: publish anyway.
+                        let _ = quiet.wait_for(|n| *n == 0).await;
                         if let Err(e) = recorder.publish(&event, &on).await {
                             tracing::warn!(
                                 object = ?on.name,
@@ -40,7 +58,13 @@ impl Events {
                 },
             ),
         );
-        Events { tx }
+        Events { tx, busy }
+    }
+
+    /// Status writes are going out until the guard is dropped: events wait.
+    pub fn busy(&self) -> Busy {
+        self.busy.send_modify(|n| *n += 1);
+        Busy(self.busy.clone())
     }
 
     /// Queues `event` on the object `on`.

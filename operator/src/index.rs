@@ -8,6 +8,7 @@ use std::hash::Hash;
 use barelb_api::{AddressPool, LoadBalancerPolicy};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
@@ -62,6 +63,24 @@ impl<V: kube::Resource> Store<String, V> {
     /// through `DeserializeGuard`: an object that cannot be read is logged
     /// and skipped. Returns whether anything changed.
     fn handle_guarded(&mut self, ev: Event<DeserializeGuard<V>>, kind: &str) -> bool {
+        let ev = match ev {
+            Event::Apply(DeserializeGuard(Ok(o))) => {
+                let name = o.meta().name.clone().unwrap_or_default();
+                if self
+                    .items
+                    .get(&name)
+                    .is_some_and(|old| same_but_status(old.meta(), o.meta()))
+                {
+                    // Only its status changed — mostly the operator's own
+                    // status write coming back: nothing it reads did, so
+                    // nothing is re-reconciled (and no write follows).
+                    self.items.insert(name, o);
+                    return false;
+                }
+                Event::Apply(DeserializeGuard(Ok(o)))
+            }
+            other => other,
+        };
         let keys = self.handle(
             ev,
             |g| match g.0 {
@@ -78,6 +97,16 @@ impl<V: kube::Resource> Store<String, V> {
         );
         !keys.is_empty()
     }
+}
+
+/// Whether two versions of a custom resource differ at most in status:
+/// the same spec (its generation), labels, annotations and deletion.
+fn same_but_status(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.generation.is_some()
+        && a.generation == b.generation
+        && a.labels == b.labels
+        && a.annotations == b.annotations
+        && a.deletion_timestamp == b.deletion_timestamp
 }
 
 impl<K: Hash + Eq + Clone, V> Store<K, V> {
@@ -381,4 +410,44 @@ fn slice_info(s: EndpointSlice) -> Option<((String, String), SliceInfo)> {
             ready: ready.len(),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(generation: i64, label: &str, usage: &str) -> AddressPool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "barelb.io/v1alpha1", "kind": "AddressPool",
+            "metadata": {"name": "p", "generation": generation, "labels": {"team": label}},
+            "spec": {"addresses": ["192.0.2.0/28"], "announce": {"mode": "L2"}},
+            "status": {"usage": usage},
+        }))
+        .unwrap()
+    }
+
+    fn apply(index: &mut Index, p: AddressPool) -> bool {
+        let mut t = Touched::default();
+        index.apply(Change::Pool(Event::Apply(DeserializeGuard(Ok(p)))), &mut t);
+        t.pools
+    }
+
+    #[test]
+    fn a_status_only_change_of_a_pool_touches_nothing_but_is_kept() {
+        let mut index = Index::default();
+        assert!(apply(&mut index, pool(1, "a", "0/16")));
+        // The operator's own status write coming back.
+        assert!(!apply(&mut index, pool(1, "a", "1/16")));
+        assert_eq!(
+            index
+                .pools
+                .get(&"p".to_string())
+                .and_then(|p| p.status.clone())
+                .and_then(|s| s.usage),
+            Some("1/16".to_string())
+        );
+        // A spec change (new generation) or a label change is a change.
+        assert!(apply(&mut index, pool(2, "a", "1/16")));
+        assert!(apply(&mut index, pool(2, "b", "1/16")));
+    }
 }

@@ -46,6 +46,7 @@ pub(super) async fn execute(
         metrics,
     } = *ctx;
     let now = now_rfc3339();
+    let _busy = (!writes.is_empty()).then(|| events.busy());
     let results: Vec<(ServiceKey, ServiceStatus, Result<u64, kube::Error>)> =
         futures::stream::iter(writes)
             .map(|w| {
