@@ -24,20 +24,20 @@ async fn allocates_releases_and_respects_the_class() {
     assert!(
         svc.metadata
             .annotations
-            .unwrap_or_default()
-            .keys()
-            .all(|k| !k.starts_with("barelb.io/")),
+            .iter()
+            .flatten()
+            .all(|(k, _)| !k.starts_with("barelb.io/")),
         "{:?}",
         svc.metadata
     );
-    let allocated = svc
+    let condition = svc
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "barelb.io/Allocated"))
         .unwrap();
     assert_eq!(
-        allocated.message,
+        condition.message,
         format!("198.51.100.10 from AddressPool {pool}")
     );
     let ingress = &svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
