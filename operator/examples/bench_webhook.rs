@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use barelb_testsupport::lab::{Lab, lab, lab_dir};
 use barelb_testsupport::unique_name;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -170,6 +170,7 @@ spec:
     for ns in &namespaces {
         let api: Api<Service> = Api::namespaced(client.clone(), ns);
         run(&api, &class, &pool, "warm", rate, 2).await?;
+        empty(&api).await?;
     }
     let mut ratios = Vec::new();
     for rep in 0..reps {
@@ -178,6 +179,9 @@ spec:
             let which = (rep + k) % 3;
             let api: Api<Service> = Api::namespaced(client.clone(), &namespaces[which]);
             results[which] = run(&api, &class, &pool, &format!("r{rep}"), rate, seconds).await?;
+            // Service creates slow down in this lab as Services pile up:
+            // every configuration starts from an empty namespace.
+            empty(&api).await?;
         }
         for (kind, lat) in kinds.iter().zip(&results) {
             println!(
@@ -240,6 +244,25 @@ spec:
 
 fn api_ns(api: &Api<Service>) -> String {
     api.resource_url().to_string()
+}
+
+/// Deletes every Service in `api`'s namespace and waits until they are gone.
+async fn empty(api: &Api<Service>) -> anyhow::Result<()> {
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        if Instant::now() > deadline {
+            bail!("Services in {} not deleted in 5 min", api_ns(api));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 /// Creates Services at `rate`/s for `seconds`; returns sorted latencies in ms.

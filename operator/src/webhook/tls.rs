@@ -76,6 +76,12 @@ pub(crate) async fn serve(
             }
             () = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => return Ok(()),
         };
+        // Answers are small and written in pieces (TLS records, HTTP/2
+        // frames): without this, Nagle's algorithm holds the last piece back
+        // until the apiserver's delayed ACK, adding up to 40–200 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
