@@ -255,17 +255,31 @@ async fn patch_one(api: &Api<Service>, name: &str, i: usize) -> kube::Result<()>
         .map(|_| ())
 }
 
+/// Runs `f(i)` for every `i` in `0..n`, CONCURRENCY at a time; the first
+/// error, once all have run.
+async fn each<F, Fut>(n: usize, f: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    futures::stream::iter(0..n)
+        .map(f)
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
+}
+
 /// Writes what the operator writes, from a plain client with the same
 /// concurrency: a status patch per Service.
 async fn raw_writes(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| async move { patch_one(api, &format!("{prefix}-{i}"), i).await })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<kube::Result<()>>>()
-        .await
-        .into_iter()
-        .collect::<kube::Result<Vec<()>>>()?;
+    each(n, |i| async move {
+        Ok(patch_one(api, &format!("{prefix}-{i}"), i).await?)
+    })
+    .await?;
     Ok(t0.elapsed())
 }
 
@@ -277,30 +291,20 @@ async fn raw_create_and_patch(
     n: usize,
 ) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| async move {
-            let name = format!("{prefix}-{i}");
-            create_one(api, &name, "nobody.barelb.io/none").await?;
-            patch_one(api, &name, i).await?;
-            anyhow::Ok(())
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<anyhow::Result<()>>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
+    each(n, |i| async move {
+        let name = format!("{prefix}-{i}");
+        create_one(api, &name, "nobody.barelb.io/none").await?;
+        Ok(patch_one(api, &name, i).await?)
+    })
+    .await?;
     Ok(t0.elapsed())
 }
 
 async fn create(api: &Api<Service>, prefix: &str, n: usize, class: &str) -> anyhow::Result<()> {
-    futures::stream::iter(0..n)
-        .map(|i| async move { create_one(api, &format!("{prefix}-{i}"), class).await })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<anyhow::Result<()>>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(())
+    each(n, |i| async move {
+        create_one(api, &format!("{prefix}-{i}"), class).await
+    })
+    .await
 }
 
 /// Creates Service `name` (PREFIX-I), labelled with its prefix for

@@ -109,11 +109,7 @@ fn services(c: &Cluster, w: &Workload, n: usize) -> (Duration, String) {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(300);
-    let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let (smoke, n) = barelb_testsupport::bench_args(300);
     let c = cluster("bench_tracing");
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let jaeger = Jaeger::start(

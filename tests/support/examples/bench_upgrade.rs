@@ -19,11 +19,7 @@ use barelb_testsupport::cluster::cluster;
 use barelb_testsupport::install::*;
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5);
-    let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let (smoke, rounds) = barelb_testsupport::bench_args(5);
     let c = cluster("bench_upgrade");
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let started = Instant::now();

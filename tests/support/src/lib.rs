@@ -27,6 +27,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Whether a bench runs as a smoke test (`BARELB_BENCH_SMOKE=1`: smallest
+/// sizes, debug build), and its first argument as a count, else `default`.
+pub fn bench_args(default: usize) -> (bool, usize) {
+    let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let n = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default);
+    (smoke, n)
+}
+
 /// A DNS-label-safe name, unique across parallel tests and test processes:
 /// `PREFIX-<pid>-<counter>-<nanos>`.
 pub fn unique_name(prefix: &str) -> String {
