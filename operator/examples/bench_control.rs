@@ -37,6 +37,8 @@ use tokio::sync::{Mutex, mpsc};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 const CONCURRENCY: usize = 32;
+/// Speakers lost one after another after the storm, each timed.
+const LOSSES: usize = 5;
 
 /// What one simulated speaker saw.
 #[derive(Debug, Default)]
@@ -48,9 +50,13 @@ struct Seen {
     l2: BTreeSet<String>,
     /// When a delta last gave it an address.
     gained: Option<Instant>,
-    /// Streams that ended in an error and were opened again.
+    /// When a message last changed `l2` (the plan is whole at the latest
+    /// of these, not when the polling below notices).
+    changed: Option<Instant>,
+    /// Streams that ended in an error and were opened again, and why
+    /// (with the time since the storm began).
     reconnects: usize,
-    last_error: String,
+    errors: Vec<(Duration, String)>,
 }
 
 #[tokio::main]
@@ -142,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             while let Err(e) = speaker(port, &ca, &node, &token, &seen[i], &mut stop).await {
                 let mut x = seen[i].lock().await;
                 x.reconnects += 1;
-                x.last_error = format!("{e:#}");
+                x.errors.push((t0.elapsed(), format!("{e:#}")));
                 drop(x);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -184,7 +190,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         if owners.len() == m && twice.is_none() {
-            break Instant::now().duration_since(t0);
+            let mut last = t0;
+            for x in seen.iter() {
+                last = last.max(x.lock().await.changed.unwrap_or(t0));
+            }
+            break last.duration_since(t0);
         }
         if Instant::now() > deadline {
             bail!(
@@ -197,15 +207,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let (rss1, cpu1) = (rss_kib(pid), cpu_seconds(pid));
     let mut reconnects = 0;
-    let mut example = String::new();
+    let mut why: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
     for x in seen.iter() {
         let x = x.lock().await;
         reconnects += x.reconnects;
-        if example.is_empty() {
-            example.clone_from(&x.last_error);
+        for (at, e) in &x.errors {
+            let w = why.entry(e.clone()).or_insert((0, *at));
+            w.0 += 1;
         }
     }
-    println!("streams lost and opened again during the storm: {reconnects} (e.g. {example})");
+    println!("streams lost and opened again during the storm: {reconnects}");
+    for (e, (n, at)) in &why {
+        println!("  {n} × {e} (first at {:.2}s)", at.as_secs_f64());
+    }
     println!(
         "{s} speakers connecting at once: all accepted (TLS + TokenReview + pod check) in {:.2}s; first message from {:.2}s; every address told to exactly one speaker at {:.2}s: full resync {:.0} ms after the last stream was accepted",
         last_accept.as_secs_f64(),
@@ -220,45 +234,59 @@ async fn main() -> anyhow::Result<()> {
         cpu1 - cpu0
     );
 
-    // A node's stream ends: how long until its addresses reach new owners.
-    let victim = 0;
-    let lost: BTreeSet<String> = seen[victim].lock().await.l2.clone();
-    let cpu_before = cpu_seconds(pid);
-    let t_kill = Instant::now();
-    kill[victim].take().unwrap().send(()).ok();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let moved = loop {
-        let mut got = BTreeMap::new();
-        for (i, x) in seen.iter().enumerate().filter(|(i, _)| *i != victim) {
-            let x = x.lock().await;
-            for ip in x.l2.intersection(&lost) {
-                got.insert(ip.clone(), (i, x.gained));
+    // Nodes' streams end, one at a time: how long until each one's
+    // addresses reach their new owners.
+    let mut took = Vec::new();
+    for victim in 0..LOSSES.min(s - 1) {
+        let lost: BTreeSet<String> = seen[victim].lock().await.l2.clone();
+        let cpu_before = cpu_seconds(pid);
+        let t_kill = Instant::now();
+        kill[victim].take().unwrap().send(()).ok();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let moved = loop {
+            let mut got = BTreeMap::new();
+            for (i, x) in seen.iter().enumerate().skip(victim + 1) {
+                let x = x.lock().await;
+                for ip in x.l2.intersection(&lost) {
+                    got.insert(ip.clone(), (i, x.gained));
+                }
             }
-        }
-        if got.len() == lost.len() {
-            break got;
-        }
-        if Instant::now() > deadline {
-            bail!("{} of {} addresses moved", got.len(), lost.len());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let last = moved
-        .values()
-        .filter_map(|(_, t)| *t)
-        .max()
-        .map(|t| t.duration_since(t_kill))
-        .unwrap_or_default();
-    println!(
-        "one speaker of {s} gone: its {} addresses reached {} new owners in {:.0} ms (operator CPU {:.3}s for the replan)",
-        lost.len(),
-        moved
+            if got.len() == lost.len() {
+                break got;
+            }
+            if Instant::now() > deadline {
+                bail!("{} of {} addresses moved", got.len(), lost.len());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let last = moved
             .values()
-            .map(|(i, _)| i)
-            .collect::<BTreeSet<_>>()
-            .len(),
-        last.as_secs_f64() * 1000.0,
-        cpu_seconds(pid) - cpu_before
+            .filter_map(|(_, t)| *t)
+            .max()
+            .map(|t| t.duration_since(t_kill))
+            .unwrap_or_default();
+        println!(
+            "speaker {} of {s} gone: its {} addresses reached {} new owners in {:.0} ms (operator CPU {:.3}s for the replan)",
+            victim + 1,
+            lost.len(),
+            moved
+                .values()
+                .map(|(i, _)| i)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            last.as_secs_f64() * 1000.0,
+            cpu_seconds(pid) - cpu_before
+        );
+        took.push(last);
+        // Quiet again (Announced conditions written) before the next.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    took.sort();
+    println!(
+        "node loss → new owners told: median {:.0} ms, max {:.0} ms over {} losses",
+        took[took.len() / 2].as_secs_f64() * 1000.0,
+        took.last().unwrap().as_secs_f64() * 1000.0,
+        took.len()
     );
 
     drop(kill);
@@ -338,6 +366,7 @@ async fn speaker(
                 Some(operator_message::Msg::Snapshot(sn)) => {
                     x.l2 = sn.l2.into_iter().map(|a| a.ip).collect();
                     x.snapshot.get_or_insert(now);
+                    x.changed = Some(now);
                     sn.generation
                 }
                 Some(operator_message::Msg::Delta(d)) => {
@@ -346,6 +375,9 @@ async fn speaker(
                     }
                     if !d.l2_set.is_empty() {
                         x.gained = Some(now);
+                    }
+                    if !(d.l2_set.is_empty() && d.l2_remove.is_empty()) {
+                        x.changed = Some(now);
                     }
                     x.l2.extend(d.l2_set.into_iter().map(|a| a.ip));
                     d.generation

@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
                 wait_allocated(&api, "steady", n).await?;
                 let operator_time = t0.elapsed();
                 let cpu = cpu_seconds(op.0.id());
-                drop(op);
+                op.stop();
                 let plain = raw_create_and_patch(&api, "steadyraw", n).await?;
                 println!(
                     "steady N={n}, created while the operator leads → all addressed: {:.2}s ({:.0} Services/s; operator CPU {cpu:.2}s) | plain client create + status patch each {:.2}s ({:.0}/s) | operator/plain throughput {:.2}",
@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         wait_allocated(&api, &prefix, count).await?;
         let operator_time = t0.elapsed();
         let cpu = cpu_seconds(op.0.id());
-        drop(op);
+        op.stop();
         let raw = format!("raw{round}");
         create(&api, &raw, count, "nobody.barelb.io/none").await?;
         let plain = raw_writes(&api, &raw, count).await?;

@@ -50,10 +50,13 @@ fn apply(lab: &Lab, yaml: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let (rate, seconds) = support::two_counts((50, 30));
     let (rate, seconds) = (u64::try_from(rate)?, u64::try_from(seconds)?);
-    let reps: usize = std::env::args()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3);
+    let arg = |i: usize, default: u64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
+    let (reps, ceiling_seconds) = (usize::try_from(arg(3, 3))?, arg(4, 5));
     let lab = lab("bench::webhook");
     lab.install_crds();
     let client = lab.client().await?;
@@ -164,63 +167,31 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
-    let kinds = ["none", "vap", "hook"];
     // Warm up connections and caches once per configuration.
     for ns in &namespaces {
         let api: Api<Service> = Api::namespaced(client.clone(), ns);
         run(&api, &class, &pool, "warm", rate, 2).await?;
         empty(&api).await?;
     }
-    let mut ratios = Vec::new();
-    for rep in 0..reps {
-        let mut results: [Vec<f64>; 3] = Default::default();
-        for k in 0..3 {
-            let which = (rep + k) % 3;
-            let api: Api<Service> = Api::namespaced(client.clone(), &namespaces[which]);
-            results[which] = run(&api, &class, &pool, &format!("r{rep}"), rate, seconds).await?;
-            // Service creates slow down in this lab as Services pile up:
-            // every configuration starts from an empty namespace.
-            empty(&api).await?;
-        }
-        for (kind, lat) in kinds.iter().zip(&results) {
-            println!(
-                "rep {}: {kind:>4}: {} creates at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                rep + 1,
-                lat.len(),
-                pct(lat, 0.5),
-                pct(lat, 0.99),
-                lat.last().copied().unwrap_or(0.0)
-            );
-        }
-        let [none, vap, hook] = &results;
-        let r = (
-            pct(hook, 0.5) / pct(vap, 0.5),
-            pct(hook, 0.99) / pct(vap, 0.99),
-            pct(hook, 0.5) - pct(none, 0.5),
-        );
-        println!(
-            "rep {}: webhook / ValidatingAdmissionPolicy: p50 ratio {:.2}, p99 ratio {:.2}; webhook p50 over no policy {:+.2} ms",
-            rep + 1,
-            r.0,
-            r.1,
-            r.2
-        );
-        ratios.push(r);
-    }
-    let spread = |f: fn(&(f64, f64, f64)) -> f64| {
-        let v: Vec<f64> = ratios.iter().map(f).collect();
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("{lo:.2}–{hi:.2}")
+    let apis = namespaces
+        .clone()
+        .map(|ns| Api::<Service>::namespaced(client.clone(), &ns));
+    let at = |rate| Load {
+        apis: &apis,
+        class: &class,
+        pool: &pool,
+        rate,
     };
-    println!(
-        "over {reps} repetitions of {} creates each: webhook/VAP p50 {}, p99 {}; webhook p50 over no policy {} ms",
-        rate * seconds,
-        spread(|r| r.0),
-        spread(|r| r.1),
-        spread(|r| r.2)
-    );
+    let base = at(rate).compare(seconds, reps).await?;
+    // The highest rate the no-policy baseline sustains without queueing,
+    // and the same comparison there.
+    // A smoke run checks that the search works in two steps.
+    let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let steps = if smoke { 2 } else { usize::MAX };
+    let top = at(rate).ceiling(base, ceiling_seconds, steps).await?;
+    if top > rate {
+        at(top).compare(seconds.min(10), reps).await?;
+    }
     // Clean up (the operator is killed on drop; the webhook config first).
     let _ = lab.kubectl(&[
         "delete",
@@ -240,6 +211,133 @@ spec:
     let _ = lab.kubectl(&["delete", "loadbalancerpolicy", &format!("{id}-team")]);
     let _ = lab.kubectl(&["delete", "addresspool", &pool, "--wait=false"]);
     Ok(())
+}
+
+/// The three configurations, loaded at one rate.
+struct Load<'a> {
+    apis: &'a [Api<Service>; 3],
+    class: &'a str,
+    pool: &'a str,
+    rate: u64,
+}
+
+const KINDS: [&str; 3] = ["none", "vap", "hook"];
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+impl Load<'_> {
+    /// `reps` repetitions of `seconds` at this rate per configuration, in
+    /// a rotated order; prints each and the spread. Returns the no-policy
+    /// baseline's p50 (ms) of the first repetition.
+    async fn compare(&self, seconds: u64, reps: usize) -> anyhow::Result<f64> {
+        let rate = self.rate;
+        let mut ratios = Vec::new();
+        let mut base = 0.0;
+        for rep in 0..reps {
+            let mut results: [Vec<f64>; 3] = Default::default();
+            for k in 0..3 {
+                let which = (rep + k) % 3;
+                let api = &self.apis[which];
+                results[which] = run(
+                    api,
+                    self.class,
+                    self.pool,
+                    &format!("r{rate}-{rep}"),
+                    rate,
+                    seconds,
+                )
+                .await?;
+                // Service creates slow down in this lab as Services pile up:
+                // every configuration starts from an empty namespace.
+                empty(api).await?;
+            }
+            for (kind, lat) in KINDS.iter().zip(&results) {
+                println!(
+                    "{rate}/s rep {}: {kind:>4}: {} creates: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    rep + 1,
+                    lat.len(),
+                    pct(lat, 0.5),
+                    pct(lat, 0.99),
+                    lat.last().copied().unwrap_or(0.0)
+                );
+            }
+            let [none, vap, hook] = &results;
+            if rep == 0 {
+                base = pct(none, 0.5);
+            }
+            let r = (
+                pct(hook, 0.5) / pct(vap, 0.5),
+                pct(hook, 0.99) / pct(vap, 0.99),
+                pct(hook, 0.5) - pct(none, 0.5),
+            );
+            println!(
+                "{rate}/s rep {}: webhook / ValidatingAdmissionPolicy: p50 ratio {:.2}, p99 ratio {:.2}; webhook p50 over no policy {:+.2} ms",
+                rep + 1,
+                r.0,
+                r.1,
+                r.2
+            );
+            ratios.push(r);
+        }
+        let spread = |f: fn(&(f64, f64, f64)) -> f64| {
+            let v: Vec<f64> = ratios.iter().map(f).collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.2}–{hi:.2}")
+        };
+        println!(
+            "at {rate}/s, over {reps} repetitions of {} creates each: webhook/VAP p50 {}, p99 {}; webhook p50 over no policy {} ms",
+            rate * seconds,
+            spread(|r| r.0),
+            spread(|r| r.1),
+            spread(|r| r.2)
+        );
+        Ok(base)
+    }
+
+    /// Steps the no-policy baseline's rate up by half each time, `seconds`
+    /// per step, until it queues: fewer than 95 % of the offered creates
+    /// per second complete, or the median latency doubles over `base_p50`
+    /// (what this rate gave). Returns the last rate that did neither (after
+    /// at most `steps` steps).
+    async fn ceiling(&self, base_p50: f64, seconds: u64, steps: usize) -> anyhow::Result<u64> {
+        const MAX: u64 = 5_000;
+        let api = &self.apis[0];
+        let mut best = self.rate;
+        for _ in 0..steps {
+            if best >= MAX {
+                break;
+            }
+            let rate = (best * 3 / 2).max(best + 1);
+            let t = Instant::now();
+            let lat = run(
+                api,
+                self.class,
+                self.pool,
+                &format!("c{rate}"),
+                rate,
+                seconds,
+            )
+            .await?;
+            let achieved = lat.len() as f64 / t.elapsed().as_secs_f64();
+            empty(api).await?;
+            let p50 = pct(&lat, 0.5);
+            let queues = achieved < 0.95 * rate as f64 || p50 > 2.0 * base_p50;
+            println!(
+                "no policy at {rate}/s offered: {achieved:.0}/s completed, p50 {p50:.2} ms, p99 {:.2} ms{}",
+                pct(&lat, 0.99),
+                if queues { ": queueing" } else { "" }
+            );
+            if queues {
+                break;
+            }
+            best = rate;
+        }
+        println!("highest rate without queueing, no policy: {best}/s");
+        Ok(best)
+    }
 }
 
 fn api_ns(api: &Api<Service>) -> String {

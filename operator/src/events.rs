@@ -7,7 +7,10 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
+
+use crate::retry::FailureLog;
 
 /// Events published at once (the status writes have `--write-concurrency`).
 pub const IN_FLIGHT: usize = 4;
@@ -36,23 +39,38 @@ impl Events {
         let (tx, rx) = mpsc::unbounded_channel::<(Event, ObjectReference)>();
         let busy = std::sync::Arc::new(watch::Sender::new(0usize));
         let quiet = busy.subscribe();
+        // One line per interval, not one per event: a burst that fails
+        // together (the apiserver away, or the process ending with events
+        // queued) would otherwise flood the log.
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(FailureLog::not_retried(
+            "event",
+            std::time::Duration::from_secs(10),
+        )));
         tokio::spawn(
             tokio_stream::wrappers::UnboundedReceiverStream::new(rx).for_each_concurrent(
                 IN_FLIGHT,
                 move |(event, on)| {
                     let recorder = recorder.clone();
                     let mut quiet = quiet.clone();
+                    let failures = failures.clone();
                     async move {
                         // Errs only when the sender is gone: publish anyway.
                         let _ = quiet.wait_for(|n| *n == 0).await;
                         if let Err(e) = recorder.publish(&event, &on).await {
-                            tracing::warn!(
-                                object = ?on.name,
-                                namespace = ?on.namespace,
-                                reason = %event.reason,
-                                error = %e,
-                                "could not publish event"
+                            let object = format!(
+                                "{} {}/{}",
+                                event.reason,
+                                on.namespace.as_deref().unwrap_or(""),
+                                on.name.as_deref().unwrap_or("")
                             );
+                            let line = match failures.lock() {
+                                Ok(mut f) => f.record(&object, &e.to_string(), Instant::now()),
+                                // Poisoned only if a holder panicked: say it anyway.
+                                Err(_) => Some(format!("could not publish event {object}: {e}")),
+                            };
+                            if let Some(line) = line {
+                                tracing::warn!("{line}");
+                            }
                         }
                     }
                 },

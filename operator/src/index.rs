@@ -213,6 +213,21 @@ pub struct Touched {
     pub nodes: bool,
 }
 
+impl Touched {
+    /// Nothing touched.
+    pub fn is_empty(&self) -> bool {
+        let Touched {
+            services,
+            pools,
+            policies,
+            namespaces,
+            peers,
+            nodes,
+        } = self;
+        services.is_empty() && !(*pools || *policies || *namespaces || *peers || *nodes)
+    }
+}
+
 /// Everything the operator watches.
 #[derive(Debug, Default)]
 pub struct Index {

@@ -289,7 +289,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         None
     };
     let mut tasks: Vec<barelb_runtime::Essential> = vec![
-        ("metrics endpoint", metrics_task),
+        (METRICS_TASK, metrics_task),
         ("leader election", elector),
         (
             "allocation controller",
@@ -313,6 +313,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     for (name, task) in running {
+        if name == METRICS_TASK {
+            // It serves until the process ends (probes and scrapes answer
+            // while the others drain); waiting for it only delayed exit 5 s.
+            continue;
+        }
         match tokio::time::timeout(Duration::from_secs(5), task).await {
             Ok(Ok(Err(e))) => tracing::warn!(task = name, error = %e, "ended with an error"),
             Err(_) => tracing::warn!(task = name, "did not stop within 5 s"),
@@ -321,6 +326,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+const METRICS_TASK: &str = "metrics endpoint";
 
 /// The control channel's listener and certificate: a server certificate
 /// from the operator's control CA (kept in a Secret), whose certificate is

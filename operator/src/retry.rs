@@ -63,6 +63,8 @@ impl<K: Hash + Eq> Backoff<K> {
 #[derive(Debug)]
 pub struct FailureLog {
     what: &'static str,
+    /// Failed writes are retried (else dropped, which the line says).
+    retried: bool,
     interval: Duration,
     last: Option<Instant>,
     count: u64,
@@ -70,13 +72,24 @@ pub struct FailureLog {
 }
 
 impl FailureLog {
+    /// Failures of writes that are retried with backoff.
     pub fn new(what: &'static str, interval: Duration) -> Self {
         FailureLog {
             what,
+            retried: true,
             interval,
             last: None,
             count: 0,
             example: None,
+        }
+    }
+
+    /// Failures of writes that are given up (events: the next change
+    /// brings its own).
+    pub fn not_retried(what: &'static str, interval: Duration) -> Self {
+        FailureLog {
+            retried: false,
+            ..Self::new(what, interval)
         }
     }
 
@@ -95,13 +108,17 @@ impl FailureLog {
             return None;
         }
         self.last = Some(now);
+        let then = if self.retried {
+            format!("retrying each with backoff up to {MAX:?}")
+        } else {
+            "not retried".to_string()
+        };
         let line = format!(
-            "{} {} write(s) failed in the last {:?} (e.g. {}); retrying each with backoff up to {:?}",
+            "{} {} write(s) failed in the last {:?} (e.g. {}); {then}",
             std::mem::take(&mut self.count),
             self.what,
             self.interval,
             self.example.take().unwrap_or_default(),
-            MAX
         );
         Some(line)
     }

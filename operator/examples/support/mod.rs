@@ -7,8 +7,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::watcher;
 
 /// The benchmark's two numeric arguments, each defaulting when absent.
 pub fn two_counts(defaults: (usize, usize)) -> (usize, usize) {
@@ -24,6 +26,20 @@ pub fn two_counts(defaults: (usize, usize)) -> (usize, usize) {
 
 /// A benchmarked operator process, killed on drop.
 pub struct Operator(pub Child);
+
+impl Operator {
+    /// Stops it the way a rollout does (SIGTERM: it hands its Lease over,
+    /// so the next operator leads at once), killing it after 5 s.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl Drop for Operator {
     fn drop(&mut self) {
@@ -68,40 +84,49 @@ pub fn run_kubectl(lab: &barelb_testsupport::lab::Lab, args: &[&str]) -> anyhow:
 /// The label a benchmark's Services carry: the prefix of their names.
 pub const BENCH_LABEL: &str = "barelb-bench";
 
+/// Waits until `n` Services labelled `BENCH_LABEL=prefix` have an ingress
+/// address. One list and then a watch: polling lists of thousands of
+/// Services would load the apiserver (and this process, on the same cores)
+/// far more than the operator being measured.
 pub async fn wait_allocated(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    // Only this run's Services (labelled by their prefix): listing every
-    // Service of the namespace each time would load the apiserver the
-    // benchmark measures.
-    let lp = ListParams::default().labels(&format!("{BENCH_LABEL}={prefix}"));
-    let prefix = format!("{prefix}-");
+    let config = watcher::Config::default().labels(&format!("{BENCH_LABEL}={prefix}"));
+    let stream = watcher(api.clone(), config);
+    let mut stream = std::pin::pin!(stream);
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(600));
+    let mut deadline = std::pin::pin!(deadline);
     loop {
-        let list = api.list(&lp).await?;
-        let done: BTreeSet<_> = list
-            .items
-            .iter()
-            .filter(|s| {
-                s.metadata
-                    .name
-                    .as_deref()
-                    .unwrap_or("")
-                    .starts_with(&prefix)
-            })
-            .filter(|s| {
-                s.status
-                    .as_ref()
-                    .and_then(|st| st.load_balancer.as_ref())
-                    .and_then(|l| l.ingress.as_ref())
-                    .is_some_and(|i| !i.is_empty())
-            })
-            .map(|s| s.metadata.name.clone())
-            .collect();
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            () = &mut deadline => bail!("{} of {n} {prefix}-* Services allocated", done.len()),
+        };
+        let Some(ev) = ev else {
+            bail!("the watch of {prefix}-* Services ended");
+        };
+        match ev? {
+            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                if has_ingress(&s) {
+                    done.insert(name);
+                } else {
+                    done.remove(&name);
+                }
+            }
+            watcher::Event::Delete(s) => {
+                done.remove(s.metadata.name.as_deref().unwrap_or(""));
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
         if done.len() >= n {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            bail!("{} of {n} {prefix}* Services allocated", done.len());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn has_ingress(s: &Service) -> bool {
+    s.status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .is_some_and(|i| !i.is_empty())
 }

@@ -100,6 +100,8 @@ pub async fn run(
     let mut peers_changed = false;
     loop {
         tokio::select! {
+            // Changes that arrived while the last batch's writes were in flight.
+            () = std::future::ready(()), if c.index.synced() && !c.touched.is_empty() => {}
             Ok(()) = async {
                 match plans.as_mut() {
                     Some(p) => p.changed().await,
@@ -135,7 +137,7 @@ pub async fn run(
             continue;
         }
         peers_changed |= c.touched.peers || c.leading.is_none();
-        c.allocate().await;
+        c.allocate(&mut rx).await;
         let plan = match plans.as_mut() {
             Some(p) if std::mem::take(&mut plan_changed) => {
                 let plan = p.borrow_and_update().clone();
@@ -255,7 +257,7 @@ impl Controller {
     /// Leading: reconcile what the batch touched (everything on becoming
     /// leader, or when pools, policies or namespaces changed) and write
     /// back what differs.
-    async fn allocate(&mut self) {
+    async fn allocate(&mut self, incoming: &mut mpsc::Receiver<Change>) {
         let started = Instant::now();
         let batch = std::mem::take(&mut self.touched);
         let fresh = self.leading.is_none();
@@ -295,10 +297,14 @@ impl Controller {
             events: &self.events,
             metrics: &self.metrics,
         };
-        writes::execute(&ctx, state, writes, &self.retry).await;
-        writes::write_pools(&ctx, state, &self.index).await;
+        let (index, touched) = (&mut self.index, &mut self.touched);
+        writes::execute(&ctx, state, writes, &self.retry, incoming, |change| {
+            index.apply(change, touched);
+        })
+        .await;
+        writes::write_pools(&ctx, state, &*index).await;
         if fresh || batch.pools || batch.policies {
-            resource_status::write_policies(&ctx, state, &self.index, &self.engine).await;
+            resource_status::write_policies(&ctx, state, &*index, &self.engine).await;
         }
     }
 

@@ -17,9 +17,9 @@ use tracing::Instrument;
 use super::Settings;
 use super::reconcile::{Leading, Write};
 use crate::events::Events;
-use crate::index::Index;
+use crate::index::{Change, Index};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
-use crate::status::{ServiceStatus, now_rfc3339, pool_status_patch};
+use crate::status::{now_rfc3339, pool_status_patch};
 use barelb_core::request::ServiceKey;
 
 /// What every write needs.
@@ -32,12 +32,18 @@ pub(super) struct Context<'a> {
 }
 
 /// Carries out `writes` (at most `write_concurrency` at once); a refused
-/// one is retried through `retry` after its backoff.
+/// one is retried through `retry` after its backoff. While they are in
+/// flight, watch events keep arriving from `incoming` into `absorb`: a
+/// batch of 10,000 writes takes many seconds, and a watch that is not read
+/// meanwhile backs up into the apiserver (whose echoes of these very writes
+/// would otherwise fill the channel and stall every watch).
 pub(super) async fn execute(
     ctx: &Context<'_>,
     state: &mut Leading,
     writes: Vec<Write>,
     retry: &mpsc::UnboundedSender<ServiceKey>,
+    incoming: &mut mpsc::Receiver<Change>,
+    mut absorb: impl FnMut(Change),
 ) {
     let Context {
         client,
@@ -47,7 +53,7 @@ pub(super) async fn execute(
     } = *ctx;
     let now = now_rfc3339();
     let _busy = (!writes.is_empty()).then(|| events.busy());
-    let results: Vec<(ServiceKey, ServiceStatus, Result<u64, kube::Error>)> =
+    let mut results = std::pin::pin!(
         futures::stream::iter(writes)
             .map(|w| {
                 let now = now.clone();
@@ -59,9 +65,23 @@ pub(super) async fn execute(
                 .instrument(span)
             })
             .buffer_unordered(settings.write_concurrency.max(1))
-            .collect()
-            .await;
-    for (key, desired, res) in results {
+    );
+    let mut watching = true;
+    loop {
+        let (key, desired, res) = tokio::select! {
+            r = results.next() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            change = incoming.recv(), if watching => {
+                match change {
+                    Some(change) => absorb(change),
+                    // The main loop sees the end on its next receive.
+                    None => watching = false,
+                }
+                continue;
+            }
+        };
         match res {
             Ok(rv) => {
                 state.backoff.succeeded(&key);

@@ -61,9 +61,11 @@ struct State {
     inputs: Inputs,
     speakers: BTreeMap<String, Speaker>,
     plan: Plan,
-    /// The nodes `plan` was made from, while the other inputs are unchanged
-    /// since: a change of eligibility alone then replans incrementally.
-    planned_with: Option<Vec<Node>>,
+    /// The planner's own output (before any adoption) and the nodes it was
+    /// made from, while the other inputs are unchanged since: a change of
+    /// eligibility alone then replans incrementally — also while unsettled,
+    /// so a reconnect storm and its settling replan hash only what changed.
+    planned: Option<(Plan, Vec<Node>)>,
     next_id: u64,
     /// Each connected speaker's BGP sessions.
     sessions: Sessions,
@@ -149,7 +151,7 @@ impl Core {
         }
         s.loaded = true;
         s.inputs = inputs;
-        s.planned_with = None;
+        s.planned = None;
         self.replan(&mut s, cause, Instant::now());
     }
 
@@ -303,7 +305,6 @@ impl Core {
         s.settled = true;
         s.hold_until = None;
         s.claimed.clear();
-        s.planned_with = None;
         tracing::info!(speakers = s.speakers.len(), "settled: planning");
     }
 
@@ -331,7 +332,7 @@ impl Core {
             s.hold_until = None;
             s.claimed.clear();
             s.plan = Plan::default();
-            s.planned_with = None;
+            s.planned = None;
         }
         if cause == STEPPED_DOWN {
             // No longer the leader: what the others announce is the next
@@ -525,13 +526,13 @@ impl Core {
                 }
             })
             .collect();
-        let plan = match &s.planned_with {
-            Some(before) => {
-                planner::replan_nodes(&s.plan, before, &s.inputs.units, &nodes, &s.inputs.peers)
+        let made = match &s.planned {
+            Some((prev, before)) => {
+                planner::replan_nodes(prev, before, &s.inputs.units, &nodes, &s.inputs.peers)
             }
             None => planner::plan(&s.inputs.units, &nodes, &s.inputs.peers),
         };
-        let mut plan = plan;
+        let mut plan = made.clone();
         if !s.settled {
             adopt(&mut plan, s, &nodes);
         }
@@ -581,8 +582,7 @@ impl Core {
             s.speakers.remove(&node);
         }
         s.plan = plan;
-        // An adopted plan is no planner output to replan incrementally from.
-        s.planned_with = s.settled.then_some(nodes);
+        s.planned = Some((made, nodes));
         self.count_connected(s);
         if again {
             // Their addresses go elsewhere now (the dropped are gone, so this ends).
