@@ -138,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let seen: Arc<Vec<Mutex<Seen>>> = Arc::new((0..s).map(|_| Mutex::default()).collect());
     let mut kill = Vec::new();
     let t0 = Instant::now();
+    let wall0 = std::time::SystemTime::now();
     for (i, token) in tokens.into_iter().enumerate() {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         kill.push(Some(stop_tx));
@@ -226,6 +227,19 @@ async fn main() -> anyhow::Result<()> {
         first_snap.as_secs_f64(),
         placed.as_secs_f64(),
         (placed.saturating_sub(last_accept)).as_secs_f64() * 1000.0
+    );
+    // The operator logs when its settle period ended (every Ready node's
+    // speaker back): from then, the settled plan reaches every speaker.
+    let oplog = std::fs::read_to_string(lab_dir().join(format!("logs/{id}-operator.log")))?;
+    let settled = oplog
+        .lines()
+        .find(|l| l.contains("settled: planning"))
+        .and_then(|l| since(wall0, l))
+        .context("the operator logged no end of its settle period")?;
+    println!(
+        "settle period ended (operator log) at {:.2}s: full resync (settled plan → every speaker has it) {:.0} ms",
+        settled.as_secs_f64(),
+        placed.saturating_sub(settled).as_secs_f64() * 1000.0
     );
     println!(
         "operator with {s} speakers and {m} addresses: RSS {:.1} MiB (+{:.1}), CPU {:.2}s during the connect storm and resync",
@@ -317,6 +331,26 @@ async fn main() -> anyhow::Result<()> {
         run_kubectl(&lab, &args)?;
     }
     Ok(())
+}
+
+/// How long after `wall0` a log line (starting with an RFC 3339 UTC time,
+/// as the operator writes them) was written. Within one UTC day: enough
+/// for a run of minutes.
+fn since(wall0: std::time::SystemTime, line: &str) -> Option<Duration> {
+    let time = line.get(11..26)?; // "HH:MM:SS.ffffff" of "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+    let mut parts = time.split(':');
+    let (h, m, sec): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    let at = h * 3600.0 + m * 60.0 + sec;
+    let unix = wall0
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let start = unix % 86_400.0;
+    (at >= start).then(|| Duration::from_secs_f64(at - start))
 }
 
 /// One simulated speaker: connect, Hello, then ack everything and keep

@@ -16,9 +16,11 @@
 //! the three configurations in a rotated order each time so none always
 //! runs on the busiest apiserver; each repetition prints p50/p99 of the
 //! client-observed create latency per configuration, the webhook/VAP
-//! ratios and the webhook's p50 over no policy, then the spread.
+//! ratios and the webhook's p50 over no policy, then the spread. Then it
+//! finds the highest rate the no-policy baseline sustains without queueing
+//! (STEP seconds per step) and compares the three there too.
 //!
-//!     scripts/bench-webhook [RATE] [SECONDS] [REPS]   (defaults 50, 30, 3)
+//!     scripts/bench-webhook [RATE] [SECONDS] [REPS] [STEP]   (defaults 50, 30, 3, 10)
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // bench code: failing loudly is the point
 
 #[path = "support/mod.rs"]
@@ -56,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|a| a.parse().ok())
             .unwrap_or(default)
     };
-    let (reps, ceiling_seconds) = (usize::try_from(arg(3, 3))?, arg(4, 5));
+    let (reps, ceiling_seconds) = (usize::try_from(arg(3, 3))?, arg(4, 10));
     let lab = lab("bench::webhook");
     lab.install_crds();
     let client = lab.client().await?;
@@ -190,7 +192,7 @@ spec:
     let steps = if smoke { 2 } else { usize::MAX };
     let top = at(rate).ceiling(base, ceiling_seconds, steps).await?;
     if top > rate {
-        at(top).compare(seconds.min(10), reps).await?;
+        at(top).compare(seconds.min(ceiling_seconds), reps).await?;
     }
     // Clean up (the operator is killed on drop; the webhook config first).
     let _ = lab.kubectl(&[
@@ -230,11 +232,11 @@ fn pct(v: &[f64], p: f64) -> f64 {
 impl Load<'_> {
     /// `reps` repetitions of `seconds` at this rate per configuration, in
     /// a rotated order; prints each and the spread. Returns the no-policy
-    /// baseline's p50 (ms) of the first repetition.
-    async fn compare(&self, seconds: u64, reps: usize) -> anyhow::Result<f64> {
+    /// baseline's p50 and p99 (ms) over all repetitions.
+    async fn compare(&self, seconds: u64, reps: usize) -> anyhow::Result<(f64, f64)> {
         let rate = self.rate;
         let mut ratios = Vec::new();
-        let mut base = 0.0;
+        let mut baseline = Vec::new();
         for rep in 0..reps {
             let mut results: [Vec<f64>; 3] = Default::default();
             for k in 0..3 {
@@ -264,9 +266,7 @@ impl Load<'_> {
                 );
             }
             let [none, vap, hook] = &results;
-            if rep == 0 {
-                base = pct(none, 0.5);
-            }
+            baseline.extend_from_slice(none);
             let r = (
                 pct(hook, 0.5) / pct(vap, 0.5),
                 pct(hook, 0.99) / pct(vap, 0.99),
@@ -294,15 +294,16 @@ impl Load<'_> {
             spread(|r| r.1),
             spread(|r| r.2)
         );
-        Ok(base)
+        baseline.sort_by(f64::total_cmp);
+        Ok((pct(&baseline, 0.5), pct(&baseline, 0.99)))
     }
 
-    /// Steps the no-policy baseline's rate up by half each time, `seconds`
-    /// per step, until it queues: fewer than 95 % of the offered creates
-    /// per second complete, or the median latency doubles over `base_p50`
-    /// (what this rate gave). Returns the last rate that did neither (after
-    /// at most `steps` steps).
-    async fn ceiling(&self, base_p50: f64, seconds: u64, steps: usize) -> anyhow::Result<u64> {
+    /// Steps the no-policy baseline's rate up by a quarter each time,
+    /// `seconds` per step, until it queues: fewer than 95 % of the offered
+    /// creates per second complete, the median latency grows by half over
+    /// `base` (p50, p99 at the first rate), or the p99 doubles. Returns the
+    /// last rate that did none of these (after at most `steps` steps).
+    async fn ceiling(&self, base: (f64, f64), seconds: u64, steps: usize) -> anyhow::Result<u64> {
         const MAX: u64 = 5_000;
         let api = &self.apis[0];
         let mut best = self.rate;
@@ -310,7 +311,7 @@ impl Load<'_> {
             if best >= MAX {
                 break;
             }
-            let rate = (best * 3 / 2).max(best + 1);
+            let rate = (best * 5 / 4).max(best + 1);
             let t = Instant::now();
             let lat = run(
                 api,
@@ -323,11 +324,10 @@ impl Load<'_> {
             .await?;
             let achieved = lat.len() as f64 / t.elapsed().as_secs_f64();
             empty(api).await?;
-            let p50 = pct(&lat, 0.5);
-            let queues = achieved < 0.95 * rate as f64 || p50 > 2.0 * base_p50;
+            let (p50, p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
+            let queues = achieved < 0.95 * rate as f64 || p50 > 1.5 * base.0 || p99 > 2.0 * base.1;
             println!(
-                "no policy at {rate}/s offered: {achieved:.0}/s completed, p50 {p50:.2} ms, p99 {:.2} ms{}",
-                pct(&lat, 0.99),
+                "no policy at {rate}/s offered: {achieved:.0}/s completed, p50 {p50:.2} ms, p99 {p99:.2} ms{}",
                 if queues { ": queueing" } else { "" }
             );
             if queues {
