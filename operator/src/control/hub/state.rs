@@ -20,10 +20,11 @@ use tokio::sync::watch;
 use super::{Inputs, Outbox, STEPPED_DOWN, Sessions};
 use crate::control::messages::{self, NodeView};
 use crate::control::traces::{self, PendingTraces, Traced};
-use crate::metrics::{KindLabels, Metrics, NodeLabels, PeerStateLabels, ReasonLabels};
+use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 use barelb_core::planner::{self, Node, Plan};
 use barelb_runtime::TraceContext;
 
+mod gauges;
 mod owners;
 use owners::{adopt, current_owners, quiet_moves};
 
@@ -86,6 +87,9 @@ pub struct Core {
     defer: Cell<bool>,
     /// The first deferred replan's cause and its fault's detection.
     pending: RefCell<Option<(String, Instant)>>,
+    /// The per-speaker gauges wait for `flush` too: each costs a pass over
+    /// the plan and every speaker, once per batch rather than per attach.
+    gauges_stale: Cell<bool>,
 }
 
 impl Core {
@@ -105,6 +109,7 @@ impl Core {
             plan_tx,
             defer: Cell::new(false),
             pending: RefCell::new(None),
+            gauges_stale: Cell::new(false),
         }
     }
 
@@ -121,9 +126,12 @@ impl Core {
     pub fn flush(&self) {
         self.defer.set(false);
         let pending = self.pending.borrow_mut().take();
+        let mut s = self.lock();
         if let Some((cause, detected)) = pending {
-            let mut s = self.lock();
             self.replan(&mut s, &cause, detected);
+        }
+        if self.gauges_stale.get() {
+            self.publish_speakers(&s);
         }
     }
 
@@ -212,73 +220,6 @@ impl Core {
         );
         self.count_connected(&mut s);
         self.replan(&mut s, "speaker-connected", Instant::now());
-    }
-
-    /// `barelb_control_speakers_connected` and the sessions of speakers
-    /// still connected, after every attach and removal.
-    fn count_connected(&self, s: &mut State) {
-        self.metrics
-            .speakers_connected
-            .set(i64::try_from(s.speakers.len()).unwrap_or(i64::MAX));
-        let speakers = &s.speakers;
-        s.sessions.retain(|node, _| speakers.contains_key(node));
-        self.count_sessions(s);
-        self.publish_speakers(s);
-    }
-
-    /// `barelb_control_speaker_link_up` and `…_speaker_addresses`: each
-    /// connected speaker's link state and its part of the plan, for
-    /// dashboards and `kubectl barelb status` (only the leader knows them).
-    fn publish_speakers(&self, s: &State) {
-        let mut held: BTreeMap<&str, i64> = BTreeMap::new();
-        for o in s.plan.l2.values() {
-            *held.entry(o.node.as_str()).or_default() += 1;
-        }
-        for a in s.plan.bgp.values() {
-            for node in a.nodes.keys() {
-                *held.entry(node.as_str()).or_default() += 1;
-            }
-        }
-        self.metrics.speaker_link_up.clear();
-        self.metrics.speaker_addresses.clear();
-        for (node, sp) in &s.speakers {
-            let labels = NodeLabels { node: node.clone() };
-            self.metrics
-                .speaker_link_up
-                .get_or_create(&labels)
-                .set(i64::from(sp.link_up));
-            self.metrics
-                .speaker_addresses
-                .get_or_create(&labels)
-                .set(held.get(node.as_str()).copied().unwrap_or(0));
-        }
-    }
-
-    /// `barelb_control_bgp_sessions`: nodes per (peer, state).
-    fn count_sessions(&self, s: &State) {
-        self.sessions_tx.send_if_modified(|now| {
-            let changed = **now != s.sessions;
-            if changed {
-                *now = Arc::new(s.sessions.clone());
-            }
-            changed
-        });
-        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for sessions in s.sessions.values() {
-            for (peer, state) in sessions {
-                *counts.entry((peer, state)).or_default() += 1;
-            }
-        }
-        self.metrics.bgp_sessions.clear();
-        for ((peer, state), n) in counts {
-            self.metrics
-                .bgp_sessions
-                .get_or_create(&PeerStateLabels {
-                    peer: peer.to_string(),
-                    state: state.to_string(),
-                })
-                .set(n);
-        }
     }
 
     /// The BGP session states stream `id` of `node` reports (all of them).
