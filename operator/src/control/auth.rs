@@ -98,12 +98,19 @@ pub fn identity(status: &TokenReviewStatus) -> Result<Identity, Refusal> {
     })
 }
 
+/// TokenReviews in flight at once. After a leader change every speaker
+/// reconnects together; unbounded, each review could open its own
+/// connection to the apiserver (a TLS handshake on both sides), and the
+/// burst starves the tasks that answer established speakers' keepalives.
+const REVIEWS_IN_FLIGHT: usize = 16;
+
 /// Verifies speakers against the apiserver.
 #[derive(Clone)]
 pub struct Authenticator {
     client: Client,
     /// `namespace/name` the speaker must run as; None: any.
     service_account: Option<(String, String)>,
+    reviews: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -119,11 +126,17 @@ impl Authenticator {
         Authenticator {
             client,
             service_account,
+            reviews: std::sync::Arc::new(tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT)),
         }
     }
 
     /// Checks `token` and that its pod runs on `node`.
     pub async fn check(&self, token: &str, node: &str) -> Result<Identity, Refusal> {
+        let _turn = self
+            .reviews
+            .acquire()
+            .await
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),

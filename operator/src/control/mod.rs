@@ -1,6 +1,6 @@
 //! The control channel (barelb.control.v1): the hub that plans and tells
-//! each speaker its part, the gRPC server speakers connect to, and the
-//! authentication of those speakers.
+//! each speaker its part, the gRPC server speakers connect to (over TLS
+//! with paced handshakes), and the authentication of those speakers.
 
 pub mod hub;
 pub mod inputs;
@@ -10,3 +10,4 @@ mod traces;
 pub use hub::Hub;
 pub mod auth;
 pub mod server;
+mod tls;

@@ -13,7 +13,8 @@ use barelb_control::v1::control_server::{Control, ControlServer};
 use barelb_control::v1::{OperatorMessage, SpeakerMessage, speaker_message};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Hub;
@@ -209,29 +210,34 @@ pub async fn run(
         leader,
         metrics,
     };
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        settings.cert_pem.as_bytes(),
-        settings.key_pem.as_bytes(),
-    ));
+    let acceptor = super::tls::acceptor(&settings.cert_pem, &settings.key_pem)?;
     let mut builder = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(settings.keepalive))
-        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .tcp_nodelay(true);
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout));
     let router = builder.add_service(ControlServer::new(svc));
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
     match settings.listen {
         Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(%addr, "control channel listening");
-            router.serve_with_shutdown(addr, stop).await?;
+            let conns = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
+                // Small messages, each awaited by a speaker: no Nagle delay.
+                if let Ok(c) = &c {
+                    let _ = c.set_nodelay(true);
+                }
+                c
+            });
+            let incoming = super::tls::incoming(conns, acceptor);
+            router.serve_with_incoming_shutdown(incoming, stop).await?;
         }
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path)?;
             tracing::info!(path = %path.display(), "control channel listening");
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let conns = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let incoming = super::tls::incoming(conns, acceptor);
             router.serve_with_incoming_shutdown(incoming, stop).await?;
         }
     }
