@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -27,18 +25,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS acceptor for the control channel's certificate (HTTP/2 only).
 pub fn acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<TlsAcceptor> {
-    use anyhow::Context;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .context("control certificate PEM")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("control key PEM")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("control certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = crate::webhook::tls::server_config(cert_pem, key_pem, &[b"h2"])?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -186,7 +186,7 @@ mod tests {
             .issue_serving(&["127.0.0.1".into(), "barelb-webhook.barelb.svc".into()])
             .unwrap();
         // rustls accepts the pair as a server config...
-        super::super::tls::server_config(&serving).unwrap();
+        super::super::tls::server_config(&serving.cert_pem, &serving.key_pem, &[b"h2"]).unwrap();
         // ...and a client trusting only the CA verifies the chain.
         use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::pem::PemObject;

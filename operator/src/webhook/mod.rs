@@ -28,7 +28,7 @@ use crate::metrics::{KindLabels, Metrics, PolicyLabels, ResultLabels};
 
 pub mod certs;
 pub mod config;
-mod tls;
+pub(crate) mod tls;
 
 /// The view the controller publishes and the webhook reads.
 pub type SharedView = Arc<RwLock<Arc<View>>>;

@@ -19,20 +19,25 @@ use tokio_rustls::TlsAcceptor;
 
 use super::certs::ServingCert;
 
-/// A rustls server configuration for `cert`.
-pub(crate) fn server_config(cert: &ServingCert) -> anyhow::Result<rustls::ServerConfig> {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .context("serving certificate PEM")?;
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).context("serving key PEM")?;
+/// A rustls server configuration (TLS 1.2 and 1.3) for a certificate
+/// chain and key in PEM, offering `alpn`. The webhook and the control
+/// channel both serve with it.
+pub(crate) fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: &[&[u8]],
+) -> anyhow::Result<rustls::ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("serving certificate PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("serving key PEM")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("serving certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 
@@ -48,7 +53,9 @@ pub(crate) async fn serve(
     app: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(cert)?));
+    // The apiserver may speak either.
+    let config = server_config(&cert.cert_pem, &cert.key_pem, &[b"h2", b"http/1.1"])?;
+    let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("webhook cannot listen on {addr}"))?;
