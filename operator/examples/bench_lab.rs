@@ -22,15 +22,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use barelb_testsupport::bulk::each;
 use barelb_testsupport::lab::{lab, lab_dir};
 use barelb_testsupport::unique_name;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{Operator, cpu_seconds, rss_kib, run_kubectl, wait_allocated};
-
-const CONCURRENCY: usize = 32;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -253,23 +251,6 @@ async fn patch_one(api: &Api<Service>, name: &str, i: usize) -> kube::Result<()>
     api.patch_status(name, &pp, &Patch::Apply(st))
         .await
         .map(|_| ())
-}
-
-/// Runs `f(i)` for every `i` in `0..n`, CONCURRENCY at a time; the first
-/// error, once all have run.
-async fn each<F, Fut>(n: usize, f: F) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    futures::stream::iter(0..n)
-        .map(f)
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<anyhow::Result<()>>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(())
 }
 
 /// Writes what the operator writes, from a plain client with the same

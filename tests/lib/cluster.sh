@@ -418,6 +418,10 @@ cl_fault() {
     uncut)
       cl_nsexec "$ns" ip link set eth0 up
       cl_pod_routes "$i" "$(cat "$LAB_DIR/nodes.count")" ;;
+    # Silently blackholed: the node's cable stays in (its link is up) but the
+    # LAN switch port forwards nothing either way, ARP included.
+    blackhole) cl_nsexec "$CL_LAN_NS" ip link set "n$i" nomaster ;;
+    unblackhole) cl_nsexec "$CL_LAN_NS" ip link set "n$i" master br0 ;;
     partition|heal)
       local op=-I rule
       [ "$what" = heal ] && op=-D

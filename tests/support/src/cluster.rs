@@ -35,6 +35,9 @@ pub enum Fault {
     Freeze,
     /// The node's LAN cable is pulled (link down).
     Cut,
+    /// The node's switch port forwards nothing, ARP included, while its
+    /// link stays up: the node is silently gone from the LAN.
+    Blackhole,
     /// The node cannot reach the control plane (nor it the node); the LAN stays.
     Partition,
 }
@@ -45,6 +48,7 @@ impl Fault {
             Fault::StopKubelet => ("stop-kubelet", "start-kubelet"),
             Fault::Freeze => ("freeze", "thaw"),
             Fault::Cut => ("cut", "uncut"),
+            Fault::Blackhole => ("blackhole", "unblackhole"),
             Fault::Partition => ("partition", "heal"),
         }
     }
@@ -344,6 +348,12 @@ impl Client {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         Poller { child: Some(child) }
+    }
+
+    /// Watches the client's neighbour entry for `ip` (`ip monitor neigh`):
+    /// every change is seen when the kernel makes it, with no polling.
+    pub fn watch_neigh(&self, ip: &str) -> crate::neigh::NeighWatch {
+        crate::neigh::NeighWatch::start(&self.ns, ip)
     }
 
     /// `curl` from the client: the body, or None when nothing answered in 3 s.

@@ -15,12 +15,15 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod argocd;
+pub mod bulk;
 pub mod cluster;
 pub mod install;
 pub mod jaeger;
 pub mod lab;
+pub mod neigh;
 pub mod netlab;
 pub mod observability;
+pub mod peers;
 pub mod routers;
 
 use std::sync::atomic::{AtomicU32, Ordering};

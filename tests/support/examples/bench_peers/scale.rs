@@ -1,0 +1,173 @@
+//! The rows that need Services by the thousand, in one namespace per
+//! implementation: speaker memory with L2 Services that have endpoints,
+//! allocation of N pending Services when the controller starts (beside a
+//! plain client patching as many statuses), controller memory at M
+//! Services, and controller restarts (addresses moved; time until a
+//! Service created during the restart is addressed).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use barelb_testsupport::bulk::{self, Spec};
+use barelb_testsupport::cluster::Cluster;
+use barelb_testsupport::install::apply;
+use barelb_testsupport::peers::{BULK_POOL, Deployed, pool_annotations};
+use barelb_testsupport::unique_name;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams};
+
+/// The sizes (`scripts/bench-peers RUNS N M L2 RESTARTS`).
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub pending: usize,
+    pub total: usize,
+    pub l2: usize,
+    pub restarts: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Figures {
+    /// Speakers' RSS (KiB) with `l2` L2 Services: each node's.
+    pub speaker_rss_kib: Vec<u64>,
+    /// Controller start → `pending` Services addressed.
+    pub allocation: Duration,
+    /// A plain client's status patches of as many Services.
+    pub plain: Duration,
+    /// Controller RSS (KiB) with `total` Services (barelb: the larger replica).
+    pub controller_rss_kib: u64,
+    /// Per restart: addresses that changed, and the time from the restart
+    /// to a Service created with it being addressed.
+    pub restarts: Vec<(usize, Duration)>,
+}
+
+const WITHIN: Duration = Duration::from_secs(900);
+
+pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<Figures> {
+    let ns = unique_name("peers-scale");
+    let _gone = NamespaceGuard(c.clone(), ns.clone());
+    apply(c, &backend(&ns, c.nodes));
+    let api: Api<Service> = Api::namespaced(c.lab.client().await?, &ns);
+    let bulk_spec = Spec {
+        annotations: pool_annotations(BULK_POOL),
+        ..Spec::default()
+    };
+    let mut f = Figures::default();
+
+    // Speakers with L2 Services that have endpoints (MetalLB announces
+    // only those): each node's speaker RSS once they are all addressed.
+    let l2 = Spec {
+        app: Some("backend".into()),
+        ..bulk_spec.clone()
+    };
+    bulk::create(&api, "l2", sizes.l2, &l2).await?;
+    bulk::wait_allocated(&api, "l2", sizes.l2, WITHIN).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    f.speaker_rss_kib = d.speaker_pids().into_iter().map(bulk::rss_kib).collect();
+
+    // N pending, then the controller starts.
+    d.scale_controller(0);
+    bulk::create(&api, "pending", sizes.pending, &bulk_spec).await?;
+    let t = Instant::now();
+    d.scale_controller(d.default_replicas());
+    bulk::wait_allocated(&api, "pending", sizes.pending, WITHIN).await?;
+    f.allocation = t.elapsed();
+    d.wait_ready();
+    let plain = Spec {
+        class: Some("nobody.barelb.io/none".into()),
+        ..Spec::default()
+    };
+    bulk::create(&api, "plain", sizes.pending, &plain).await?;
+    f.plain = bulk::plain_patches(&api, "plain", sizes.pending).await?;
+
+    // Up to `total` Services of its own, then its memory.
+    let more = sizes.total.saturating_sub(sizes.l2 + sizes.pending);
+    bulk::create(&api, "bulk", more, &bulk_spec).await?;
+    bulk::wait_allocated(&api, "bulk", more, WITHIN).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    f.controller_rss_kib = d
+        .controller_pids()
+        .into_iter()
+        .map(bulk::rss_kib)
+        .max()
+        .unwrap_or(0);
+
+    for r in 0..sizes.restarts {
+        let before = addressed(&api).await?;
+        d.restart_controller();
+        let t = Instant::now();
+        let prefix = format!("restart{r}");
+        bulk::create(&api, &prefix, 1, &bulk_spec).await?;
+        bulk::wait_allocated(&api, &prefix, 1, WITHIN).await?;
+        let new_addressed = t.elapsed();
+        d.wait_ready();
+        // Time for any reshuffle a new leader makes to show.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = addressed(&api).await?;
+        let moved = before
+            .iter()
+            .filter(|(name, ip)| after.get(*name) != Some(*ip))
+            .count();
+        eprintln!(
+            "bench-peers: {} restart {}: {moved} of {} addresses moved; new Service addressed in {} ms",
+            d.peer.name(),
+            r + 1,
+            before.len(),
+            new_addressed.as_millis()
+        );
+        f.restarts.push((moved, new_addressed));
+    }
+    Ok(f)
+}
+
+/// Name → address of every addressed Service in the namespace.
+async fn addressed(api: &Api<Service>) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|s| Some((s.metadata.name.clone()?, bulk::ingress(s)?)))
+        .collect())
+}
+
+/// The namespace and a backend on every node (the L2 Services' endpoints).
+fn backend(ns: &str, nodes: usize) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  replicas: {nodes}
+  selector: {{matchLabels: {{app: backend}}}}
+  template:
+    metadata: {{labels: {{app: backend}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: backend
+        image: barelb.io/lab-backend:1
+        imagePullPolicy: Never
+        args: ["--listen=:8080"]
+"#
+    )
+}
+
+/// Deletes the namespace (and its thousands of Services) on drop, waiting
+/// so the next implementation does not share the apiserver with it.
+struct NamespaceGuard(Cluster, String);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let _ = self.0.lab.kubectl(&[
+            "delete",
+            "namespace",
+            &self.1,
+            "--wait=true",
+            "--timeout=600s",
+        ]);
+    }
+}

@@ -1,0 +1,389 @@
+//! barelb and MetalLB installed on the lab cluster behind one interface, so
+//! `scripts/bench-peers` puts both through the same faults on the same clock.
+//! One at a time: each is installed the way its users install it (barelb's
+//! Helm chart; MetalLB's `metallb-native.yaml` from its module source, with
+//! images built here by `tests/lab build`), measured, and removed before the
+//! other starts, so neither shares the two cores with the other.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::install::{self, Installed, ok};
+use crate::lab::output_text;
+use crate::repo_root;
+
+/// The load balancers compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Barelb,
+    MetalLb,
+}
+
+/// MetalLB's namespace (its manifests fix it).
+pub const METALLB_NS: &str = "metallb-system";
+
+/// The LAN pool (client-reachable, L2) and the bulk pool (allocation and
+/// memory rows) every Service of the benchmark names by annotation. Both
+/// implementations read only their own annotation, so one manifest serves
+/// both.
+pub const LAN_POOL: &str = "peers-lan";
+pub const BULK_POOL: &str = "peers-bulk";
+const LAN_RANGE: &str = "198.19.0.230-198.19.0.239";
+const BULK_RANGE: &str = "10.200.0.0/18";
+
+impl Peer {
+    pub const ALL: [Peer; 2] = [Peer::Barelb, Peer::MetalLb];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Barelb => "barelb",
+            Peer::MetalLb => "MetalLB",
+        }
+    }
+
+    /// Installs it with both pools and waits until every Pod is Ready.
+    pub fn install(self, c: &Cluster) -> Deployed {
+        let barelb = match self {
+            Peer::Barelb => {
+                let installed = install::install_with_helm(c);
+                install::apply(c, &barelb_pools());
+                Some(installed)
+            }
+            Peer::MetalLb => {
+                metallb_install(c);
+                None
+            }
+        };
+        let d = Deployed {
+            peer: self,
+            c: c.clone(),
+            barelb,
+        };
+        d.wait_ready();
+        d
+    }
+
+    /// The speaker's process name (its comm).
+    fn speaker_comm(self) -> &'static str {
+        match self {
+            Peer::Barelb => "barelb-speaker",
+            Peer::MetalLb => "speaker",
+        }
+    }
+
+    /// The controller's process name.
+    fn controller_comm(self) -> &'static str {
+        match self {
+            Peer::Barelb => "barelb-operator",
+            Peer::MetalLb => "controller",
+        }
+    }
+
+    /// (namespace, Deployment, DaemonSet, speaker Pod label).
+    fn objects(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Peer::Barelb => (
+                install::NS,
+                "barelb-operator",
+                "barelb-speaker",
+                "app.kubernetes.io/name=barelb-speaker",
+            ),
+            Peer::MetalLb => (METALLB_NS, "controller", "speaker", "component=speaker"),
+        }
+    }
+}
+
+/// Both pools as barelb AddressPools, announced on the nodes' LAN leg.
+fn barelb_pools() -> String {
+    [(LAN_POOL, LAN_RANGE), (BULK_POOL, BULK_RANGE)]
+        .iter()
+        .map(|(name, range)| {
+            format!(
+                "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {name}}}\n\
+                 spec: {{addresses: [{range}], announce: {{mode: L2, l2: {{interfaces: [eth0]}}}}}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The same pools as MetalLB IPAddressPools with L2Advertisements.
+fn metallb_pools() -> String {
+    [(LAN_POOL, LAN_RANGE), (BULK_POOL, BULK_RANGE)]
+        .iter()
+        .map(|(name, range)| {
+            format!(
+                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+                 metadata: {{name: {name}, namespace: {METALLB_NS}}}\nspec: {{addresses: [{range}]}}\n---\n\
+                 apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\n\
+                 metadata: {{name: {name}, namespace: {METALLB_NS}}}\n\
+                 spec: {{ipAddressPools: [{name}], interfaces: [eth0]}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The annotations that put a Service in `pool` with either implementation.
+pub fn pool_annotations(pool: &str) -> BTreeMap<String, String> {
+    ["barelb.io/pool", "metallb.io/address-pool"]
+        .iter()
+        .map(|k| (k.to_string(), pool.to_string()))
+        .collect()
+}
+
+fn metallb_manifest() -> String {
+    repo_root()
+        .join("target/metallb/metallb-native.yaml")
+        .display()
+        .to_string()
+}
+
+/// MetalLB as its docs say: its images into the nodes (where a registry
+/// would serve them), `kubectl apply -f metallb-native.yaml`, then the
+/// pools once its webhook answers. Default settings: memberlist on.
+fn metallb_install(c: &Cluster) {
+    let dir = repo_root().join("target/metallb");
+    let archives: Vec<String> = ["controller.tar", "speaker.tar"]
+        .iter()
+        .map(|a| dir.join(a).display().to_string())
+        .collect();
+    let out = std::process::Command::new(repo_root().join("tests/lab"))
+        .arg("load-images")
+        .args(&archives)
+        .env("BARELB_LAB_DIR", crate::cluster::cluster_dir())
+        .output()
+        .expect("run tests/lab load-images");
+    ok(out, "load MetalLB's images (tests/lab build makes them)");
+    ok(
+        c.lab.kubectl(&["apply", "-f", &metallb_manifest()]),
+        "kubectl apply -f metallb-native.yaml",
+    );
+    ok(
+        c.lab.kubectl(&[
+            "-n",
+            METALLB_NS,
+            "rollout",
+            "status",
+            "deployment/controller",
+            "--timeout=180s",
+        ]),
+        "MetalLB controller rollout",
+    );
+    // The webhook serves once the controller has made its certificate.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = c.lab.apply(&metallb_pools());
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "MetalLB pools: {}",
+            output_text(&out)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// An installed implementation; removed on drop (also when a run fails).
+#[derive(Debug)]
+pub struct Deployed {
+    pub peer: Peer,
+    c: Cluster,
+    barelb: Option<Installed>,
+}
+
+impl Deployed {
+    /// Waits until the controller Deployment and one speaker per node are
+    /// Ready.
+    pub fn wait_ready(&self) {
+        let (ns, deploy, ds, _) = self.peer.objects();
+        for what in [format!("deployment/{deploy}"), format!("daemonset/{ds}")] {
+            let out = self
+                .c
+                .lab
+                .kubectl(&["-n", ns, "rollout", "status", &what, "--timeout=180s"]);
+            assert!(
+                out.status.success(),
+                "{}: rollout of {what}: {}",
+                self.peer.name(),
+                output_text(&out)
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (1..=self.c.nodes).any(|i| self.speaker_pid(i).is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: a speaker process is missing",
+                self.peer.name()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The PID of the speaker on node `i`, if one runs.
+    pub fn speaker_pid(&self, i: usize) -> Option<u32> {
+        let ns = std::fs::metadata(format!("/run/netns/{}", self.c.node_ns(i)))
+            .ok()?
+            .ino();
+        processes(self.peer.speaker_comm())
+            .into_iter()
+            .find(|pid| net_ns(*pid) == Some(ns))
+    }
+
+    /// Every speaker's PID.
+    pub fn speaker_pids(&self) -> Vec<u32> {
+        (1..=self.c.nodes)
+            .filter_map(|i| self.speaker_pid(i))
+            .collect()
+    }
+
+    /// The controller processes (barelb: every operator replica).
+    pub fn controller_pids(&self) -> Vec<u32> {
+        processes(self.peer.controller_comm())
+    }
+
+    /// Scales the controller Deployment to `replicas` (0: no controller).
+    pub fn scale_controller(&self, replicas: usize) {
+        let (ns, deploy, _, _) = self.peer.objects();
+        let r = format!("--replicas={replicas}");
+        ok(
+            self.c
+                .lab
+                .kubectl(&["-n", ns, "scale", &format!("deployment/{deploy}"), &r]),
+            "scale the controller",
+        );
+        if replicas == 0 {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !self.controller_pids().is_empty() {
+                assert!(Instant::now() < deadline, "controller did not stop");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if self.peer == Peer::Barelb {
+                self.admit_without_operator();
+            }
+        }
+    }
+
+    /// barelb reviews Services with failurePolicy Fail, so with no operator
+    /// no Service could be created: set Ignore until the operator starts
+    /// and applies its own registration again (MetalLB's webhook reviews
+    /// only its own kinds).
+    fn admit_without_operator(&self) {
+        let hooks = self
+            .c
+            .json(&["get", "validatingwebhookconfiguration", "barelb"]);
+        let n = hooks["webhooks"].as_array().map_or(0, Vec::len);
+        let patch: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"op":"replace","path":"/webhooks/{i}/failurePolicy","value":"Ignore"}}"#
+                )
+            })
+            .collect();
+        ok(
+            self.c.lab.kubectl(&[
+                "patch",
+                "validatingwebhookconfiguration",
+                "barelb",
+                "--type=json",
+                "-p",
+                &format!("[{}]", patch.join(",")),
+            ]),
+            "barelb's webhook: failurePolicy Ignore while no operator runs",
+        );
+    }
+
+    /// Its default controller replica count (barelb's chart: 2, for HA).
+    pub fn default_replicas(&self) -> usize {
+        match self.peer {
+            Peer::Barelb => 2,
+            Peer::MetalLb => 1,
+        }
+    }
+
+    /// Deletes the speaker Pod of node `i` (the DaemonSet makes a new one:
+    /// a crashed container's restart back-off does not carry over).
+    pub fn replace_speaker(&self, i: usize) {
+        let (ns, _, _, label) = self.peer.objects();
+        let field = format!("spec.nodeName=node-{i}");
+        ok(
+            self.c.lab.kubectl(&[
+                "-n",
+                ns,
+                "delete",
+                "pod",
+                "-l",
+                label,
+                "--field-selector",
+                &field,
+                "--wait=false",
+            ]),
+            "delete a speaker Pod",
+        );
+    }
+
+    /// Deletes every controller Pod (a restart; the Deployment makes new ones).
+    pub fn restart_controller(&self) {
+        let (ns, deploy, _, _) = self.peer.objects();
+        let label = match self.peer {
+            Peer::Barelb => "app.kubernetes.io/name=barelb-operator",
+            Peer::MetalLb => "component=controller",
+        };
+        ok(
+            self.c
+                .lab
+                .kubectl(&["-n", ns, "delete", "pod", "-l", label, "--wait=false"]),
+            &format!("delete the {deploy} Pods"),
+        );
+    }
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        match self.peer {
+            Peer::Barelb => {
+                for p in [LAN_POOL, BULK_POOL] {
+                    let _ = self
+                        .c
+                        .lab
+                        .kubectl(&["delete", "addresspool", p, "--ignore-not-found"]);
+                }
+                drop(self.barelb.take());
+            }
+            Peer::MetalLb => {
+                let _ = self.c.lab.kubectl(&[
+                    "delete",
+                    "-f",
+                    &metallb_manifest(),
+                    "--ignore-not-found",
+                    "--wait=true",
+                    "--timeout=120s",
+                ]);
+            }
+        }
+    }
+}
+
+/// PIDs whose comm is `comm`.
+fn processes(comm: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .collect()
+}
+
+/// The inode of `pid`'s network namespace.
+fn net_ns(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
