@@ -350,10 +350,10 @@ impl Client {
         Poller { child: Some(child) }
     }
 
-    /// Watches the client's neighbour entry for `ip` (`ip monitor neigh`):
-    /// every change is seen when the kernel makes it, with no polling.
-    pub fn watch_neigh(&self, ip: &str) -> crate::neigh::NeighWatch {
-        crate::neigh::NeighWatch::start(&self.ns, ip)
+    /// Watches the client's neighbour entries for `ips` (`ip monitor
+    /// neigh`): every change is seen when the kernel makes it, no polling.
+    pub fn watch_neigh(&self, ips: &[String]) -> crate::neigh::NeighWatch {
+        crate::neigh::NeighWatch::start(&self.ns, ips)
     }
 
     /// `curl` from the client: the body, or None when nothing answered in 3 s.

@@ -1,4 +1,4 @@
-//! A client's neighbour entry for one address, watched with `ip monitor
+//! A client's neighbour entries for some addresses, watched with `ip monitor
 //! neigh` in the client's namespace: each change is stamped when the kernel
 //! reports it. No polling: running `ip neigh` every few milliseconds would
 //! take from the two cores what the benchmark measures.
@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One change of the entry: when, and its link-layer address (None: the
-/// entry was deleted or has none, e.g. INCOMPLETE or FAILED).
-pub type NeighEvent = (Instant, Option<String>);
+/// One change of an entry: when, its address, and its link-layer address
+/// (None: the entry was deleted or has none, e.g. INCOMPLETE or FAILED).
+pub type NeighEvent = (Instant, String, Option<String>);
 
 /// A running `ip monitor neigh`, stopped on drop.
 #[derive(Debug)]
@@ -18,12 +18,11 @@ pub struct NeighWatch {
     child: Child,
     events: Arc<Mutex<Vec<NeighEvent>>>,
     ns: String,
-    ip: String,
 }
 
 impl NeighWatch {
-    /// Starts watching `ip` in namespace `ns`.
-    pub fn start(ns: &str, ip: &str) -> NeighWatch {
+    /// Starts watching `ips` in namespace `ns`.
+    pub fn start(ns: &str, ips: &[String]) -> NeighWatch {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "ip", "monitor", "neigh"])
             .stdout(Stdio::piped())
@@ -33,14 +32,17 @@ impl NeighWatch {
         let stdout = child.stdout.take().expect("piped stdout");
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&events);
-        let want = ip.to_string();
+        let want = ips.to_vec();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(mac) = parse_line(&line, &want) {
-                    sink.lock()
-                        .expect("events lock")
-                        .push((Instant::now(), mac));
+                let now = Instant::now();
+                for ip in &want {
+                    if let Some(mac) = parse_line(&line, ip) {
+                        sink.lock()
+                            .expect("events lock")
+                            .push((now, ip.clone(), mac));
+                    }
                 }
             }
         });
@@ -48,25 +50,25 @@ impl NeighWatch {
             child,
             events,
             ns: ns.to_string(),
-            ip: ip.to_string(),
         }
     }
 
-    /// The entry's link-layer address now (`ip neigh show`).
-    pub fn current(&self) -> Option<String> {
+    /// The entry's link-layer address for `ip` now (`ip neigh show`).
+    pub fn current(&self, ip: &str) -> Option<String> {
         let out = Command::new("ip")
-            .args(["-n", &self.ns, "-j", "neigh", "show", &self.ip])
+            .args(["-n", &self.ns, "-j", "neigh", "show", ip])
             .output()
             .ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v.get(0)?["lladdr"].as_str().map(str::to_lowercase)
     }
 
-    /// The first change after `since` to an address other than `from`,
-    /// waiting up to `timeout`: how long after `since` it came, and the new
-    /// address.
+    /// The first change of `ip`'s entry after `since` to a link-layer
+    /// address other than `from`, waiting up to `timeout`: how long after
+    /// `since` it came, and the new address.
     pub fn wait_moved(
         &self,
+        ip: &str,
         from: &str,
         since: Instant,
         timeout: Duration,
@@ -78,8 +80,8 @@ impl NeighWatch {
                 .lock()
                 .expect("events lock")
                 .iter()
-                .filter(|(t, _)| *t >= since)
-                .find_map(|(t, mac)| match mac {
+                .filter(|(t, a, _)| *t >= since && a == ip)
+                .find_map(|(t, _, mac)| match mac {
                     Some(m) if m != from => Some((*t - since, m.clone())),
                     _ => None,
                 });
@@ -90,13 +92,14 @@ impl NeighWatch {
         }
     }
 
-    /// When the entry last changed (None: not since the watch started).
+    /// When any watched entry last changed (None: none since the watch
+    /// started).
     pub fn last_change(&self) -> Option<Instant> {
         self.events
             .lock()
             .expect("events lock")
             .last()
-            .map(|(t, _)| *t)
+            .map(|(t, _, _)| *t)
     }
 }
 

@@ -30,7 +30,7 @@ pub const METALLB_NS: &str = "metallb-system";
 /// both.
 pub const LAN_POOL: &str = "peers-lan";
 pub const BULK_POOL: &str = "peers-bulk";
-const LAN_RANGE: &str = "198.19.0.230-198.19.0.239";
+const LAN_RANGE: &str = "198.19.0.210-198.19.0.239";
 const BULK_RANGE: &str = "10.200.0.0/18";
 
 impl Peer {
@@ -232,6 +232,30 @@ impl Deployed {
         processes(self.peer.speaker_comm())
             .into_iter()
             .find(|pid| net_ns(*pid) == Some(ns))
+    }
+
+    /// The node whose controller decides (barelb: the leader's; MetalLB:
+    /// its controller's, which allocates but plays no part in failover).
+    pub fn controller_node(&self) -> Option<usize> {
+        let (ns, _, _, _) = self.peer.objects();
+        let pod = match self.peer {
+            Peer::Barelb => {
+                let lease = self.c.json(&["-n", ns, "get", "lease", "barelb-operator"]);
+                let holder = lease["spec"]["holderIdentity"].as_str()?.to_string();
+                self.c.json(&["-n", ns, "get", "pod", &holder])
+            }
+            Peer::MetalLb => {
+                let pods = self
+                    .c
+                    .json(&["-n", ns, "get", "pods", "-l", "component=controller"]);
+                pods["items"].as_array()?.first()?.clone()
+            }
+        };
+        pod["spec"]["nodeName"]
+            .as_str()?
+            .strip_prefix("node-")?
+            .parse()
+            .ok()
     }
 
     /// Every speaker's PID.

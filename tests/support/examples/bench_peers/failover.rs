@@ -1,10 +1,13 @@
-//! L2 failover, measured from the client: a Service on the LAN pool, a
-//! client host on the LAN watching its neighbour entry for the address, a
-//! fault on whichever node answers for it, and the time until the entry
-//! names another node (the first gratuitous ARP the client took). A poller
-//! (a new connection every 10 ms) counts what the client lost meanwhile.
+//! L2 failover, measured from the client: Services on the LAN pool, a
+//! client host on the LAN watching its neighbour entries for their
+//! addresses, a fault on a node that answers for one, and the time until
+//! the client's entry names another node (the first gratuitous ARP it
+//! took). A poller (a new connection every 10 ms) counts what the client
+//! lost meanwhile. The node is chosen by role: one that does not run the
+//! deciding controller (barelb's leader, MetalLB's controller), or, for
+//! one row, the one that does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,8 @@ pub enum Fault {
     SpeakerHung,
     /// The node's switch port drops everything, ARP included; link up.
     Blackholed,
+    /// The same, on the node running the deciding controller.
+    BlackholedControllerNode,
     /// The node's LAN interface goes down.
     InterfaceDown,
     /// Its kubelet stops (the Node goes NotReady after 20 s); the speaker
@@ -32,10 +37,11 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::SpeakerKilled,
         Fault::SpeakerHung,
         Fault::Blackholed,
+        Fault::BlackholedControllerNode,
         Fault::InterfaceDown,
         Fault::KubeletStopped,
     ];
@@ -45,6 +51,9 @@ impl Fault {
             Fault::SpeakerKilled => "speaker killed (kubelet restarts it)",
             Fault::SpeakerHung => "speaker hung (SIGSTOP)",
             Fault::Blackholed => "node silently blackholed",
+            Fault::BlackholedControllerNode => {
+                "the controller's node silently blackholed (barelb: the leader's)"
+            }
             Fault::InterfaceDown => "node's interface down",
             Fault::KubeletStopped => "kubelet stopped (Node NotReady at 20 s)",
         }
@@ -71,23 +80,30 @@ pub struct Outcome {
     pub failed: u64,
     /// Each run's longest time without an answer.
     pub gaps_ms: Vec<u64>,
+    /// Runs left out: no address was on a node of the role asked for.
+    pub no_candidate: usize,
+    /// Runs after which the address did not come back to its node.
+    pub not_home: usize,
 }
 
-/// A backend on every node and one Service from the LAN pool; removed on drop.
+/// How many Services the target has: enough that each node, the
+/// controller's included, almost surely answers for one.
+const SERVICES: usize = 20;
+
+/// A backend on every node and SERVICES Services from the LAN pool;
+/// removed on drop.
 pub struct Target {
     c: Cluster,
     ns: String,
-    pub vip: String,
+    pub vips: Vec<String>,
 }
 
 impl Target {
     pub fn deploy(c: &Cluster) -> Target {
         let ns = unique_name("peers");
         let n = c.nodes;
-        apply(
-            c,
-            &format!(
-                r#"apiVersion: v1
+        let mut yaml = format!(
+            r#"apiVersion: v1
 kind: Namespace
 metadata: {{name: {ns}}}
 ---
@@ -102,18 +118,22 @@ spec:
     spec:
       terminationGracePeriodSeconds: 1
       topologySpreadConstraints:
-      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: backend}}}}}}
+      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: backend}}}}}}
       containers:
       - name: backend
         image: barelb.io/lab-backend:1
         imagePullPolicy: Never
         args: ["--listen=:8080"]
         readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
----
+"#
+        );
+        for k in 0..SERVICES {
+            yaml += &format!(
+                r#"---
 apiVersion: v1
 kind: Service
 metadata:
-  name: web
+  name: web{k}
   namespace: {ns}
   annotations: {{barelb.io/pool: {LAN_POOL}, metallb.io/address-pool: {LAN_POOL}}}
 spec:
@@ -121,13 +141,16 @@ spec:
   selector: {{app: backend}}
   ports: [{{port: 80, targetPort: 8080}}]
 "#
-            ),
-        );
-        let vip = address(c, &ns, "web");
+            );
+        }
+        apply(c, &yaml);
+        let vips = (0..SERVICES)
+            .map(|k| address(c, &ns, &format!("web{k}")))
+            .collect();
         Target {
             c: c.clone(),
             ns,
-            vip,
+            vips,
         }
     }
 }
@@ -144,7 +167,10 @@ impl Drop for Target {
     }
 }
 
-/// Runs `fault` `runs` times against `d` and the `target` Service.
+/// Which node answers for each address.
+type Owners = BTreeMap<String, usize>;
+
+/// Runs `fault` `runs` times against `d` and the `target` Services.
 pub fn measure(
     c: &Cluster,
     d: &Deployed,
@@ -153,24 +179,41 @@ pub fn measure(
     fault: Fault,
     runs: usize,
 ) -> Outcome {
-    let watch = client.watch_neigh(&target.vip);
-    let url = format!("http://{}/", target.vip);
+    let watch = client.watch_neigh(&target.vips);
     let mut out = Outcome {
         runs,
         ..Outcome::default()
     };
+    let mut home: Option<Owners> = None;
     for run in 1..=runs {
-        let owner = settle(c, d, client, &watch, &target.vip);
+        let owners = settle(c, d, client, &target.vips, home.as_ref(), &mut out);
+        home = Some(owners.clone());
+        let ctrl = d.controller_node();
+        let on_ctrl = fault == Fault::BlackholedControllerNode;
+        let Some((vip, owner)) = owners
+            .iter()
+            .find(|(_, n)| (Some(**n) == ctrl) == on_ctrl)
+            .map(|(v, n)| (v.clone(), *n))
+        else {
+            eprintln!(
+                "bench-peers: {} {fault:?} run {run}: no address on a node of that role (controller on {ctrl:?})",
+                d.peer.name()
+            );
+            out.no_candidate += 1;
+            continue;
+        };
         let owner_mac = node_mac(owner);
+        refresh_entry(client, &watch, &vip, &owner_mac);
+        let url = format!("http://{vip}/");
         let poller = client.poll(std::slice::from_ref(&url), 10);
         std::thread::sleep(Duration::from_secs(1));
         let t = Instant::now();
         let repair = inject(c, d, owner, fault);
-        let moved = watch.wait_moved(&owner_mac, t, fault.patience());
+        let moved = watch.wait_moved(&vip, &owner_mac, t, fault.patience());
         // The client's view for a moment longer: what the move cost it.
         std::thread::sleep(Duration::from_secs(2));
         let polled = poller.stop();
-        repair.undo(c, d);
+        repair.undo(d);
         let p = polled.first().cloned().unwrap_or_else(|| {
             panic!(
                 "{} {fault:?} run {run}: the poller reported nothing",
@@ -181,7 +224,7 @@ pub fn measure(
         out.failed += p.failed;
         out.gaps_ms.push(p.longest_gap_ms);
         eprintln!(
-            "bench-peers: {} {:?} run {run}: node-{owner} → {} (lost {}/{}, longest gap {} ms)",
+            "bench-peers: {} {:?} run {run}: {vip} on node-{owner} → {} (lost {}/{}, longest gap {} ms)",
             d.peer.name(),
             fault,
             moved
@@ -202,6 +245,21 @@ pub fn measure(
     out
 }
 
+/// Makes the client's entry for `vip` name `mac` (its owner) before a run.
+fn refresh_entry(client: &Client, watch: &NeighWatch, vip: &str, mac: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watch.current(vip).as_deref() != Some(mac) {
+        assert!(
+            Instant::now() < deadline,
+            "the client's entry for {vip} does not name {mac}"
+        );
+        let _ = Command::new("ip")
+            .args(["-n", &client.ns, "neigh", "flush", "to", vip])
+            .output();
+        let _ = client.get(&format!("http://{vip}/"));
+    }
+}
+
 /// How a fault is undone.
 enum Repair {
     /// A fresh speaker Pod on the node (no restart back-off carried over).
@@ -211,7 +269,7 @@ enum Repair {
 }
 
 impl Repair {
-    fn undo(self, _c: &Cluster, d: &Deployed) {
+    fn undo(self, d: &Deployed) {
         match self {
             Repair::ReplaceSpeaker(i) => d.replace_speaker(i),
             Repair::Resume(pid) => signal("-CONT", pid),
@@ -235,7 +293,9 @@ fn inject(c: &Cluster, d: &Deployed, node: usize, fault: Fault) -> Repair {
             signal("-STOP", pid);
             Repair::Resume(pid)
         }
-        Fault::Blackholed => Repair::Node(c.inject(node, NodeFault::Blackhole)),
+        Fault::Blackholed | Fault::BlackholedControllerNode => {
+            Repair::Node(c.inject(node, NodeFault::Blackhole))
+        }
         Fault::InterfaceDown => Repair::Node(c.inject(node, NodeFault::Cut)),
         Fault::KubeletStopped => Repair::Node(c.inject(node, NodeFault::StopKubelet)),
     }
@@ -253,14 +313,27 @@ fn signal(sig: &str, pid: u32) {
     );
 }
 
-/// Waits until the cluster is whole again and exactly one node answers for
-/// `vip`, steadily (no change of the client's entry for 3 s); returns it.
-fn settle(c: &Cluster, d: &Deployed, client: &Client, watch: &NeighWatch, vip: &str) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(240);
+/// Waits until the cluster is whole again and exactly one node answers
+/// for each address, steadily (no change of the client's entries for 3 s)
+/// and, after a fault, the node it answered from before (`home`: both
+/// implementations give an address back to its node once that is healthy;
+/// a run must not start while one is still on its way). Past 180 s it takes
+/// what it finds and counts the run as `not_home`.
+fn settle(
+    c: &Cluster,
+    d: &Deployed,
+    client: &Client,
+    vips: &[String],
+    home: Option<&Owners>,
+    out: &mut Outcome,
+) -> Owners {
+    let start = Instant::now();
+    let mut last: Option<Owners> = None;
+    let mut steady_since = Instant::now();
     loop {
         assert!(
-            Instant::now() < deadline,
-            "{}: {vip} did not settle on one node in 240 s",
+            start.elapsed() < Duration::from_secs(300),
+            "{}: the addresses did not settle on one node each in 300 s",
             d.peer.name()
         );
         d.wait_ready();
@@ -268,29 +341,38 @@ fn settle(c: &Cluster, d: &Deployed, client: &Client, watch: &NeighWatch, vip: &
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
-        if watch
-            .last_change()
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
-        {
+        let answering = responders(client, vips);
+        let owners: Option<Owners> = answering
+            .iter()
+            .map(|(vip, macs)| {
+                let mac = (macs.len() == 1).then(|| macs.iter().next())??;
+                Some((vip.clone(), mac_node(mac)?))
+            })
+            .collect();
+        if owners != last {
+            last = owners.clone();
+            steady_since = Instant::now();
+        }
+        let Some(owners) = owners else {
             std::thread::sleep(Duration::from_millis(500));
             continue;
+        };
+        if steady_since.elapsed() < Duration::from_secs(3) {
+            continue;
         }
-        let answering = responders(client, vip);
-        let current = watch.current();
-        match (answering.len(), current) {
-            (1, Some(mac)) if answering.contains(&mac) => {
-                if let Some(i) = mac_node(&mac) {
-                    return i;
-                }
+        match home {
+            Some(h) if *h != owners && start.elapsed() < Duration::from_secs(180) => {
+                std::thread::sleep(Duration::from_millis(500));
             }
-            (1, _) => {
-                // The entry names no one (or someone else): ask afresh.
-                let _ = Command::new("ip")
-                    .args(["-n", &client.ns, "neigh", "flush", "to", vip])
-                    .output();
-                let _ = client.get(&format!("http://{vip}/"));
+            Some(h) if *h != owners => {
+                eprintln!(
+                    "bench-peers: {}: addresses did not return home in 180 s",
+                    d.peer.name()
+                );
+                out.not_home += 1;
+                return owners;
             }
-            _ => std::thread::sleep(Duration::from_millis(500)),
+            _ => return owners,
         }
     }
 }
@@ -311,22 +393,37 @@ fn all_nodes_ready(c: &Cluster) -> bool {
     ready == c.nodes
 }
 
-/// The MACs that answer an ARP request for `vip` from the client (arping,
-/// 3 requests).
-fn responders(client: &Client, vip: &str) -> BTreeSet<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &client.ns, "arping", "-c", "3", "-w", "4", "-I", "eth0", vip,
-        ])
-        .output()
-        .expect("run arping");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .filter_map(|l| {
-            let start = l.find('[')? + 1;
-            let end = l[start..].find(']')? + start;
-            Some(l[start..end].to_lowercase())
+/// The MACs that answer an ARP request for each address from the client
+/// (arping, 2 requests each, all addresses at once).
+fn responders(client: &Client, vips: &[String]) -> BTreeMap<String, BTreeSet<String>> {
+    let children: Vec<_> = vips
+        .iter()
+        .map(|vip| {
+            let child = Command::new("ip")
+                .args([
+                    "netns", "exec", &client.ns, "arping", "-c", "2", "-w", "3", "-I", "eth0", vip,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("run arping");
+            (vip.clone(), child)
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|(vip, child)| {
+            let out = child.wait_with_output().expect("wait for arping");
+            let macs = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("reply from"))
+                .filter_map(|l| {
+                    let start = l.find('[')? + 1;
+                    let end = l[start..].find(']')? + start;
+                    Some(l[start..end].to_lowercase())
+                })
+                .collect();
+            (vip, macs)
         })
         .collect()
 }

@@ -7,7 +7,8 @@
 //! `barelb_testsupport::peers`), then
 //! - L2 failover, RUNS times per fault (the kubelet one at most 5 times:
 //!   each run waits for NotReady), timed from the fault to the client's
-//!   neighbour entry naming another node, with a client polling every 10 ms;
+//!   neighbour entry naming another node, with a client polling every 10 ms
+//!   (see `failover` for how the node is chosen);
 //! - speaker RSS with L2 L2-mode Services that have endpoints;
 //! - N pending Services → all addressed once the controller starts, beside
 //!   a plain client patching N statuses;
@@ -67,7 +68,13 @@ fn main() {
         eprintln!("bench-peers: installing {}", peer.name());
         let d = peer.install(&c);
         let target = Target::deploy(&c);
-        let failover = Fault::ALL
+        // A smoke run (scripts/test) checks the harness with two faults.
+        let faults: &[Fault] = if smoke {
+            &[Fault::SpeakerHung, Fault::Blackholed]
+        } else {
+            &Fault::ALL
+        };
+        let failover = faults
             .iter()
             .map(|&f| {
                 let n = if f == Fault::KubeletStopped {
@@ -164,13 +171,20 @@ fn ms(d: Option<Duration>) -> String {
 }
 
 fn moved(o: &Outcome) -> String {
+    let mut notes = String::new();
+    if o.no_candidate > 0 {
+        notes += &format!("; {} runs found no address on such a node", o.no_candidate);
+    }
+    if o.not_home > 0 {
+        notes += &format!("; {} runs did not return home in 180 s", o.not_home);
+    }
     format!(
-        "{} / {} / {} ms ({}/{})",
+        "{} / {} / {} ms ({}/{}{notes})",
         ms(p(&o.moved, 0.5)),
         ms(p(&o.moved, 0.99)),
         ms(o.moved.iter().max().copied()),
         o.moved.len(),
-        o.runs
+        o.runs - o.no_candidate
     )
 }
 
