@@ -63,8 +63,17 @@ fn main() {
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let client = c.client(105);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // BARELB_PEERS=barelb or =metallb measures one (a partial run: its
+    // column alone, no ratio).
+    let only = std::env::var("BARELB_PEERS")
+        .unwrap_or_default()
+        .to_lowercase();
+    let peers: Vec<Peer> = Peer::ALL
+        .into_iter()
+        .filter(|p| only.is_empty() || p.name().to_lowercase() == only)
+        .collect();
     let mut results = Vec::new();
-    for peer in Peer::ALL {
+    for peer in peers {
         eprintln!("bench-peers: installing {}", peer.name());
         let d = peer.install(&c);
         let target = Target::deploy(&c);
@@ -89,10 +98,17 @@ fn main() {
         let scale = rt
             .block_on(scale::measure(&c, &d, sizes))
             .unwrap_or_else(|e| panic!("{}: {e:#}", peer.name()));
-        results.push(Results { failover, scale });
+        results.push((peer, Results { failover, scale }));
         drop(d);
     }
-    print_table(c.nodes, sizes, &results[0], &results[1]);
+    match results.as_slice() {
+        [(_, b), (_, m)] => print_table(c.nodes, sizes, b, m),
+        [(peer, r)] => {
+            println!("\n{} alone (BARELB_PEERS): a partial run", peer.name());
+            print_table(c.nodes, sizes, r, r);
+        }
+        _ => panic!("BARELB_PEERS={only}: names neither barelb nor metallb"),
+    }
 }
 
 fn print_table(nodes: usize, sizes: Sizes, b: &Results, m: &Results) {

@@ -63,6 +63,12 @@ pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<
     bulk::wait_allocated(&api, "l2", sizes.l2, WITHIN).await?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     f.speaker_rss_kib = d.speaker_pids().into_iter().map(bulk::rss_kib).collect();
+    eprintln!(
+        "bench-peers: {} speaker RSS with {} L2 Services: {:?} KiB",
+        d.peer.name(),
+        sizes.l2,
+        f.speaker_rss_kib
+    );
 
     // N pending, then the controller starts.
     d.scale_controller(0);
@@ -78,6 +84,13 @@ pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<
     };
     bulk::create(&api, "plain", sizes.pending, &plain).await?;
     f.plain = bulk::plain_patches(&api, "plain", sizes.pending).await?;
+    eprintln!(
+        "bench-peers: {} {} pending → addressed in {} ms (plain client {} ms)",
+        d.peer.name(),
+        sizes.pending,
+        f.allocation.as_millis(),
+        f.plain.as_millis()
+    );
 
     // Up to `total` Services of its own, then its memory.
     let more = sizes.total.saturating_sub(sizes.l2 + sizes.pending);
@@ -90,13 +103,19 @@ pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<
         .map(bulk::rss_kib)
         .max()
         .unwrap_or(0);
+    eprintln!(
+        "bench-peers: {} controller RSS with {} Services: {} KiB",
+        d.peer.name(),
+        sizes.total,
+        f.controller_rss_kib
+    );
 
     for r in 0..sizes.restarts {
         let before = addressed(&api).await?;
         d.restart_controller();
         let t = Instant::now();
         let prefix = format!("restart{r}");
-        bulk::create(&api, &prefix, 1, &bulk_spec).await?;
+        create_until_admitted(&api, &prefix, &bulk_spec).await?;
         bulk::wait_allocated(&api, &prefix, 1, WITHIN).await?;
         let new_addressed = t.elapsed();
         d.wait_ready();
@@ -117,6 +136,37 @@ pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<
         f.restarts.push((moved, new_addressed));
     }
     Ok(f)
+}
+
+/// Creates `PREFIX-0`, retrying while admission refuses it: barelb's
+/// webhook (failurePolicy Fail) is away while its operators restart, and a
+/// user's create fails the same way, so the wait is part of the figure.
+async fn create_until_admitted(
+    api: &Api<Service>,
+    prefix: &str,
+    spec: &Spec,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match bulk::create_one(api, &format!("{prefix}-0"), prefix, spec).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                note_refused(&e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A refused create, said once per second at most (not per retry).
+fn note_refused(e: &anyhow::Error) {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().expect("note lock");
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+        eprintln!("bench-peers: create refused, retrying: {e:#}");
+        *last = Some(Instant::now());
+    }
 }
 
 /// Name → address of every addressed Service in the namespace.
