@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use barelb_testsupport::bulk;
 use barelb_testsupport::cluster::{Cluster, cluster, cluster_dir};
 use barelb_testsupport::install::*;
 use barelb_testsupport::jaeger::Jaeger;
@@ -20,37 +21,10 @@ use barelb_testsupport::unique_name;
 
 /// Summed CPU seconds and RSS (MiB) of every process named `comm`.
 fn usage(comm: &str) -> (usize, f64, f64) {
-    let tick = 100.0; // USER_HZ on Linux
-    let (mut n, mut cpu, mut rss) = (0, 0.0, 0.0);
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let p = e.path();
-        if !std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == comm) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(p.join("stat")) else {
-            continue;
-        };
-        // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
-        let rest: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let t = |i: usize| {
-            rest.get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        cpu += (t(11) + t(12)) / tick;
-        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
-        rss += status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0;
-        n += 1;
-    }
-    (n, cpu, rss)
+    let pids = bulk::pids_named(comm);
+    let cpu = pids.iter().map(|p| bulk::cpu_seconds(*p)).sum();
+    let rss = pids.iter().map(|p| bulk::rss_kib(*p) as f64 / 1024.0).sum();
+    (pids.len(), cpu, rss)
 }
 
 /// N IPv6 Services of the workload's backend from a /112 pool of the lab

@@ -202,6 +202,14 @@ impl Cluster {
     }
 }
 
+/// Whether an object's `Ready` condition (a Node's, a Pod's) is True.
+pub fn is_ready(obj: &serde_json::Value) -> bool {
+    obj["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
 /// `ip netns exec NS ARGS`, which must succeed.
 fn ns_run(ns: &str, args: &[&str]) {
     let out = Command::new("ip")

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Client, Cluster, cluster_dir};
+use crate::cluster::{Client, Cluster, cluster_dir, is_ready};
 use crate::lab::{helm_bin, output_text};
 use crate::{repo_root, unique_name};
 
@@ -107,12 +107,7 @@ pub fn wait_ready(c: &Cluster, operators: usize) {
                 .iter()
                 .filter(|p| p["metadata"]["name"].as_str().unwrap().starts_with(prefix))
                 .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                .filter(|p| {
-                    p["status"]["conditions"].as_array().is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-                })
+                .filter(|p| is_ready(p))
                 .count()
         };
         if ready("barelb-operator-") == operators && ready("barelb-speaker-") == c.nodes {
@@ -143,10 +138,7 @@ fn not_ready_pods(c: &Cluster) -> String {
     let mut text = output_text(&c.lab.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]));
     let pods = c.json(&["-n", NS, "get", "pods"]);
     for p in pods["items"].as_array().into_iter().flatten() {
-        let ready = p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
+        let ready = is_ready(p);
         let name = p["metadata"]["name"].as_str().unwrap_or_default();
         if name.starts_with("barelb-operator-") {
             text += &format!("\n--- {name}:\n");
@@ -437,33 +429,9 @@ impl Workload {
     /// The namespace, the backend and the Services (an app team's part).
     pub fn deploy_apps(&self) {
         let (ns, n, l2) = (&self.ns, self.c.nodes, &self.pools[0]);
-        let mut yaml = format!(
-            r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: backend, namespace: {ns}}}
-spec:
-  replicas: {n}
-  selector: {{matchLabels: {{app: backend}}}}
-  template:
-    metadata: {{labels: {{app: backend}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      topologySpreadConstraints:
-      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: backend}}}}}}
-      containers:
-      - name: backend
-        image: barelb.io/lab-backend:1
-        imagePullPolicy: Never
-        args: ["--listen=:8080"]
-        env:
-        - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
-        - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
-        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
----
+        let mut yaml = backend_yaml(ns, n, Some("DoNotSchedule"));
+        yaml += &format!(
+            r#"---
 apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: {ns}, annotations: {{barelb.io/pool: {l2}}}}}
@@ -488,6 +456,44 @@ spec:
         }
         apply(&self.c, &yaml);
     }
+}
+
+/// A namespace `ns` and the lab's test backend in it (`app: backend`,
+/// `replicas` Pods answering on :8080, ready once they answer), spread over
+/// the nodes by `spread` (a `whenUnsatisfiable`; None: wherever the
+/// scheduler puts them).
+pub fn backend_yaml(ns: &str, replicas: usize, spread: Option<&str>) -> String {
+    let spread = spread.map_or(String::new(), |when| {
+        format!(
+            "      topologySpreadConstraints:\n      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: {when}, labelSelector: {{matchLabels: {{app: backend}}}}}}\n"
+        )
+    });
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: backend}}}}
+  template:
+    metadata: {{labels: {{app: backend}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{spread}      containers:
+      - name: backend
+        image: barelb.io/lab-backend:1
+        imagePullPolicy: Never
+        args: ["--listen=:8080"]
+        env:
+        - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+        - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+"#
+    )
 }
 
 /// The Service's first ingress address, once it has one.

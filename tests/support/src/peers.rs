@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
+use crate::bulk;
 use crate::cluster::Cluster;
 use crate::install::{self, Installed, ok};
 use crate::lab::output_text;
@@ -229,7 +230,7 @@ impl Deployed {
         let ns = std::fs::metadata(format!("/run/netns/{}", self.c.node_ns(i)))
             .ok()?
             .ino();
-        processes(self.peer.speaker_comm())
+        bulk::pids_named(self.peer.speaker_comm())
             .into_iter()
             .find(|pid| net_ns(*pid) == Some(ns))
     }
@@ -267,7 +268,7 @@ impl Deployed {
 
     /// The controller processes (barelb: every operator replica).
     pub fn controller_pids(&self) -> Vec<u32> {
-        processes(self.peer.controller_comm())
+        bulk::pids_named(self.peer.controller_comm())
     }
 
     /// Scales the controller Deployment to `replicas` (0: no controller).
@@ -390,19 +391,6 @@ impl Drop for Deployed {
             }
         }
     }
-}
-
-/// PIDs whose comm is `comm`.
-fn processes(comm: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
-        })
-        .collect()
 }
 
 /// The inode of `pid`'s network namespace.

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::cluster::{Cluster, cluster};
+use barelb_testsupport::cluster::{Cluster, cluster, is_ready};
 use barelb_testsupport::lab::output_text;
 use barelb_testsupport::unique_name;
 use serde_json::Value;
@@ -34,12 +34,7 @@ fn running(c: &Cluster, ns: &str, label: &str, n: usize) -> Vec<(String, String,
             .filter(|p| {
                 p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
             })
-            .filter(|p| {
-                p["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
+            .filter(|p| is_ready(p))
             .map(|p| {
                 let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
                 (

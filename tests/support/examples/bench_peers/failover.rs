@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::cluster::{Client, Cluster, Fault as NodeFault};
-use barelb_testsupport::install::{address, apply};
+use barelb_testsupport::cluster::{Client, Cluster, Fault as NodeFault, is_ready};
+use barelb_testsupport::install::{address, apply, backend_yaml};
 use barelb_testsupport::lab::output_text;
 use barelb_testsupport::neigh::NeighWatch;
 use barelb_testsupport::peers::{Deployed, LAN_POOL};
@@ -102,31 +102,7 @@ impl Target {
     pub fn deploy(c: &Cluster) -> Target {
         let ns = unique_name("peers");
         let n = c.nodes;
-        let mut yaml = format!(
-            r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: backend, namespace: {ns}}}
-spec:
-  replicas: {n}
-  selector: {{matchLabels: {{app: backend}}}}
-  template:
-    metadata: {{labels: {{app: backend}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      topologySpreadConstraints:
-      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: backend}}}}}}
-      containers:
-      - name: backend
-        image: barelb.io/lab-backend:1
-        imagePullPolicy: Never
-        args: ["--listen=:8080"]
-        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
-"#
-        );
+        let mut yaml = backend_yaml(&ns, n, Some("ScheduleAnyway"));
         for k in 0..SERVICES {
             yaml += &format!(
                 r#"---
@@ -383,12 +359,7 @@ fn all_nodes_ready(c: &Cluster) -> bool {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|n| {
-            n["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
-            })
-        })
+        .filter(|n| is_ready(n))
         .count();
     ready == c.nodes
 }

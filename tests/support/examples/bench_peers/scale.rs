@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use barelb_testsupport::bulk::{self, Spec};
 use barelb_testsupport::cluster::Cluster;
-use barelb_testsupport::install::apply;
+use barelb_testsupport::install::{apply, backend_yaml};
 use barelb_testsupport::peers::{BULK_POOL, Deployed, pool_annotations};
 use barelb_testsupport::unique_name;
 use k8s_openapi::api::core::v1::Service;
@@ -45,7 +45,7 @@ const WITHIN: Duration = Duration::from_secs(900);
 pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<Figures> {
     let ns = unique_name("peers-scale");
     let _gone = NamespaceGuard(c.clone(), ns.clone());
-    apply(c, &backend(&ns, c.nodes));
+    apply(c, &backend_yaml(&ns, c.nodes, None));
     let api: Api<Service> = Api::namespaced(c.lab.client().await?, &ns);
     let bulk_spec = Spec {
         annotations: pool_annotations(BULK_POOL),
@@ -178,32 +178,6 @@ async fn addressed(api: &Api<Service>) -> anyhow::Result<BTreeMap<String, String
         .iter()
         .filter_map(|s| Some((s.metadata.name.clone()?, bulk::ingress(s)?)))
         .collect())
-}
-
-/// The namespace and a backend on every node (the L2 Services' endpoints).
-fn backend(ns: &str, nodes: usize) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: backend, namespace: {ns}}}
-spec:
-  replicas: {nodes}
-  selector: {{matchLabels: {{app: backend}}}}
-  template:
-    metadata: {{labels: {{app: backend}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: backend
-        image: barelb.io/lab-backend:1
-        imagePullPolicy: Never
-        args: ["--listen=:8080"]
-"#
-    )
 }
 
 /// Deletes the namespace (and its thousands of Services) on drop, waiting
