@@ -174,6 +174,11 @@ func serve(args []string) error {
 			"--default-not-ready-toleration-seconds=10",
 			"--default-unreachable-toleration-seconds=10",
 		)
+		audit, err := writeAuditPolicy(*dir)
+		if err != nil {
+			return err
+		}
+		apiArgs = append(apiArgs, audit...)
 	} else {
 		apiArgs = append(apiArgs,
 			// A loopback advertise address cannot back the kubernetes Service.
@@ -381,4 +386,36 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// auditedNamespaces are the load balancers' namespaces (barelb's, MetalLB's):
+// the apiserver audits the requests of their ServiceAccounts, so
+// scripts/bench-peers counts what each speaker and controller asks of it
+// (watches held, requests by verb) from the apiserver's own record.
+var auditedNamespaces = []string{"barelb-system", "metallb-system"}
+
+// writeAuditPolicy writes a policy that records, at Metadata level, only
+// those ServiceAccounts' requests (nothing else: the log stays small), and
+// returns the apiserver flags that enable it (DIR/audit.log, JSON lines).
+func writeAuditPolicy(dir string) ([]string, error) {
+	groups := ""
+	for _, ns := range auditedNamespaces {
+		groups += fmt.Sprintf("      - system:serviceaccounts:%s\n", ns)
+	}
+	policy := "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n" +
+		"  - level: Metadata\n    userGroups:\n" + groups +
+		"  - level: None\n"
+	path := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{
+		"--audit-policy-file=" + path,
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
+		"--audit-log-format=json",
+		"--audit-log-maxsize=1024",
+		"--audit-log-maxbackup=1",
+		// Batched, so a burst of requests never waits on the file.
+		"--audit-log-mode=batch",
+	}, nil
 }

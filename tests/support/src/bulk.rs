@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -43,6 +43,10 @@ pub struct Spec {
     pub annotations: BTreeMap<String, String>,
     /// `spec.selector` as `app=VALUE` (None: no endpoints).
     pub app: Option<String>,
+    /// Left out of kube-proxy (the `service-proxy-name` label): rows that
+    /// measure a controller need no data path, and programming thousands of
+    /// Services' rules on every node would share the cores with it.
+    pub unproxied: bool,
 }
 
 /// Creates Services `PREFIX-0` … `PREFIX-(n-1)`, labelled `BENCH_LABEL=PREFIX`.
@@ -71,9 +75,22 @@ pub async fn create_one(
     if let Some(app) = &spec.app {
         s["spec"]["selector"] = json!({"app": app});
     }
+    if spec.unproxied {
+        s["metadata"]["labels"]["service.kubernetes.io/service-proxy-name"] = json!("none");
+    }
     api.create(&PostParams::default(), &serde_json::from_value(s)?)
         .await?;
     Ok(())
+}
+
+/// Deletes Services `PREFIX-0` … `PREFIX-(n-1)`.
+pub async fn delete(api: &Api<Service>, prefix: &str, n: usize) -> anyhow::Result<()> {
+    each(n, |i| async move {
+        api.delete(&format!("{prefix}-{i}"), &DeleteParams::default())
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Patches `PREFIX-i`'s status with an address, as an allocator writes it:

@@ -25,14 +25,24 @@ pub enum Peer {
 /// MetalLB's namespace (its manifests fix it).
 pub const METALLB_NS: &str = "metallb-system";
 
-/// The LAN pool (client-reachable, L2) and the bulk pool (allocation and
-/// memory rows) every Service of the benchmark names by annotation. Both
-/// implementations read only their own annotation, so one manifest serves
-/// both.
+/// The pools every Service of the benchmark names by annotation: the LAN
+/// pool (client-reachable, L2), the bulk pool (allocation and memory rows)
+/// and the BGP pool (announced to the LAN's router). Both implementations
+/// read only their own annotation, so one manifest serves both; each has its
+/// own ranges, so both can run on one cluster at once.
 pub const LAN_POOL: &str = "peers-lan";
 pub const BULK_POOL: &str = "peers-bulk";
-const LAN_RANGE: &str = "198.19.0.210-198.19.0.239";
-const BULK_RANGE: &str = "10.200.0.0/18";
+pub const BGP_POOL: &str = "peers-bgp";
+
+/// MetalLB's `--lb-class`: it handles only Services of this class, barelb
+/// the class-less ones, so both serve one cluster side by side.
+pub const METALLB_CLASS: &str = "metallb.io/metallb";
+
+/// The LAN router both announce their BGP pool to (`Cluster::router`).
+pub const ROUTER_HOST: u8 = 3;
+pub const ROUTER_ASN: u32 = 64501;
+pub const NODE_ASN: u32 = 64500;
+const ROUTER_PEER: &str = "peers-router";
 
 impl Peer {
     pub const ALL: [Peer; 2] = [Peer::Barelb, Peer::MetalLb];
@@ -44,16 +54,80 @@ impl Peer {
         }
     }
 
-    /// Installs it with both pools and waits until every Pod is Ready.
+    /// `spec.loadBalancerClass` of its Services (barelb: none, the default).
+    pub fn class(self) -> Option<&'static str> {
+        match self {
+            Peer::Barelb => None,
+            Peer::MetalLb => Some(METALLB_CLASS),
+        }
+    }
+
+    /// Its ranges: (LAN, bulk, BGP).
+    fn ranges(self) -> [(&'static str, &'static str); 3] {
+        match self {
+            Peer::Barelb => [
+                (LAN_POOL, "198.19.0.160-198.19.0.199"),
+                (BULK_POOL, "10.200.0.0/18"),
+                (BGP_POOL, "10.201.0.0/22"),
+            ],
+            Peer::MetalLb => [
+                (LAN_POOL, "198.19.0.200-198.19.0.239"),
+                (BULK_POOL, "10.200.64.0/18"),
+                (BGP_POOL, "10.201.4.0/22"),
+            ],
+        }
+    }
+
+    /// Its BGP pool (where the router's routes for its Services fall).
+    pub fn bgp_range(self) -> &'static str {
+        self.ranges()[2].1
+    }
+
+    /// Its BGPPeer for the LAN router (198.19.0.ROUTER_HOST). Applied only
+    /// for the BGP row: the router has one session per node address, so
+    /// the two implementations' speakers take turns.
+    pub fn router_peer(self) -> String {
+        let common = format!(
+            "peerAddress: 198.19.0.{ROUTER_HOST}, peerASN: {ROUTER_ASN}, myASN: {NODE_ASN}, holdTime: 9s"
+        );
+        match self {
+            Peer::Barelb => format!(
+                "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\n\
+                 metadata: {{name: {ROUTER_PEER}, labels: {{peers: bgp}}}}\n\
+                 spec: {{{common}, connectRetryTime: 1s}}\n"
+            ),
+            Peer::MetalLb => format!(
+                "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\n\
+                 metadata: {{name: {ROUTER_PEER}, namespace: {METALLB_NS}}}\n\
+                 spec: {{{common}}}\n"
+            ),
+        }
+    }
+
+    /// `kubectl delete` arguments that remove [`Peer::router_peer`].
+    pub fn router_peer_delete(self) -> Vec<&'static str> {
+        match self {
+            Peer::Barelb => vec!["delete", "bgppeer.barelb.io", ROUTER_PEER],
+            Peer::MetalLb => vec![
+                "-n",
+                METALLB_NS,
+                "delete",
+                "bgppeer.metallb.io",
+                ROUTER_PEER,
+            ],
+        }
+    }
+
+    /// Installs it with its pools and waits until every Pod is Ready.
     pub fn install(self, c: &Cluster) -> Deployed {
         let barelb = match self {
             Peer::Barelb => {
                 let installed = install::install_with_helm(c);
-                install::apply(c, &barelb_pools());
+                install::apply(c, &barelb_pools(self.ranges()));
                 Some(installed)
             }
             Peer::MetalLb => {
-                metallb_install(c);
+                metallb_install(c, self.ranges());
                 None
             }
         };
@@ -96,35 +170,50 @@ impl Peer {
     }
 }
 
-/// Both pools as barelb AddressPools, announced on the nodes' LAN leg.
-fn barelb_pools() -> String {
-    [(LAN_POOL, LAN_RANGE), (BULK_POOL, BULK_RANGE)]
-        .iter()
-        .map(|(name, range)| {
-            format!(
-                "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {name}}}\n\
-                 spec: {{addresses: [{range}], announce: {{mode: L2, l2: {{interfaces: [eth0]}}}}}}\n"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
+/// The pools as barelb AddressPools: LAN and bulk announced on the nodes'
+/// LAN leg, BGP to the peers labelled `peers: bgp` (none until the BGP row).
+fn barelb_pools(ranges: [(&str, &str); 3]) -> String {
+    let [lan, bulk, bgp] = ranges;
+    let l2 = |(name, range): (&str, &str)| {
+        format!(
+            "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {name}}}\n\
+             spec: {{addresses: [{range}], announce: {{mode: L2, l2: {{interfaces: [eth0]}}}}}}\n"
+        )
+    };
+    let (name, range) = bgp;
+    format!(
+        "{}---\n{}---\n\
+         apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: {name}}}\n\
+         spec: {{addresses: [{range}], announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{peers: bgp}}}}}}}}}}\n",
+        l2(lan),
+        l2(bulk)
+    )
 }
 
-/// The same pools as MetalLB IPAddressPools with L2Advertisements.
-fn metallb_pools() -> String {
-    [(LAN_POOL, LAN_RANGE), (BULK_POOL, BULK_RANGE)]
-        .iter()
-        .map(|(name, range)| {
-            format!(
-                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
-                 metadata: {{name: {name}, namespace: {METALLB_NS}}}\nspec: {{addresses: [{range}]}}\n---\n\
-                 apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\n\
-                 metadata: {{name: {name}, namespace: {METALLB_NS}}}\n\
-                 spec: {{ipAddressPools: [{name}], interfaces: [eth0]}}\n"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
+/// The same as MetalLB IPAddressPools with L2Advertisements, and a
+/// BGPAdvertisement for the BGP pool (no BGPPeer until the BGP row).
+fn metallb_pools(ranges: [(&str, &str); 3]) -> String {
+    let pool = |(name, range): (&str, &str)| {
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+             metadata: {{name: {name}, namespace: {METALLB_NS}}}\nspec: {{addresses: [{range}]}}\n---\n"
+        )
+    };
+    let [lan, bulk, bgp] = ranges;
+    let mut yaml: String = ranges.iter().map(|r| pool(*r)).collect();
+    for (name, _) in [lan, bulk] {
+        yaml += &format!(
+            "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\n\
+             metadata: {{name: {name}, namespace: {METALLB_NS}}}\n\
+             spec: {{ipAddressPools: [{name}], interfaces: [eth0]}}\n---\n"
+        );
+    }
+    yaml += &format!(
+        "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\n\
+         metadata: {{name: {0}, namespace: {METALLB_NS}}}\nspec: {{ipAddressPools: [{0}]}}\n",
+        bgp.0
+    );
+    yaml
 }
 
 /// The annotations that put a Service in `pool` with either implementation.
@@ -142,10 +231,28 @@ fn metallb_manifest() -> String {
         .to_string()
 }
 
+/// metallb-native.yaml with `--lb-class` on the controller and the speaker
+/// (their Helm chart's `loadBalancerClass` does the same), so MetalLB
+/// leaves barelb's Services alone and both serve one cluster at once.
+fn metallb_manifest_with_class() -> String {
+    let yaml = std::fs::read_to_string(metallb_manifest())
+        .unwrap_or_else(|e| panic!("{}: {e} (tests/lab build makes it)", metallb_manifest()));
+    let port = "        - --port=7472\n";
+    assert_eq!(
+        yaml.matches(port).count(),
+        2,
+        "metallb-native.yaml: expected the controller's and the speaker's --port"
+    );
+    yaml.replace(
+        port,
+        &format!("{port}        - --lb-class={METALLB_CLASS}\n"),
+    )
+}
+
 /// MetalLB as its docs say: its images into the nodes (where a registry
 /// would serve them), `kubectl apply -f metallb-native.yaml`, then the
 /// pools once its webhook answers. Default settings: memberlist on.
-fn metallb_install(c: &Cluster) {
+fn metallb_install(c: &Cluster, ranges: [(&str, &str); 3]) {
     let dir = repo_root().join("target/metallb");
     let archives: Vec<String> = ["controller.tar", "speaker.tar"]
         .iter()
@@ -159,8 +266,8 @@ fn metallb_install(c: &Cluster) {
         .expect("run tests/lab load-images");
     ok(out, "load MetalLB's images (tests/lab build makes them)");
     ok(
-        c.lab.kubectl(&["apply", "-f", &metallb_manifest()]),
-        "kubectl apply -f metallb-native.yaml",
+        c.lab.apply(&metallb_manifest_with_class()),
+        "kubectl apply -f metallb-native.yaml (with --lb-class)",
     );
     ok(
         c.lab.kubectl(&[
@@ -176,7 +283,7 @@ fn metallb_install(c: &Cluster) {
     // The webhook serves once the controller has made its certificate.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = c.lab.apply(&metallb_pools());
+        let out = c.lab.apply(&metallb_pools(ranges));
         if out.status.success() {
             break;
         }
@@ -371,12 +478,15 @@ impl Drop for Deployed {
     fn drop(&mut self) {
         match self.peer {
             Peer::Barelb => {
-                for p in [LAN_POOL, BULK_POOL] {
+                for p in [LAN_POOL, BULK_POOL, BGP_POOL] {
                     let _ = self
                         .c
                         .lab
                         .kubectl(&["delete", "addresspool", p, "--ignore-not-found"]);
                 }
+                let mut args = Peer::Barelb.router_peer_delete();
+                args.push("--ignore-not-found");
+                let _ = self.c.lab.kubectl(&args);
                 drop(self.barelb.take());
             }
             Peer::MetalLb => {

@@ -15,7 +15,7 @@ use barelb_testsupport::cluster::{Client, Cluster, Fault as NodeFault, is_ready}
 use barelb_testsupport::install::{address, apply, backend_yaml};
 use barelb_testsupport::lab::output_text;
 use barelb_testsupport::neigh::NeighWatch;
-use barelb_testsupport::peers::{Deployed, LAN_POOL};
+use barelb_testsupport::peers::{Deployed, LAN_POOL, Peer};
 use barelb_testsupport::unique_name;
 
 /// What happens to the node that announces the address.
@@ -84,14 +84,17 @@ pub struct Outcome {
     pub no_candidate: usize,
     /// Runs after which the address did not come back to its node.
     pub not_home: usize,
+    /// Runs after whose repair two nodes answered for one address: from
+    /// the repair until they no longer did (an arping round's precision).
+    pub split: Vec<Duration>,
 }
 
 /// How many Services the target has: enough that each node, the
 /// controller's included, almost surely answers for one.
 const SERVICES: usize = 20;
 
-/// A backend on every node and SERVICES Services from the LAN pool;
-/// removed on drop.
+/// A backend on every node and SERVICES Services of one implementation
+/// from its LAN pool; removed on drop.
 pub struct Target {
     c: Cluster,
     ns: String,
@@ -99,9 +102,12 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn deploy(c: &Cluster) -> Target {
-        let ns = unique_name("peers");
+    pub fn deploy(c: &Cluster, peer: Peer) -> Target {
+        let ns = unique_name(&format!("peers-{}", peer.name().to_lowercase()));
         let n = c.nodes;
+        let class = peer
+            .class()
+            .map_or(String::new(), |c| format!("\n  loadBalancerClass: {c}"));
         let mut yaml = backend_yaml(&ns, n, Some("ScheduleAnyway"));
         for k in 0..SERVICES {
             yaml += &format!(
@@ -113,7 +119,7 @@ metadata:
   namespace: {ns}
   annotations: {{barelb.io/pool: {LAN_POOL}, metallb.io/address-pool: {LAN_POOL}}}
 spec:
-  type: LoadBalancer
+  type: LoadBalancer{class}
   selector: {{app: backend}}
   ports: [{{port: 80, targetPort: 8080}}]
 "#
@@ -143,82 +149,141 @@ impl Drop for Target {
     }
 }
 
+/// One implementation under test: installed, with its Services.
+pub struct Side<'a> {
+    pub d: &'a Deployed,
+    pub target: &'a Target,
+}
+
 /// Which node answers for each address.
 type Owners = BTreeMap<String, usize>;
 
-/// Runs `fault` `runs` times against `d` and the `target` Services.
+/// Runs `fault` `runs` times against every side at once (one fault, each
+/// side's address on the faulted node timed on the same clock), except the
+/// controller's-node fault, whose node depends on the side: there each run
+/// faults one side's controller node after the other's. One Outcome per side.
 pub fn measure(
     c: &Cluster,
-    d: &Deployed,
+    sides: &[Side],
     client: &Client,
-    target: &Target,
     fault: Fault,
     runs: usize,
-) -> Outcome {
-    let watch = client.watch_neigh(&target.vips);
-    let mut out = Outcome {
-        runs,
-        ..Outcome::default()
+) -> Vec<Outcome> {
+    let vips: Vec<String> = sides.iter().flat_map(|s| s.target.vips.clone()).collect();
+    let watch = client.watch_neigh(&vips);
+    let mut outs = vec![
+        Outcome {
+            runs,
+            ..Outcome::default()
+        };
+        sides.len()
+    ];
+    let turns: Vec<Vec<usize>> = if fault == Fault::BlackholedControllerNode {
+        (0..sides.len()).map(|i| vec![i]).collect()
+    } else {
+        vec![(0..sides.len()).collect()]
     };
     let mut home: Option<Owners> = None;
+    let mut repaired: Option<Instant> = None;
     for run in 1..=runs {
-        let owners = settle(c, d, client, &target.vips, home.as_ref(), &mut out);
-        home = Some(owners.clone());
-        let ctrl = d.controller_node();
-        let on_ctrl = fault == Fault::BlackholedControllerNode;
-        let Some((vip, owner)) = owners
-            .iter()
-            .find(|(_, n)| (Some(**n) == ctrl) == on_ctrl)
-            .map(|(v, n)| (v.clone(), *n))
-        else {
-            eprintln!(
-                "bench-peers: {} {fault:?} run {run}: no address on a node of that role (controller on {ctrl:?})",
-                d.peer.name()
-            );
-            out.no_candidate += 1;
-            continue;
-        };
-        let owner_mac = node_mac(owner);
-        refresh_entry(client, &watch, &vip, &owner_mac);
-        let url = format!("http://{vip}/");
-        let poller = client.poll(std::slice::from_ref(&url), 10);
-        std::thread::sleep(Duration::from_secs(1));
-        let t = Instant::now();
-        let repair = inject(c, d, owner, fault);
-        let moved = watch.wait_moved(&vip, &owner_mac, t, fault.patience());
-        // The client's view for a moment longer: what the move cost it.
-        std::thread::sleep(Duration::from_secs(2));
-        let polled = poller.stop();
-        repair.undo(d);
-        let p = polled.first().cloned().unwrap_or_else(|| {
-            panic!(
-                "{} {fault:?} run {run}: the poller reported nothing",
-                d.peer.name()
-            )
-        });
-        out.requests += p.requests;
-        out.failed += p.failed;
-        out.gaps_ms.push(p.longest_gap_ms);
-        eprintln!(
-            "bench-peers: {} {:?} run {run}: {vip} on node-{owner} → {} (lost {}/{}, longest gap {} ms)",
-            d.peer.name(),
-            fault,
-            moved
-                .as_ref()
-                .map_or("not moved".to_string(), |(t, mac)| format!(
-                    "node-{} in {} ms",
-                    mac_node(mac).unwrap_or(0),
-                    t.as_millis()
-                )),
-            p.failed,
-            p.requests,
-            p.longest_gap_ms
-        );
-        if let Some((t, _)) = moved {
-            out.moved.push(t);
+        for turn in &turns {
+            let owners = settle(c, sides, client, &vips, home.as_ref(), repaired, &mut outs);
+            home = Some(owners.clone());
+            repaired = None;
+            let Some((node, picks)) = choose(sides, turn, &owners, fault) else {
+                eprintln!(
+                    "bench-peers: {fault:?} run {run}: no node holds an address of each side in that role"
+                );
+                for &i in turn {
+                    outs[i].no_candidate += 1;
+                }
+                continue;
+            };
+            let owner_mac = node_mac(node);
+            for (_, vip) in &picks {
+                refresh_entry(client, &watch, vip, &owner_mac);
+            }
+            let urls: Vec<String> = picks.iter().map(|(_, v)| format!("http://{v}/")).collect();
+            let poller = client.poll(&urls, 10);
+            std::thread::sleep(Duration::from_secs(1));
+            let t = Instant::now();
+            let repairs = inject(c, sides, turn, node, fault);
+            let moved: Vec<_> = picks
+                .iter()
+                .map(|(_, vip)| watch.wait_moved(vip, &owner_mac, t, fault.patience()))
+                .collect();
+            // The client's view for a moment longer: what the move cost it.
+            std::thread::sleep(Duration::from_secs(2));
+            let polled = poller.stop();
+            for r in repairs {
+                r.undo();
+            }
+            repaired = Some(Instant::now());
+            for (((i, vip), moved), p) in picks.iter().zip(moved).zip(&polled) {
+                let (d, out) = (sides[*i].d, &mut outs[*i]);
+                out.requests += p.requests;
+                out.failed += p.failed;
+                out.gaps_ms.push(p.longest_gap_ms);
+                eprintln!(
+                    "bench-peers: {} {fault:?} run {run}: {vip} on node-{node} → {} (lost {}/{}, longest gap {} ms)",
+                    d.peer.name(),
+                    moved
+                        .as_ref()
+                        .map_or("not moved".to_string(), |(t, mac)| format!(
+                            "node-{} in {} ms",
+                            mac_node(mac).unwrap_or(0),
+                            t.as_millis()
+                        )),
+                    p.failed,
+                    p.requests,
+                    p.longest_gap_ms
+                );
+                if let Some((t, _)) = moved {
+                    out.moved.push(t);
+                }
+            }
+            assert_eq!(polled.len(), picks.len(), "one poll result per address");
         }
     }
-    out
+    // The last run's repair, too.
+    settle(c, sides, client, &vips, home.as_ref(), repaired, &mut outs);
+    outs
+}
+
+/// The node to fault and, for each side of `turn`, an address it answers
+/// for: a node holding one of each, not running any side's deciding
+/// controller — or, for the controller's-node fault, the one that does.
+fn choose(
+    sides: &[Side],
+    turn: &[usize],
+    owners: &Owners,
+    fault: Fault,
+) -> Option<(usize, Vec<(usize, String)>)> {
+    let ctrl: Vec<Option<usize>> = turn.iter().map(|&i| sides[i].d.controller_node()).collect();
+    let on_ctrl = fault == Fault::BlackholedControllerNode;
+    let nodes: BTreeSet<usize> = owners.values().copied().collect();
+    nodes.into_iter().find_map(|node| {
+        let wrong_role = if on_ctrl {
+            !ctrl.iter().all(|c| *c == Some(node))
+        } else {
+            ctrl.contains(&Some(node))
+        };
+        if wrong_role {
+            return None;
+        }
+        let picks = turn
+            .iter()
+            .map(|&i| {
+                let vip = sides[i]
+                    .target
+                    .vips
+                    .iter()
+                    .find(|v| owners.get(*v) == Some(&node))?;
+                Some((i, vip.clone()))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((node, picks))
+    })
 }
 
 /// Makes the client's entry for `vip` name `mac` (its owner) before a run.
@@ -237,43 +302,57 @@ fn refresh_entry(client: &Client, watch: &NeighWatch, vip: &str, mac: &str) {
 }
 
 /// How a fault is undone.
-enum Repair {
+enum Repair<'a> {
     /// A fresh speaker Pod on the node (no restart back-off carried over).
-    ReplaceSpeaker(usize),
+    ReplaceSpeaker(&'a Deployed, usize),
     Resume(u32),
     Node(barelb_testsupport::cluster::Injected),
 }
 
-impl Repair {
-    fn undo(self, d: &Deployed) {
+impl Repair<'_> {
+    fn undo(self) {
         match self {
-            Repair::ReplaceSpeaker(i) => d.replace_speaker(i),
+            Repair::ReplaceSpeaker(d, i) => d.replace_speaker(i),
             Repair::Resume(pid) => signal("-CONT", pid),
             Repair::Node(guard) => drop(guard),
         }
     }
 }
 
-fn inject(c: &Cluster, d: &Deployed, node: usize, fault: Fault) -> Repair {
-    let speaker = || {
+/// Faults `node`: each side's speaker there (speaker faults), or the node.
+fn inject<'a>(
+    c: &Cluster,
+    sides: &[Side<'a>],
+    turn: &[usize],
+    node: usize,
+    fault: Fault,
+) -> Vec<Repair<'a>> {
+    let speaker = |d: &Deployed| {
         d.speaker_pid(node)
             .unwrap_or_else(|| panic!("no {} speaker on node-{node}", d.peer.name()))
     };
     match fault {
-        Fault::SpeakerKilled => {
-            signal("-KILL", speaker());
-            Repair::ReplaceSpeaker(node)
-        }
-        Fault::SpeakerHung => {
-            let pid = speaker();
-            signal("-STOP", pid);
-            Repair::Resume(pid)
-        }
+        Fault::SpeakerKilled => turn
+            .iter()
+            .map(|&i| {
+                let d = sides[i].d;
+                signal("-KILL", speaker(d));
+                Repair::ReplaceSpeaker(d, node)
+            })
+            .collect(),
+        Fault::SpeakerHung => turn
+            .iter()
+            .map(|&i| {
+                let pid = speaker(sides[i].d);
+                signal("-STOP", pid);
+                Repair::Resume(pid)
+            })
+            .collect(),
         Fault::Blackholed | Fault::BlackholedControllerNode => {
-            Repair::Node(c.inject(node, NodeFault::Blackhole))
+            vec![Repair::Node(c.inject(node, NodeFault::Blackhole))]
         }
-        Fault::InterfaceDown => Repair::Node(c.inject(node, NodeFault::Cut)),
-        Fault::KubeletStopped => Repair::Node(c.inject(node, NodeFault::StopKubelet)),
+        Fault::InterfaceDown => vec![Repair::Node(c.inject(node, NodeFault::Cut))],
+        Fault::KubeletStopped => vec![Repair::Node(c.inject(node, NodeFault::StopKubelet))],
     }
 }
 
@@ -294,30 +373,41 @@ fn signal(sig: &str, pid: u32) {
 /// and, after a fault, the node it answered from before (`home`: both
 /// implementations give an address back to its node once that is healthy;
 /// a run must not start while one is still on its way). Past 180 s it takes
-/// what it finds and counts the run as `not_home`.
+/// what it finds and counts the run as `not_home` for every side.
+///
+/// After a repair (`repaired`) it also times, per side, how long two nodes
+/// went on answering for one of its addresses (split brain): from the
+/// repair to the first arping round with none, if any round saw one.
 fn settle(
     c: &Cluster,
-    d: &Deployed,
+    sides: &[Side],
     client: &Client,
     vips: &[String],
     home: Option<&Owners>,
-    out: &mut Outcome,
+    repaired: Option<Instant>,
+    outs: &mut [Outcome],
 ) -> Owners {
     let start = Instant::now();
     let mut last: Option<Owners> = None;
     let mut steady_since = Instant::now();
+    let mut split: Vec<Option<Option<Duration>>> = vec![repaired.map(|_| None); sides.len()];
     loop {
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "{}: the addresses did not settle on one node each in 300 s",
-            d.peer.name()
+            "the addresses did not settle on one node each in 300 s"
         );
-        d.wait_ready();
+        for s in sides {
+            s.d.wait_ready();
+        }
         if !all_nodes_ready(c) {
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
+        let round = Instant::now();
         let answering = responders(client, vips);
+        if let Some(repaired) = repaired {
+            note_split(sides, &answering, round - repaired, &mut split);
+        }
         let owners: Option<Owners> = answering
             .iter()
             .map(|(vip, macs)| {
@@ -336,19 +426,50 @@ fn settle(
         if steady_since.elapsed() < Duration::from_secs(3) {
             continue;
         }
-        match home {
-            Some(h) if *h != owners && start.elapsed() < Duration::from_secs(180) => {
-                std::thread::sleep(Duration::from_millis(500));
-            }
+        let settled = match home {
+            Some(h) if *h != owners && start.elapsed() < Duration::from_secs(180) => false,
             Some(h) if *h != owners => {
-                eprintln!(
-                    "bench-peers: {}: addresses did not return home in 180 s",
-                    d.peer.name()
-                );
-                out.not_home += 1;
-                return owners;
+                eprintln!("bench-peers: addresses did not return home in 180 s");
+                for out in outs.iter_mut() {
+                    out.not_home += 1;
+                }
+                true
             }
-            _ => return owners,
+            _ => true,
+        };
+        if !settled {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        for (out, s) in outs.iter_mut().zip(split) {
+            if let Some(Some(d)) = s {
+                out.split.push(d);
+            }
+        }
+        return owners;
+    }
+}
+
+/// Per side, once a round after the repair saw two nodes answer one of its
+/// addresses: the time of the first round after that with none.
+/// `split[i]`: None (no repair), Some(None) (none seen yet), Some(Some(d)).
+fn note_split(
+    sides: &[Side],
+    answering: &BTreeMap<String, BTreeSet<String>>,
+    at: Duration,
+    split: &mut [Option<Option<Duration>>],
+) {
+    for (i, s) in sides.iter().enumerate() {
+        let dup = s
+            .target
+            .vips
+            .iter()
+            .any(|v| answering.get(v).is_some_and(|m| m.len() > 1));
+        let seen = &mut split[i];
+        match seen {
+            Some(None) if dup => *seen = Some(Some(Duration::MAX)),
+            Some(Some(d)) if *d == Duration::MAX && !dup => *seen = Some(Some(at)),
+            _ => {}
         }
     }
 }

@@ -1,21 +1,27 @@
-//! `scripts/bench-peers [RUNS] [N] [M] [L2] [RESTARTS]`: barelb and MetalLB
-//! v0.15.2 on one lab cluster, one after the other in one invocation, put
-//! through the same faults by the same code on the same clock; prints one
-//! table (Markdown) with both columns and the ratio.
+//! `scripts/bench-peers [RUNS] [N] [M] [L2] [RESTARTS] [BGP]`: barelb and
+//! MetalLB v0.15.2 on one lab cluster in one invocation, put through the
+//! same faults by the same code on the same clock; prints one table
+//! (Markdown) with both columns and the ratio.
 //!
-//! Per implementation: installed as its users install it (see
-//! `barelb_testsupport::peers`), then
+//! Both are installed at once (MetalLB with `--lb-class`, barelb serving
+//! the class-less Services; see `barelb_testsupport::peers`), then
 //! - L2 failover, RUNS times per fault (the kubelet one at most 5 times:
-//!   each run waits for NotReady), timed from the fault to the client's
-//!   neighbour entry naming another node, with a client polling every 10 ms
-//!   (see `failover` for how the node is chosen);
-//! - speaker RSS with L2 L2-mode Services that have endpoints;
-//! - N pending Services → all addressed once the controller starts, beside
-//!   a plain client patching N statuses;
-//! - controller RSS at M Services, then RESTARTS controller restarts
-//!   (addresses moved; a Service created during the restart → addressed);
+//!   each run waits for NotReady): one fault hits both implementations'
+//!   addresses on the node, each timed from the fault to the client's
+//!   neighbour entry naming another node, with a client polling each every
+//!   10 ms (see `failover` for how the node is chosen), and after the
+//!   repair, how long two nodes answered for one address;
+//! - the apiserver's view of each one's speakers (`load`): watches held,
+//!   requests per minute idle and while BGP Services come and go;
+//! - BGP (`bgp`), one at a time: BGP Services (the argument) → every /32 from every
+//!   node on the LAN router, and withdrawn when deleted;
 //!
-//! then removed before the other starts.
+//! then, each alone on the cluster (the other removed, so neither caches
+//! the other's thousands of Services): speaker RSS with L2 L2-mode
+//! Services; N pending Services → all addressed once the controller
+//! starts, beside a plain client patching N statuses; controller RSS at M
+//! Services; RESTARTS controller restarts (addresses moved; a Service
+//! created during the restart → addressed).
 #![allow(
     clippy::panic,
     clippy::unwrap_used,
@@ -24,23 +30,37 @@
     clippy::print_stderr
 )] // a benchmark binary
 
+mod bgp;
 mod failover;
+mod load;
 mod scale;
 
 use std::time::Duration;
 
 use barelb_testsupport::cluster::cluster;
 use barelb_testsupport::install::load_images_built;
-use barelb_testsupport::peers::Peer;
+use barelb_testsupport::peers::{Deployed, Peer};
 
-use failover::{Fault, Outcome, Target};
+use bgp::BgpFigures;
+use failover::{Fault, Outcome, Side, Target};
+use load::Load;
 use scale::{Figures, Sizes};
 
 /// Kubelet-stopped runs at most: each waits 20 s for NotReady and up to 60 s.
 const KUBELET_RUNS: usize = 5;
 
+/// Controller's-node runs at most: each is two runs (one per side's
+/// controller node), and barelb's takes a leader election (~20 s).
+const CONTROLLER_NODE_RUNS: usize = 10;
+
+/// The idle window of the apiserver-load row.
+const IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
 struct Results {
     failover: Vec<(Fault, Outcome)>,
+    load: Load,
+    bgp: BgpFigures,
     scale: Figures,
 }
 
@@ -59,6 +79,7 @@ fn main() {
         l2: arg(4, 1000, 10),
         restarts: arg(5, 5, 1),
     };
+    let bgp_services = arg(6, 1000, 10);
     let c = cluster("bench_peers");
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let client = c.client(105);
@@ -72,66 +93,188 @@ fn main() {
         .into_iter()
         .filter(|p| only.is_empty() || p.name().to_lowercase() == only)
         .collect();
-    let mut results = Vec::new();
-    for peer in peers {
-        eprintln!("bench-peers: installing {}", peer.name());
+    assert!(
+        !peers.is_empty(),
+        "BARELB_PEERS={only}: names neither barelb nor metallb"
+    );
+    let mut results: Vec<Results> = peers.iter().map(|_| Results::default()).collect();
+    side_by_side(
+        &c,
+        &client,
+        &rt,
+        &peers,
+        runs,
+        bgp_services,
+        smoke,
+        &mut results,
+    );
+
+    // Alone: the rows with thousands of Services (all sizes 0: left out,
+    // as when another invocation measures them).
+    let scale_rows = sizes.pending + sizes.total + sizes.l2 + sizes.restarts > 0;
+    for (&peer, r) in peers.iter().zip(results.iter_mut()).filter(|_| scale_rows) {
+        eprintln!("bench-peers: {} alone for the scale rows", peer.name());
         let d = peer.install(&c);
-        let target = Target::deploy(&c);
+        r.scale = rt
+            .block_on(scale::measure(&c, &d, sizes))
+            .unwrap_or_else(|e| panic!("{}: {e:#}", peer.name()));
+    }
+    let table = Table {
+        nodes: c.nodes,
+        sizes,
+        bgp_services,
+    };
+    match results.as_slice() {
+        [b, m] => table.print(b, m),
+        [r] => {
+            println!("\n{} alone (BARELB_PEERS): a partial run", peers[0].name());
+            table.print(r, r);
+        }
+        _ => unreachable!("one or two implementations"),
+    }
+}
+
+/// Both installed at once: the failover rows (one fault, both timed), the
+/// apiserver-load rows and, one after the other, the BGP rows.
+#[allow(clippy::too_many_arguments)] // one call, from main
+fn side_by_side(
+    c: &barelb_testsupport::cluster::Cluster,
+    client: &barelb_testsupport::cluster::Client,
+    rt: &tokio::runtime::Runtime,
+    peers: &[Peer],
+    runs: usize,
+    bgp_services: usize,
+    smoke: bool,
+    results: &mut [Results],
+) {
+    let mut installed: Vec<(Deployed, u64)> = Vec::new();
+    for &peer in peers {
+        eprintln!("bench-peers: installing {}", peer.name());
+        let mark = load::mark();
+        installed.push((peer.install(c), mark));
+    }
+    {
+        let targets: Vec<Target> = peers.iter().map(|&p| Target::deploy(c, p)).collect();
+        let sides: Vec<Side> = installed
+            .iter()
+            .zip(&targets)
+            .map(|((d, _), target)| Side { d, target })
+            .collect();
         // A smoke run (scripts/test) checks the harness with two faults.
         let faults: &[Fault] = if smoke {
             &[Fault::SpeakerHung, Fault::Blackholed]
         } else {
             &Fault::ALL
         };
-        let failover = faults
-            .iter()
-            .map(|&f| {
-                let n = if f == Fault::KubeletStopped {
-                    runs.min(KUBELET_RUNS)
-                } else {
-                    runs
-                };
-                (f, failover::measure(&c, &d, &client, &target, f, n))
-            })
-            .collect();
-        drop(target);
-        let scale = rt
-            .block_on(scale::measure(&c, &d, sizes))
-            .unwrap_or_else(|e| panic!("{}: {e:#}", peer.name()));
-        results.push((peer, Results { failover, scale }));
-        drop(d);
-    }
-    match results.as_slice() {
-        [(_, b), (_, m)] => print_table(c.nodes, sizes, b, m),
-        [(peer, r)] => {
-            println!("\n{} alone (BARELB_PEERS): a partial run", peer.name());
-            print_table(c.nodes, sizes, r, r);
+        for &f in faults {
+            let n = match f {
+                Fault::KubeletStopped => runs.min(KUBELET_RUNS),
+                Fault::BlackholedControllerNode => runs.min(CONTROLLER_NODE_RUNS),
+                _ => runs,
+            };
+            let outs = failover::measure(c, &sides, client, f, n);
+            for (r, o) in results.iter_mut().zip(outs) {
+                r.failover.push((f, o));
+            }
         }
-        _ => panic!("BARELB_PEERS={only}: names neither barelb nor metallb"),
+    }
+    let idle = if smoke { Duration::from_secs(5) } else { IDLE };
+    let idle_from = load::mark();
+    std::thread::sleep(idle);
+    let idle_to = load::mark();
+    for ((d, since), r) in installed.iter().zip(results.iter_mut()) {
+        let busy_from = load::mark();
+        r.bgp = rt
+            .block_on(bgp::measure(c, d, bgp_services))
+            .unwrap_or_else(|e| panic!("{} BGP: {e:#}", d.peer.name()));
+        std::thread::sleep(Duration::from_secs(2)); // the audit log's batch
+        let now = load::mark();
+        r.load = load::load(
+            &load::speaker_requests(d.peer, *since, now),
+            &load::speaker_requests(d.peer, idle_from, idle_to),
+            idle.as_secs_f64() / 60.0,
+            &load::speaker_requests(d.peer, busy_from, now),
+            c.nodes,
+        );
+        eprintln!(
+            "bench-peers: {} apiserver load: {:?}",
+            d.peer.name(),
+            r.load
+        );
     }
 }
 
-fn print_table(nodes: usize, sizes: Sizes, b: &Results, m: &Results) {
-    println!(
-        "\nbarelb vs MetalLB v0.15.2 (memberlist on, defaults), lab cluster of {nodes} nodes\n"
-    );
-    println!("| row | barelb | MetalLB | MetalLB ÷ barelb |");
-    println!("|---|---|---|---|");
-    for ((fault, ob), (_, om)) in b.failover.iter().zip(&m.failover) {
+struct Table {
+    nodes: usize,
+    sizes: Sizes,
+    bgp_services: usize,
+}
+
+impl Table {
+    fn print(&self, b: &Results, m: &Results) {
+        let (nodes, sizes) = (self.nodes, self.sizes);
         println!(
-            "| L2 failover, {}: client entry moved p50 / p99 / max (runs moved) | {} | {} | {} |",
-            fault.label(),
-            moved(ob),
-            moved(om),
-            ratio(p(&om.moved, 0.5), p(&ob.moved, 0.5))
+            "\nbarelb vs MetalLB v0.15.2 (memberlist on, defaults), lab cluster of {nodes} nodes\n"
+        );
+        println!("| row | barelb | MetalLB | MetalLB ÷ barelb |");
+        println!("|---|---|---|---|");
+        for ((fault, ob), (_, om)) in b.failover.iter().zip(&m.failover) {
+            println!(
+                "| L2 failover, {}: client entry moved p50 / p99 / max (runs moved) | {} | {} | {} |",
+                fault.label(),
+                moved(ob),
+                moved(om),
+                ratio(p(&om.moved, 0.5), p(&ob.moved, 0.5))
+            );
+            println!(
+                "| … client polling every 10 ms: requests lost; longest gap p50 / max | {} | {} | |",
+                lost(ob),
+                lost(om)
+            );
+            println!(
+                "| … after the repair, two nodes answering one address: runs; for p50 / max | {} | {} | |",
+                split(ob),
+                split(om)
+            );
+        }
+        let (lb, lm) = (&b.load, &m.load);
+        println!(
+            "| apiserver: watches held per speaker ({nodes} nodes; speakers seen) | {:.1} ({}) | {:.1} ({}) | |",
+            lb.watches, lb.speakers, lm.watches, lm.speakers
         );
         println!(
-            "| … client polling every 10 ms: requests lost; longest gap p50 / max | {} | {} | |",
-            lost(ob),
-            lost(om)
+            "| apiserver: requests per speaker per minute, idle (watches aside) | {:.1} | {:.1} | |",
+            lb.idle_per_min, lm.idle_per_min
         );
+        println!(
+            "| apiserver: requests per speaker while {} BGP Services came and went | {:.0} | {:.0} | |",
+            self.bgp_services, lb.busy, lm.busy
+        );
+        println!(
+            "| … by verb and resource, all speakers | {} | {} | |",
+            verbs(lb),
+            verbs(lm)
+        );
+        println!(
+            "| BGP: {} Services → the router has each /32 from all {nodes} nodes | {} | {} | {} |",
+            self.bgp_services,
+            secs(b.bgp.announced),
+            secs(m.bgp.announced),
+            ratio(Some(m.bgp.announced), Some(b.bgp.announced))
+        );
+        println!(
+            "| BGP: … deleted → the router has none | {} | {} | {} |",
+            secs(b.bgp.withdrawn),
+            secs(m.bgp.withdrawn),
+            ratio(Some(m.bgp.withdrawn), Some(b.bgp.withdrawn))
+        );
+        if sizes.pending + sizes.total + sizes.l2 + sizes.restarts > 0 {
+            print_scale(sizes, &b.scale, &m.scale);
+        }
     }
-    let (sb, sm) = (&b.scale, &m.scale);
+}
+
+fn print_scale(sizes: Sizes, sb: &Figures, sm: &Figures) {
     println!(
         "| speaker RSS with {} L2 Services (nodes' min–max) | {} | {} | {} |",
         sizes.l2,
@@ -172,6 +315,32 @@ fn print_table(nodes: usize, sizes: Sizes, b: &Results, m: &Results) {
         p50_max(&new(sm)),
         ratio(p(&new(sm), 0.5), p(&new(sb), 0.5))
     );
+}
+
+fn verbs(l: &Load) -> String {
+    if l.busy_by_verb.is_empty() {
+        return "none".into();
+    }
+    let each: Vec<String> = l
+        .busy_by_verb
+        .iter()
+        .map(|(v, n)| format!("{v} {n}"))
+        .collect();
+    each.join(", ")
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn split(o: &Outcome) -> String {
+    format!(
+        "{}/{}; {} / {} ms",
+        o.split.len(),
+        o.runs - o.no_candidate,
+        ms(p(&o.split, 0.5)),
+        ms(o.split.iter().max().copied())
+    )
 }
 
 /// The `q` quantile of sorted-or-not durations (nearest rank).

@@ -48,7 +48,9 @@ pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<
     apply(c, &backend_yaml(&ns, c.nodes, None));
     let api: Api<Service> = Api::namespaced(c.lab.client().await?, &ns);
     let bulk_spec = Spec {
+        class: d.peer.class().map(String::from),
         annotations: pool_annotations(BULK_POOL),
+        unproxied: true,
         ..Spec::default()
     };
     let mut f = Figures::default();
@@ -80,6 +82,7 @@ pub async fn measure(c: &Cluster, d: &Deployed, sizes: Sizes) -> anyhow::Result<
     d.wait_ready();
     let plain = Spec {
         class: Some("nobody.barelb.io/none".into()),
+        unproxied: true,
         ..Spec::default()
     };
     bulk::create(&api, "plain", sizes.pending, &plain).await?;
@@ -182,7 +185,7 @@ async fn addressed(api: &Api<Service>) -> anyhow::Result<BTreeMap<String, String
 
 /// Deletes the namespace (and its thousands of Services) on drop, waiting
 /// so the next implementation does not share the apiserver with it.
-struct NamespaceGuard(Cluster, String);
+pub struct NamespaceGuard(pub Cluster, pub String);
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
