@@ -3,6 +3,7 @@
 //! sessions) and the metrics they export.
 
 pub mod agent;
+pub mod bfd;
 pub mod bgp;
 pub mod l2;
 pub mod metrics;
