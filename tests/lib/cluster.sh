@@ -317,6 +317,10 @@ cl_cgroup_pids() {
 # Down: everything cl_up made, in reverse, also after a failed up.
 cl_down() {
   local n i dir pids p
+  # Only a directory that brought a cluster up takes one down: the LAN and
+  # client names are shared, and the plain lab's `down` must not remove
+  # those of a cluster another directory runs.
+  [ -f "$LAB_DIR/cni-netns.before" ] || [ -f "$LAB_DIR/nodes.count" ] || return 0
   n=$(cat "$LAB_DIR/nodes.count" 2>/dev/null || echo 0)
   for i in $(seq 1 "$n"); do
     dir=$CL_NODES_DIR/node-$i
