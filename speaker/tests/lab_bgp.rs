@@ -2,15 +2,17 @@
 //! network namespaces: sessions come up, IPv4 and IPv6 prefixes arrive with
 //! the expected attributes, withdrawals remove them, a router restart is
 //! followed by re-advertisement, a hung router is caught by the hold timer,
-//! and iBGP sessions carry LOCAL_PREF over TCP-MD5.
+//! iBGP sessions carry LOCAL_PREF over TCP-MD5, and with BFD a silent node's
+//! routes leave the router within the detection time.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use barelb_speaker::bfd::codec::{self, Control, Diag, State};
 use barelb_testsupport::netlab::{Host, Process, Topology};
-use barelb_testsupport::routers::{Kind, Neighbor, Router};
+use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router};
 
 const SPEAKER_AS: u32 = 64500;
 const ROUTER_AS: u32 = 64501;
@@ -46,8 +48,6 @@ impl Speaker {
             &asn,
             "--my-asn",
             &my,
-            "--hold-time",
-            "3",
             "--connect-retry",
             "0.5",
             "--announce-file",
@@ -55,6 +55,10 @@ impl Speaker {
             "--metrics-addr",
             "127.0.0.1:9479",
         ];
+        // A test may ask for its own hold time (in `extra`).
+        if !extra.contains(&"--hold-time") {
+            args.extend(["--hold-time", "3"]);
+        }
         args.extend_from_slice(extra);
         node.ns.ip(&["link", "set", "lo", "up"]).unwrap();
         let process = node.ns.spawn_logged(&args, &log).unwrap();
@@ -329,4 +333,169 @@ fn frr_ibgp_md5() {
 #[test]
 fn gobgp_ibgp_md5() {
     ibgp_md5_scenario(Kind::Gobgp);
+}
+
+/// One BFD Control packet sent from `from`'s namespace to `to`:3784 with
+/// IP TTL `ttl` (python3: what scripts/setup already requires).
+fn send_bfd(from: &Host, to: std::net::Ipv4Addr, ttl: u8, c: &Control) {
+    let hex: String = codec::encode(c)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let script = "import socket,sys\n\
+                  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                  s.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,int(sys.argv[3]))\n\
+                  s.sendto(bytes.fromhex(sys.argv[1]),(sys.argv[2],3784))\n";
+    from.ns
+        .exec(&[
+            "python3",
+            "-c",
+            script,
+            &hex,
+            &to.to_string(),
+            &ttl.to_string(),
+        ])
+        .unwrap();
+}
+
+/// The value of the series whose line starts with `prefix` (0 if absent).
+fn series(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// BFD with BIRD (`protocol bfd`, 300 ms × 3) under a 90 s hold time: both
+/// sides agree on the intervals; packets with a bad TTL or an unknown
+/// discriminator are ignored and counted; a silent node (speaker frozen) is
+/// dropped by the router within the detection time, a silent router by us.
+#[test]
+fn bird_bfd() {
+    let topo = Topology::build(&["router", "node"]).unwrap();
+    let (rh, node) = (topo.host("router"), topo.host("node"));
+    let timers = BfdTimers {
+        interval_ms: 300,
+        multiplier: 3,
+    };
+    let node_ip = IpAddr::V4(node.ipv4);
+    let router = Router::start_with(
+        Kind::Bird,
+        rh,
+        ROUTER_AS,
+        vec![Neighbor {
+            addr: node_ip,
+            asn: SPEAKER_AS,
+            password: None,
+        }],
+        Some(timers),
+    )
+    .unwrap();
+    let speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &["--hold-time", "90", "--bfd"]);
+    router
+        .wait_established(node_ip, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    router
+        .wait_routes(Duration::from_secs(10), |r| r.contains_key(V4))
+        .unwrap();
+    wait_for("BFD Up at the router", Duration::from_secs(15), || {
+        router
+            .bfd_session(node_ip)
+            .unwrap()
+            .is_some_and(|v| v.state == "Up")
+    });
+    let view = router.bfd_session(node_ip).unwrap().unwrap();
+    assert_eq!((view.interval, view.timeout), (0.3, 0.9), "{view:?}");
+    let peer = format!("{{peer=\"{}\"}}", rh.ipv4);
+    let m = speaker.metrics(node);
+    assert_eq!(
+        series(&m, &format!("barelb_bfd_session_state{peer}")),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, &format!("barelb_bfd_detect_time_seconds{peer}")),
+        0.9,
+        "{m}"
+    );
+
+    // Forged packets: a TTL below 255 (from beyond the link) and an
+    // unknown discriminator. Ignored, counted; the session stays Up.
+    let forged = Control {
+        diag: Diag::None,
+        state: State::Up,
+        poll: false,
+        final_: false,
+        cpi: false,
+        demand: false,
+        detect_mult: 3,
+        my_discr: 0x1234,
+        your_discr: 0xdead_beef,
+        desired_min_tx: Duration::from_millis(300),
+        required_min_rx: Duration::from_millis(300),
+        required_min_echo_rx: Duration::ZERO,
+    };
+    send_bfd(rh, node.ipv4, 64, &forged);
+    send_bfd(rh, node.ipv4, 255, &forged);
+    let discarded = |reason: &str| {
+        series(
+            &speaker.metrics(node),
+            &format!("barelb_bfd_packets_discarded_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    wait_for("forged packets counted", Duration::from_secs(5), || {
+        discarded("ttl") == 1.0 && discarded("unknown_discriminator") == 1.0
+    });
+    assert_eq!(router.bfd_session(node_ip).unwrap().unwrap().state, "Up");
+
+    // The node goes silent (speaker frozen: TCP open, nothing sent): the
+    // router drops its route within the detection time, not the hold time.
+    let stop = |sig: &str| {
+        let pid = speaker.process.pid().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let silent = Instant::now();
+    stop("-STOP");
+    router
+        .wait_routes(Duration::from_secs(10), |r| !r.contains_key(V4))
+        .unwrap();
+    eprintln!(
+        "bird_bfd: route gone {} ms after the node went silent",
+        silent.elapsed().as_millis()
+    );
+    stop("-CONT");
+    router
+        .wait_established(node_ip, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    router
+        .wait_routes(Duration::from_secs(10), |r| r.contains_key(V4))
+        .unwrap();
+
+    // The router goes silent: our BFD session ends the BGP session at once.
+    router.freeze(true).unwrap();
+    wait_for(
+        "the speaker's BFD closing BGP",
+        Duration::from_secs(5),
+        || {
+            speaker
+                .log_text()
+                .contains("BFD session down: closing the BGP session")
+        },
+    );
+    router.freeze(false).unwrap();
+    let m = speaker.metrics(node);
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("barelb_bfd_session_changes_total{")
+                && l.contains("to=\"Down\"")
+                && l.contains("cause=\"detection time expired\"")),
+        "{m}"
+    );
 }

@@ -221,6 +221,7 @@ impl Bgp {
                         self.metrics.clone(),
                         stop_rx,
                         state_tx,
+                        None,
                     ));
                     self.running.insert(
                         name,

@@ -5,4 +5,6 @@
 //! than the BGP hold time.
 
 pub mod codec;
+pub mod driver;
 pub mod session;
+mod socket;

@@ -51,9 +51,10 @@ impl Receiver {
         s.set_reuse_address(true)?;
         s.set_nonblocking(true)?;
         s.bind(&SockAddr::from(SocketAddr::new(any, port)))?;
-        Ok(Receiver {
-            fd: AsyncFd::new(s)?,
-        })
+        // SAFETY: `s` is a fresh socket this receiver owns; it stays
+        // registered for exactly as long as it is open.
+        let fd = unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Receiver { fd })
     }
 
     /// The next datagram.
@@ -93,43 +94,43 @@ fn recv_ttl_v4(s: &Socket) -> io::Result<()> {
 fn recv_with_ttl(s: &Socket) -> io::Result<Datagram> {
     let mut buf = [0u8; 512];
     let mut control = [0u64; 16]; // u64: cmsghdr alignment
-    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; all-zero is valid before filling.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&raw mut from).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&control);
-    // SAFETY: every pointer in `msg` refers to a local that outlives the
-    // call, with its true length.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &raw mut msg, 0) };
-    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
     let mut ttl = None;
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled,
-    // within msg_controllen; each data pointer is read as the int the
+    // SAFETY: recvmsg(2) fills the sender's address within the storage and
+    // length socket2 hands in; every other pointer in `msg` refers to a
+    // local that outlives the call, with its true length. The CMSG_* macros
+    // then walk the control buffer the kernel filled, within
+    // msg_controllen, and each data pointer is read as the int its
     // (level, type) pair promises.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
-        while !c.is_null() {
-            let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
-            if (level == libc::IPPROTO_IP && kind == libc::IP_TTL)
-                || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_HOPLIMIT)
-            {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                ttl = u8::try_from(v).ok();
+    let (n, addr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *len;
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&control);
+            let n = libc::recvmsg(s.as_raw_fd(), &raw mut msg, 0);
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            *len = msg.msg_namelen;
+            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !c.is_null() {
+                let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+                if (level == libc::IPPROTO_IP && kind == libc::IP_TTL)
+                    || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_HOPLIMIT)
+                {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    ttl = u8::try_from(v).ok();
+                }
+                c = libc::CMSG_NXTHDR(&raw const msg, c);
             }
-            c = libc::CMSG_NXTHDR(&raw const msg, c);
-        }
-    }
-    // SAFETY: the kernel wrote a socket address of msg_namelen bytes.
-    let addr = unsafe { SockAddr::new(from, msg.msg_namelen) };
+            Ok(n)
+        })
+    }?;
     let from = addr
         .as_socket()
         .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;

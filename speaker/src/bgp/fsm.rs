@@ -53,6 +53,9 @@ pub enum Event {
     /// A message from the peer could not be decoded.
     Malformed(DecodeError),
     Expired(Timer),
+    /// The peer's BFD session went Down: the path is gone, so the session
+    /// ends now rather than at the hold timer (RFC 5882 §4.3).
+    BfdDown,
 }
 
 /// What the driver must do, in order.
@@ -87,6 +90,8 @@ pub enum DownReason {
     Malformed(DecodeError),
     #[error("hold timer expired")]
     HoldTimerExpired,
+    #[error("BFD session down")]
+    BfdDown,
     #[error("peer sent NOTIFICATION {code}/{subcode}")]
     PeerNotification { code: u8, subcode: u8 },
     #[error("peer AS {got} is not the configured {want}")]
@@ -206,6 +211,8 @@ impl Fsm {
             }
             (Connect | Active, _) => Vec::new(),
             (_, Event::TcpFailed) => self.fail(None, DownReason::ConnectionLost),
+            // No NOTIFICATION: the path it would take is what failed.
+            (_, Event::BfdDown) => self.fail(None, DownReason::BfdDown),
             (Established, Event::Malformed(e)) if e.handling() != Handling::SessionReset => {
                 // RFC 7606: the session and everything we advertise stay; the
                 // message still shows the peer is alive.

@@ -17,6 +17,7 @@ use super::codec::{self, Capability, Handling, Message, Open};
 use super::fsm::{self, Action, Event, Fsm, State, Timer};
 use super::routes::{self, AdjRibOut, SessionView, Table};
 use super::transport::{self, Dial};
+use crate::bfd::codec::State as BfdState;
 use crate::metrics::{BgpMetrics, FamilyLabels, NotificationLabels, PeerLabels};
 use crate::net::iface;
 
@@ -147,12 +148,15 @@ const TIMERS: [Timer; 3] = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive];
 /// Runs the session until `stop` turns true (then sends Cease and returns)
 /// or its sender is dropped (then just closes the connection).
 /// `state` follows the FSM for whoever reports it.
+/// With `bfd`, the BFD session to the same peer: when it leaves Up, this
+/// session goes down at once (RFC 5882 §4.3), not at the hold timer.
 pub async fn run(
     cfg: PeerConfig,
     mut routes: watch::Receiver<Arc<Table>>,
     metrics: Arc<BgpMetrics>,
     mut stop: watch::Receiver<bool>,
     state: watch::Sender<State>,
+    mut bfd: Option<watch::Receiver<BfdState>>,
 ) {
     let label = BgpMetrics::peer(&cfg.dial.peer.ip().to_string());
     let mut d = Driver {
@@ -171,6 +175,7 @@ pub async fn run(
     let mut events = vec![Event::Start];
     let mut stopping = false;
     let mut routes_open = true;
+    let mut bfd_up = false;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         for ev in std::mem::take(&mut events) {
@@ -211,6 +216,17 @@ pub async fn run(
                     events.push(Event::Expired(TIMERS[i]));
                 }
             }
+            r = bfd_changed(bfd.as_mut()) => match r {
+                Some(now) => {
+                    if bfd_up && now != BfdState::Up {
+                        tracing::warn!(peer = %d.label.peer, bfd = now.as_str(), "BFD session down: closing the BGP session");
+                        events.push(Event::BfdDown);
+                    }
+                    bfd_up = now == BfdState::Up;
+                }
+                // The BFD task is gone (the speaker is exiting).
+                None => bfd = None,
+            },
             r = routes.changed(), if routes_open && d.view.is_some() => {
                 if r.is_err() {
                     routes_open = false;
@@ -238,6 +254,17 @@ pub async fn run(
 async fn read(stream: Option<&mut TcpStream>, buf: &mut [u8]) -> std::io::Result<usize> {
     match stream {
         Some(s) => s.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The BFD state after its next change; None once its sender is gone.
+async fn bfd_changed(rx: Option<&mut watch::Receiver<BfdState>>) -> Option<BfdState> {
+    match rx {
+        Some(r) => {
+            r.changed().await.ok()?;
+            Some(*r.borrow_and_update())
+        }
         None => std::future::pending().await,
     }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use barelb_speaker::bfd::driver::{Bfd, PeerSpec};
+use barelb_speaker::bfd::session::Config as BfdConfig;
 use barelb_speaker::bgp::config;
 use barelb_speaker::bgp::fsm::State;
 use barelb_speaker::bgp::routes::{RouteAttrs, Table};
@@ -54,6 +56,18 @@ pub struct BgpArgs {
     /// Advertise graceful restart with this restart time (seconds).
     #[arg(long)]
     graceful_restart: Option<u16>,
+    /// Run BFD with every peer (single hop; multihop with --ebgp-multihop):
+    /// a BFD session going Down closes the BGP session at once.
+    #[arg(long)]
+    bfd: bool,
+    /// BFD: desired minimum transmit and required minimum receive
+    /// intervals (ms), and the detection multiplier.
+    #[arg(long, default_value_t = 300)]
+    bfd_min_tx_ms: u64,
+    #[arg(long, default_value_t = 300)]
+    bfd_min_rx_ms: u64,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+    bfd_multiplier: u8,
     /// A prefix or address to announce (repeatable). Addresses become /32
     /// or /128, or their aggregate with --aggregation-length(-v6).
     #[arg(long = "announce")]
@@ -194,6 +208,7 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let (routes_tx, routes_rx) = watch::channel(Arc::new(table));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let bfd = a.bfd.then(|| Bfd::spawn(metrics.bfd.clone()));
     for (peer, peer_asn) in a.peers.iter().zip(asns) {
         let cfg = PeerConfig {
             dial: Dial {
@@ -214,12 +229,25 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             next_hop_v6,
         };
         let (state_tx, _) = watch::channel(State::Idle);
+        let bfd_state = bfd.as_ref().map(|b| {
+            b.add(PeerSpec {
+                address: *peer,
+                local: a.source,
+                multihop: a.ebgp_multihop.is_some_and(|ttl| ttl > 1),
+                config: BfdConfig {
+                    min_tx: Duration::from_millis(a.bfd_min_tx_ms),
+                    min_rx: Duration::from_millis(a.bfd_min_rx_ms),
+                    multiplier: a.bfd_multiplier,
+                },
+            })
+        });
         tasks.push(tokio::spawn(session::run(
             cfg,
             routes_rx.clone(),
             metrics.bgp.clone(),
             stop_rx.clone(),
             state_tx,
+            bfd_state,
         )));
     }
     drop(routes_rx);

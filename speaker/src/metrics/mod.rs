@@ -1,6 +1,7 @@
 //! The speaker's Prometheus metrics (prefix `barelb_`), one registry for
-//! layer 2 and BGP, served on `/metrics`.
+//! layer 2, BGP and BFD, served on `/metrics`.
 
+mod bfd;
 mod bgp;
 mod l2;
 
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
 
+pub use bfd::{BfdMetrics, ChangeLabels, DiscardLabels};
 pub use bgp::{BgpMetrics, FamilyLabels, NotificationLabels, PeerLabels};
 pub use l2::{AddressLabels, InterfaceLabels, L2Metrics};
 
@@ -19,6 +21,7 @@ pub struct Metrics {
     registry: Registry,
     pub l2: Arc<L2Metrics>,
     pub bgp: Arc<BgpMetrics>,
+    pub bfd: Arc<BfdMetrics>,
     /// `/readyz`: the first Snapshot from the operator was applied (and
     /// stays so: a speaker keeps its job through an operator outage). A
     /// rolling update of the DaemonSet waits for it before the next node.
@@ -30,10 +33,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("barelb");
         let l2 = L2Metrics::register(&mut registry);
         let bgp = BgpMetrics::register(&mut registry);
+        let bfd = BfdMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
             l2,
             bgp,
+            bfd,
             ready: Arc::new(AtomicBool::new(false)),
         })
     }

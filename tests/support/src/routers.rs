@@ -53,6 +53,23 @@ pub struct Route {
     pub local_pref: Option<u32>,
 }
 
+/// BFD timers a router runs with every neighbour: transmit and receive
+/// interval, and the detection multiplier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BfdTimers {
+    pub interval_ms: u64,
+    pub multiplier: u8,
+}
+
+/// A BFD session as the router shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BfdView {
+    pub state: String,
+    /// Seconds.
+    pub interval: f64,
+    pub timeout: f64,
+}
+
 /// A running router.
 #[derive(Debug)]
 pub struct Router {
@@ -60,6 +77,7 @@ pub struct Router {
     pub asn: u32,
     pub router_id: String,
     pub neighbors: Vec<Neighbor>,
+    pub bfd: Option<BfdTimers>,
     ns: String,
     dir: PathBuf,
     process: Option<Process>,
@@ -80,6 +98,17 @@ impl Router {
         asn: u32,
         neighbors: Vec<Neighbor>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(kind, host, asn, neighbors, None)
+    }
+
+    /// The same, with BFD on every session (`bfd`).
+    pub fn start_with(
+        kind: Kind,
+        host: &Host,
+        asn: u32,
+        neighbors: Vec<Neighbor>,
+        bfd: Option<BfdTimers>,
+    ) -> anyhow::Result<Self> {
         host.ns.ip(&["link", "set", "lo", "up"])?;
         let dir = crate::lab::lab_dir().join("routers").join(format!(
             "{}-{}",
@@ -93,6 +122,7 @@ impl Router {
             asn,
             router_id: host.ipv4.to_string(),
             neighbors,
+            bfd,
             ns: host.ns.name().to_string(),
             dir,
             process: None,
@@ -112,6 +142,12 @@ impl Router {
         match self.kind {
             Kind::Bird => {
                 c += &format!("router id {};\nprotocol device {{}}\n", self.router_id);
+                if let Some(b) = self.bfd {
+                    c += &format!(
+                        "protocol bfd {{ interface \"*\" {{ min rx interval {0} ms; min tx interval {0} ms; multiplier {1}; }}; }}\n",
+                        b.interval_ms, b.multiplier
+                    );
+                }
                 for (i, n) in self.neighbors.iter().enumerate() {
                     c += &format!(
                         "protocol bgp barelb{i} {{\n  local as {};\n  neighbor {} as {};\n  \
@@ -121,10 +157,16 @@ impl Router {
                     if let Some(p) = &n.password {
                         c += &format!("  password \"{p}\";\n");
                     }
+                    if self.bfd.is_some() {
+                        c += "  bfd on;\n";
+                    }
                     c += "  ipv4 { import all; export none; gateway direct; };\n  \
                           ipv6 { import all; export none; gateway direct; };\n}\n";
                 }
                 std::fs::write(self.dir.join("bird.conf"), c)?;
+            }
+            Kind::Frr | Kind::Gobgp if self.bfd.is_some() => {
+                bail!("BFD in the lab: BIRD only so far, not {}", self.kind.name());
             }
             Kind::Frr => {
                 c += &format!(
@@ -381,6 +423,27 @@ impl Router {
     }
 
     /// How many prefixes it holds (cheaper than [`Router::routes`] for big tables).
+    /// Its BFD session with `neighbor` (BIRD: `show bfd sessions`), if any.
+    pub fn bfd_session(&self, neighbor: IpAddr) -> anyhow::Result<Option<BfdView>> {
+        if self.kind != Kind::Bird {
+            bail!("bfd_session: BIRD only");
+        }
+        let text = self.cli(&["show", "bfd", "sessions"])?;
+        let addr = neighbor.to_string();
+        Ok(text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // IP address, Interface, State, Since, Interval, Timeout
+            if f.first() != Some(&addr.as_str()) || f.len() < 6 {
+                return None;
+            }
+            Some(BfdView {
+                state: f[2].to_string(),
+                interval: f[f.len() - 2].parse().ok()?,
+                timeout: f[f.len() - 1].parse().ok()?,
+            })
+        }))
+    }
+
     pub fn route_count(&self) -> anyhow::Result<usize> {
         match self.kind {
             Kind::Bird => {
