@@ -17,7 +17,9 @@ pub use barelb_core::names::*;
 pub use barelb_core::selector;
 
 pub use condition::Condition;
-pub use peer::{BGPPeer, BGPPeerSpec, BGPPeerStatus};
+pub use peer::{
+    BGPPeer, BGPPeerSpec, BGPPeerStatus, BfdSpec, DEFAULT_BFD_INTERVAL_MS, DEFAULT_BFD_MULTIPLIER,
+};
 pub use policy::{
     LoadBalancerPolicy, LoadBalancerPolicySpec, LoadBalancerPolicyStatus, PolicyAction, PolicyRule,
 };

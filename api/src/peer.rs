@@ -95,6 +95,44 @@ pub struct BGPPeerSpec {
     /// Nodes that peer with this router. Unset: every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
+    /// BFD (RFC 5880) with this router: a silent node's routes leave it
+    /// within minRx × multiplier (0.9 s by default) instead of the hold
+    /// time. Single hop, or multihop (RFC 5883) with `ebgpMultiHop` > 1.
+    /// Unset: no BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSpec>,
+}
+
+/// Default BFD intervals, in milliseconds, and detection multiplier.
+pub const DEFAULT_BFD_INTERVAL_MS: u64 = 300;
+pub const DEFAULT_BFD_MULTIPLIER: u8 = 3;
+
+/// BFD timers (asynchronous mode; no echo, no demand mode).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSpec {
+    /// Shortest interval between the router's packets this node accepts
+    /// (RFC 5880 Required Min RX Interval). Default 300ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10ms') && duration(self) <= duration('60s')")
+        .message("bfd.minRx must be between 10ms and 60s, e.g. 300ms"))]
+    pub min_rx: Option<String>,
+    /// Shortest interval at which this node sends (Desired Min TX
+    /// Interval; the router may ask for slower). Default 300ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10ms') && duration(self) <= duration('60s')")
+        .message("bfd.minTx must be between 10ms and 60s, e.g. 300ms"))]
+    pub min_tx: Option<String>,
+    /// Packets missed before the session is declared down, 1-255. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 255))]
+    pub multiplier: Option<u8>,
+    /// The echo function is not offered: false or unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self").message("bfd.echo is not supported; leave it out or set it to false"))]
+    pub echo: Option<bool>,
 }
 
 /// A key in a Secret in the operator's namespace.

@@ -367,12 +367,12 @@ fn series(metrics: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// BFD with BIRD (`protocol bfd`, 300 ms × 3) under a 90 s hold time: both
-/// sides agree on the intervals; packets with a bad TTL or an unknown
-/// discriminator are ignored and counted; a silent node (speaker frozen) is
-/// dropped by the router within the detection time, a silent router by us.
-#[test]
-fn bird_bfd() {
+/// BFD with a router (BIRD `protocol bfd`, FRR bfdd; 300 ms × 3) under a
+/// 90 s hold time: both sides agree on the intervals; packets with a bad TTL
+/// or an unknown discriminator are ignored and counted; a silent node
+/// (speaker frozen) is dropped by the router within the detection time, a
+/// silent router by us.
+fn bfd_scenario(kind: Kind) {
     let topo = Topology::build(&["router", "node"]).unwrap();
     let (rh, node) = (topo.host("router"), topo.host("node"));
     let timers = BfdTimers {
@@ -381,7 +381,7 @@ fn bird_bfd() {
     };
     let node_ip = IpAddr::V4(node.ipv4);
     let router = Router::start_with(
-        Kind::Bird,
+        kind,
         rh,
         ROUTER_AS,
         vec![Neighbor {
@@ -467,7 +467,8 @@ fn bird_bfd() {
         .wait_routes(Duration::from_secs(10), |r| !r.contains_key(V4))
         .unwrap();
     eprintln!(
-        "bird_bfd: route gone {} ms after the node went silent",
+        "{} BFD: route gone {} ms after the node went silent",
+        kind.name(),
         silent.elapsed().as_millis()
     );
     stop("-CONT");
@@ -478,16 +479,25 @@ fn bird_bfd() {
         .wait_routes(Duration::from_secs(10), |r| r.contains_key(V4))
         .unwrap();
 
-    // The router goes silent: our BFD session ends the BGP session at once.
+    // The router goes silent: our BFD session ends the BGP session at once
+    // (our detection time, not the 90 s hold time).
+    wait_for(
+        "BFD Up again at the speaker",
+        Duration::from_secs(15),
+        || {
+            series(
+                &speaker.metrics(node),
+                &format!("barelb_bfd_session_state{peer}"),
+            ) == 3.0
+        },
+    );
+    let closing = "BFD session down: closing the BGP session";
+    let before = speaker.log_text().matches(closing).count();
     router.freeze(true).unwrap();
     wait_for(
         "the speaker's BFD closing BGP",
         Duration::from_secs(5),
-        || {
-            speaker
-                .log_text()
-                .contains("BFD session down: closing the BGP session")
-        },
+        || speaker.log_text().matches(closing).count() > before,
     );
     router.freeze(false).unwrap();
     let m = speaker.metrics(node);
@@ -498,4 +508,14 @@ fn bird_bfd() {
                 && l.contains("cause=\"detection time expired\"")),
         "{m}"
     );
+}
+
+#[test]
+fn bird_bfd() {
+    bfd_scenario(Kind::Bird);
+}
+
+#[test]
+fn frr_bfd() {
+    bfd_scenario(Kind::Frr);
 }

@@ -1,6 +1,7 @@
 //! BGPPeers: what the schema cannot say — a peer address that can never be
 //! a router, a source address equal to the peer, multihop on an iBGP
-//! session, a password reference that is not a Secret key.
+//! session, a password reference that is not a Secret key, BFD echo — and
+//! anything the operator could not hand its speakers.
 
 use std::net::IpAddr;
 
@@ -75,6 +76,14 @@ pub fn review_peer(peer: &BGPPeer) -> Review {
                 r.name, r.key
             ));
         }
+    }
+    if spec.bfd.as_ref().is_some_and(|b| b.echo == Some(true)) {
+        return deny("bfd.echo is not supported; leave it out or set it to false".into());
+    }
+    // Whatever the operator could not hand its speakers (a duration it
+    // cannot read, in any field) is refused here with the same words.
+    if let Err(e) = crate::control::inputs::peer_config(name, spec, Vec::new()) {
+        return Review::deny(e);
     }
     Review::allow()
 }

@@ -296,6 +296,23 @@ fn peers_sanity() {
             .unwrap()
             .contains("passwordSecretRef")
     );
+    let bfd = |b: serde_json::Value| {
+        review_peer(&peer(
+            json!({"peerAddress": "192.0.2.1", "peerASN": 64500, "myASN": 64501, "bfd": b}),
+        ))
+    };
+    assert!(bfd(json!({})).allowed());
+    assert!(bfd(json!({"minRx": "100ms", "minTx": "1s", "multiplier": 5})).allowed());
+    assert_eq!(
+        bfd(json!({"echo": true})).denial.unwrap(),
+        "BGPPeer r1: bfd.echo is not supported; leave it out or set it to false"
+    );
+    // The operator's own reading of the durations decides (one function).
+    let slow = bfd(json!({"minRx": "soon"})).denial.unwrap();
+    assert!(
+        slow.starts_with("BGPPeer r1: spec.bfd.minRx: \"soon\" is not a duration"),
+        "{slow}"
+    );
 }
 
 mod webhook_and_allocator_agree {

@@ -212,6 +212,20 @@ pub fn peer_config(
         } else {
             0
         },
+        bfd: spec
+            .bfd
+            .as_ref()
+            .map(|b| {
+                let default = Duration::from_millis(barelb_api::DEFAULT_BFD_INTERVAL_MS);
+                Ok::<_, String>(barelb_control::v1::Bfd {
+                    min_rx_ms: millis(field("bfd.minRx", b.min_rx.as_deref(), default)?),
+                    min_tx_ms: millis(field("bfd.minTx", b.min_tx.as_deref(), default)?),
+                    multiplier: u32::from(
+                        b.multiplier.unwrap_or(barelb_api::DEFAULT_BFD_MULTIPLIER),
+                    ),
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -291,6 +305,37 @@ mod tests {
             (c.hold_time, c.keepalive_ms, c.connect_retry_ms),
             (90, 0, 5000)
         );
+    }
+
+    #[test]
+    fn bfd_reaches_the_speaker_with_its_defaults_or_as_written() {
+        let c = peer_config("p", &spec(""), Vec::new()).unwrap();
+        assert_eq!(c.bfd, None, "no bfd: none");
+        let c = peer_config("p", &spec("bfd: {}"), Vec::new()).unwrap();
+        assert_eq!(
+            c.bfd,
+            Some(barelb_control::v1::Bfd {
+                min_rx_ms: 300,
+                min_tx_ms: 300,
+                multiplier: 3
+            })
+        );
+        let c = peer_config(
+            "p",
+            &spec("bfd: {minRx: 50ms, minTx: 1s, multiplier: 5}"),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.bfd,
+            Some(barelb_control::v1::Bfd {
+                min_rx_ms: 50,
+                min_tx_ms: 1000,
+                multiplier: 5
+            })
+        );
+        let e = peer_config("p", &spec("bfd: {minRx: fast}"), Vec::new()).unwrap_err();
+        assert!(e.starts_with("BGPPeer p: spec.bfd.minRx: "), "{e}");
     }
 
     #[test]

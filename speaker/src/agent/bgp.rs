@@ -1,7 +1,8 @@
 //! The BGP part of what the operator assigned: one session per BGPPeer the
 //! node's routes use, each fed the table of routes meant for it. A peer
 //! whose settings change gets a new session; a peer no route uses any more
-//! is closed with Cease.
+//! is closed with Cease. A peer with `bfd` also gets a BFD session, which
+//! the BGP session follows.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,12 +12,14 @@ use std::time::Duration;
 use barelb_control::v1::{BgpPeer, BgpRoute, BgpSession};
 use tokio::sync::watch;
 
+use crate::bfd::driver::{Bfd, PeerSpec};
+use crate::bfd::session::Config as BfdConfig;
 use crate::bgp::config;
 use crate::bgp::fsm::State;
 use crate::bgp::routes::{RouteAttrs, Table, prefix_for};
 use crate::bgp::session::{self, PeerConfig};
 use crate::bgp::transport::Dial;
-use crate::metrics::BgpMetrics;
+use crate::metrics::{BfdMetrics, BgpMetrics};
 
 #[derive(Debug)]
 struct Running {
@@ -30,6 +33,9 @@ struct Running {
 #[derive(Debug)]
 pub struct Bgp {
     metrics: Arc<BgpMetrics>,
+    bfd_metrics: Arc<BfdMetrics>,
+    /// The BFD task, started with the first peer that asks for BFD.
+    bfd: Option<Bfd>,
     wanted: BTreeMap<String, BgpPeer>,
     routes: BTreeMap<String, BgpRoute>,
     running: BTreeMap<String, Running>,
@@ -76,9 +82,11 @@ fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
 }
 
 impl Bgp {
-    pub fn new(metrics: Arc<BgpMetrics>) -> Self {
+    pub fn new(metrics: Arc<BgpMetrics>, bfd_metrics: Arc<BfdMetrics>) -> Self {
         Bgp {
             metrics,
+            bfd_metrics,
+            bfd: None,
             wanted: BTreeMap::new(),
             routes: BTreeMap::new(),
             running: BTreeMap::new(),
@@ -176,6 +184,29 @@ impl Bgp {
         t
     }
 
+    /// The BFD session for a peer that asks for one (its state, which the
+    /// BGP session follows).
+    fn bfd_for(
+        &mut self,
+        p: &BgpPeer,
+        cfg: &PeerConfig,
+    ) -> Option<watch::Receiver<crate::bfd::codec::State>> {
+        let b = p.bfd.as_ref()?;
+        let metrics = self.bfd_metrics.clone();
+        let bfd = self.bfd.get_or_insert_with(|| Bfd::spawn(metrics));
+        tracing::info!(peer = %p.name, min_rx_ms = b.min_rx_ms, min_tx_ms = b.min_tx_ms, multiplier = b.multiplier, "starting BFD");
+        Some(bfd.add(PeerSpec {
+            address: cfg.dial.peer.ip(),
+            local: cfg.dial.source,
+            multihop: p.ebgp_multihop > 1,
+            config: BfdConfig {
+                min_rx: Duration::from_millis(u64::from(b.min_rx_ms)),
+                min_tx: Duration::from_millis(u64::from(b.min_tx_ms)),
+                multiplier: u8::try_from(b.multiplier).unwrap_or(3).max(1),
+            },
+        }))
+    }
+
     /// Starts, restarts and stops sessions and pushes each its table;
     /// returns what could not be done, in one line.
     pub fn apply(&mut self) -> Result<(), String> {
@@ -190,6 +221,11 @@ impl Bgp {
             if let Some(r) = self.running.remove(&name) {
                 tracing::info!(peer = %name, "closing BGP session");
                 r.stop.send_replace(true);
+                if let (Some(bfd), Some(_), Ok(addr)) =
+                    (&self.bfd, &r.cfg.bfd, r.cfg.address.parse::<IpAddr>())
+                {
+                    bfd.remove(addr);
+                }
             }
         }
         let names: Vec<String> = self.wanted.keys().cloned().collect();
@@ -215,13 +251,14 @@ impl Bgp {
                     let (table_tx, table_rx) = watch::channel(table);
                     let (stop_tx, stop_rx) = watch::channel(false);
                     let (state_tx, state_rx) = watch::channel(State::Idle);
+                    let bfd = self.bfd_for(&p, &cfg);
                     tokio::spawn(session::run(
                         cfg,
                         table_rx,
                         self.metrics.clone(),
                         stop_rx,
                         state_tx,
-                        None,
+                        bfd,
                     ));
                     self.running.insert(
                         name,

@@ -126,7 +126,7 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         bgp_drain: a.bgp_drain,
         ready: metrics.ready.clone(),
     };
-    let bgp = agent::bgp::Bgp::new(metrics.bgp.clone());
+    let bgp = agent::bgp::Bgp::new(metrics.bgp.clone(), metrics.bfd.clone());
     let task = tokio::spawn(agent::run(agent_cfg, l2, bgp, conflicts, link_rx, stop_rx));
     super::shutdown_signal().await;
     stop_tx.send_replace(true);

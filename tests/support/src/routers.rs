@@ -13,6 +13,10 @@ use anyhow::{Context, bail};
 
 use crate::netlab::{Host, Netns, Process};
 
+mod bfd;
+use bfd::frr_daemon;
+pub use bfd::{BfdTimers, BfdView};
+
 /// Which router software.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -53,23 +57,6 @@ pub struct Route {
     pub local_pref: Option<u32>,
 }
 
-/// BFD timers a router runs with every neighbour: transmit and receive
-/// interval, and the detection multiplier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BfdTimers {
-    pub interval_ms: u64,
-    pub multiplier: u8,
-}
-
-/// A BFD session as the router shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BfdView {
-    pub state: String,
-    /// Seconds.
-    pub interval: f64,
-    pub timeout: f64,
-}
-
 /// A running router.
 #[derive(Debug)]
 pub struct Router {
@@ -81,6 +68,8 @@ pub struct Router {
     ns: String,
     dir: PathBuf,
     process: Option<Process>,
+    /// FRR with BFD: zebra and bfdd beside bgpd.
+    helpers: Vec<Process>,
 }
 
 fn ns_command(ns: &str, program: &str) -> Command {
@@ -126,6 +115,7 @@ impl Router {
             ns: host.ns.name().to_string(),
             dir,
             process: None,
+            helpers: Vec::new(),
         };
         r.write_config()?;
         r.launch(&host.ns)?;
@@ -165,8 +155,8 @@ impl Router {
                 }
                 std::fs::write(self.dir.join("bird.conf"), c)?;
             }
-            Kind::Frr | Kind::Gobgp if self.bfd.is_some() => {
-                bail!("BFD in the lab: BIRD only so far, not {}", self.kind.name());
+            Kind::Gobgp if self.bfd.is_some() => {
+                bail!("GoBGP 3.10 has no BFD");
             }
             Kind::Frr => {
                 c += &format!(
@@ -182,6 +172,9 @@ impl Router {
                     if let Some(p) = &n.password {
                         c += &format!(" neighbor {} password {p}\n", n.addr);
                     }
+                    if self.bfd.is_some() {
+                        c += &format!(" neighbor {} bfd\n", n.addr);
+                    }
                 }
                 for af in ["ipv4", "ipv6"] {
                     c += &format!(" address-family {af} unicast\n");
@@ -191,6 +184,17 @@ impl Router {
                     c += " exit-address-family\n";
                 }
                 std::fs::write(self.dir.join("bgpd.conf"), c)?;
+                if let Some(b) = self.bfd {
+                    let mut bfd = String::from("bfd\n");
+                    for n in &self.neighbors {
+                        bfd += &format!(
+                            " peer {}\n  receive-interval {1}\n  transmit-interval {1}\n  detect-multiplier {2}\n exit\n",
+                            n.addr, b.interval_ms, b.multiplier
+                        );
+                    }
+                    std::fs::write(self.dir.join("bfdd.conf"), bfd + "exit\n")?;
+                    std::fs::write(self.dir.join("zebra.conf"), "log stdout informational\n")?;
+                }
             }
             Kind::Gobgp => {
                 c += &format!(
@@ -231,6 +235,10 @@ impl Router {
                 "-P".into(),
                 format!("{d}/bird.pid"),
             ],
+            Kind::Frr if self.bfd.is_some() => {
+                self.launch_frr_helpers(ns)?;
+                frr_daemon(&d, "bgpd")
+            }
             Kind::Frr => vec![
                 "/usr/lib/frr/bgpd".into(),
                 "-f".into(),
@@ -423,27 +431,6 @@ impl Router {
     }
 
     /// How many prefixes it holds (cheaper than [`Router::routes`] for big tables).
-    /// Its BFD session with `neighbor` (BIRD: `show bfd sessions`), if any.
-    pub fn bfd_session(&self, neighbor: IpAddr) -> anyhow::Result<Option<BfdView>> {
-        if self.kind != Kind::Bird {
-            bail!("bfd_session: BIRD only");
-        }
-        let text = self.cli(&["show", "bfd", "sessions"])?;
-        let addr = neighbor.to_string();
-        Ok(text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // IP address, Interface, State, Since, Interval, Timeout
-            if f.first() != Some(&addr.as_str()) || f.len() < 6 {
-                return None;
-            }
-            Some(BfdView {
-                state: f[2].to_string(),
-                interval: f[f.len() - 2].parse().ok()?,
-                timeout: f[f.len() - 1].parse().ok()?,
-            })
-        }))
-    }
-
     pub fn route_count(&self) -> anyhow::Result<usize> {
         match self.kind {
             Kind::Bird => {
@@ -487,6 +474,9 @@ impl Router {
         if let Some(mut p) = self.process.take() {
             p.kill();
         }
+        for mut h in self.helpers.drain(..) {
+            h.kill();
+        }
     }
 
     /// Starts it again with the same configuration.
@@ -497,15 +487,18 @@ impl Router {
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the router: a frozen router keeps
     /// its TCP connections but sends nothing, like a hung peer.
+    /// (Every daemon of it: bfdd too, so its BFD falls silent as well.)
     pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
         let pid = self.process.as_ref().context("not running")?.pid();
         let sig = if frozen { "-STOP" } else { "-CONT" };
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()?
-            .success();
-        if !ok {
-            bail!("kill {sig} {pid} failed");
+        for pid in std::iter::once(pid).chain(self.helpers.iter().map(Process::pid)) {
+            let ok = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()?
+                .success();
+            if !ok {
+                bail!("kill {sig} {pid} failed");
+            }
         }
         Ok(())
     }
