@@ -519,3 +519,136 @@ fn bird_bfd() {
 fn frr_bfd() {
     bfd_scenario(Kind::Frr);
 }
+
+/// Whether the route carries GRACEFUL_SHUTDOWN (as BIRD or FRR print it).
+fn gshut(r: &barelb_testsupport::routers::Route) -> bool {
+    r.communities
+        .iter()
+        .any(|c| c == "65535:0" || c == "graceful-shutdown")
+}
+
+/// Graceful restart (RFC 4724, `kind` the helper) and graceful shutdown
+/// (RFC 8326): a planned restart never takes our route off the router; a
+/// speaker that does not come back loses it after the restart time; a
+/// stopping speaker's route is marked and depreferred first, then goes.
+fn restart_and_shutdown_scenario(kind: Kind) {
+    let topo = Topology::build(&["router", "node"]).unwrap();
+    let (rh, node) = (topo.host("router"), topo.host("node"));
+    let node_ip = IpAddr::V4(node.ipv4);
+    let router = Router::start(
+        kind,
+        rh,
+        ROUTER_AS,
+        vec![Neighbor {
+            addr: node_ip,
+            asn: SPEAKER_AS,
+            password: None,
+        }],
+    )
+    .unwrap();
+    let gr = ["--graceful-restart", "10"];
+    let mut speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &gr);
+    router
+        .wait_established(node_ip, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    router
+        .wait_routes(Duration::from_secs(10), |r| r.contains_key(V4))
+        .unwrap();
+
+    // Planned restart: SIGTERM, then a new speaker. The router is asked
+    // every 50 ms meanwhile; the route must never be missing.
+    let missing = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if router.routes().is_ok_and(|r| !r.contains_key(V4)) {
+                    missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        speaker.process.terminate();
+        assert!(
+            speaker
+                .log_text()
+                .contains("closing sessions without Cease")
+        );
+        speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &gr);
+        router
+            .wait_established(node_ip, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+        std::thread::sleep(Duration::from_secs(2));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(
+        missing.into_inner(),
+        0,
+        "{kind:?}: the route left the router during a graceful restart"
+    );
+
+    // Not back: the stale route stays for the restart time, then goes.
+    let gone_at = Instant::now();
+    speaker.process.terminate();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        router.routes().unwrap().contains_key(V4),
+        "{kind:?}: dropped within the restart time"
+    );
+    router
+        .wait_routes(Duration::from_secs(20), |r| !r.contains_key(V4))
+        .unwrap();
+    eprintln!(
+        "{} GR: stale route kept {} ms after the speaker stopped (restart time 10 s)",
+        kind.name(),
+        gone_at.elapsed().as_millis()
+    );
+
+    // Graceful shutdown: marked and depreferred while the session is up,
+    // withdrawn after the drain.
+    let speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &["--graceful-shutdown", "3"]);
+    router
+        .wait_established(node_ip, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
+    let routes = router
+        .wait_routes(Duration::from_secs(10), |r| r.contains_key(V4))
+        .unwrap();
+    assert!(!gshut(&routes[V4]), "{routes:?}");
+    let stop = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &speaker.process.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let routes = router
+        .wait_routes(Duration::from_secs(3), |r| r.get(V4).is_some_and(gshut))
+        .unwrap();
+    assert_eq!(
+        routes[V4].local_pref,
+        Some(0),
+        "{kind:?}: not depreferred: {routes:?}"
+    );
+    assert!(
+        router.established(node_ip).unwrap(),
+        "closed before the drain"
+    );
+    router
+        .wait_routes(Duration::from_secs(10), |r| !r.contains_key(V4))
+        .unwrap();
+    assert!(
+        stop.elapsed() >= Duration::from_secs(3),
+        "withdrawn before the drain ended"
+    );
+}
+
+#[test]
+fn bird_graceful_restart_and_shutdown() {
+    restart_and_shutdown_scenario(Kind::Bird);
+}
+
+#[test]
+fn frr_graceful_restart_and_shutdown() {
+    restart_and_shutdown_scenario(Kind::Frr);
+}

@@ -235,5 +235,26 @@ pub fn prefix_for(ip: IpAddr, aggregate: Option<u8>) -> Option<IpNet> {
     IpNet::new(ip, len).ok().map(|n| n.trunc())
 }
 
+/// The GRACEFUL_SHUTDOWN community (RFC 8326 §6).
+pub const GRACEFUL_SHUTDOWN: u32 = 0xFFFF_0000;
+
+/// The table a speaker that is about to stop advertises (RFC 8326): every
+/// route marked GRACEFUL_SHUTDOWN, and LOCAL_PREF 0 where it is sent
+/// (iBGP), so routers that honour it move traffic to other paths before
+/// this one is withdrawn.
+pub fn graceful_shutdown(table: &Table) -> Table {
+    table
+        .iter()
+        .map(|(net, attrs)| {
+            let mut a = attrs.clone();
+            if !a.communities.contains(&GRACEFUL_SHUTDOWN) {
+                a.communities.push(GRACEFUL_SHUTDOWN);
+            }
+            a.local_pref = Some(0);
+            (*net, a)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

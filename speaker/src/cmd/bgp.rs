@@ -13,7 +13,7 @@ use barelb_speaker::bfd::driver::{Bfd, PeerSpec};
 use barelb_speaker::bfd::session::Config as BfdConfig;
 use barelb_speaker::bgp::config;
 use barelb_speaker::bgp::fsm::State;
-use barelb_speaker::bgp::routes::{RouteAttrs, Table};
+use barelb_speaker::bgp::routes::{self, RouteAttrs, Table};
 use barelb_speaker::bgp::session::{self, PeerConfig};
 use barelb_speaker::bgp::transport::{self, Dial};
 use barelb_speaker::metrics::Metrics;
@@ -53,9 +53,17 @@ pub struct BgpArgs {
     /// The BARELB_BGP_PASSWORD environment variable is used when unset.
     #[arg(long)]
     password_file: Option<PathBuf>,
-    /// Advertise graceful restart with this restart time (seconds).
+    /// Advertise graceful restart with this restart time (seconds). On
+    /// SIGTERM the sessions then close without Cease, so the routers keep
+    /// our routes for that long while a restarted speaker comes back
+    /// (unless --graceful-shutdown asks for a stop).
     #[arg(long)]
     graceful_restart: Option<u16>,
+    /// On SIGTERM, first re-advertise every route with the
+    /// GRACEFUL_SHUTDOWN community (RFC 8326) and wait this many seconds
+    /// for routers to move traffic away, then close with Cease.
+    #[arg(long)]
+    graceful_shutdown: Option<f64>,
     /// Run BFD with every peer (single hop; multihop with --ebgp-multihop):
     /// a BFD session going Down closes the BGP session at once.
     #[arg(long)]
@@ -265,6 +273,28 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
                 routes_tx.send_replace(Arc::new(next));
             }
         }
+    }
+    match (a.graceful_shutdown, a.graceful_restart) {
+        (Some(drain), _) => {
+            let drain = Duration::try_from_secs_f64(drain)
+                .context("--graceful-shutdown must be a positive number of seconds")?;
+            let marked = routes::graceful_shutdown(&routes_tx.borrow());
+            tracing::info!(
+                ?drain,
+                "stopping: routes marked GRACEFUL_SHUTDOWN, draining"
+            );
+            routes_tx.send_replace(Arc::new(marked));
+            tokio::time::sleep(drain).await;
+        }
+        (None, Some(_)) => {
+            // Abandoned sessions close without Cease: the routers keep our
+            // routes (stale) until we are back or the restart time ends.
+            tracing::info!("restarting: closing sessions without Cease (graceful restart)");
+            drop(stop_tx);
+            drop(tasks);
+            return Ok(());
+        }
+        (None, None) => {}
     }
     tracing::info!("stopping: closing sessions with Cease");
     stop_tx.send_replace(true);

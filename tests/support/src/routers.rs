@@ -132,6 +132,7 @@ impl Router {
         match self.kind {
             Kind::Bird => {
                 c += &format!("router id {};\nprotocol device {{}}\n", self.router_id);
+                c += "filter gshut { if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }\n";
                 if let Some(b) = self.bfd {
                     c += &format!(
                         "protocol bfd {{ interface \"*\" {{ min rx interval {0} ms; min tx interval {0} ms; multiplier {1}; }}; }}\n",
@@ -150,8 +151,10 @@ impl Router {
                     if self.bfd.is_some() {
                         c += "  bfd on;\n";
                     }
-                    c += "  ipv4 { import all; export none; gateway direct; };\n  \
-                          ipv6 { import all; export none; gateway direct; };\n}\n";
+                    // RFC 8326 §4.2: a route marked GRACEFUL_SHUTDOWN gets
+                    // the lowest preference (FRR does this on its own).
+                    c += "  ipv4 { import filter gshut; export none; gateway direct; };\n  \
+                          ipv6 { import filter gshut; export none; gateway direct; };\n}\n";
                 }
                 std::fs::write(self.dir.join("bird.conf"), c)?;
             }

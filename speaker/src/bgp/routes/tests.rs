@@ -196,3 +196,39 @@ fn host_routes_and_aggregates() {
     );
     assert_eq!(prefix_for("203.0.113.7".parse().unwrap(), Some(33)), None);
 }
+
+#[test]
+fn graceful_shutdown_marks_every_route_once_and_zeroes_local_pref() {
+    let mut t = Table::new();
+    t.insert(
+        net("203.0.113.7/32"),
+        RouteAttrs {
+            communities: vec![100, GRACEFUL_SHUTDOWN],
+            local_pref: Some(200),
+            ..RouteAttrs::default()
+        },
+    );
+    t.insert(net("2001:db8:5::7/128"), RouteAttrs::default());
+    let g = graceful_shutdown(&t);
+    assert_eq!(g.len(), 2);
+    for a in g.values() {
+        assert_eq!(
+            a.communities
+                .iter()
+                .filter(|c| **c == GRACEFUL_SHUTDOWN)
+                .count(),
+            1
+        );
+        assert_eq!(a.local_pref, Some(0));
+    }
+    assert_eq!(g[&net("203.0.113.7/32")].communities[0], 100);
+    // On the wire to an eBGP peer: the community, no LOCAL_PREF.
+    let mut adj = AdjRibOut::default();
+    let msgs = adj.sync(&g, &view(false));
+    let u = updates(&msgs);
+    assert!(
+        u.iter()
+            .all(|u| { u.attributes.communities.contains(&GRACEFUL_SHUTDOWN) })
+    );
+    assert!(u.iter().all(|u| u.attributes.local_pref.is_none()));
+}
