@@ -16,7 +16,7 @@ use crate::bfd::driver::{Bfd, PeerSpec};
 use crate::bfd::session::Config as BfdConfig;
 use crate::bgp::config;
 use crate::bgp::fsm::State;
-use crate::bgp::routes::{RouteAttrs, Table, prefix_for};
+use crate::bgp::routes::{self, RouteAttrs, Table, prefix_for};
 use crate::bgp::session::{self, PeerConfig};
 use crate::bgp::transport::Dial;
 use crate::metrics::{BfdMetrics, BgpMetrics};
@@ -118,14 +118,17 @@ impl Bgp {
     /// our routes (the sessions close without Cease on exit, the routers
     /// keep forwarding to this node, and the next speaker re-announces the
     /// same paths: no ECMP change at all); every other peer has its routes
-    /// withdrawn now, so routers move traffic before the session closes.
+    /// re-advertised with GRACEFUL_SHUTDOWN (RFC 8326) now, so routers that
+    /// honour it move traffic to other nodes' paths during the drain,
+    /// before the session closes (Cease withdraws the rest).
     pub fn leave(&mut self) {
         for (name, r) in &self.running {
             if r.cfg.graceful_restart > 0 {
                 tracing::info!(peer = %name, "keeping routes for the next speaker (graceful restart)");
             } else {
-                tracing::info!(peer = %name, "withdrawing routes");
-                r.table.send_replace(Arc::new(Table::new()));
+                tracing::info!(peer = %name, "graceful shutdown: routes marked GRACEFUL_SHUTDOWN for the drain");
+                let marked = routes::graceful_shutdown(&r.table.borrow());
+                r.table.send_replace(Arc::new(marked));
             }
         }
     }

@@ -9,8 +9,9 @@
 //! - **Yield rule**: while it has no live stream, a speaker that sees
 //!   another host claim an address it owns stops announcing that address
 //!   at once — a speaker cut off from the operator cannot cause split brain.
-//! - **Leaving** (SIGTERM: a rolling update, a drain): it withdraws its BGP
-//!   routes (keeps them with graceful-restart peers), tells the operator, keeps answering until the operator has
+//! - **Leaving** (SIGTERM: a rolling update, a drain): it marks its BGP
+//!   routes GRACEFUL_SHUTDOWN (keeps them as they are with graceful-restart
+//!   peers), tells the operator, keeps answering until the operator has
 //!   handed its addresses to their next owners and taken them away, then
 //!   waits out the BGP drain and stops — bounded by `leave_timeout`.
 
@@ -47,8 +48,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// Longest a leaving speaker waits for the operator to take its addresses.
     pub leave_timeout: Duration,
-    /// How long withdrawn BGP routes are given to converge before the
-    /// sessions close.
+    /// How long BGP routes marked GRACEFUL_SHUTDOWN are given to converge
+    /// before the sessions close.
     pub bgp_drain: Duration,
     /// Set once the first Snapshot is applied (`/readyz`).
     pub ready: Arc<AtomicBool>,
@@ -65,9 +66,9 @@ impl Leave {
         self.since.is_some()
     }
 
-    /// Starts leaving: BGP routes are withdrawn at once (sessions stay up
-    /// for the drain) unless the peer does graceful restart; layer 2 waits
-    /// for the operator.
+    /// Starts leaving: BGP routes are marked GRACEFUL_SHUTDOWN at once
+    /// (sessions stay up for the drain) unless the peer does graceful
+    /// restart; layer 2 waits for the operator.
     fn begin(&mut self, bgp: &mut Bgp) {
         if self.since.is_none() {
             tracing::info!("stopping: handing layer-2 addresses over");

@@ -48,8 +48,8 @@ pub struct RunArgs {
     /// terminationGracePeriodSeconds).
     #[arg(long, default_value = "20s", value_parser = super::duration)]
     leave_timeout: Duration,
-    /// On SIGTERM, how long withdrawn BGP routes get to converge on the
-    /// routers before the sessions close.
+    /// On SIGTERM, how long routes marked GRACEFUL_SHUTDOWN (RFC 8326) get
+    /// to converge on the routers before the sessions close.
     #[arg(long, default_value = "2s", value_parser = super::duration)]
     bgp_drain: Duration,
 }

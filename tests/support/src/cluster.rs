@@ -149,7 +149,9 @@ impl Cluster {
     /// A BIRD router on the LAN at 198.19.0.`host` (AS `asn`) with an eBGP
     /// session to every node (AS `node_asn`), installing what it learns in
     /// its kernel table with ECMP and forwarding: clients that route through
-    /// it reach BGP-announced addresses. Stopped (by PID) on drop.
+    /// it reach BGP-announced addresses. It honours GRACEFUL_SHUTDOWN (RFC
+    /// 8326: such a path gets LOCAL_PREF 0, so it leaves the ECMP set while
+    /// other nodes' paths remain). Stopped (by PID) on drop.
     pub fn router(&self, host: u8, asn: u32, node_asn: u32) -> LanRouter {
         let ns = lan_host("router", host);
         let dir = self.dir.join(format!("router-{host}"));
@@ -158,14 +160,16 @@ impl Cluster {
         let ip = format!("198.19.0.{host}");
         let mut conf = format!(
             "router id {ip};\nlog \"{}/bird.log\" all;\nprotocol device {{}}\n\
-             protocol kernel {{ ipv4 {{ export where source = RTS_BGP; }}; merge paths on; }}\n",
+             protocol kernel {{ ipv4 {{ export where source = RTS_BGP; }}; merge paths on; }}\n\
+             filter peers_in {{ if net.len != 32 then reject; \
+             if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }}\n",
             dir.display()
         );
         for i in 1..=self.nodes {
             conf += &format!(
                 "protocol bgp node{i} {{\n  local {ip} as {asn};\n  neighbor {} as {node_asn};\n  \
                  hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5;\n  \
-                 ipv4 {{ import where net.len = 32; export none; }};\n}}\n",
+                 ipv4 {{ import filter peers_in; export none; }};\n}}\n",
                 self.node_ip(i)
             );
         }
