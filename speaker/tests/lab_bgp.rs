@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use barelb_speaker::bfd::codec::{self, Control, Diag, State};
 use barelb_testsupport::netlab::{Host, Process, Topology};
-use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router};
+use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router, RouterOptions};
 
 const SPEAKER_AS: u32 = 64500;
 const ROUTER_AS: u32 = 64501;
@@ -389,7 +389,10 @@ fn bfd_scenario(kind: Kind) {
             asn: SPEAKER_AS,
             password: None,
         }],
-        Some(timers),
+        RouterOptions {
+            bfd: Some(timers),
+            forwarding: false,
+        },
     )
     .unwrap();
     let speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &["--hold-time", "90", "--bfd"]);

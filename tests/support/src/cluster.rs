@@ -7,6 +7,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::lab::{Lab, output_text, record_in};
 
@@ -350,16 +351,7 @@ impl Client {
     /// in `longest_gap_ms`, not a lost request.
     pub fn poll(&self, urls: &[String], every_ms: u64) -> Poller {
         let bin = cluster_dir().join("images/lab-backend");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(&bin)
-            .args(["poll", &format!("--every={every_ms}ms"), "--timeout=3s"])
-            .args(urls)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        Poller { child: Some(child) }
+        Poller::start(&self.ns, &bin, urls, every_ms, Duration::from_secs(3))
     }
 
     /// Watches the client's neighbour entries for `ips` (`ip monitor
@@ -387,6 +379,8 @@ pub struct Polled {
     pub requests: u64,
     pub failed: u64,
     pub longest_gap_ms: u64,
+    /// When the last failed request was sent (Unix ms; 0: none failed).
+    pub last_failed_unix_ms: u64,
     /// `node-I:count` for each node that answered.
     pub nodes: Vec<String>,
     pub first_error: String,
@@ -425,6 +419,7 @@ fn parse_polled(line: &str) -> Option<Polled> {
         requests: num("requests")?,
         failed: num("failed")?,
         longest_gap_ms: num("longest_gap_ms")?,
+        last_failed_unix_ms: num("last_failed_unix_ms").unwrap_or(0),
         nodes: field("nodes")?
             .split(',')
             .filter(|s| !s.is_empty())
@@ -435,6 +430,33 @@ fn parse_polled(line: &str) -> Option<Polled> {
             .map(|(_, e)| e.trim_matches('"').to_string())
             .unwrap_or_default(),
     })
+}
+
+impl Poller {
+    /// `bin poll` (the lab backend) in namespace `ns`: a GET of every URL
+    /// each `every_ms` on a new connection, failing after `timeout`.
+    pub fn start(
+        ns: &str,
+        bin: &std::path::Path,
+        urls: &[String],
+        every_ms: u64,
+        timeout: Duration,
+    ) -> Poller {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(bin)
+            .args([
+                "poll",
+                &format!("--every={every_ms}ms"),
+                &format!("--timeout={}ms", timeout.as_millis()),
+            ])
+            .args(urls)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        Poller { child: Some(child) }
+    }
 }
 
 impl Drop for Poller {

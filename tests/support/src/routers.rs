@@ -57,6 +57,13 @@ pub struct Route {
     pub local_pref: Option<u32>,
 }
 
+/// How a router runs beyond its sessions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouterOptions {
+    pub bfd: Option<BfdTimers>,
+    pub forwarding: bool,
+}
+
 /// A running router.
 #[derive(Debug)]
 pub struct Router {
@@ -65,10 +72,11 @@ pub struct Router {
     pub router_id: String,
     pub neighbors: Vec<Neighbor>,
     pub bfd: Option<BfdTimers>,
+    pub forwarding: bool,
     ns: String,
     dir: PathBuf,
     process: Option<Process>,
-    /// FRR with BFD: zebra and bfdd beside bgpd.
+    /// FRR with BFD or forwarding: zebra (and bfdd) beside bgpd.
     helpers: Vec<Process>,
 }
 
@@ -87,17 +95,20 @@ impl Router {
         asn: u32,
         neighbors: Vec<Neighbor>,
     ) -> anyhow::Result<Self> {
-        Self::start_with(kind, host, asn, neighbors, None)
+        Self::start_with(kind, host, asn, neighbors, RouterOptions::default())
     }
 
-    /// The same, with BFD on every session (`bfd`).
+    /// The same, with `opts`: BFD on every session, and/or forwarding
+    /// (what it learns installed in its kernel table, ECMP across
+    /// neighbours, IP forwarding on: clients route through it).
     pub fn start_with(
         kind: Kind,
         host: &Host,
         asn: u32,
         neighbors: Vec<Neighbor>,
-        bfd: Option<BfdTimers>,
+        opts: RouterOptions,
     ) -> anyhow::Result<Self> {
+        let bfd = opts.bfd;
         host.ns.ip(&["link", "set", "lo", "up"])?;
         let dir = crate::lab::lab_dir().join("routers").join(format!(
             "{}-{}",
@@ -112,6 +123,7 @@ impl Router {
             router_id: host.ipv4.to_string(),
             neighbors,
             bfd,
+            forwarding: opts.forwarding,
             ns: host.ns.name().to_string(),
             dir,
             process: None,
@@ -133,6 +145,10 @@ impl Router {
             Kind::Bird => {
                 c += &format!("router id {};\nprotocol device {{}}\n", self.router_id);
                 c += "filter gshut { if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }\n";
+                if self.forwarding {
+                    c += "protocol kernel { ipv4 { export all; }; merge paths on; }\n\
+                          protocol kernel { ipv6 { export all; }; merge paths on; }\n";
+                }
                 if let Some(b) = self.bfd {
                     c += &format!(
                         "protocol bfd {{ interface \"*\" {{ min rx interval {0} ms; min tx interval {0} ms; multiplier {1}; }}; }}\n",
@@ -181,12 +197,18 @@ impl Router {
                 }
                 for af in ["ipv4", "ipv6"] {
                     c += &format!(" address-family {af} unicast\n");
+                    if self.forwarding {
+                        c += "  maximum-paths 8\n";
+                    }
                     for n in &self.neighbors {
                         c += &format!("  neighbor {} activate\n", n.addr);
                     }
                     c += " exit-address-family\n";
                 }
                 std::fs::write(self.dir.join("bgpd.conf"), c)?;
+                if self.bfd.is_some() || self.forwarding {
+                    std::fs::write(self.dir.join("zebra.conf"), "log stdout informational\n")?;
+                }
                 if let Some(b) = self.bfd {
                     let mut bfd = String::from("bfd\n");
                     for n in &self.neighbors {
@@ -196,7 +218,6 @@ impl Router {
                         );
                     }
                     std::fs::write(self.dir.join("bfdd.conf"), bfd + "exit\n")?;
-                    std::fs::write(self.dir.join("zebra.conf"), "log stdout informational\n")?;
                 }
             }
             Kind::Gobgp => {
@@ -227,6 +248,18 @@ impl Router {
 
     fn launch(&mut self, ns: &Netns) -> anyhow::Result<()> {
         let d = self.dir.display().to_string();
+        if self.forwarding {
+            // ECMP by flow (layer 4): each new connection is hashed afresh,
+            // as on a router spreading many clients over the nodes.
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv4.fib_multipath_hash_policy=1",
+                "net.ipv6.fib_multipath_hash_policy=1",
+            ])?;
+        }
         let args: Vec<String> = match self.kind {
             Kind::Bird => vec![
                 "bird".into(),
@@ -238,7 +271,7 @@ impl Router {
                 "-P".into(),
                 format!("{d}/bird.pid"),
             ],
-            Kind::Frr if self.bfd.is_some() => {
+            Kind::Frr if self.bfd.is_some() || self.forwarding => {
                 self.launch_frr_helpers(ns)?;
                 frr_daemon(&d, "bgpd")
             }

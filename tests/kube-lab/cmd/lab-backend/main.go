@@ -14,7 +14,8 @@
 //	lab-backend poll [--every D] [--timeout D] URL...
 //	                          GET every URL each D on a new connection until
 //	                          SIGINT/SIGTERM, then print one summary line per
-//	                          URL: requests, failures, the longest time
+//	                          URL: requests, failures (and when the last
+//	                          failed one was sent), the longest time
 //	                          without an answer, and which node answered
 package main
 
@@ -114,6 +115,7 @@ func probe(mode string, args []string) error {
 type tally struct {
 	requests, failed int
 	lastOK, start    time.Time
+	lastFailedSent   time.Time
 	longestGap       time.Duration
 	nodes            map[string]int
 	firstErr         string
@@ -152,10 +154,12 @@ func poll(args []string) error {
 				case <-tick.C:
 				}
 				t.requests++
+				sent := time.Now()
 				node, err := getNode(&c, url)
 				now := time.Now()
 				if err != nil {
 					t.failed++
+					t.lastFailedSent = sent
 					if t.firstErr == "" {
 						t.firstErr = err.Error()
 					}
@@ -182,8 +186,12 @@ func poll(args []string) error {
 			names = append(names, fmt.Sprintf("%s:%d", n, c))
 		}
 		sort.Strings(names)
-		fmt.Printf("url=%s requests=%d failed=%d longest_gap_ms=%d nodes=%s first_error=%q\n",
-			url, t.requests, t.failed, t.longestGap.Milliseconds(), strings.Join(names, ","), t.firstErr)
+		lastFailed := int64(0)
+		if !t.lastFailedSent.IsZero() {
+			lastFailed = t.lastFailedSent.UnixMilli()
+		}
+		fmt.Printf("url=%s requests=%d failed=%d longest_gap_ms=%d last_failed_unix_ms=%d nodes=%s first_error=%q\n",
+			url, t.requests, t.failed, t.longestGap.Milliseconds(), lastFailed, strings.Join(names, ","), t.firstErr)
 	}
 	return nil
 }

@@ -29,9 +29,9 @@ pub struct BfdView {
 }
 
 impl Router {
-    /// zebra and bfdd for an FRR with BFD (bgpd reaches bfdd through
-    /// zebra). They refuse to run as root: the frr user, in a directory it
-    /// owns.
+    /// zebra (and bfdd, with BFD) for an FRR that forwards or runs BFD
+    /// (bgpd reaches the kernel and bfdd through zebra). They refuse to run
+    /// as root: the frr user, in a directory it owns.
     pub(super) fn launch_frr_helpers(&mut self, ns: &Netns) -> anyhow::Result<()> {
         let d = self.dir.display().to_string();
         let ok = Command::new("chown")
@@ -41,7 +41,12 @@ impl Router {
         if !ok {
             bail!("chown frr:frr {d} failed (is the frr package installed?)");
         }
-        for daemon in ["zebra", "bfdd"] {
+        let daemons: &[&str] = if self.bfd.is_some() {
+            &["zebra", "bfdd"]
+        } else {
+            &["zebra"]
+        };
+        for &daemon in daemons {
             let argv = frr_daemon(&d, daemon);
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let log = self.dir.join(format!("{daemon}.log"));
