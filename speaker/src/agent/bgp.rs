@@ -121,9 +121,14 @@ impl Bgp {
     /// re-advertised with GRACEFUL_SHUTDOWN (RFC 8326) now, so routers that
     /// honour it move traffic to other nodes' paths during the drain,
     /// before the session closes (Cease withdraws the rest).
+    ///
+    /// A peer with BFD as well is treated as one without graceful restart:
+    /// our BFD session falls silent when this speaker exits, and a router
+    /// drops a path whose BFD is down (unless told to take it as a restart,
+    /// which would also keep a dead node's path for the restart time).
     pub fn leave(&mut self) {
         for (name, r) in &self.running {
-            if r.cfg.graceful_restart > 0 {
+            if r.cfg.graceful_restart > 0 && r.cfg.bfd.is_none() {
                 tracing::info!(peer = %name, "keeping routes for the next speaker (graceful restart)");
             } else {
                 tracing::info!(peer = %name, "graceful shutdown: routes marked GRACEFUL_SHUTDOWN for the drain");
