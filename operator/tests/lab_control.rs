@@ -380,3 +380,90 @@ async fn a_bgp_pools_address_reaches_bird_from_every_eligible_node() {
         || router.next_hops(&prefix).unwrap_or_default() == a_only,
     );
 }
+
+/// `bfd: {}` on a BGPPeer reaches the speakers through the operator: BIRD
+/// runs BFD with each node, and a node whose speaker falls silent (frozen)
+/// leaves BIRD's route within BFD's detection time, not the 90 s hold time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bgp_peer_with_bfd_drops_a_silent_nodes_path_at_once() {
+    use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router, RouterOptions};
+    let mut c = cluster("control-bfd", &["node-a", "node-b", "router"]).await;
+    let id = c.inst.id.clone();
+    let rh_ip = c.topo.host("router").ipv4;
+    let node_ips = [c.topo.host("node-a").ipv4, c.topo.host("node-b").ipv4];
+    let router = Router::start_with(
+        Kind::Bird,
+        c.topo.host("router"),
+        64501,
+        node_ips
+            .iter()
+            .map(|ip| Neighbor {
+                addr: std::net::IpAddr::V4(*ip),
+                asn: 64500,
+                password: None,
+            })
+            .collect(),
+        RouterOptions {
+            bfd: Some(BfdTimers {
+                interval_ms: 300,
+                multiplier: 3,
+            }),
+            forwarding: false,
+        },
+    )
+    .unwrap();
+    let peer = format!("{id}-tor");
+    let out = c.inst.lab.apply(&format!(
+        "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {peer}\n  labels: {{barelb.io/test: {id}}}\nspec: {{peerAddress: \"{rh_ip}\", peerASN: 64501, myASN: 64500, holdTime: 90s, connectRetryTime: 1s, bfd: {{}}}}\n"
+    ));
+    assert!(out.status.success(), "{}", output_text(&out));
+    c.inst.guard("bgppeer", &peer);
+    c.inst.pool(
+        "bfd",
+        &format!("{{addresses: [203.0.113.30-203.0.113.40], announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{barelb.io/test: {id}}}}}}}}}}}"),
+    );
+    let ta = c.register_node("node-a");
+    let tb = c.register_node("node-b");
+    let (na, nb) = (c.node_name("node-a"), c.node_name("node-b"));
+    let (_pa, _) = c.speaker("node-a", &na, &ta);
+    let (pb, _) = c.speaker("node-b", &nb, &tb);
+    let vip = service_with_endpoint(&mut c, "web", &na).await;
+    let prefix = format!("{vip}/32");
+    let mut both: Vec<String> = node_ips.iter().map(|ip| ip.to_string()).collect();
+    both.sort();
+    wait_until(
+        "BIRD has the address from both nodes, BFD Up with each",
+        Duration::from_secs(30),
+        || {
+            router.next_hops(&prefix).unwrap_or_default() == both
+                && node_ips.iter().all(|ip| {
+                    router
+                        .bfd_session(std::net::IpAddr::V4(*ip))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|v| v.state == "Up")
+                })
+        },
+    );
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pb.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    let silent = Instant::now();
+    signal("-STOP");
+    let a_only = vec![node_ips[0].to_string()];
+    wait_until(
+        "BIRD keeps only node-a's path",
+        Duration::from_secs(5),
+        || router.next_hops(&prefix).unwrap_or_default() == a_only,
+    );
+    eprintln!(
+        "node-b silent → its path gone from BIRD in {} ms (hold time 90 s)",
+        silent.elapsed().as_millis()
+    );
+    signal("-CONT");
+}
