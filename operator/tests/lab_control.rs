@@ -409,6 +409,7 @@ async fn a_bgp_peer_with_bfd_drops_a_silent_nodes_path_at_once() {
                 multiplier: 3,
             }),
             forwarding: false,
+            multihop: false,
         },
     )
     .unwrap();

@@ -158,6 +158,7 @@ impl Lab {
         let opts = RouterOptions {
             bfd: bfd.then_some(timers),
             forwarding: true,
+            multihop: false,
         };
         let router = Router::start_with(kind, rh, ROUTER_AS, neighbors, opts).unwrap();
         let extra: &[&str] = if bfd { &["--bfd"] } else { &[] };

@@ -335,9 +335,9 @@ fn gobgp_ibgp_md5() {
     ibgp_md5_scenario(Kind::Gobgp);
 }
 
-/// One BFD Control packet sent from `from`'s namespace to `to`:3784 with
+/// One BFD Control packet sent from `from`'s namespace to `to`:`port` with
 /// IP TTL `ttl` (python3: what scripts/setup already requires).
-fn send_bfd(from: &Host, to: std::net::Ipv4Addr, ttl: u8, c: &Control) {
+fn send_bfd(from: &Host, to: std::net::Ipv4Addr, port: u16, ttl: u8, c: &Control) {
     let hex: String = codec::encode(c)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -345,7 +345,7 @@ fn send_bfd(from: &Host, to: std::net::Ipv4Addr, ttl: u8, c: &Control) {
     let script = "import socket,sys\n\
                   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
                   s.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,int(sys.argv[3]))\n\
-                  s.sendto(bytes.fromhex(sys.argv[1]),(sys.argv[2],3784))\n";
+                  s.sendto(bytes.fromhex(sys.argv[1]),(sys.argv[2],int(sys.argv[4])))\n";
     from.ns
         .exec(&[
             "python3",
@@ -354,6 +354,7 @@ fn send_bfd(from: &Host, to: std::net::Ipv4Addr, ttl: u8, c: &Control) {
             &hex,
             &to.to_string(),
             &ttl.to_string(),
+            &port.to_string(),
         ])
         .unwrap();
 }
@@ -372,7 +373,7 @@ fn series(metrics: &str, prefix: &str) -> f64 {
 /// or an unknown discriminator are ignored and counted; a silent node
 /// (speaker frozen) is dropped by the router within the detection time, a
 /// silent router by us.
-fn bfd_scenario(kind: Kind) {
+fn bfd_scenario(kind: Kind, multihop: bool) {
     let topo = Topology::build(&["router", "node"]).unwrap();
     let (rh, node) = (topo.host("router"), topo.host("node"));
     let timers = BfdTimers {
@@ -392,10 +393,15 @@ fn bfd_scenario(kind: Kind) {
         RouterOptions {
             bfd: Some(timers),
             forwarding: false,
+            multihop,
         },
     )
     .unwrap();
-    let speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &["--hold-time", "90", "--bfd"]);
+    let mut extra = vec!["--hold-time", "90", "--bfd"];
+    if multihop {
+        extra.extend(["--ebgp-multihop", "2"]);
+    }
+    let speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &extra);
     router
         .wait_established(node_ip, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}\nspeaker log:\n{}", speaker.log_text()));
@@ -439,8 +445,11 @@ fn bfd_scenario(kind: Kind) {
         required_min_rx: Duration::from_millis(300),
         required_min_echo_rx: Duration::ZERO,
     };
-    send_bfd(rh, node.ipv4, 64, &forged);
-    send_bfd(rh, node.ipv4, 255, &forged);
+    // Multihop packets carry any TTL (RFC 5883): there the TTL-64 one is
+    // refused for its discriminator alone.
+    let (port, ttl_refusals) = if multihop { (4784, 0.0) } else { (3784, 1.0) };
+    send_bfd(rh, node.ipv4, port, 64, &forged);
+    send_bfd(rh, node.ipv4, port, 255, &forged);
     let discarded = |reason: &str| {
         series(
             &speaker.metrics(node),
@@ -448,7 +457,7 @@ fn bfd_scenario(kind: Kind) {
         )
     };
     wait_for("forged packets counted", Duration::from_secs(5), || {
-        discarded("ttl") == 1.0 && discarded("unknown_discriminator") == 1.0
+        discarded("ttl") == ttl_refusals && discarded("unknown_discriminator") == 2.0 - ttl_refusals
     });
     assert_eq!(router.bfd_session(node_ip).unwrap().unwrap().state, "Up");
 
@@ -515,12 +524,18 @@ fn bfd_scenario(kind: Kind) {
 
 #[test]
 fn bird_bfd() {
-    bfd_scenario(Kind::Bird);
+    bfd_scenario(Kind::Bird, false);
 }
 
 #[test]
 fn frr_bfd() {
-    bfd_scenario(Kind::Frr);
+    bfd_scenario(Kind::Frr, false);
+}
+
+/// RFC 5883 on port 4784 (any TTL), for an `ebgpMultiHop` peer.
+#[test]
+fn bird_bfd_multihop() {
+    bfd_scenario(Kind::Bird, true);
 }
 
 /// Whether the route carries GRACEFUL_SHUTDOWN (as BIRD or FRR print it).

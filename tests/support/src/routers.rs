@@ -62,6 +62,9 @@ pub struct Route {
 pub struct RouterOptions {
     pub bfd: Option<BfdTimers>,
     pub forwarding: bool,
+    /// eBGP multihop (TTL 2) sessions, and with `bfd` multihop BFD (RFC
+    /// 5883); BIRD only.
+    pub multihop: bool,
 }
 
 /// A running router.
@@ -73,6 +76,7 @@ pub struct Router {
     pub neighbors: Vec<Neighbor>,
     pub bfd: Option<BfdTimers>,
     pub forwarding: bool,
+    pub multihop: bool,
     ns: String,
     dir: PathBuf,
     process: Option<Process>,
@@ -124,6 +128,7 @@ impl Router {
             neighbors,
             bfd,
             forwarding: opts.forwarding,
+            multihop: opts.multihop,
             ns: host.ns.name().to_string(),
             dir,
             process: None,
@@ -150,15 +155,27 @@ impl Router {
                           protocol kernel { ipv6 { export all; }; merge paths on; }\n";
                 }
                 if let Some(b) = self.bfd {
-                    c += &format!(
-                        "protocol bfd {{ interface \"*\" {{ min rx interval {0} ms; min tx interval {0} ms; multiplier {1}; }}; }}\n",
+                    let timers = format!(
+                        "min rx interval {0} ms; min tx interval {0} ms; multiplier {1};",
                         b.interval_ms, b.multiplier
                     );
+                    c += &format!(
+                        "protocol bfd {{ interface \"*\" {{ {timers} }}; multihop {{ {timers} }}; }}\n"
+                    );
                 }
+                if self.multihop {
+                    c += "protocol direct { ipv4; ipv6; }\n";
+                }
+                // Multihop BFD needs the session's local address spelt out.
+                let (hops, local) = if self.multihop {
+                    ("multihop 2", self.router_id.as_str())
+                } else {
+                    ("direct", "")
+                };
                 for (i, n) in self.neighbors.iter().enumerate() {
                     c += &format!(
-                        "protocol bgp barelb{i} {{\n  local as {};\n  neighbor {} as {};\n  \
-                         direct; hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5;\n",
+                        "protocol bgp barelb{i} {{\n  local {local} as {};\n  neighbor {} as {};\n  \
+                         {hops}; hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5;\n",
                         self.asn, n.addr, n.asn
                     );
                     if let Some(p) = &n.password {
@@ -169,10 +186,18 @@ impl Router {
                     }
                     // RFC 8326 §4.2: a route marked GRACEFUL_SHUTDOWN gets
                     // the lowest preference (FRR does this on its own).
-                    c += "  ipv4 { import filter gshut; export none; gateway direct; };\n  \
-                          ipv6 { import filter gshut; export none; gateway direct; };\n}\n";
+                    // Multihop next hops resolve through the connected
+                    // routes (`protocol direct`), not the interface.
+                    let gw = if self.multihop { "recursive" } else { "direct" };
+                    c += &format!(
+                        "  ipv4 {{ import filter gshut; export none; gateway {gw}; }};\n  \
+                         ipv6 {{ import filter gshut; export none; gateway {gw}; }};\n}}\n"
+                    );
                 }
                 std::fs::write(self.dir.join("bird.conf"), c)?;
+            }
+            Kind::Frr | Kind::Gobgp if self.multihop => {
+                bail!("multihop in the lab: BIRD only, not {}", self.kind.name());
             }
             Kind::Gobgp if self.bfd.is_some() => {
                 bail!("GoBGP 3.10 has no BFD");
