@@ -127,6 +127,7 @@ fn unix_ms() -> u64 {
 #[derive(Debug, Default, Clone)]
 struct Runs {
     route_gone: Vec<Duration>,
+    /// Runs with a failed request only.
     last_failure: Vec<Duration>,
     failed: u64,
     requests: u64,
@@ -256,16 +257,18 @@ impl Lab {
                 .lan
                 .ip(&["link", "set", port, "master", "br0"])
                 .unwrap();
-            let last = Duration::from_millis(p.last_failed_unix_ms.saturating_sub(t_ms));
+            // Runs where nothing failed have no last failure.
+            let last = (p.failed > 0)
+                .then(|| Duration::from_millis(p.last_failed_unix_ms.saturating_sub(t_ms)));
             eprintln!(
                 "bench-bgp-failover: {label} run {run}: route gone in {} ms; last failing request sent at {} ms; lost {}/{}",
                 gone.as_millis(),
-                last.as_millis(),
+                last.map_or("–".into(), |d| d.as_millis().to_string()),
                 p.failed,
                 p.requests
             );
             out.route_gone.push(gone);
-            out.last_failure.push(last);
+            out.last_failure.extend(last);
             out.failed += p.failed;
             out.requests += p.requests;
         }
@@ -353,7 +356,7 @@ fn main() {
     }
     println!("\nBGP failover through a router, 3 nodes (ECMP), {runs} runs per row\n");
     println!(
-        "| router, detection | node blackholed → route without it p50 / p99 / max (ms) | → client's last failing request sent p50 / p99 / max (ms) | requests lost | 2 planned restarts (graceful restart): lost | 2 stops (graceful shutdown, 2 s drain): lost |"
+        "| router, detection | node blackholed → route without it p50 / p99 / max (ms) | → client's last failing request sent p50 / p99 / max (ms; runs with one) | requests lost | 2 planned restarts (graceful restart): lost | 2 stops (graceful shutdown, 2 s drain): lost |"
     );
     println!("|---|---|---|---|---|---|");
     for (label, r, planned) in rows {
@@ -361,13 +364,14 @@ fn main() {
             (format!("{l} of {s}"), format!("{gl} of {gsent}"))
         });
         println!(
-            "| {label} | {} / {} / {} | {} / {} / {} | {} of {} | {gr} | {gs} |",
+            "| {label} | {} / {} / {} | {} / {} / {} ({}/{runs}) | {} of {} | {gr} | {gs} |",
             ms(p(&r.route_gone, 0.5)),
             ms(p(&r.route_gone, 0.99)),
             ms(p(&r.route_gone, 1.0)),
             ms(p(&r.last_failure, 0.5)),
             ms(p(&r.last_failure, 0.99)),
             ms(p(&r.last_failure, 1.0)),
+            r.last_failure.len(),
             r.failed,
             r.requests
         );
