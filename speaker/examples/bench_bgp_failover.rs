@@ -133,10 +133,11 @@ struct Runs {
     requests: u64,
 }
 
+/// Dropped in field order: the processes first, then the namespaces.
 struct Lab {
-    topo: Topology,
-    router: Router,
     nodes: Vec<Node>,
+    router: Router,
+    topo: Topology,
     backend: PathBuf,
 }
 
@@ -180,9 +181,9 @@ impl Lab {
             .unwrap();
         wait_hops(rh, 3, Duration::from_secs(30));
         Lab {
-            topo,
-            router,
             nodes,
+            router,
+            topo,
             backend: env_path("BARELB_LAB_BACKEND"),
         }
     }
@@ -350,7 +351,6 @@ fn main() {
             // speaker's BFD goes silent too; how routers take that with
             // graceful restart is their setting, see docs/benchmarks.md).
             let planned = (!bfd).then(|| lab.planned());
-            drop(lab.router);
             rows.push((label, r, planned));
         }
     }
