@@ -7,12 +7,14 @@
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use barelb_testsupport::lab::output_text;
+use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router, RouterOptions};
 use common::control::{
-    arp_answers, cluster, l2_pair, neigh_mac, service_with_endpoint, two_nodes_and_a_service,
-    wait_until,
+    Cluster, arp_answers, cluster, l2_pair, neigh_mac, service_with_endpoint,
+    two_nodes_and_a_service, wait_until,
 };
 use serde_json::json;
 
@@ -318,34 +320,41 @@ async fn an_interface_going_down_moves_its_addresses() {
     assert_eq!(arp_answers(client, &vip), std::slice::from_ref(&other));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bgp_pools_address_reaches_bird_from_every_eligible_node() {
-    use barelb_testsupport::routers::{Kind, Neighbor, Router};
-    let mut c = cluster("control-bgp", &["node-a", "node-b", "router"]).await;
-    let id = c.inst.id.clone();
+/// A BIRD router (AS 64501, `opts`) peering with node-a and node-b (AS
+/// 64500), and a BGPPeer for it labelled with the test's id, whose spec
+/// gets `spec` as well; returns the router and the nodes' addresses.
+fn bird_and_peer(c: &mut Cluster, opts: RouterOptions, spec: &str) -> (Router, [Ipv4Addr; 2]) {
+    let id = &c.inst.id;
     let rh_ip = c.topo.host("router").ipv4;
     let node_ips = [c.topo.host("node-a").ipv4, c.topo.host("node-b").ipv4];
-    let router = Router::start(
-        Kind::Bird,
-        c.topo.host("router"),
-        64501,
-        node_ips
-            .iter()
-            .map(|ip| Neighbor {
-                addr: std::net::IpAddr::V4(*ip),
-                asn: 64500,
-                password: None,
-            })
-            .collect(),
-    )
-    .unwrap();
+    let neighbors = node_ips
+        .iter()
+        .map(|ip| Neighbor {
+            addr: IpAddr::V4(*ip),
+            asn: 64500,
+            password: None,
+        })
+        .collect();
+    let router =
+        Router::start_with(Kind::Bird, c.topo.host("router"), 64501, neighbors, opts).unwrap();
     let peer = format!("{id}-tor");
     let out = c.inst.lab.apply(&format!(
-        "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {peer}\n  labels: {{barelb.io/test: {id}}}\nspec: {{peerAddress: \"{}\", peerASN: 64501, myASN: 64500, holdTime: 3s, connectRetryTime: 1s}}\n",
-        rh_ip
+        "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {peer}\n  labels: {{barelb.io/test: {id}}}\nspec: {{peerAddress: \"{rh_ip}\", peerASN: 64501, myASN: 64500, {spec}}}\n"
     ));
     assert!(out.status.success(), "{}", output_text(&out));
     c.inst.guard("bgppeer", &peer);
+    (router, node_ips)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bgp_pools_address_reaches_bird_from_every_eligible_node() {
+    let mut c = cluster("control-bgp", &["node-a", "node-b", "router"]).await;
+    let id = c.inst.id.clone();
+    let (router, node_ips) = bird_and_peer(
+        &mut c,
+        RouterOptions::default(),
+        "holdTime: 3s, connectRetryTime: 1s",
+    );
     c.inst.pool(
         "bgp",
         &format!("{{addresses: [203.0.113.10-203.0.113.20], announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{barelb.io/test: {id}}}}}, communities: [\"64500:10\"]}}}}}}"),
@@ -386,39 +395,17 @@ async fn a_bgp_pools_address_reaches_bird_from_every_eligible_node() {
 /// leaves BIRD's route within BFD's detection time, not the 90 s hold time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bgp_peer_with_bfd_drops_a_silent_nodes_path_at_once() {
-    use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router, RouterOptions};
     let mut c = cluster("control-bfd", &["node-a", "node-b", "router"]).await;
     let id = c.inst.id.clone();
-    let rh_ip = c.topo.host("router").ipv4;
-    let node_ips = [c.topo.host("node-a").ipv4, c.topo.host("node-b").ipv4];
-    let router = Router::start_with(
-        Kind::Bird,
-        c.topo.host("router"),
-        64501,
-        node_ips
-            .iter()
-            .map(|ip| Neighbor {
-                addr: std::net::IpAddr::V4(*ip),
-                asn: 64500,
-                password: None,
-            })
-            .collect(),
-        RouterOptions {
-            bfd: Some(BfdTimers {
-                interval_ms: 300,
-                multiplier: 3,
-            }),
-            forwarding: false,
-            multihop: false,
-        },
-    )
-    .unwrap();
-    let peer = format!("{id}-tor");
-    let out = c.inst.lab.apply(&format!(
-        "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {peer}\n  labels: {{barelb.io/test: {id}}}\nspec: {{peerAddress: \"{rh_ip}\", peerASN: 64501, myASN: 64500, holdTime: 90s, connectRetryTime: 1s, bfd: {{}}}}\n"
-    ));
-    assert!(out.status.success(), "{}", output_text(&out));
-    c.inst.guard("bgppeer", &peer);
+    let bfd = RouterOptions {
+        bfd: Some(BfdTimers {
+            interval_ms: 300,
+            multiplier: 3,
+        }),
+        ..RouterOptions::default()
+    };
+    let (router, node_ips) =
+        bird_and_peer(&mut c, bfd, "holdTime: 90s, connectRetryTime: 1s, bfd: {}");
     c.inst.pool(
         "bfd",
         &format!("{{addresses: [203.0.113.30-203.0.113.40], announce: {{mode: BGP, bgp: {{peerSelector: {{matchLabels: {{barelb.io/test: {id}}}}}}}}}}}"),
@@ -439,7 +426,7 @@ async fn a_bgp_peer_with_bfd_drops_a_silent_nodes_path_at_once() {
             router.next_hops(&prefix).unwrap_or_default() == both
                 && node_ips.iter().all(|ip| {
                     router
-                        .bfd_session(std::net::IpAddr::V4(*ip))
+                        .bfd_session(IpAddr::V4(*ip))
                         .ok()
                         .flatten()
                         .is_some_and(|v| v.state == "Up")

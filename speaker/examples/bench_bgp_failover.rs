@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use barelb_testsupport::cluster::Poller;
-use barelb_testsupport::netlab::{Host, Process, Topology};
+use barelb_testsupport::netlab::{Host, Process, Topology, kernel_next_hops};
 use barelb_testsupport::routers::{BfdTimers, Kind, Neighbor, Router, RouterOptions};
 
 const NODE_AS: u32 = 64500;
@@ -93,15 +93,7 @@ fn node(h: &Host, router: &Host, extra: &[&str]) -> Node {
 
 /// The router's next hops for the VIP (its kernel table).
 fn next_hops(router: &Host) -> Vec<String> {
-    let out = router.ns.ip(&["route", "show", VIP]).unwrap_or_default();
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let mut hops: Vec<String> = words
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .map(|w| w[1].to_string())
-        .collect();
-    hops.sort();
-    hops
+    kernel_next_hops(router.ns.name(), VIP)
 }
 
 fn wait_hops(router: &Host, want: usize, within: Duration) {

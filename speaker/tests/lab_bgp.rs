@@ -102,21 +102,20 @@ fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     panic!("{what} did not happen within {within:?}");
 }
 
+/// The router's one neighbour: the speaker on `node`, eBGP, no password.
+fn the_speaker(node: &Host) -> Vec<Neighbor> {
+    vec![Neighbor {
+        addr: IpAddr::V4(node.ipv4),
+        asn: SPEAKER_AS,
+        password: None,
+    }]
+}
+
 /// eBGP: attributes, withdrawal, router restart, hung router.
 fn ebgp_scenario(kind: Kind) {
     let topo = Topology::build(&["router", "node"]).unwrap();
     let (rh, node) = (topo.host("router"), topo.host("node"));
-    let mut router = Router::start(
-        kind,
-        rh,
-        ROUTER_AS,
-        vec![Neighbor {
-            addr: IpAddr::V4(node.ipv4),
-            asn: SPEAKER_AS,
-            password: None,
-        }],
-    )
-    .unwrap();
+    let mut router = Router::start(kind, rh, ROUTER_AS, the_speaker(node)).unwrap();
     let mut speaker = Speaker::start(
         node,
         rh,
@@ -385,11 +384,7 @@ fn bfd_scenario(kind: Kind, multihop: bool) {
         kind,
         rh,
         ROUTER_AS,
-        vec![Neighbor {
-            addr: node_ip,
-            asn: SPEAKER_AS,
-            password: None,
-        }],
+        the_speaker(node),
         RouterOptions {
             bfd: Some(timers),
             forwarding: false,
@@ -553,17 +548,7 @@ fn restart_and_shutdown_scenario(kind: Kind) {
     let topo = Topology::build(&["router", "node"]).unwrap();
     let (rh, node) = (topo.host("router"), topo.host("node"));
     let node_ip = IpAddr::V4(node.ipv4);
-    let router = Router::start(
-        kind,
-        rh,
-        ROUTER_AS,
-        vec![Neighbor {
-            addr: node_ip,
-            asn: SPEAKER_AS,
-            password: None,
-        }],
-    )
-    .unwrap();
+    let router = Router::start(kind, rh, ROUTER_AS, the_speaker(node)).unwrap();
     let gr = ["--graceful-restart", "10"];
     let mut speaker = Speaker::start(node, rh, ROUTER_AS, &[V4], &gr);
     router

@@ -283,19 +283,7 @@ impl LanRouter {
 
     /// The next hops of `prefix` in its kernel table (empty: no route).
     pub fn next_hops(&self, prefix: &str) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns, "route", "show", prefix])
-            .output()
-            .expect("run ip route");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let mut hops: Vec<String> = words
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .map(|w| w[1].to_string())
-            .collect();
-        hops.sort();
-        hops
+        crate::netlab::kernel_next_hops(&self.ns, prefix)
     }
 }
 

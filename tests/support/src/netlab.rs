@@ -325,6 +325,24 @@ fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     Ok(out)
 }
 
+/// The next hops of `prefix` in namespace `ns`'s kernel table, sorted
+/// (empty: no route) — one or several (`nexthop via …` with ECMP).
+pub fn kernel_next_hops(ns: &str, prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "route", "show", prefix])
+        .output()
+        .expect("run ip route");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut hops: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect();
+    hops.sort();
+    hops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

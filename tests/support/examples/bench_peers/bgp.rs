@@ -45,7 +45,7 @@ pub async fn measure(c: &Cluster, d: &Deployed, n: usize) -> anyhow::Result<BgpF
     // with every session up: barelb's speakers open a session only once a
     // route needs it, MetalLB's as soon as the peer exists.
     bulk::create(&api, "warm", 1, &spec).await?;
-    wait_sessions(&router, c.nodes)?;
+    wait_sessions(&router, c.nodes).await?;
     wait_routes(&router, 1, c.nodes, Instant::now() + WITHIN).await?;
     let t = Instant::now();
     bulk::create(&api, "bgp", n, &spec).await?;
@@ -92,7 +92,7 @@ impl Drop for RouterPeer<'_> {
 }
 
 /// Waits until the router has an Established session with every node.
-fn wait_sessions(router: &LanRouter, nodes: usize) -> anyhow::Result<()> {
+async fn wait_sessions(router: &LanRouter, nodes: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let up = router
@@ -106,7 +106,7 @@ fn wait_sessions(router: &LanRouter, nodes: usize) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("{up} of {nodes} BGP sessions established with the router");
         }
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -390,7 +390,7 @@ fn settle(
     let start = Instant::now();
     let mut last: Option<Owners> = None;
     let mut steady_since = Instant::now();
-    let mut split: Vec<Option<Option<Duration>>> = vec![repaired.map(|_| None); sides.len()];
+    let mut split = vec![Split::Clean; sides.len()];
     loop {
         assert!(
             start.elapsed() < Duration::from_secs(300),
@@ -442,7 +442,7 @@ fn settle(
             continue;
         }
         for (out, s) in outs.iter_mut().zip(split) {
-            if let Some(Some(d)) = s {
+            if let Split::Ended(d) = s {
                 out.split.push(d);
             }
         }
@@ -450,27 +450,36 @@ fn settle(
     }
 }
 
-/// Per side, once a round after the repair saw two nodes answer one of its
-/// addresses: the time of the first round after that with none.
-/// `split[i]`: None (no repair), Some(None) (none seen yet), Some(Some(d)).
+/// One side's double answers after a repair, as the arping rounds see them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// No round has seen two nodes answer one of its addresses.
+    Clean,
+    /// A round has, and every one since.
+    Seen,
+    /// They stopped: the time of the first round without.
+    Ended(Duration),
+}
+
+/// Per side, after a round at `at` since the repair: whether two nodes
+/// answered one of its addresses moves its [`Split`] on.
 fn note_split(
     sides: &[Side],
     answering: &BTreeMap<String, BTreeSet<String>>,
     at: Duration,
-    split: &mut [Option<Option<Duration>>],
+    split: &mut [Split],
 ) {
-    for (i, s) in sides.iter().enumerate() {
+    for (s, state) in sides.iter().zip(split.iter_mut()) {
         let dup = s
             .target
             .vips
             .iter()
             .any(|v| answering.get(v).is_some_and(|m| m.len() > 1));
-        let seen = &mut split[i];
-        match seen {
-            Some(None) if dup => *seen = Some(Some(Duration::MAX)),
-            Some(Some(d)) if *d == Duration::MAX && !dup => *seen = Some(Some(at)),
-            _ => {}
-        }
+        *state = match (*state, dup) {
+            (Split::Clean, true) => Split::Seen,
+            (Split::Seen, false) => Split::Ended(at),
+            (other, _) => other,
+        };
     }
 }
 

@@ -111,8 +111,7 @@ fn main() {
 
     // Alone: the rows with thousands of Services (all sizes 0: left out,
     // as when another invocation measures them).
-    let scale_rows = sizes.pending + sizes.total + sizes.l2 + sizes.restarts > 0;
-    for (&peer, r) in peers.iter().zip(results.iter_mut()).filter(|_| scale_rows) {
+    for (&peer, r) in peers.iter().zip(results.iter_mut()).filter(|_| sizes.any()) {
         eprintln!("bench-peers: {} alone for the scale rows", peer.name());
         let d = peer.install(&c);
         r.scale = rt
@@ -268,7 +267,7 @@ impl Table {
             secs(m.bgp.withdrawn),
             ratio(Some(m.bgp.withdrawn), Some(b.bgp.withdrawn))
         );
-        if sizes.pending + sizes.total + sizes.l2 + sizes.restarts > 0 {
+        if sizes.any() {
             print_scale(sizes, &b.scale, &m.scale);
         }
     }

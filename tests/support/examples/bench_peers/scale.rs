@@ -25,6 +25,13 @@ pub struct Sizes {
     pub restarts: usize,
 }
 
+impl Sizes {
+    /// Whether any scale row is asked for (all 0: leave them out).
+    pub fn any(&self) -> bool {
+        self.pending + self.total + self.l2 + self.restarts > 0
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Figures {
     /// Speakers' RSS (KiB) with `l2` L2 Services: each node's.
