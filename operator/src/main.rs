@@ -150,6 +150,11 @@ struct Args {
     /// them instead of the operator's own CA.
     #[arg(long, env = "BARELB_WEBHOOK_CERT_DIR")]
     webhook_cert_dir: Option<std::path::PathBuf>,
+    /// How long each serving certificate the operator issues (webhook and
+    /// control channel) is valid; it is renewed at two thirds of that,
+    /// without a restart. At least 10s.
+    #[arg(long, env = "BARELB_SERVING_CERT_LIFETIME", default_value = "2160h", value_parser = parse_cert_lifetime)]
+    serving_cert_lifetime: Duration,
     /// Serve the speakers' control channel (barelb.control.v1).
     #[arg(long, env = "BARELB_CONTROL", default_value_t = true, action = clap::ArgAction::Set)]
     control: bool,
@@ -348,14 +353,16 @@ async fn control_settings(
         "127.0.0.1".to_string(),
     ];
     names.extend(args.control_cert_names.iter().cloned());
-    let cert = ca.issue_serving(&names)?;
     publish_ca(client, &args.namespace, &args.control_ca, &ca.cert_pem).await?;
     Ok(control::server::Settings {
         listen: args.control_addr.clone(),
         keepalive: Duration::from_millis(args.control_keepalive_ms),
         keepalive_timeout: Duration::from_millis(args.control_keepalive_timeout_ms),
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key_pem,
+        certs: barelb_operator::serving_cert::Source::Ca {
+            ca: Arc::new(ca),
+            names,
+            lifetime: args.serving_cert_lifetime,
+        },
     })
 }
 
@@ -437,6 +444,7 @@ fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook:
         namespace: args.namespace.clone(),
         ca_secret: args.webhook_ca_secret.clone(),
         cert_names,
+        cert_lifetime: args.serving_cert_lifetime,
         cert_dir: args.webhook_cert_dir.clone(),
         config: Registration {
             name: args.webhook_config_name.clone(),
@@ -455,6 +463,16 @@ fn webhook_settings(args: &Args, field_manager: &str) -> anyhow::Result<webhook:
             owner_cluster_role: args.webhook_owner_cluster_role.clone(),
         },
     })
+}
+
+/// A certificate lifetime: a duration of at least 10 s (renewal at two
+/// thirds must leave time for the handshakes that follow).
+fn parse_cert_lifetime(s: &str) -> Result<Duration, String> {
+    let d = barelb_core::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(10) {
+        return Err(format!("{s} is shorter than 10s"));
+    }
+    Ok(d)
 }
 
 /// The operator's namespace holds its Lease; create it when running against

@@ -45,6 +45,12 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// A TLS listener: `control` or `webhook`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
@@ -92,6 +98,8 @@ pub struct Metrics {
     pub control_apply_duration: Histogram,
     /// Speakers refused, by reason.
     pub control_refused: MetricFamily<ReasonLabels, Counter>,
+    pub serving_cert_expiry: MetricFamily<ListenerLabels, Gauge>,
+    pub tls_handshake_failures: MetricFamily<ListenerLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -127,6 +135,8 @@ impl Metrics {
             control_messages: MetricFamily::default(),
             control_apply_duration: latency_histogram(),
             control_refused: MetricFamily::default(),
+            serving_cert_expiry: MetricFamily::default(),
+            tls_handshake_failures: MetricFamily::default(),
             speaker_link_up: MetricFamily::default(),
             speaker_addresses: MetricFamily::default(),
             ready: AtomicBool::new(false),
@@ -261,6 +271,16 @@ impl Metrics {
             "control_refused",
             "Speakers refused, by reason",
             m.control_refused.clone(),
+        );
+        registry.register(
+            "serving_certificate_expiry_timestamp_seconds",
+            "When the certificate each TLS listener serves expires, as Unix time (renewed at two thirds of its life)",
+            m.serving_cert_expiry.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener",
+            m.tls_handshake_failures.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -50,8 +50,8 @@ pub struct Settings {
     pub listen: Listen,
     pub keepalive: Duration,
     pub keepalive_timeout: Duration,
-    pub cert_pem: String,
-    pub key_pem: String,
+    /// Where the served certificate comes from (renewed while serving).
+    pub certs: crate::serving_cert::Source,
 }
 
 #[derive(Debug)]
@@ -208,9 +208,11 @@ pub async fn run(
         hub,
         auth,
         leader,
-        metrics,
+        metrics: metrics.clone(),
     };
-    let acceptor = super::tls::acceptor(&settings.cert_pem, &settings.key_pem)?;
+    let (certs, _) =
+        crate::serving_cert::start("control", settings.certs, metrics.clone(), shutdown.clone())?;
+    let acceptor = super::tls::acceptor(certs)?;
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(settings.keepalive))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout));
@@ -229,7 +231,9 @@ pub async fn run(
                 }
                 c
             });
-            let incoming = super::tls::incoming(conns, acceptor);
+            let incoming = super::tls::incoming(conns, acceptor, metrics, |c| {
+                c.peer_addr().ok().map(|a| a.ip())
+            });
             router.serve_with_incoming_shutdown(incoming, stop).await?;
         }
         Listen::Unix(path) => {
@@ -237,7 +241,7 @@ pub async fn run(
             let listener = tokio::net::UnixListener::bind(&path)?;
             tracing::info!(path = %path.display(), "control channel listening");
             let conns = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            let incoming = super::tls::incoming(conns, acceptor);
+            let incoming = super::tls::incoming(conns, acceptor, metrics, |_| None);
             router.serve_with_incoming_shutdown(incoming, stop).await?;
         }
     }

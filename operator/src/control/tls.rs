@@ -8,6 +8,7 @@
 //! a place.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,28 +19,37 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::log_once::LogOnce;
+use crate::metrics::Metrics;
+use crate::serving_cert::Rotating;
+use crate::webhook::tls::handshake_failed;
+
 /// Handshakes in progress at once.
 pub const HANDSHAKES: usize = 32;
 /// How long one handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS acceptor for the control channel's certificate (HTTP/2 only).
-pub fn acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<TlsAcceptor> {
-    let config = crate::webhook::tls::server_config(cert_pem, key_pem, &[b"h2"])?;
+pub fn acceptor(certs: Arc<Rotating>) -> anyhow::Result<TlsAcceptor> {
+    let config = crate::webhook::tls::server_config(certs, &[b"h2"])?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Accepted connections from `listener`, each once its TLS handshake is
-/// done. Failed and timed-out handshakes are logged and left out; the
-/// stream ends when `listener` does or the server stops taking connections.
+/// done. Failed and timed-out handshakes are counted, logged (once a
+/// minute per peer address, `peer_ip` telling it) and left out; the stream
+/// ends when `listener` does or the server stops taking connections.
 pub fn incoming<L, IO>(
     listener: L,
     acceptor: TlsAcceptor,
+    metrics: Arc<Metrics>,
+    peer_ip: fn(&IO) -> Option<IpAddr>,
 ) -> ReceiverStream<Result<TlsStream<IO>, io::Error>>
 where
     L: Stream<Item = io::Result<IO>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let seen = LogOnce::new(Duration::from_secs(60));
     let (tx, rx) = mpsc::channel(HANDSHAKES);
     tokio::spawn(async move {
         let handshakes = listener
@@ -56,23 +66,26 @@ where
             })
             .map(|io| {
                 let acceptor = acceptor.clone();
-                async move { tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await }
+                let peer = peer_ip(&io);
+                async move {
+                    let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await;
+                    (peer, done)
+                }
             })
             .buffer_unordered(HANDSHAKES);
         let mut handshakes = std::pin::pin!(handshakes);
-        while let Some(done) = handshakes.next().await {
-            match done {
+        while let Some((peer, done)) = handshakes.next().await {
+            let error = match done {
                 Ok(Ok(tls)) => {
                     if tx.send(Ok(tls)).await.is_err() {
                         return;
                     }
+                    continue;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "control channel TLS handshake failed"),
-                Err(_) => tracing::debug!(
-                    timeout = ?HANDSHAKE_TIMEOUT,
-                    "control channel TLS handshake timed out"
-                ),
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("timed out after {HANDSHAKE_TIMEOUT:?}"),
+            };
+            handshake_failed(&metrics, &seen, "control", peer, &error);
         }
     });
     ReceiverStream::new(rx)

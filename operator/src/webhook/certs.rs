@@ -1,11 +1,13 @@
-//! The webhook's serving certificate: issued at start from a CA the
-//! operator keeps in a Secret (created on first start; replicas racing to
-//! create it all end up with the one that won), or read from a directory
-//! that cert-manager fills.
+//! Serving certificates (webhook and control channel): issued from a CA
+//! the operator keeps in a Secret (created on first start; replicas racing
+//! to create it all end up with the one that won), or read from a
+//! directory that cert-manager fills. Issued certificates live for a set
+//! time and are renewed before they expire (`crate::serving_cert`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use k8s_openapi::ByteString;
@@ -18,12 +20,50 @@ use rcgen::{
 };
 
 /// A certificate and key to serve with, and the CA that clients trust.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServingCert {
     pub cert_pem: String,
     pub key_pem: String,
     /// PEM of the CA for `caBundle`; None when something else injects it.
     pub ca_pem: Option<String>,
+    /// When the certificate stops being valid; None when read from files
+    /// (whoever wrote them renews them).
+    pub not_after: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for ServingCert {
+    // Never the key: a Debug print can end up in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long the CA is valid. The CA is not rotated by the operator (its
+/// certificate is what every client trusts); replacing it is a documented
+/// manual step (docs/install.md).
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Issued certificates start this long before now, for clocks that lag.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// `at` as an X.509 time (seconds).
+fn x509_time(at: SystemTime) -> anyhow::Result<time::OffsetDateTime> {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    Ok(time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs)?)?)
+}
+
+/// Sets `p` valid from now (less [`CLOCK_SKEW`]) for `lifetime`; returns
+/// the end.
+fn set_validity(p: &mut CertificateParams, lifetime: Duration) -> anyhow::Result<SystemTime> {
+    let now = SystemTime::now();
+    let not_after = now + lifetime;
+    p.not_before = x509_time(now.checked_sub(CLOCK_SKEW).unwrap_or(now))?;
+    p.not_after = x509_time(not_after)?;
+    Ok(not_after)
 }
 
 /// The operator's CA.
@@ -60,7 +100,9 @@ impl Ca {
     /// A fresh CA.
     pub fn generate() -> anyhow::Result<Self> {
         let key = KeyPair::generate()?;
-        let cert = ca_params()?.self_signed(&key)?;
+        let mut params = ca_params()?;
+        set_validity(&mut params, CA_LIFETIME)?;
+        let cert = params.self_signed(&key)?;
         Ok(Ca {
             cert_pem: cert.pem(),
             key,
@@ -74,9 +116,15 @@ impl Ca {
         })
     }
 
-    /// A serving certificate for `names` (DNS names or IP addresses).
-    pub fn issue_serving(&self, names: &[String]) -> anyhow::Result<ServingCert> {
+    /// A serving certificate for `names` (DNS names or IP addresses),
+    /// valid for `lifetime` from now.
+    pub fn issue_serving(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+    ) -> anyhow::Result<ServingCert> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
+        let not_after = set_validity(&mut p, lifetime)?;
         let mut dn = DistinguishedName::new();
         dn.push(
             DnType::CommonName,
@@ -104,6 +152,7 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             ca_pem: Some(self.cert_pem.clone()),
+            not_after: Some(not_after),
         })
     }
 }
@@ -170,6 +219,7 @@ pub fn from_dir(dir: &Path) -> anyhow::Result<ServingCert> {
         cert_pem: read("tls.crt")?,
         key_pem: read("tls.key")?,
         ca_pem: read("ca.crt").ok(),
+        not_after: None,
     })
 }
 
@@ -183,10 +233,13 @@ mod tests {
         // As after a restart: the CA comes back from its PEMs.
         let again = Ca::from_pem(ca.cert_pem.clone(), &ca.key.serialize_pem()).unwrap();
         let serving = again
-            .issue_serving(&["127.0.0.1".into(), "barelb-webhook.barelb.svc".into()])
+            .issue_serving(
+                &["127.0.0.1".into(), "barelb-webhook.barelb.svc".into()],
+                Duration::from_secs(3600),
+            )
             .unwrap();
-        // rustls accepts the pair as a server config...
-        super::super::tls::server_config(&serving.cert_pem, &serving.key_pem, &[b"h2"]).unwrap();
+        // rustls accepts the pair...
+        crate::serving_cert::certified_key(&serving.cert_pem, &serving.key_pem).unwrap();
         // ...and a client trusting only the CA verifies the chain.
         use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::pem::PemObject;

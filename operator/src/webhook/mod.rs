@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::admission::{self, Review, View};
 use crate::metrics::{KindLabels, Metrics, PolicyLabels, ResultLabels};
+use crate::serving_cert::Source;
 
 pub mod certs;
 pub mod config;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub ca_secret: String,
     /// Names and addresses the serving certificate is valid for.
     pub cert_names: Vec<String>,
+    /// How long each issued serving certificate is valid (renewed at 2/3).
+    pub cert_lifetime: Duration,
     /// A directory with `tls.crt`, `tls.key` and `ca.crt` (cert-manager);
     /// when set the operator does not issue certificates itself.
     pub cert_dir: Option<PathBuf>,
@@ -60,19 +63,23 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let tls = match &settings.cert_dir {
-        Some(dir) => certs::from_dir(dir)?,
-        None => {
-            let ca =
-                certs::load_or_create_ca(&client, &settings.namespace, &settings.ca_secret).await?;
-            ca.issue_serving(&settings.cert_names)?
-        }
+    let source = match &settings.cert_dir {
+        Some(dir) => Source::Dir(dir.clone()),
+        None => Source::Ca {
+            ca: Arc::new(
+                certs::load_or_create_ca(&client, &settings.namespace, &settings.ca_secret).await?,
+            ),
+            names: settings.cert_names.clone(),
+            lifetime: settings.cert_lifetime,
+        },
     };
-    if let Some(ca_pem) = &tls.ca_pem {
+    let (certs, first) =
+        crate::serving_cert::start("webhook", source, metrics.clone(), shutdown.clone())?;
+    if let Some(ca_pem) = &first.ca_pem {
         config::apply(&client, &settings.config, ca_pem).await?;
     }
-    let app = router(view, metrics);
-    tls::serve(settings.addr, settings.drain, &tls, app, shutdown).await
+    let app = router(view, metrics.clone());
+    tls::serve(settings.addr, settings.drain, certs, app, metrics, shutdown).await
 }
 
 #[derive(Clone)]

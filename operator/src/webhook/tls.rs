@@ -1,7 +1,7 @@
 //! HTTPS for the webhook: rustls over a TCP listener, each connection
 //! served by hyper (HTTP/1.1 and HTTP/2, as the apiserver may use either).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,35 +10,53 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant, sleep_until};
 use tokio_rustls::TlsAcceptor;
 
-use super::certs::ServingCert;
+use crate::log_once::LogOnce;
+use crate::metrics::{ListenerLabels, Metrics};
+use crate::serving_cert::Rotating;
 
-/// A rustls server configuration (TLS 1.2 and 1.3) for a certificate
-/// chain and key in PEM, offering `alpn`. The webhook and the control
-/// channel both serve with it.
+/// A rustls server configuration offering `alpn`, serving what `certs`
+/// holds at each handshake. The webhook and the control channel both
+/// serve with it: TLS 1.2 and 1.3 only, and rustls has no weak suite to
+/// offer (no RC4, 3DES, CBC, static RSA key exchange or export ciphers).
 pub(crate) fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
+    certs: Arc<Rotating>,
     alpn: &[&[u8]],
 ) -> anyhow::Result<rustls::ServerConfig> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .context("serving certificate PEM")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("serving key PEM")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("serving certificate and key do not match")?;
+        .with_cert_resolver(certs);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// Counts a failed handshake on `listener` and logs it (once a minute per
+/// peer address, all Unix-socket peers counting as one; the count has
+/// every one).
+pub(crate) fn handshake_failed(
+    metrics: &Metrics,
+    seen: &LogOnce<Option<IpAddr>>,
+    listener: &'static str,
+    peer: Option<IpAddr>,
+    error: &str,
+) {
+    metrics
+        .tls_handshake_failures
+        .get_or_create(&ListenerLabels {
+            listener: listener.into(),
+        })
+        .inc();
+    if seen.first(peer, std::time::Instant::now()) {
+        tracing::warn!(listener, peer = ?peer, error, "TLS handshake failed");
+    } else {
+        tracing::debug!(listener, peer = ?peer, error, "TLS handshake failed");
+    }
 }
 
 /// Serves `app` over TLS on `addr`. Once `shutdown` turns true it drains
@@ -49,12 +67,14 @@ pub(crate) fn server_config(
 pub(crate) async fn serve(
     addr: SocketAddr,
     drain: Duration,
-    cert: &ServingCert,
+    certs: Arc<Rotating>,
     app: Router,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // The apiserver may speak either.
-    let config = server_config(&cert.cert_pem, &cert.key_pem, &[b"h2", b"http/1.1"])?;
+    let config = server_config(certs, &[b"h2", b"http/1.1"])?;
+    let seen = Arc::new(LogOnce::new(Duration::from_secs(60)));
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind(addr)
         .await
@@ -91,11 +111,13 @@ pub(crate) async fn serve(
         }
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let (metrics, seen) = (metrics.clone(), seen.clone());
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(t) => t,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    let e = e.to_string();
+                    handshake_failed(&metrics, &seen, "webhook", Some(peer.ip()), &e);
                     return;
                 }
             };

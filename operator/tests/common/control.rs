@@ -21,19 +21,17 @@ pub struct Cluster {
     pub dir: std::path::PathBuf,
     pub op_ns: String,
     pub ca: std::path::PathBuf,
+    /// The operator's metrics endpoint (loopback HOST:PORT).
+    pub metrics: String,
+    /// Flags every operator of this cluster gets besides the control ones.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     /// A new operator on the same socket, namespace and flags as the first.
     pub fn start_operator(&mut self) -> Operator {
-        let sock = self.dir.join("control.sock");
-        let op_ns = self.op_ns.clone();
-        self.inst.operator(&[
-            "--control-addr",
-            &format!("unix:{}", sock.display()),
-            "--speaker-service-account",
-            &format!("{op_ns}/barelb-speaker"),
-        ])
+        let (metrics, extra) = (self.metrics.clone(), self.extra.clone());
+        start_control_operator(&mut self.inst, &self.dir, &self.op_ns, &metrics, &extra)
     }
 
     /// A rolling restart: the operator is stopped (SIGTERM) and a new one
@@ -147,7 +145,32 @@ impl Cluster {
     }
 }
 
+/// An operator serving the control channel on `dir`/control.sock.
+fn start_control_operator(
+    inst: &mut Instance,
+    dir: &std::path::Path,
+    op_ns: &str,
+    metrics: &str,
+    extra: &[String],
+) -> Operator {
+    let sock = dir.join("control.sock");
+    let mut args = vec![
+        "--control-addr".to_string(),
+        format!("unix:{}", sock.display()),
+        "--speaker-service-account".to_string(),
+        format!("{op_ns}/barelb-speaker"),
+    ];
+    args.extend(extra.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    inst.operator_at(metrics, &args)
+}
+
 pub async fn cluster(test: &str, roles: &[&str]) -> Cluster {
+    cluster_with(test, roles, &[]).await
+}
+
+/// [`cluster`], its operators started with `extra` flags as well.
+pub async fn cluster_with(test: &str, roles: &[&str], extra: &[&str]) -> Cluster {
     let mut inst = Instance::new(test).await;
     let mut all = roles.to_vec();
     all.extend(["client", "relay"]);
@@ -164,12 +187,9 @@ pub async fn cluster(test: &str, roles: &[&str]) -> Cluster {
         .lab
         .kubectl(&["create", "serviceaccount", "barelb-speaker", "-n", &op_ns]);
     assert!(out.status.success(), "{}", output_text(&out));
-    let op = inst.operator(&[
-        "--control-addr",
-        &format!("unix:{}", sock.display()),
-        "--speaker-service-account",
-        &format!("{op_ns}/barelb-speaker"),
-    ]);
+    let metrics = super::free_local_addr();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let op = start_control_operator(&mut inst, &dir, &op_ns, &metrics, &extra);
     // The operator publishes its control CA; speakers trust it.
     let ca = dir.join("ca.crt");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -214,6 +234,8 @@ pub async fn cluster(test: &str, roles: &[&str]) -> Cluster {
         dir,
         op_ns,
         ca,
+        metrics,
+        extra,
     }
 }
 

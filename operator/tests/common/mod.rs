@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod control;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
