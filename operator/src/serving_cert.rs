@@ -35,7 +35,9 @@ pub enum Source {
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Ca { names, lifetime, .. } => f
+            Source::Ca {
+                names, lifetime, ..
+            } => f
                 .debug_struct("Ca")
                 .field("names", names)
                 .field("lifetime", lifetime)
@@ -220,7 +222,12 @@ mod tests {
         let b = ca.issue_serving(&names, Duration::from_secs(60)).unwrap();
         let r = Rotating::new(&a).unwrap();
         let leaf = |r: &Rotating| {
-            r.current.read().unwrap().end_entity_cert().unwrap().to_vec()
+            r.current
+                .read()
+                .unwrap()
+                .end_entity_cert()
+                .unwrap()
+                .to_vec()
         };
         let before = leaf(&r);
         r.replace(certified_key(&b.cert_pem, &b.key_pem).unwrap());

@@ -72,7 +72,10 @@ async fn the_control_channel_speaks_modern_tls_and_renews_its_certificate_under_
         "listener=\"control\"",
     )
     .unwrap();
-    assert!(expiry > now_unix() && expiry < now_unix() + 16.0, "{expiry}");
+    assert!(
+        expiry > now_unix() && expiry < now_unix() + 16.0,
+        "{expiry}"
+    );
 
     // Renewed at two thirds of 15 s, by the same process.
     let pid = c.op.pid();
@@ -88,14 +91,20 @@ async fn the_control_channel_speaks_modern_tls_and_renews_its_certificate_under_
     assert!(c.op.log_text().contains("serving certificate renewed"));
 
     // Once the first has expired, new handshakes still verify...
-    wait_until("the first certificate expires", Duration::from_secs(20), || {
-        !x509(&first, &["-checkend", "0"]).0
-    });
+    wait_until(
+        "the first certificate expires",
+        Duration::from_secs(20),
+        || !x509(&first, &["-checkend", "0"]).0,
+    );
     let (ok, text) = common::tls::handshake(&target, &["-CAfile", &ca, "-verify_return_error"]);
     assert!(ok, "after the first certificate expired: {text}");
     // ...and the speaker, connected under the first, never left.
     let oplog = c.op.log_text();
-    assert_eq!(oplog.matches("speaker connected node=").count(), 1, "{oplog}");
+    assert_eq!(
+        oplog.matches("speaker connected node=").count(),
+        1,
+        "{oplog}"
+    );
     assert!(!oplog.contains("speaker disconnected"), "{oplog}");
     let slog = std::fs::read_to_string(&speaker_log).unwrap();
     assert_eq!(slog.matches("control stream up").count(), 1, "{slog}");
@@ -186,10 +195,17 @@ async fn the_webhook_speaks_modern_tls_and_renews_its_certificate() {
     // The caBundle did not change (same CA), so the apiserver keeps
     // trusting the renewed certificate: a review still goes through.
     let ns = inst.ns.clone();
-    let pool = inst.pool("p", r#"{addresses: ["198.18.210.0/30"], announce: {mode: L2}}"#);
+    let pool = inst.pool(
+        "p",
+        r#"{addresses: ["198.18.210.0/30"], announce: {mode: L2}}"#,
+    );
     assert!(!pool.is_empty());
-    inst.service("after-renewal", serde_json::json!({}), serde_json::json!({}))
-        .await;
+    inst.service(
+        "after-renewal",
+        serde_json::json!({}),
+        serde_json::json!({}),
+    )
+    .await;
     let reviewed = http_get(&metrics, "/metrics");
     assert!(
         reviewed.contains("barelb_admission_requests_total{kind=\"services\",result=\"allowed\"}"),

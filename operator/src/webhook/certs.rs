@@ -53,7 +53,9 @@ fn x509_time(at: SystemTime) -> anyhow::Result<time::OffsetDateTime> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .context("the clock is before 1970")?
         .as_secs();
-    Ok(time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs)?)?)
+    Ok(time::OffsetDateTime::from_unix_timestamp(i64::try_from(
+        secs,
+    )?)?)
 }
 
 /// Sets `p` valid from now (less [`CLOCK_SKEW`]) for `lifetime`; returns
