@@ -189,6 +189,27 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
 pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub ready: bool,
+    /// Where its speaker may connect from (control::auth::check_source).
+    pub sources: Vec<ipnet::IpNet>,
+}
+
+/// A Node's addresses (as host networks) and pod networks.
+fn node_sources(n: &Node) -> Vec<ipnet::IpNet> {
+    let addresses = n
+        .status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter_map(|a| a.address.parse::<std::net::IpAddr>().ok())
+        .map(ipnet::IpNet::from);
+    let pod_cidrs = n
+        .spec
+        .iter()
+        .flat_map(|s| s.pod_cidrs.iter().flatten().chain(s.pod_cidr.iter()))
+        .filter_map(|c| c.parse::<ipnet::IpNet>().ok());
+    let mut all: Vec<_> = addresses.chain(pod_cidrs).collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// The endpoints of one EndpointSlice: its Service and the nodes with a
@@ -310,11 +331,13 @@ impl Index {
                                 .is_some_and(|cs| {
                                     cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
                                 });
+                            let sources = node_sources(&n);
                             Some((
                                 n.metadata.name.clone().unwrap_or_default(),
                                 NodeInfo {
                                     labels: n.metadata.labels.unwrap_or_default(),
                                     ready,
+                                    sources,
                                 },
                             ))
                         },

@@ -2,9 +2,12 @@
 //! token (audience `barelb-control`) bound to its pod. The apiserver
 //! verifies it (TokenReview); we then require the expected service account
 //! and that the pod the token is bound to runs on the node the speaker
-//! claims — so a stolen token cannot announce for another node.
+//! claims — so a stolen token cannot announce for another node — and that
+//! the connection does not come from another node's address (a token
+//! copied off its node and replayed from a second one).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use barelb_control::TOKEN_AUDIENCE;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
@@ -23,7 +26,7 @@ pub enum Refusal {
     NoToken,
     #[error("token not accepted: {0}")]
     InvalidToken(String),
-    #[error("token is for {0}, not the barelb-control audience")]
+    #[error("token is not for the barelb-control audience: {0}")]
     WrongAudience(String),
     #[error("token belongs to {0}, not the speaker's service account")]
     WrongServiceAccount(String),
@@ -31,6 +34,12 @@ pub enum Refusal {
     NotPodBound,
     #[error("token is bound to a pod on node {actual:?}, not {claimed:?}")]
     WrongNode { claimed: String, actual: String },
+    #[error("connection for node {claimed:?} comes from {from}, an address of node {owner:?}")]
+    WrongSource {
+        claimed: String,
+        from: IpAddr,
+        owner: String,
+    },
     #[error("could not verify the token: {0}")]
     Unavailable(String),
 }
@@ -44,6 +53,7 @@ impl Refusal {
             Refusal::WrongServiceAccount(_) => "wrong-service-account",
             Refusal::NotPodBound => "not-pod-bound",
             Refusal::WrongNode { .. } => "wrong-node",
+            Refusal::WrongSource { .. } => "wrong-source",
             Refusal::Unavailable(_) => "unavailable",
         }
     }
@@ -63,12 +73,17 @@ pub struct Identity {
 /// Reads a TokenReview's status (plain data; unit-tested).
 pub fn identity(status: &TokenReviewStatus) -> Result<Identity, Refusal> {
     if status.authenticated != Some(true) {
-        return Err(Refusal::InvalidToken(
-            status
-                .error
-                .clone()
-                .unwrap_or_else(|| "not authenticated".into()),
-        ));
+        let error = status
+            .error
+            .clone()
+            .unwrap_or_else(|| "not authenticated".into());
+        // The apiserver refuses a token for another audience outright
+        // ("token audiences [...] is invalid for the target audiences").
+        return Err(if error.contains("audiences") {
+            Refusal::WrongAudience(error)
+        } else {
+            Refusal::InvalidToken(error)
+        });
     }
     if !status
         .audiences
@@ -96,6 +111,35 @@ pub fn identity(status: &TokenReviewStatus) -> Result<Identity, Refusal> {
         pod_uid: first(EXTRA_POD_UID),
         node: first(EXTRA_NODE_NAME),
     })
+}
+
+/// The addresses each node may connect from: its Node's
+/// `status.addresses` (as /32 or /128) and `spec.podCIDRs` (a host-network
+/// speaker's connection may be masqueraded to its node's bridge address).
+pub type NodeSources = BTreeMap<String, Vec<ipnet::IpNet>>;
+
+/// Whether a connection from `from` may speak for node `claimed`: refused
+/// when the address belongs to another node (a token replayed from there).
+/// An address no node lists is let through: a node may reach the operator
+/// from an address its Node does not name (a second interface, SNAT), and
+/// the token has already tied the speaker to its node.
+pub fn check_source(claimed: &str, from: IpAddr, nodes: &NodeSources) -> Result<(), Refusal> {
+    let from = from.to_canonical();
+    let has = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&from));
+    if nodes.get(claimed).is_some_and(|nets| has(nets)) {
+        return Ok(());
+    }
+    match nodes
+        .iter()
+        .find(|(name, nets)| *name != claimed && has(nets))
+    {
+        Some((owner, _)) => Err(Refusal::WrongSource {
+            claimed: claimed.into(),
+            from,
+            owner: owner.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// TokenReviews in flight at once. After a leader change every speaker
@@ -236,5 +280,44 @@ mod tests {
         assert_eq!(identity(&s).unwrap_err().reason(), "wrong-service-account");
         s.authenticated = Some(false);
         assert_eq!(identity(&s).unwrap_err().reason(), "invalid-token");
+        s.error = Some(
+            r#"[invalid bearer token, token audiences ["https://kubernetes.default.svc"] is invalid for the target audiences ["barelb-control"]]"#.into(),
+        );
+        assert_eq!(identity(&s).unwrap_err().reason(), "wrong-audience");
+    }
+
+    #[test]
+    fn a_connection_from_another_nodes_address_is_refused() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let nodes = NodeSources::from([
+            (
+                "a".into(),
+                vec![net("198.18.0.10/32"), net("10.244.0.0/24")],
+            ),
+            ("b".into(), vec![net("198.18.0.11/32"), net("fd00::11/128")]),
+        ]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Its own address, its pod network, an address nobody lists.
+        for from in [
+            "198.18.0.10",
+            "10.244.0.1",
+            "192.0.2.7",
+            "::ffff:198.18.0.10",
+        ] {
+            assert_eq!(check_source("a", ip(from), &nodes), Ok(()), "{from}");
+        }
+        // b's addresses, IPv4-mapped too.
+        for from in ["198.18.0.11", "fd00::11", "::ffff:198.18.0.11"] {
+            let e = check_source("a", ip(from), &nodes).unwrap_err();
+            assert_eq!(e.reason(), "wrong-source", "{from}");
+            assert!(e.to_string().contains("node \"b\""), "{e}");
+        }
+        // A node the operator does not know yet claims b's address.
+        assert_eq!(
+            check_source("new", ip("198.18.0.11"), &nodes)
+                .unwrap_err()
+                .reason(),
+            "wrong-source"
+        );
     }
 }

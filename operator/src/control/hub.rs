@@ -93,6 +93,8 @@ pub struct Hub {
     next_id: AtomicU64,
     plans: watch::Receiver<Arc<Plan>>,
     sessions: watch::Receiver<Arc<Sessions>>,
+    /// Every node's addresses; None until the Nodes are first read.
+    node_sources: std::sync::RwLock<Option<Arc<super::auth::NodeSources>>>,
 }
 
 impl Hub {
@@ -109,7 +111,21 @@ impl Hub {
             next_id: AtomicU64::new(0),
             plans,
             sessions,
+            node_sources: std::sync::RwLock::new(None),
         }))
+    }
+
+    /// The nodes' addresses, from the controller's Node index.
+    pub fn set_node_sources(&self, sources: super::auth::NodeSources) {
+        // A poisoned lock only means a holder panicked; the value is whole.
+        let mut slot = self.node_sources.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(Arc::new(sources));
+    }
+
+    /// The nodes' addresses, once read.
+    pub fn node_sources(&self) -> Option<Arc<super::auth::NodeSources>> {
+        let slot = self.node_sources.read().unwrap_or_else(|p| p.into_inner());
+        slot.clone()
     }
 
     fn send(&self, c: Command) {

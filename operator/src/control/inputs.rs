@@ -154,6 +154,15 @@ pub fn nodes(index: &Index) -> Vec<Node> {
         .collect()
 }
 
+/// Where each node's speaker may connect from.
+pub fn node_sources(index: &Index) -> super::auth::NodeSources {
+    index
+        .nodes
+        .iter()
+        .map(|(name, n)| (name.clone(), n.sources.clone()))
+        .collect()
+}
+
 /// Every BGPPeer as planning sees it.
 pub fn peers(index: &Index) -> Vec<barelb_core::planner::Peer> {
     index

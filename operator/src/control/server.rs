@@ -3,7 +3,7 @@
 //! HTTP/2 keepalive pings detect a speaker that vanished without closing
 //! its connection (node lost, cable pulled) within interval + timeout.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Hub;
 use super::auth::{Authenticator, Refusal};
 use super::hub::OUTBOX;
+use crate::log_once::LogOnce;
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 
 /// Where to listen.
@@ -60,26 +61,63 @@ struct Service {
     auth: Authenticator,
     leader: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    /// Refusals already logged, by node, reason and peer.
+    refusals_logged: LogOnce<(String, &'static str, Option<IpAddr>)>,
 }
+
+/// A rogue speaker retries every few seconds: each refusal is counted, but
+/// logged once in this long per node, reason and peer address.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(600);
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<OperatorMessage, Status>> + Send>>;
 
 impl Service {
-    fn refuse(&self, node: &str, r: &Refusal) -> Status {
+    fn refuse(&self, node: &str, peer: Option<IpAddr>, r: &Refusal) -> Status {
         self.metrics
             .control_refused
             .get_or_create(&ReasonLabels {
                 reason: r.reason().into(),
             })
             .inc();
-        tracing::warn!(node, reason = r.reason(), error = %r, "speaker refused");
+        let key = (node.to_string(), r.reason(), peer);
+        if self.refusals_logged.first(key, Instant::now()) {
+            tracing::warn!(node, ?peer, reason = r.reason(), error = %r, "speaker refused (logged once per 10 minutes per node, reason and peer; barelb_control_refused_total counts each)");
+        } else {
+            tracing::debug!(node, ?peer, reason = r.reason(), error = %r, "speaker refused");
+        }
         match r {
             Refusal::Unavailable(_) => Status::unavailable(r.to_string()),
-            Refusal::WrongNode { .. } | Refusal::WrongServiceAccount(_) => {
-                Status::permission_denied(r.to_string())
-            }
+            Refusal::WrongNode { .. }
+            | Refusal::WrongServiceAccount(_)
+            | Refusal::WrongSource { .. } => Status::permission_denied(r.to_string()),
             _ => Status::unauthenticated(r.to_string()),
         }
+    }
+
+    /// Token, node and source address: who may speak for `node`.
+    async fn admit(
+        &self,
+        node: &str,
+        token: Option<String>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Status> {
+        let Some(token) = token else {
+            return Err(self.refuse(node, peer, &Refusal::NoToken));
+        };
+        if let Err(r) = self.auth.check(&token, node).await {
+            return Err(self.refuse(node, peer, &r));
+        }
+        // A Unix socket (the lab's relay) has no peer address to check.
+        if let Some(ip) = peer {
+            let Some(sources) = self.hub.node_sources() else {
+                let r = Refusal::Unavailable("the operator has not read the Nodes yet".into());
+                return Err(self.refuse(node, peer, &r));
+            };
+            if let Err(r) = super::auth::check_source(node, ip, &sources) {
+                return Err(self.refuse(node, peer, &r));
+            }
+        }
+        Ok(())
     }
 
     fn count(&self, kind: &str) {
@@ -101,11 +139,14 @@ impl Control for Service {
         if !*self.leader.borrow() {
             return Err(Status::unavailable("not the leader; try another operator"));
         }
+        let peer = req.remote_addr().map(|a| a.ip().to_canonical());
         let token = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
             .map(str::to_string);
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
@@ -121,12 +162,7 @@ impl Control for Service {
                 "Hello needs a node name and a protocol version",
             ));
         }
-        let Some(token) = token else {
-            return Err(self.refuse(&node, &Refusal::NoToken));
-        };
-        if let Err(r) = self.auth.check(&token, &node).await {
-            return Err(self.refuse(&node, &r));
-        }
+        self.admit(&node, token, peer).await?;
         let (tx, rx) = mpsc::channel(OUTBOX);
         let holding = hello
             .holding
@@ -209,6 +245,7 @@ pub async fn run(
         auth,
         leader,
         metrics: metrics.clone(),
+        refusals_logged: LogOnce::new(REFUSAL_LOG_INTERVAL),
     };
     let (certs, _) =
         crate::serving_cert::start("control", settings.certs, metrics.clone(), shutdown.clone())?;

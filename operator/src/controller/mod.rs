@@ -77,6 +77,8 @@ struct Controller {
     announced: HashMap<ServiceKey, Announced>,
     /// `barelb_nodes_ready` has been set once.
     nodes_counted: bool,
+    /// The hub has had the nodes' addresses once.
+    sources_published: bool,
 }
 
 /// Runs until `shutdown` turns true.
@@ -197,6 +199,7 @@ impl Controller {
             peers_read: false,
             announced: HashMap::new(),
             nodes_counted: false,
+            sources_published: false,
         }
     }
 
@@ -223,6 +226,10 @@ impl Controller {
             self.nodes_counted = true;
         }
         let Some(hub) = &self.hub else { return };
+        if self.index.nodes.synced() && (self.touched.nodes || !self.sources_published) {
+            hub.set_node_sources(inputs::node_sources(&self.index));
+            self.sources_published = true;
+        }
         if (self.touched.peers || !self.peers_read) && self.index.secrets.synced() {
             self.peer_configs = inputs::peer_configs(&self.index, &self.settings.namespace);
             self.peers_read = true;

@@ -13,25 +13,77 @@ use super::{Instance, Operator};
 
 pub const RELAY_PORT: &str = "9444";
 
+/// Where the operator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorAt {
+    /// The root namespace (next to the apiserver), its control channel on
+    /// a Unix socket that the "relay" namespace forwards to: connections
+    /// reach it without their source address.
+    Root,
+    /// Namespace "operator" on the lab network, its control channel on TCP
+    /// there, so it sees each speaker's real address; the apiserver is
+    /// relayed into the namespace on the same 127.0.0.1 port.
+    Namespace,
+}
+
 pub struct Cluster {
     pub inst: Instance,
     pub topo: Topology,
     pub op: Operator,
-    _relay: Process,
+    _relays: Vec<Process>,
+    _root_relay: Option<RootProcess>,
     pub dir: std::path::PathBuf,
     pub op_ns: String,
     pub ca: std::path::PathBuf,
-    /// The operator's metrics endpoint (loopback HOST:PORT).
+    /// The operator's metrics endpoint (HOST:PORT on its loopback).
     pub metrics: String,
+    /// What speakers dial.
+    pub operator_url: String,
+    at: OperatorAt,
     /// Flags every operator of this cluster gets besides the control ones.
     extra: Vec<String>,
+}
+
+/// A process in the root namespace, killed on drop.
+struct RootProcess(std::process::Child);
+
+impl Drop for RootProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Cluster {
     /// A new operator on the same socket, namespace and flags as the first.
     pub fn start_operator(&mut self) -> Operator {
         let (metrics, extra) = (self.metrics.clone(), self.extra.clone());
-        start_control_operator(&mut self.inst, &self.dir, &self.op_ns, &metrics, &extra)
+        start_control_operator(
+            &mut self.inst,
+            &self.topo,
+            self.at,
+            &self.dir,
+            &self.op_ns,
+            &metrics,
+            &extra,
+        )
+    }
+
+    /// The operator's metrics (OpenMetrics text; "" while it does not answer).
+    pub fn scrape(&self) -> String {
+        match self.at {
+            OperatorAt::Root => super::http_get(&self.metrics, "/metrics"),
+            OperatorAt::Namespace => {
+                let url = format!("http://{}/metrics", self.metrics);
+                let out = self
+                    .topo
+                    .host("operator")
+                    .ns
+                    .exec_output(&["curl", "-s", "--max-time", "5", &url])
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        }
     }
 
     /// A rolling restart: the operator is stopped (SIGTERM) and a new one
@@ -63,9 +115,12 @@ impl Cluster {
         ));
         assert!(out.status.success(), "{}", output_text(&out));
         self.inst.guard("node", &node);
+        // Its address on the lab network, as a kubelet would report it.
+        let address = self.topo.host(role).ipv4.to_string();
         let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
             "reason": "KubeletReady", "message": "lab", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "addresses": [{"type": "InternalIP", "address": address}]}});
         let out = lab.kubectl(&[
             "patch",
             "node",
@@ -115,8 +170,18 @@ impl Cluster {
         node: &str,
         token: &std::path::Path,
     ) -> (Process, std::path::PathBuf) {
+        self.speaker_with_ca(role, node, token, &self.ca)
+    }
+
+    /// [`Cluster::speaker`] trusting `ca` (a rogue without the real CA).
+    pub fn speaker_with_ca(
+        &self,
+        role: &str,
+        node: &str,
+        token: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> (Process, std::path::PathBuf) {
         let host = self.topo.host(role);
-        let relay = self.topo.host("relay").ipv4;
         let log = self.dir.join(format!("speaker-{role}-{node}.log"));
         let bin = barelb_testsupport::binary("barelb-speaker");
         let p = host
@@ -126,13 +191,13 @@ impl Cluster {
                     bin.to_str().unwrap(),
                     "run",
                     "--operator",
-                    &format!("https://{relay}:{RELAY_PORT}"),
+                    &self.operator_url,
                     "--node",
                     node,
                     "--token-file",
                     token.to_str().unwrap(),
                     "--ca-file",
-                    self.ca.to_str().unwrap(),
+                    ca.to_str().unwrap(),
                     "--interface",
                     &host.ifname,
                     "--announce-interval-ms",
@@ -145,24 +210,32 @@ impl Cluster {
     }
 }
 
-/// An operator serving the control channel on `dir`/control.sock.
+/// An operator serving the control channel where `at` says.
 fn start_control_operator(
     inst: &mut Instance,
+    topo: &Topology,
+    at: OperatorAt,
     dir: &std::path::Path,
     op_ns: &str,
     metrics: &str,
     extra: &[String],
 ) -> Operator {
-    let sock = dir.join("control.sock");
+    let listen = match at {
+        OperatorAt::Root => format!("unix:{}", dir.join("control.sock").display()),
+        OperatorAt::Namespace => format!("{}:{RELAY_PORT}", topo.host("operator").ipv4),
+    };
     let mut args = vec![
         "--control-addr".to_string(),
-        format!("unix:{}", sock.display()),
+        listen,
         "--speaker-service-account".to_string(),
         format!("{op_ns}/barelb-speaker"),
     ];
     args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    inst.operator_at(metrics, &args)
+    match at {
+        OperatorAt::Root => inst.operator_at(metrics, &args),
+        OperatorAt::Namespace => inst.operator_in(&topo.host("operator").ns, metrics, &args),
+    }
 }
 
 pub async fn cluster(test: &str, roles: &[&str]) -> Cluster {
@@ -171,15 +244,83 @@ pub async fn cluster(test: &str, roles: &[&str]) -> Cluster {
 
 /// [`cluster`], its operators started with `extra` flags as well.
 pub async fn cluster_with(test: &str, roles: &[&str], extra: &[&str]) -> Cluster {
+    build(test, roles, extra, OperatorAt::Root).await
+}
+
+/// [`cluster_with`], the operator in namespace "operator" on the lab
+/// network: it sees each speaker's real source address.
+pub async fn cluster_in_namespace(test: &str, roles: &[&str], extra: &[&str]) -> Cluster {
+    build(test, roles, extra, OperatorAt::Namespace).await
+}
+
+/// The apiserver's loopback port, from the lab's kubeconfig.
+fn apiserver_port(inst: &Instance) -> String {
+    let text = std::fs::read_to_string(&inst.lab.kubeconfig).unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+        .expect("the lab kubeconfig names https://127.0.0.1:PORT")
+        .trim()
+        .to_string()
+}
+
+/// Relays the apiserver into the "operator" namespace at the same
+/// 127.0.0.1 port: one relay in the root namespace from a Unix socket,
+/// one in the namespace to it.
+fn relay_apiserver(
+    inst: &Instance,
+    topo: &Topology,
+    dir: &std::path::Path,
+) -> (RootProcess, Process) {
+    let port = apiserver_port(inst);
+    let sock = dir.join("apiserver.sock");
+    let bin = barelb_testsupport::binary("lab-relay");
+    let log = std::fs::File::create(dir.join("relay-apiserver-root.log")).unwrap();
+    let root = std::process::Command::new(&bin)
+        .args([
+            format!("unix:{}", sock.display()),
+            format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let root = RootProcess(root);
+    wait_until(
+        "the apiserver relay's socket",
+        Duration::from_secs(10),
+        || sock.exists(),
+    );
+    let inner = topo
+        .host("operator")
+        .ns
+        .spawn_logged(
+            &[
+                bin.to_str().unwrap(),
+                &format!("127.0.0.1:{port}"),
+                &format!("unix:{}", sock.display()),
+            ],
+            &dir.join("relay-apiserver-ns.log"),
+        )
+        .unwrap();
+    (root, inner)
+}
+
+async fn build(test: &str, roles: &[&str], extra: &[&str], at: OperatorAt) -> Cluster {
     let mut inst = Instance::new(test).await;
     let mut all = roles.to_vec();
-    all.extend(["client", "relay"]);
+    all.extend([
+        "client",
+        match at {
+            OperatorAt::Root => "relay",
+            OperatorAt::Namespace => "operator",
+        },
+    ]);
     let topo = Topology::build(&all).unwrap();
     let dir = barelb_testsupport::lab::lab_dir()
         .join("control")
         .join(&inst.id);
     std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("control.sock");
     let op_ns = format!("{}-op", inst.id);
     let out = inst.lab.kubectl(&["create", "namespace", &op_ns]);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -187,11 +328,28 @@ pub async fn cluster_with(test: &str, roles: &[&str], extra: &[&str]) -> Cluster
         .lab
         .kubectl(&["create", "serviceaccount", "barelb-speaker", "-n", &op_ns]);
     assert!(out.status.success(), "{}", output_text(&out));
-    let metrics = super::free_local_addr();
+    let mut relays = Vec::new();
+    let mut root_relay = None;
+    let (metrics, operator_url) = match at {
+        OperatorAt::Root => (
+            super::free_local_addr(),
+            format!("https://{}:{RELAY_PORT}", topo.host("relay").ipv4),
+        ),
+        OperatorAt::Namespace => {
+            let (root, inner) = relay_apiserver(&inst, &topo, &dir);
+            root_relay = Some(root);
+            relays.push(inner);
+            (
+                "127.0.0.1:9090".to_string(),
+                format!("https://{}:{RELAY_PORT}", topo.host("operator").ipv4),
+            )
+        }
+    };
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let op = start_control_operator(&mut inst, &dir, &op_ns, &metrics, &extra);
+    let op = start_control_operator(&mut inst, &topo, at, &dir, &op_ns, &metrics, &extra);
     // The operator publishes its control CA; speakers trust it.
     let ca = dir.join("ca.crt");
+    let sock = dir.join("control.sock");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = inst.lab.kubectl(&[
@@ -203,7 +361,8 @@ pub async fn cluster_with(test: &str, roles: &[&str], extra: &[&str]) -> Cluster
             "-o",
             "jsonpath={.data.ca\\.crt}",
         ]);
-        if out.status.success() && !out.stdout.is_empty() && sock.exists() {
+        let listening = at == OperatorAt::Namespace || sock.exists();
+        if out.status.success() && !out.stdout.is_empty() && listening {
             std::fs::write(&ca, &out.stdout).unwrap();
             break;
         }
@@ -214,27 +373,34 @@ pub async fn cluster_with(test: &str, roles: &[&str], extra: &[&str]) -> Cluster
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let relay_host = topo.host("relay");
-    let relay = relay_host
-        .ns
-        .spawn_logged(
-            &[
-                barelb_testsupport::binary("lab-relay").to_str().unwrap(),
-                &format!("{}:{RELAY_PORT}", relay_host.ipv4),
-                sock.to_str().unwrap(),
-            ],
-            &dir.join("relay.log"),
-        )
-        .unwrap();
+    if at == OperatorAt::Root {
+        let relay_host = topo.host("relay");
+        relays.push(
+            relay_host
+                .ns
+                .spawn_logged(
+                    &[
+                        barelb_testsupport::binary("lab-relay").to_str().unwrap(),
+                        &format!("{}:{RELAY_PORT}", relay_host.ipv4),
+                        &format!("unix:{}", sock.display()),
+                    ],
+                    &dir.join("relay.log"),
+                )
+                .unwrap(),
+        );
+    }
     Cluster {
         inst,
         topo,
         op,
-        _relay: relay,
+        _relays: relays,
+        _root_relay: root_relay,
         dir,
         op_ns,
         ca,
         metrics,
+        operator_url,
+        at,
         extra,
     }
 }

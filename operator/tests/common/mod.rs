@@ -167,12 +167,29 @@ impl Instance {
 
     /// Like [`Instance::operator`], serving metrics on `metrics_addr`.
     pub fn operator_at(&mut self, metrics_addr: &str, extra: &[&str]) -> Operator {
+        let cmd = Command::new(env!("CARGO_BIN_EXE_barelb-operator"));
+        self.spawn_operator(cmd, metrics_addr, extra)
+    }
+
+    /// Like [`Instance::operator_at`], inside network namespace `ns`
+    /// (where a relay must bring the apiserver to 127.0.0.1).
+    pub fn operator_in(
+        &mut self,
+        ns: &barelb_testsupport::netlab::Netns,
+        metrics_addr: &str,
+        extra: &[&str],
+    ) -> Operator {
+        let cmd = ns.command(env!("CARGO_BIN_EXE_barelb-operator"));
+        self.spawn_operator(cmd, metrics_addr, extra)
+    }
+
+    fn spawn_operator(&mut self, mut cmd: Command, metrics_addr: &str, extra: &[&str]) -> Operator {
         self.operators += 1;
         let logs = lab_dir().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("{}-operator-{}.log", self.id, self.operators));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_barelb-operator"))
+        let child = cmd
             .args([
                 "--load-balancer-class",
                 &self.class,
