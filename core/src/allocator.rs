@@ -73,6 +73,18 @@ pub enum Outcome {
     },
 }
 
+/// A Service's held addresses under its current request.
+#[derive(Debug, Default)]
+struct Held {
+    /// Still what it asks for.
+    fits: Vec<IpAddr>,
+    /// No longer asked for (the request changed): kept until the new
+    /// request is met.
+    superseded: Vec<IpAddr>,
+    /// Shared with another Service it may no longer share with.
+    conflicting: Vec<IpAddr>,
+}
+
 struct Failure(FailureReason, String);
 
 #[derive(Debug)]
@@ -196,10 +208,18 @@ impl Allocator {
                     "AddressPool {pool} (annotation barelb.io/pool) does not exist; name an existing pool"
                 ));
         }
-        let keep = self.still_valid(req);
-        // Drop what no longer fits the request.
-        let before = self.held.get(&req.key).cloned().unwrap_or_default();
-        for ip in before.iter().filter(|ip| !keep.contains(ip)) {
+        let Held {
+            fits: keep,
+            superseded,
+            conflicting,
+        } = self.sort_held(req);
+        // An address it may no longer share goes at once (two holders
+        // without a valid key would be a duplicate). What the changed
+        // request no longer asks for goes only once the request is met:
+        // a change that fails (a pool its policy forbids, a full pool, an
+        // address in use) leaves the Service what it had, as the webhook's
+        // denial of that change would have.
+        for ip in &conflicting {
             self.unhold(&req.key, ip);
         }
 
@@ -210,6 +230,7 @@ impl Allocator {
             .filter(|f| !keep.iter().any(|ip| Family::of(ip) == *f))
             .collect();
         if missing.is_empty() {
+            self.unhold_all(&req.key, &superseded);
             return self.allocated(req, Vec::new());
         }
         let mut warnings = Vec::new();
@@ -219,12 +240,21 @@ impl Allocator {
             self.allocate_from_pools(req, &keep, &missing, &mut warnings)
         };
         match result {
-            Ok(()) => self.allocated(req, warnings),
+            Ok(()) => {
+                self.unhold_all(&req.key, &superseded);
+                self.allocated(req, warnings)
+            }
             Err(Failure(reason, message)) => Outcome::Failed {
                 reason,
                 message,
                 kept: self.current(&req.key),
             },
+        }
+    }
+
+    fn unhold_all(&mut self, key: &ServiceKey, ips: &[IpAddr]) {
+        for ip in ips {
+            self.unhold(key, ip);
         }
     }
 
@@ -265,29 +295,33 @@ impl Allocator {
         }
     }
 
-    /// Held addresses that still satisfy `req`.
-    fn still_valid(&self, req: &Request) -> Vec<IpAddr> {
-        let held = self.held.get(&req.key).cloned().unwrap_or_default();
-        held.into_iter()
-            .filter(|ip| req.families.contains(&Family::of(ip)))
-            .filter(|ip| req.ips.is_empty() || req.ips.contains(ip))
-            .filter(|ip| match (&req.pool, self.pool_of(ip)) {
-                // A named pool must hold the address; outside every pool it is kept.
-                (Some(want), Some(have)) => *want == have,
-                _ => true,
-            })
-            .filter(|ip| {
-                let others = self
-                    .holders
-                    .get(ip)
-                    .map(|h| h.iter().filter(|k| **k != req.key).count())
-                    .unwrap_or(0);
-                others == 0
-                    || self
-                        .share_check(req, ip, self.pool_of(ip).as_deref())
-                        .is_ok()
-            })
-            .collect()
+    /// Sorts what `req.key` holds by what `req` makes of it.
+    fn sort_held(&self, req: &Request) -> Held {
+        let mut held = Held::default();
+        for ip in self.held.get(&req.key).cloned().unwrap_or_default() {
+            let others = self
+                .holders
+                .get(&ip)
+                .map(|h| h.iter().filter(|k| **k != req.key).count())
+                .unwrap_or(0);
+            let shareable = others == 0
+                || self
+                    .share_check(req, &ip, self.pool_of(&ip).as_deref())
+                    .is_ok();
+            let asked = req.families.contains(&Family::of(&ip))
+                && (req.ips.is_empty() || req.ips.contains(&ip))
+                && match (&req.pool, self.pool_of(&ip)) {
+                    // A named pool must hold the address; outside every pool it is kept.
+                    (Some(want), Some(have)) => *want == have,
+                    _ => true,
+                };
+            match (shareable, asked) {
+                (false, _) => held.conflicting.push(ip),
+                (true, true) => held.fits.push(ip),
+                (true, false) => held.superseded.push(ip),
+            }
+        }
+        held
     }
 
     fn share_check(&self, req: &Request, ip: &IpAddr, pool: Option<&str>) -> Result<(), String> {

@@ -9,67 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use barelb_testsupport::lab::output_text;
+use common::webhook::{namespace, refused, service_yaml, team_policy};
 use common::{Instance, TEST_LABEL, free_local_addr, http_get, ip, ips};
 use serde_json::json;
-
-/// A namespace labelled for this test (so its webhook sees it) and `labels`.
-fn namespace(t: &mut Instance, suffix: &str, labels: &[&str]) -> String {
-    let ns = format!("{}-{suffix}", t.id);
-    let out = t.lab.kubectl(&["create", "namespace", &ns]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let mut args = vec!["label".to_string(), "namespace".into(), ns.clone()];
-    args.push(format!("{TEST_LABEL}={}", t.id));
-    args.extend(labels.iter().map(|l| l.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = t.lab.kubectl(&args);
-    assert!(out.status.success(), "{}", output_text(&out));
-    t.guard("namespace", &ns);
-    ns
-}
-
-fn service_yaml(t: &Instance, ns: &str, name: &str, annotations: &str, spec_extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: {class}\n  ports: [{{port: 80}}]\n{spec_extra}",
-        class = t.class
-    )
-}
-
-/// Applies `yaml` expecting a webhook denial; returns kubectl's error line.
-fn refused(t: &Instance, yaml: &str, hook: &str) -> String {
-    let out = t.lab.apply(yaml);
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "expected a denial: {}",
-        output_text(&out)
-    );
-    let prefix = format!("admission webhook \"{hook}\" denied the request: ");
-    let line = text
-        .lines()
-        .find(|l| l.contains(&prefix))
-        .unwrap_or_else(|| panic!("no webhook denial in: {text}"));
-    line.split_once(&prefix).unwrap().1.to_string()
-}
-
-/// The team-match example policy, scoped to this test's pools and objects.
-fn team_policy(t: &Instance) -> String {
-    let text = std::fs::read_to_string(
-        barelb_testsupport::repo_root().join("policies/examples/team-match.yaml"),
-    )
-    .unwrap();
-    let name = format!("{}-team-match", t.id);
-    text.replace(
-        "name: team-match",
-        &format!("name: {name}\n  labels: {{{TEST_LABEL}: {}}}", t.id),
-    )
-    .replace(
-        "  poolSelector:\n",
-        &format!(
-            "  poolSelector:\n    matchLabels: {{{TEST_LABEL}: {}}}\n",
-            t.id
-        ),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_apply_is_refused_for_forbidden_claims_by_every_route() {

@@ -310,3 +310,84 @@ fn policy_denials_are_reported_and_other_pools_tried() {
         [ip("10.0.0.0")]
     );
 }
+
+#[derive(Debug)]
+struct DenyPool(&'static str);
+
+impl PolicyCheck for DenyPool {
+    fn check(&self, claim: &Claim<'_>) -> Decision {
+        if claim.pool.name == self.0 {
+            Decision::deny(format!("pool {} is closed", self.0))
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+/// Make before break: what the webhook would have refused, the allocator
+/// refuses leaving the Service what it had.
+#[test]
+fn a_changed_request_that_fails_keeps_the_old_address_until_one_is_met() {
+    let mut a = Allocator::new(Arc::new(DenyPool("closed")));
+    a.set_pools(vec![
+        pool("a", &["10.0.1.0/31"]),
+        pool("closed", &["10.0.2.0/30"]),
+        pool("full", &["10.0.3.0/32"]),
+        pool("open", &["10.0.4.0/30"]),
+    ]);
+    let _filler = {
+        let mut f = req("ns", "filler", 0);
+        f.pool = Some("full".into());
+        assert_eq!(ips_of(&a.reconcile(&f)), [ip("10.0.3.0")]);
+        f
+    };
+    let mut s = req("tenant", "s", 1);
+    let had = ips_of(&a.reconcile(&s));
+    assert_eq!(had, [ip("10.0.1.0")]);
+    // A forbidden pool, a full pool, an address in use: each refused, the
+    // old address kept (and still held: nobody else gets it).
+    s.pool = Some("closed".into());
+    let o = a.reconcile(&s);
+    assert_eq!(reason(&o), Some(FailureReason::PolicyDenied));
+    assert_eq!(ips_of(&o), had);
+    s.pool = Some("full".into());
+    let o = a.reconcile(&s);
+    assert_eq!(reason(&o), Some(FailureReason::PoolExhausted));
+    assert_eq!(ips_of(&o), had);
+    s.pool = None;
+    s.ips = vec![ip("10.0.3.0")];
+    let o = a.reconcile(&s);
+    assert_eq!(reason(&o), Some(FailureReason::IpInUse));
+    assert_eq!(ips_of(&o), had);
+    let mut other = req("ns", "other", 2);
+    other.ips = had.clone();
+    assert_eq!(reason(&a.reconcile(&other)), Some(FailureReason::IpInUse));
+    // A request that can be met moves it, and frees the old address.
+    s.ips = vec![];
+    s.pool = Some("open".into());
+    assert_eq!(ips_of(&a.reconcile(&s)), [ip("10.0.4.0")]);
+    assert_eq!(ips_of(&a.reconcile(&other)), had);
+}
+
+/// A sharer whose change breaks the sharing loses the shared address at
+/// once, even when its new request fails: one address, one owner.
+#[test]
+fn a_broken_sharing_releases_at_once_even_when_the_change_fails() {
+    let mut a = alloc(vec![pool("p", &["10.0.0.0/32"])]);
+    let mut web = req("ns", "web", 1);
+    web.sharing_key = Some("k".into());
+    let shared = ips_of(&a.reconcile(&web))[0];
+    let mut dns = req("ns", "dns", 2);
+    dns.sharing_key = Some("k".into());
+    dns.ports = vec![PortKey {
+        protocol: "UDP".into(),
+        port: 53,
+    }];
+    assert_eq!(ips_of(&a.reconcile(&dns)), [shared]);
+    // dns changes its key: it may no longer share, and the pool is full.
+    dns.sharing_key = Some("other".into());
+    let o = a.reconcile(&dns);
+    assert_eq!(reason(&o), Some(FailureReason::PoolExhausted), "{o:?}");
+    assert!(ips_of(&o).is_empty(), "{o:?}");
+    assert_eq!(a.current(&web.key).ips, [shared]);
+}

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod tls;
+pub mod webhook;
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
