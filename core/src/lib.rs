@@ -15,3 +15,4 @@ pub mod pools;
 pub mod request;
 pub mod selector;
 pub mod sharing;
+pub mod text;

@@ -86,7 +86,10 @@ impl Events {
     }
 
     /// Queues `event` on the object `on`.
-    pub fn publish(&self, event: Event, on: ObjectReference) {
+    pub fn publish(&self, mut event: Event, on: ObjectReference) {
+        if let Some(note) = &event.note {
+            event.note = Some(barelb_core::text::one_line(note).into_owned());
+        }
         // Fails only once the runtime (and its task) is gone.
         let _ = self.tx.send((event, on));
     }

@@ -71,7 +71,7 @@ impl ServiceStatus {
                     condition: Some(CondSpec {
                         status: "True",
                         reason,
-                        message,
+                        message: barelb_core::text::one_line(&message).into_owned(),
                     }),
                     pool: alloc.pool.clone(),
                 }
@@ -85,7 +85,7 @@ impl ServiceStatus {
                 condition: Some(CondSpec {
                     status: "False",
                     reason: reason.as_str().to_string(),
-                    message: message.clone(),
+                    message: barelb_core::text::one_line(message).into_owned(),
                 }),
                 pool: None,
             },
@@ -245,7 +245,7 @@ pub fn pool_status_patch(pool: &AddressPool, alloc: &Allocator, now: &str) -> Op
         .join(" ");
     let (status, reason, message) = match alloc.readiness(&name) {
         Some(Ok(())) => ("True", "InForce", "addresses are allocatable".to_string()),
-        Some(Err(why)) => ("False", "Invalid", why),
+        Some(Err(why)) => ("False", "Invalid", barelb_core::text::one_line(&why).into_owned()),
         None => ("Unknown", "Pending", "not yet processed".to_string()),
     };
     let current = pool.status.clone().unwrap_or_default();

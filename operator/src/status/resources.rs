@@ -183,7 +183,7 @@ fn status_patch(
     st["observedGeneration"] = json!(generation);
     st["conditions"] = json!([{
         "type": conditions::READY, "status": ready.status, "reason": ready.reason,
-        "message": ready.message, "lastTransitionTime": time, "observedGeneration": generation,
+        "message": barelb_core::text::one_line(&ready.message), "lastTransitionTime": time, "observedGeneration": generation,
     }]);
     if current == st {
         return None;

@@ -204,13 +204,16 @@ async fn validate(
             .inc();
     }
     if let Some(msg) = &review.denial {
+        // Denials quote what users wrote: kept on one line for kubectl.
+        let msg = barelb_core::text::one_line(msg);
         tracing::info!(kind, object = %name, op = ?op, dry_run, message = %msg, "denied");
         resp = resp.deny(msg);
     } else {
         tracing::debug!(kind, object = %name, op = ?op, "allowed");
     }
     if !review.warnings.is_empty() {
-        resp.warnings = Some(review.warnings);
+        let one_line = |w: String| barelb_core::text::one_line(&w).into_owned();
+        resp.warnings = Some(review.warnings.into_iter().map(one_line).collect());
     }
     Json(resp.into_review())
 }
