@@ -41,7 +41,9 @@ pub struct Bgp {
     running: BTreeMap<String, Running>,
 }
 
-fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
+/// A BGPPeer from the operator as a session's configuration, or why it
+/// cannot be one (also the control-message fuzz target's entry point).
+pub fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
     let addr: IpAddr = p
         .address
         .parse()
@@ -79,6 +81,52 @@ fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
         next_hop_v4: None,
         next_hop_v6: None,
     })
+}
+
+/// The table of `routes` for `peer`, each route that cannot be announced
+/// noted in `errors` (also the control-message fuzz target's entry point).
+pub fn route_table<'a>(
+    routes: impl IntoIterator<Item = &'a BgpRoute>,
+    peer: &str,
+    errors: &mut Vec<String>,
+) -> Table {
+    let mut t = Table::new();
+    for r in routes {
+        if !r.peers.iter().any(|p| p == peer) {
+            continue;
+        }
+        let Ok(ip) = r.ip.parse::<IpAddr>() else {
+            errors.push(format!("bad route address {:?}", r.ip));
+            continue;
+        };
+        let agg = r.aggregation_length.and_then(|l| u8::try_from(l).ok());
+        let Some(prefix) = prefix_for(ip, agg) else {
+            errors.push(format!("aggregation length does not fit {ip}"));
+            continue;
+        };
+        let communities: Result<Vec<u32>, String> =
+            r.communities.iter().map(|c| config::community(c)).collect();
+        let large: Result<Vec<(u32, u32, u32)>, String> = r
+            .large_communities
+            .iter()
+            .map(|c| config::large_community(c))
+            .collect();
+        match (communities, large) {
+            (Ok(communities), Ok(large_communities)) => {
+                t.insert(
+                    prefix,
+                    RouteAttrs {
+                        communities,
+                        large_communities,
+                        local_pref: r.local_pref,
+                        med: None,
+                    },
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => errors.push(format!("route {ip}: {e}")),
+        }
+    }
+    t
 }
 
 impl Bgp {
@@ -153,43 +201,7 @@ impl Bgp {
     }
 
     fn table_for(&self, peer: &str, errors: &mut Vec<String>) -> Table {
-        let mut t = Table::new();
-        for r in self.routes.values() {
-            if !r.peers.iter().any(|p| p == peer) {
-                continue;
-            }
-            let Ok(ip) = r.ip.parse::<IpAddr>() else {
-                errors.push(format!("bad route address {:?}", r.ip));
-                continue;
-            };
-            let agg = r.aggregation_length.and_then(|l| u8::try_from(l).ok());
-            let Some(prefix) = prefix_for(ip, agg) else {
-                errors.push(format!("aggregation length does not fit {ip}"));
-                continue;
-            };
-            let communities: Result<Vec<u32>, String> =
-                r.communities.iter().map(|c| config::community(c)).collect();
-            let large: Result<Vec<(u32, u32, u32)>, String> = r
-                .large_communities
-                .iter()
-                .map(|c| config::large_community(c))
-                .collect();
-            match (communities, large) {
-                (Ok(communities), Ok(large_communities)) => {
-                    t.insert(
-                        prefix,
-                        RouteAttrs {
-                            communities,
-                            large_communities,
-                            local_pref: r.local_pref,
-                            med: None,
-                        },
-                    );
-                }
-                (Err(e), _) | (_, Err(e)) => errors.push(format!("route {ip}: {e}")),
-            }
-        }
-        t
+        route_table(self.routes.values(), peer, errors)
     }
 
     /// The BFD session for a peer that asks for one (its state, which the
