@@ -265,21 +265,8 @@ fn minted_token(c: &common::control::Cluster, pod: &str, exp: u64) -> String {
         b64url(claims.to_string().as_bytes())
     );
     let key = barelb_testsupport::lab::lab_dir().join("state/sa.key");
-    let mut child = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(&key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(signed.as_bytes())
-        .unwrap();
-    let sig = child.wait_with_output().unwrap();
+    let key = key.display().to_string();
+    let sig = common::tls::openssl(&["dgst", "-sha256", "-sign", &key], signed.as_bytes());
     assert!(sig.status.success());
     format!("{signed}.{}", b64url(&sig.stdout))
 }

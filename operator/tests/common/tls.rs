@@ -82,25 +82,25 @@ pub fn served_leaf(t: &Target) -> String {
     format!("{}-----END CERTIFICATE-----\n", &text[begin..end])
 }
 
-/// `openssl x509 -noout ARGS` on `pem`: (success, output).
-pub fn x509(pem: &str, args: &[&str]) -> (bool, String) {
+/// `openssl ARGS` with `input` on its standard input.
+pub fn openssl(args: &[&str], input: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new("openssl")
-        .arg("x509")
-        .arg("-noout")
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("openssl x509");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pem.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .expect("run openssl (apt: openssl)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `openssl x509 -noout ARGS` on `pem`: (success, output).
+pub fn x509(pem: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["x509", "-noout"];
+    all.extend(args);
+    let out = openssl(&all, pem.as_bytes());
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
