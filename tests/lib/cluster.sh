@@ -207,6 +207,11 @@ healthzBindAddress: 127.0.0.1
 readOnlyPort: 0
 podLogsDir: $dir/pods-logs
 evictionHard: {memory.available: 1Mi}
+# Never collect images: the nodes share the host's disk with the builds
+# (usage near 85 % of it once made the kubelets delete the pause image,
+# which cannot be pulled here, and no Pod could start again).
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 enforceNodeAllocatable: []
 makeIPTablesUtilChains: false
 resolvConf: ""
