@@ -35,7 +35,8 @@ use support::{Operator, run_kubectl};
 struct Seen {
     /// First address each live Service had.
     first: BTreeMap<String, String>,
-    moved: BTreeSet<String>,
+    /// Name → (first address, the other seen).
+    moved: BTreeMap<String, (String, String)>,
     max_duplicates: usize,
     samples: usize,
 }
@@ -54,7 +55,7 @@ impl Seen {
             };
             let first = self.first.entry(name.clone()).or_insert_with(|| ip.clone());
             if *first != ip {
-                self.moved.insert(name.clone());
+                self.moved.insert(name.clone(), (first.clone(), ip.clone()));
             }
             *holders.entry(ip).or_default() += 1;
         }
@@ -194,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
     let mut last_kill = Instant::now();
     let mut alive: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut ops: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
     while Instant::now() < until {
         let now = Instant::now();
         if now >= next_leader_kill || now >= next_standby_kill {
@@ -212,21 +214,37 @@ async fn main() -> anyhow::Result<()> {
             seen.sample(&list.items);
             next_sample += Duration::from_secs(5);
         }
-        if now >= next_op {
-            // One create and one delete (of a random live Service).
-            let name = format!("churn-{created}");
-            bulk::create_one(&api, &name, "churn", &spec).await?;
-            alive.push(name);
-            created += 1;
+        while now >= next_op {
+            // One create and one delete (of a random live Service, never
+            // the one just made), each in a task of its own so that a slow
+            // answer does not lower the rate.
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let victim = alive.swap_remove((rng % alive.len() as u64) as usize);
-            api.delete(&victim, &DeleteParams::default()).await?;
+            let name = format!("churn-{created}");
+            alive.push(name.clone());
+            let (api_c, spec_c) = (api.clone(), spec.clone());
+            ops.spawn(async move { bulk::create_one(&api_c, &name, "churn", &spec_c).await });
+            let api_d = api.clone();
+            ops.spawn(async move {
+                match api_d.delete(&victim, &DeleteParams::default()).await {
+                    // Made so recently its create is still on the way.
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    r => r.map(|_| ()).map_err(Into::into),
+                }
+            });
+            created += 1;
             deleted += 1;
             next_op += every;
         }
+        while let Some(done) = ops.try_join_next() {
+            done??;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while let Some(done) = ops.join_next().await {
+        done??;
     }
     eprintln!(
         "chaos-operator: {minutes} min of churn: {created} created, {deleted} deleted, {kills} operators SIGKILLed"
@@ -269,6 +287,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = run_kubectl(&lab, &["delete", "namespace", &ns, "--wait=false"]);
     let _ = run_kubectl(&lab, &["delete", "addresspool", &id, "--wait=false"]);
+    for (name, (first, then)) in seen.moved.iter().take(10) {
+        eprintln!("chaos-operator: {name} moved from {first} to {then}");
+    }
     if seen.max_duplicates > 0 || !seen.moved.is_empty() || unaddressed > 0 {
         bail!("chaos-operator: duplicates, moves or unaddressed Services (above)");
     }
