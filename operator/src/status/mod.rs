@@ -245,7 +245,11 @@ pub fn pool_status_patch(pool: &AddressPool, alloc: &Allocator, now: &str) -> Op
         .join(" ");
     let (status, reason, message) = match alloc.readiness(&name) {
         Some(Ok(())) => ("True", "InForce", "addresses are allocatable".to_string()),
-        Some(Err(why)) => ("False", "Invalid", barelb_core::text::one_line(&why).into_owned()),
+        Some(Err(why)) => (
+            "False",
+            "Invalid",
+            barelb_core::text::one_line(&why).into_owned(),
+        ),
         None => ("Unknown", "Pending", "not yet processed".to_string()),
     };
     let current = pool.status.clone().unwrap_or_default();
