@@ -35,8 +35,8 @@ struct Row {
     name: &'static str,
     annotations: String,
     spec: String,
-    /// A Service applied first (same name) that this row then changes.
-    before: Option<(String, String)>,
+    /// The claim is an update: the Service is applied first without one.
+    update: bool,
     outcome: Outcome,
 }
 
@@ -52,7 +52,7 @@ fn row(
         name,
         annotations: annotations.into(),
         spec: spec.into(),
-        before: None,
+        update: false,
         outcome,
     }
 }
@@ -66,7 +66,7 @@ fn update(
     outcome: Outcome,
 ) -> Row {
     Row {
-        before: Some((String::new(), String::new())),
+        update: true,
         ..row(route, name, annotations, spec, outcome)
     }
 }
@@ -113,14 +113,7 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_gets_no_address_of_a_forbidden_pool_by_any_route() {
     let mut t = Instance::new("operator::a_tenant_gets_no_address_of_a_forbidden_pool").await;
-    let lease = [
-        "--lease-duration",
-        "2s",
-        "--renew-deadline",
-        "1s",
-        "--retry-period",
-        "500ms",
-    ];
+    let lease = common::FAST_LEASE;
     let (mut op, _) = t.webhook_operator(&free_local_addr(), &lease);
     let web = namespace(&mut t, "web", &["team=web"]);
     let db = namespace(&mut t, "db", &["team=db"]);
@@ -237,7 +230,7 @@ async fn a_tenant_gets_no_address_of_a_forbidden_pool_by_any_route() {
                 None => y,
             }
         };
-        if r.before.is_some() {
+        if r.update {
             let out = t.lab.apply(&yaml("", ""));
             assert!(out.status.success(), "{}", output_text(&out));
             eventually(&format!("{} is addressed first", r.name), 30, || async {
@@ -303,7 +296,7 @@ async fn a_tenant_gets_no_address_of_a_forbidden_pool_by_any_route() {
         }
         let name = format!("{}-down", r.name);
         let svc = |ann: &str, spec: &str| service_yaml(&t, &db, &name, ann, spec);
-        if r.before.is_some() {
+        if r.update {
             let out = t.lab.apply(&svc("", ""));
             assert!(out.status.success(), "{}", output_text(&out));
             eventually(&format!("{name} is addressed first"), 30, || async {
