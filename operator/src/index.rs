@@ -268,6 +268,9 @@ impl Index {
     pub fn apply(&mut self, change: Change, touched: &mut Touched) {
         match change {
             Change::Service(ev) => {
+                if self.is_stale_service_event(&ev) {
+                    return;
+                }
                 let keys = self.services.handle(
                     ev,
                     |s| Some((ServiceKey::of(&s), trim(s))),
@@ -390,6 +393,38 @@ impl Index {
             .collect()
     }
 
+    /// Whether a Service event is older than what the index holds: after a
+    /// consistent read ([`Index::refresh_services`]) the watch may still
+    /// deliver events from before it, which must not undo it.
+    fn is_stale_service_event(&self, ev: &Event<Service>) -> bool {
+        let (Event::Apply(svc) | Event::Delete(svc)) = ev else {
+            return false;
+        };
+        let held = self
+            .services
+            .get(&ServiceKey::of(svc))
+            .map(resource_version);
+        held.is_some_and(|held| held > resource_version(svc))
+    }
+
+    /// Takes Services from a consistent read of the apiserver, each only
+    /// where it is newer than what the watch delivered. Services missing from
+    /// the read stay until their watch deletion arrives (keeping a deleted
+    /// Service's addresses a moment longer moves nothing). Returns how many
+    /// were newer.
+    pub fn refresh_services(&mut self, read: Vec<Service>) -> usize {
+        let mut newer = 0;
+        for svc in read {
+            let key = ServiceKey::of(&svc);
+            let held = self.services.get(&key).map(resource_version);
+            if held.is_none_or(|held| held < resource_version(&svc)) {
+                self.services.items.insert(key, trim(svc));
+                newer += 1;
+            }
+        }
+        newer
+    }
+
     /// Whether every watch has delivered its first full list.
     pub fn synced(&self) -> bool {
         self.services.synced()
@@ -399,6 +434,16 @@ impl Index {
             && self.nodes.synced()
             && self.endpoint_slices.synced()
     }
+}
+
+/// An object's resourceVersion as a number (etcd's revision; 0 when absent
+/// or not a number, which only a non-etcd apiserver would send).
+pub fn resource_version<K: kube::Resource>(o: &K) -> u64 {
+    o.meta()
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Drops what the operator never reads from a Service, to keep the index

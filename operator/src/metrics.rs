@@ -287,10 +287,16 @@ impl Metrics {
 
     /// Counts one write to the Kubernetes API (`barelb_api_writes_total`).
     pub fn count_write(&self, kind: &str, ok: bool) {
+        self.count_write_result(kind, if ok { "ok" } else { "error" });
+    }
+
+    /// A write by result: `ok`, `error`, or `conflict` (refused because the
+    /// object changed since it was read; retried from the newer version).
+    pub fn count_write_result(&self, kind: &str, result: &str) {
         self.writes
             .get_or_create(&ResultLabels {
                 kind: kind.into(),
-                result: if ok { "ok" } else { "error" }.into(),
+                result: result.into(),
             })
             .inc();
     }

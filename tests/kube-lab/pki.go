@@ -26,12 +26,9 @@ type labPKI struct {
 	caPEM             []byte
 }
 
-// writePKI creates a fresh CA, a serving certificate for 127.0.0.1/::1/
-// localhost, the `kubernetes` Service's address and `extra`, and a
-// service-account signing key under dir. The lab is throwaway, so every
-// start gets new keys.
-func writePKI(dir string, extra []net.IP) (*labPKI, error) {
-	p := &labPKI{
+// pkiPaths names the files of the lab's PKI under dir.
+func pkiPaths(dir string) *labPKI {
+	return &labPKI{
 		CACert:            filepath.Join(dir, "ca.crt"),
 		CAKey:             filepath.Join(dir, "ca.key"),
 		ServingCert:       filepath.Join(dir, "apiserver.crt"),
@@ -39,6 +36,14 @@ func writePKI(dir string, extra []net.IP) (*labPKI, error) {
 		ServiceAccountKey: filepath.Join(dir, "sa.key"),
 		ServiceAccountPub: filepath.Join(dir, "sa.pub"),
 	}
+}
+
+// writePKI creates a fresh CA, a serving certificate for 127.0.0.1/::1/
+// localhost, the `kubernetes` Service's address and `extra`, and a
+// service-account signing key under dir. The lab is throwaway, so every
+// start gets new keys.
+func writePKI(dir string, extra []net.IP) (*labPKI, error) {
+	p := pkiPaths(dir)
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err

@@ -71,6 +71,7 @@ func serve(args []string) error {
 	port := fs.Int("port", 0, "apiserver secure port (0 = pick a free one)")
 	bind := fs.String("bind", "127.0.0.1", "address the apiserver binds and advertises (the lab's control-plane address when it has nodes)")
 	nodes := fs.Bool("nodes", false, "a cluster with nodes: also kube-scheduler and the workload and node controllers")
+	resume := fs.Bool("resume", false, "start again on what an earlier run left in --dir (its keys, token, ports and etcd data): the same cluster after a control-plane outage")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,31 +89,46 @@ func serve(args []string) error {
 	kubeconfigPath := filepath.Join(*dir, "kubeconfig")
 	_ = os.Remove(kubeconfigPath)
 
-	pki, err := writePKI(*dir, []net.IP{bindIP})
-	if err != nil {
-		return fmt.Errorf("pki: %w", err)
-	}
-	token, err := randomToken()
-	if err != nil {
-		return err
-	}
+	var pki *labPKI
+	var token string
+	var ports labPorts
+	var err error
 	tokenFile := filepath.Join(*dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(token+",lab-admin,lab-admin-uid,system:masters\n"), 0o600); err != nil {
-		return err
+	if *resume {
+		if pki, err = loadPKI(*dir); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		if token, err = readToken(tokenFile); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		if ports, err = readPorts(*dir); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+	} else {
+		if pki, err = writePKI(*dir, []net.IP{bindIP}); err != nil {
+			return fmt.Errorf("pki: %w", err)
+		}
+		if token, err = randomToken(); err != nil {
+			return err
+		}
+		if err := os.WriteFile(tokenFile, []byte(token+",lab-admin,lab-admin-uid,system:masters\n"), 0o600); err != nil {
+			return err
+		}
+		if ports, err = pickPorts(*port); err != nil {
+			return err
+		}
+		if err := writePorts(*dir, ports); err != nil {
+			return err
+		}
 	}
 
-	etcdURL, stopEtcd, err := startEtcd(filepath.Join(*dir, "etcd"))
+	etcdURL, stopEtcd, err := startEtcd(filepath.Join(*dir, "etcd"), ports)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	defer stopEtcd()
 
-	apiPort := *port
-	if apiPort == 0 {
-		if apiPort, err = freePort(); err != nil {
-			return err
-		}
-	}
+	apiPort := ports.API
 	server := "https://" + net.JoinHostPort(*bind, strconv.Itoa(apiPort))
 
 	// Both commands share process-global feature gates; the controller
@@ -286,15 +302,8 @@ func runControllerManager(opts *kcmoptions.KubeControllerManagerOptions, named c
 	return kcm.Run(ctx, c.Complete())
 }
 
-func startEtcd(dir string) (string, func(), error) {
-	clientPort, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	peerPort, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
+func startEtcd(dir string, ports labPorts) (string, func(), error) {
+	clientPort, peerPort := ports.EtcdClient, ports.EtcdPeer
 	cfg := embed.NewConfig()
 	cfg.Name = "lab"
 	cfg.Dir = dir

@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use barelb_core::request::{ClassPolicy, ServiceKey};
 use barelb_policies::Engine;
+use k8s_openapi::api::core::v1::Service;
 use kube::Client;
+use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::events::Events;
@@ -136,6 +138,9 @@ pub async fn run(
         c.metrics.set_ready(true);
         if !*leader.borrow() {
             c.follow();
+            continue;
+        }
+        if c.leading.is_none() && !c.catch_up(&leader).await {
             continue;
         }
         peers_changed |= c.touched.peers || c.leading.is_none();
@@ -261,6 +266,37 @@ impl Controller {
         self.touched = Touched::default();
     }
 
+    /// About to lead: a consistent read of every Service, so the rebuild
+    /// sees every status the last leader wrote, even one this replica's watch
+    /// has not delivered yet (else that Service would look unaddressed and
+    /// get another address). Retries while leading; false if leadership
+    /// went first.
+    async fn catch_up(&mut self, leader: &watch::Receiver<bool>) -> bool {
+        let started = Instant::now();
+        loop {
+            match read_all_services(&self.client).await {
+                Ok(read) => {
+                    let listed = read.len();
+                    let newer = self.index.refresh_services(read);
+                    tracing::info!(
+                        services = listed,
+                        newer,
+                        millis = started.elapsed().as_millis() as u64,
+                        "read every Service before rebuilding"
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read Services before leading; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if !*leader.borrow() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     /// Leading: reconcile what the batch touched (everything on becoming
     /// leader, or when pools, policies or namespaces changed) and write
     /// back what differs.
@@ -353,6 +389,22 @@ fn note_traces(hub: &Hub, writes: &[reconcile::Write]) {
         }
         if let Some(t) = barelb_runtime::TraceContext::of(&w.span) {
             hub.note_trace(&w.desired.ips, &t);
+        }
+    }
+}
+
+/// Every Service, read from the apiserver's storage (no resourceVersion:
+/// a consistent read, not its watch cache), in pages of 500.
+async fn read_all_services(client: &Client) -> Result<Vec<Service>, kube::Error> {
+    let api: Api<Service> = Api::all(client.clone());
+    let mut all = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        all.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(all),
         }
     }
 }

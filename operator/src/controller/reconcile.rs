@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
 
 use super::Settings;
-use crate::index::Index;
+use crate::index::{Index, resource_version};
 use crate::metrics::Metrics;
 use crate::policy::CelPolicies;
 use crate::retry::{Backoff, FailureLog};
@@ -31,6 +31,10 @@ pub(super) struct Write {
     pub observed: ServiceStatus,
     /// The Service's `reconcile` span; the write is its `status_write`.
     pub span: tracing::Span,
+    /// The resourceVersion the write was computed from: the apiserver
+    /// refuses it (409) if the Service changed since, e.g. a status a
+    /// deposed leader wrote that this one has not seen yet.
+    pub precondition: u64,
 }
 
 /// State that exists only while leading.
@@ -47,6 +51,12 @@ pub(super) struct Leading {
     pub backoff: Backoff<ServiceKey>,
     /// Refused status writes, summarised once per interval.
     pub failures: FailureLog,
+    /// Services whose write met a newer version (409): before the next
+    /// reconcile their allocation is taken again from their status, which
+    /// then wins over this replica's memory.
+    /// Keyed by the resourceVersion refused: resynced once the watch
+    /// delivers a newer one.
+    pub resync: HashMap<ServiceKey, u64>,
 }
 
 /// Whether `manager` wrote the Service's status: only then may this instance
@@ -102,6 +112,7 @@ pub(super) fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn Policy
         status_written: HashMap::new(),
         backoff: Backoff::default(),
         failures: FailureLog::new("Service status", FAILURE_LOG_INTERVAL),
+        resync: HashMap::new(),
     }
 }
 
@@ -134,8 +145,17 @@ pub(super) fn reconcile_keys(
             let freed = state.alloc.release(&key);
             metrics.releases.inc_by(freed.len() as u64);
             state.written.remove(&key);
+            state.resync.remove(&key);
             continue;
         };
+        if let Some(&refused) = state.resync.get(&key) {
+            if resource_version(svc) <= refused {
+                // The newer version is on its way through the watch.
+                continue;
+            }
+            state.resync.remove(&key);
+            resync(state, svc, class);
+        }
         let observed = ServiceStatus::observed(svc);
         // A span only for Services barelb serves or served: the others
         // (every Service in the cluster, on a new leader) are no one's trace.
@@ -173,12 +193,7 @@ pub(super) fn reconcile_keys(
             state.written.remove(&key);
             continue;
         }
-        let rv: u64 = svc
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
+        let rv = resource_version(svc);
         if let Some((last, written_rv)) = state.written.get(&key)
             && *last == desired
             && rv < *written_rv
@@ -190,15 +205,28 @@ pub(super) fn reconcile_keys(
             // Refused lately: its scheduled retry writes it.
             continue;
         }
+        let precondition = rv.max(state.written.get(&key).map_or(0, |(_, w)| *w));
         writes.push(Write {
             key,
             svc: svc.clone(),
             desired,
             observed,
             span,
+            precondition,
         });
     }
     writes
+}
+
+/// Takes `svc`'s allocation again from its status, as a new leader does:
+/// the status it was refused against is newer than this replica's memory.
+fn resync(state: &mut Leading, svc: &Service, class: &ClassPolicy) {
+    let key = ServiceKey::of(svc);
+    state.alloc.release(&key);
+    state.written.remove(&key);
+    if let Some(held) = request::held(svc, class) {
+        state.alloc.restore(&held.request(svc), &held.ips);
+    }
 }
 
 /// One Service's reconcile: the root of its trace.

@@ -154,3 +154,65 @@ fn another_instances_status_is_never_cleared() {
     let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
     assert!(writes.is_empty());
 }
+
+fn service_object(change: Change) -> Service {
+    match change {
+        Change::Service(Event::Apply(s)) => s,
+        _ => unreachable!("service() makes an Apply"),
+    }
+}
+
+#[test]
+fn a_consistent_read_before_the_rebuild_keeps_a_status_the_watch_had_not_delivered() {
+    // The watch shows `a` unaddressed (10); the last leader wrote .2 (11)
+    // just before it died. The read before the rebuild brings 11 in.
+    let mut idx = index(vec![service("a", "10", &[], None)]);
+    let newer = idx.refresh_services(vec![service_object(service(
+        "a",
+        "11",
+        &["198.51.100.2"],
+        Some("barelb-operator"),
+    ))]);
+    assert_eq!(newer, 1);
+    // The watch's late, older event does not undo it; a newer one applies.
+    let mut touched = Touched::default();
+    idx.apply(service("a", "10", &[], None), &mut touched);
+    assert!(touched.services.is_empty());
+    let mut state = leader(&idx);
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].desired.ips, writes[0].observed.ips, "moved");
+    assert_eq!(writes[0].precondition, 11);
+    idx.apply(
+        service("a", "12", &["198.51.100.2"], Some("barelb-operator")),
+        &mut touched,
+    );
+    assert_eq!(touched.services.len(), 1);
+}
+
+#[test]
+fn a_write_refused_as_stale_takes_the_newer_status_once_it_arrives() {
+    // This replica gave `a` .0 from a stale view (10); the apiserver refused
+    // the write (409): someone gave it .2 at 11.
+    let mut idx = index(vec![service("a", "10", &[], None)]);
+    let mut state = leader(&idx);
+    let metrics = Metrics::new();
+    let first = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &metrics);
+    assert_eq!(first[0].precondition, 10);
+    assert_eq!(first[0].desired.ips[0].to_string(), "198.51.100.0");
+    state.resync.insert(first[0].key.clone(), 10);
+    // Until the newer version arrives, nothing is written.
+    assert!(reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &metrics).is_empty());
+    let mut touched = Touched::default();
+    idx.apply(
+        service("a", "11", &["198.51.100.2"], Some("barelb-operator")),
+        &mut touched,
+    );
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &metrics);
+    // It keeps .2 (one write for the condition), and .0 is free again.
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].desired.ips, writes[0].observed.ips);
+    assert!(state.resync.is_empty());
+    let key = writes[0].key.clone();
+    assert_eq!(state.alloc.current(&key).ips[0].to_string(), "198.51.100.2");
+}

@@ -60,7 +60,7 @@ pub(super) async fn execute(
                 let span = tracing::info_span!(parent: &w.span, "status_write");
                 async move {
                     let res = write_service(client, settings, events, metrics, &w, &now).await;
-                    (w.key, w.desired, res)
+                    (w.key, w.desired, w.precondition, res)
                 }
                 .instrument(span)
             })
@@ -68,7 +68,7 @@ pub(super) async fn execute(
     );
     let mut watching = true;
     loop {
-        let (key, desired, res) = tokio::select! {
+        let (key, desired, precondition, res) = tokio::select! {
             r = results.next() => match r {
                 Some(r) => r,
                 None => return,
@@ -86,6 +86,14 @@ pub(super) async fn execute(
             Ok(rv) => {
                 state.backoff.succeeded(&key);
                 state.written.insert(key, (desired, rv));
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                // Someone wrote the Service since this replica last saw it
+                // (a deposed leader's late write, most likely): its status
+                // wins, taken again when the watch delivers it.
+                tracing::info!(service = %key, "status changed since it was read; taking it again");
+                state.written.remove(&key);
+                state.resync.insert(key, precondition);
             }
             Err(e) => {
                 let summary =
@@ -117,14 +125,19 @@ async fn write_service(
 ) -> Result<u64, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
     let pp = PatchParams::apply(&settings.field_manager).force();
+    let mut body = w.desired.status_patch(&w.svc, now);
+    if w.precondition > 0 {
+        body["metadata"]["resourceVersion"] = w.precondition.to_string().into();
+    }
     let res = api
-        .patch_status(
-            &w.key.name,
-            &pp,
-            &Patch::Apply(w.desired.status_patch(&w.svc, now)),
-        )
+        .patch_status(&w.key.name, &pp, &Patch::Apply(body))
         .await;
-    metrics.count_write("service_status", res.is_ok());
+    let result = match &res {
+        Ok(_) => "ok",
+        Err(kube::Error::Api(e)) if e.code == 409 => "conflict",
+        Err(_) => "error",
+    };
+    metrics.count_write_result("service_status", result);
     report_forbidden(events, w, &res);
     let updated = res?;
     for ev in w.desired.events(&w.observed) {
