@@ -67,6 +67,20 @@ impl Seen {
     }
 }
 
+/// How long a churn request may take. An overloaded lab apiserver can hold
+/// a create for its own 5-minute limit (etcd behind, its ClusterIP
+/// allocator waiting); such a request is counted as failed, not awaited.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn within(
+    limit: Duration,
+    f: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {limit:?}")))
+}
+
 /// Counts a request the loaded apiserver failed (a dropped connection):
 /// the churn goes on; the first few are printed.
 fn note_error(errors: &mut usize, e: &anyhow::Error) {
@@ -238,15 +252,17 @@ async fn main() -> anyhow::Result<()> {
             let name = format!("churn-{created}");
             alive.push(name.clone());
             let (api_c, spec_c) = (api.clone(), spec.clone());
-            ops.spawn(async move { bulk::create_one(&api_c, &name, "churn", &spec_c).await });
+            ops.spawn(within(REQUEST_TIMEOUT, async move {
+                bulk::create_one(&api_c, &name, "churn", &spec_c).await
+            }));
             let api_d = api.clone();
-            ops.spawn(async move {
+            ops.spawn(within(REQUEST_TIMEOUT, async move {
                 match api_d.delete(&victim, &DeleteParams::default()).await {
                     // Made so recently its create is still on the way.
                     Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
                     r => r.map(|_| ()).map_err(Into::into),
                 }
-            });
+            }));
             created += 1;
             deleted += 1;
             next_op += every;
@@ -279,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
         if missing == 0 || Instant::now() > deadline {
             break missing;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let converged = last_kill.elapsed();
     println!("| measure | value |");

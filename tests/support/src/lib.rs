@@ -2,6 +2,8 @@
 //!
 //! - [`argocd`]: a real Argo CD (controller, repo-server) against the lab,
 //!   with pool repos served by `git daemon` on loopback.
+//! - [`chaos`]: what the `scripts/chaos-*` runs share (operator metrics,
+//!   control-plane outages, ARP answers captured on the LAN).
 //! - [`jaeger`]: a real Jaeger receiving OTLP, its traces read back.
 //! - [`lab`]: the real kube-apiserver started by `tests/lab up` — find it,
 //!   run the version-matched kubectl against it, get a client. A test that
@@ -16,6 +18,7 @@
 
 pub mod argocd;
 pub mod bulk;
+pub mod chaos;
 pub mod cluster;
 pub mod install;
 pub mod jaeger;

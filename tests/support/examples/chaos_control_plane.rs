@@ -1,0 +1,167 @@
+//! `scripts/chaos-control-plane [MINUTES]`: barelb installed with Helm on
+//! the 3-node lab cluster, an L2 and a BGP Service polled every 10 ms by a
+//! client on the LAN; then two outages of MINUTES each (5; a quarter of a
+//! minute in a smoke run):
+//!
+//! 1. the control plane (apiserver, etcd, controllers: the lab's one process)
+//!    killed, and started again on its state;
+//! 2. the operator's Deployment scaled to 0, and back to 2.
+//!
+//! Per outage it prints the requests lost and the longest gap per Service,
+//! whether the L2 address's neighbour entry at the client changed, whether
+//! either Service's address, announcers or the router's next hops changed,
+//! and how long after the end of the outage the operator led again with
+//! every speaker connected. Fails on a lost request or anything moved.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)] // a chaos binary
+
+use std::time::{Duration, Instant};
+
+use barelb_testsupport::chaos::{lab_control_plane, wait_driving};
+use barelb_testsupport::cluster::{Cluster, LanRouter, cluster};
+use barelb_testsupport::install::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    ControlPlane,
+    OperatorScaledToZero,
+}
+
+impl Outage {
+    fn name(self) -> &'static str {
+        match self {
+            Outage::ControlPlane => "control plane killed",
+            Outage::OperatorScaledToZero => "operator scaled to 0",
+        }
+    }
+
+    fn begin(self, c: &Cluster) {
+        match self {
+            Outage::ControlPlane => lab_control_plane("stop"),
+            Outage::OperatorScaledToZero => scale_operator(c, 0),
+        }
+    }
+
+    fn end(self, c: &Cluster) {
+        match self {
+            Outage::ControlPlane => lab_control_plane("start"),
+            Outage::OperatorScaledToZero => scale_operator(c, 2),
+        }
+    }
+}
+
+fn scale_operator(c: &Cluster, replicas: usize) {
+    let r = format!("--replicas={replicas}");
+    ok(
+        c.lab
+            .kubectl(&["-n", NS, "scale", "deployment/barelb-operator", &r]),
+        "kubectl scale",
+    );
+}
+
+/// What must not change across an outage: each Service's address and
+/// announcers, and the router's next hops for the BGP address.
+#[derive(Debug, PartialEq, Eq)]
+struct Placement {
+    addresses: Vec<String>,
+    announcers: Vec<String>,
+    next_hops: Vec<String>,
+}
+
+fn placement(c: &Cluster, ns: &str, router: &LanRouter, bgp_vip: &str) -> Placement {
+    let services = ["web", "routed"];
+    Placement {
+        addresses: services.iter().map(|s| address(c, ns, s)).collect(),
+        announcers: services.iter().map(|s| announced(c, ns, s)).collect(),
+        next_hops: router.next_hops(&format!("{bgp_vip}/32")),
+    }
+}
+
+fn main() {
+    let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let minutes: f64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if smoke { 0.25 } else { 5.0 });
+    let outage = Duration::from_secs_f64(minutes * 60.0);
+    let c = cluster("chaos_control_plane");
+    load_images_built(if smoke { &["--debug"] } else { &[] });
+    let installed = install_with_helm(&c);
+    let router = c.router(3, 64501, 64500);
+    let w = workload(&c, true);
+    let client = c.client(104);
+    client.route_via("203.0.113.80/28", &router);
+    let vips = [address(&c, &w.ns, "web"), address(&c, &w.ns, "routed")];
+    let urls: Vec<String> = vips.iter().map(|v| format!("http://{v}/")).collect();
+    for u in &urls {
+        answers(&client, u);
+    }
+    wait_driving(&c, Duration::from_secs(60));
+    println!(
+        "{:<22} {:>7} {:>12} {:>9} {:>12} {:>9} {:>8} {:>6} {:>12}",
+        "outage",
+        "minutes",
+        "L2 lost",
+        "L2 gap ms",
+        "BGP lost",
+        "BGP gap ms",
+        "ARP flip",
+        "moved",
+        "recovered ms"
+    );
+    let mut failed = Vec::new();
+    for o in [Outage::ControlPlane, Outage::OperatorScaledToZero] {
+        let before = placement(&c, &w.ns, &router, &vips[1]);
+        let neigh = client.watch_neigh(&vips[..1]);
+        let mac = neigh.current(&vips[0]).unwrap_or_default();
+        let poller = client.poll(&urls, 10);
+        std::thread::sleep(Duration::from_secs(2));
+        let since = Instant::now();
+        o.begin(&c);
+        std::thread::sleep(outage);
+        o.end(&c);
+        let recovered = wait_driving(&c, Duration::from_secs(300));
+        // Long enough for anything the returning operator would move to move.
+        std::thread::sleep(Duration::from_secs(10));
+        let p = poller.stop();
+        let flipped = neigh
+            .wait_moved(&vips[0], &mac, since, Duration::ZERO)
+            .is_some();
+        let after = placement(&c, &w.ns, &router, &vips[1]);
+        let moved = before != after;
+        println!(
+            "{:<22} {minutes:>7} {:>5}/{:<6} {:>9} {:>5}/{:<6} {:>9} {:>8} {:>6} {:>12}",
+            o.name(),
+            p[0].failed,
+            p[0].requests,
+            p[0].longest_gap_ms,
+            p[1].failed,
+            p[1].requests,
+            p[1].longest_gap_ms,
+            if flipped { "yes" } else { "no" },
+            if moved { "yes" } else { "no" },
+            recovered.as_millis()
+        );
+        if p.iter().any(|p| p.failed > 0) {
+            failed.push(format!(
+                "{}: requests lost ({}, {})",
+                o.name(),
+                p[0].first_error,
+                p[1].first_error
+            ));
+        }
+        if moved || flipped {
+            failed.push(format!(
+                "{}: moved\n before {before:?}\n after  {after:?}",
+                o.name()
+            ));
+        }
+    }
+    drop(w);
+    drop(installed);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

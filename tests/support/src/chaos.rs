@@ -1,0 +1,313 @@
+//! What the `scripts/chaos-*` runs on the lab cluster share: barelb's
+//! operator read from its own metrics, the control plane stopped and
+//! started, and who answers ARP for an address, captured on the LAN.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, cluster_dir};
+use crate::install::NS;
+use crate::lab::output_text;
+
+/// `tests/lab control-plane VERB` on the cluster (`stop`: killed as a crash
+/// would; `start`: again on its state, keys and ports).
+pub fn lab_control_plane(verb: &str) {
+    let out = Command::new(crate::repo_root().join("tests/lab"))
+        .args(["control-plane", verb])
+        .env("BARELB_LAB_DIR", cluster_dir())
+        .output()
+        .expect("run tests/lab control-plane");
+    assert!(
+        out.status.success(),
+        "tests/lab control-plane {verb}: {}",
+        output_text(&out)
+    );
+}
+
+/// The metrics of every operator Pod (scraped from the host, which reaches
+/// Pod addresses), or None while any cannot be read.
+pub fn operator_metrics(c: &Cluster) -> Option<Vec<String>> {
+    let out = c.lab.kubectl(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=barelb-operator",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|ip| {
+            let url = format!("http://{ip}:9464/metrics");
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "2", &url])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        })
+        .collect()
+}
+
+/// The value of the first series of metric `name` (labels ignored).
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits until one operator leads with every node's speaker connected;
+/// returns how long that took. Panics after `within`.
+pub fn wait_driving(c: &Cluster, within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let driving = operator_metrics(c).is_some_and(|all| {
+            all.iter().any(|m| {
+                metric_value(m, "barelb_leader") == Some(1.0)
+                    && metric_value(m, "barelb_control_speakers_connected") == Some(c.nodes as f64)
+            })
+        });
+        if driving {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < within,
+            "no operator led with {} speakers connected within {within:?}",
+            c.nodes
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The node (`node-I`'s I) the leading operator Pod runs on.
+pub fn leader_node(c: &Cluster) -> Option<usize> {
+    let lease = c.json(&["-n", NS, "get", "lease", "barelb-operator"]);
+    let holder = lease["spec"]["holderIdentity"].as_str()?.to_string();
+    let pod = c.json(&["-n", NS, "get", "pod", &holder]);
+    pod["spec"]["nodeName"]
+        .as_str()?
+        .strip_prefix("node-")?
+        .parse()
+        .ok()
+}
+
+/// One ARP packet seen on the LAN.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArpPacket {
+    /// Seconds since the epoch.
+    pub at: f64,
+    /// 1 request, 2 reply.
+    pub opcode: u8,
+    pub sender_mac: String,
+    pub sender_ip: String,
+    pub target_ip: String,
+}
+
+/// Every ARP packet on the cluster's LAN bridge (tshark in the LAN
+/// namespace), while a client asks for one address every 100 ms by
+/// broadcast, so that every node claiming it answers. Stopped by PID on
+/// [`ArpCapture::stop`] or drop.
+#[derive(Debug)]
+pub struct ArpCapture {
+    tshark: Child,
+    arping: Child,
+    packets: Arc<Mutex<Vec<ArpPacket>>>,
+}
+
+impl ArpCapture {
+    /// Captures on `lan_ns`'s `br0` while `client_ns` asks for `vip`.
+    pub fn start(lan_ns: &str, client_ns: &str, vip: &str) -> ArpCapture {
+        let mut tshark = Command::new("ip")
+            .args([
+                "netns", "exec", lan_ns, "tshark", "-i", "br0", "-l", "-n", "-Q",
+            ])
+            .args(["-f", "arp", "-T", "fields", "-E", "separator=,"])
+            .args(["-e", "frame.time_epoch", "-e", "arp.opcode"])
+            .args(["-e", "arp.src.hw_mac", "-e", "arp.src.proto_ipv4"])
+            .args(["-e", "arp.dst.proto_ipv4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tshark");
+        let stdout = tshark.stdout.take().expect("piped stdout");
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&packets);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(p) = parse_arp_line(&line) {
+                    sink.lock().expect("capture lock").push(p);
+                }
+            }
+        });
+        // tshark needs a moment before it sees packets.
+        std::thread::sleep(Duration::from_secs(2));
+        let arping = Command::new("ip")
+            .args(["netns", "exec", client_ns, "arping", "-b", "-i", "0.1"])
+            .args(["-I", "eth0", vip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start arping");
+        ArpCapture {
+            tshark,
+            arping,
+            packets,
+        }
+    }
+
+    /// Stops both and returns what was captured.
+    pub fn stop(mut self) -> Vec<ArpPacket> {
+        self.kill();
+        // The reader thread drains what tshark wrote before it died.
+        std::thread::sleep(Duration::from_millis(500));
+        self.packets.lock().expect("capture lock").clone()
+    }
+
+    fn kill(&mut self) {
+        for child in [&mut self.arping, &mut self.tshark] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ArpCapture {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn parse_arp_line(line: &str) -> Option<ArpPacket> {
+    let f: Vec<&str> = line.split(',').collect();
+    if f.len() != 5 {
+        return None;
+    }
+    Some(ArpPacket {
+        at: f[0].parse().ok()?,
+        opcode: f[1].parse().ok()?,
+        sender_mac: f[2].to_lowercase(),
+        sender_ip: f[3].to_string(),
+        target_ip: f[4].to_string(),
+    })
+}
+
+/// Who answered for `vip` in each round (from one request of `asker`'s to
+/// the next): the distinct MACs of replies and announcements for it.
+pub fn answer_rounds(
+    packets: &[ArpPacket],
+    vip: &str,
+    asker: &str,
+) -> Vec<(f64, BTreeSet<String>)> {
+    let mut rounds: Vec<(f64, BTreeSet<String>)> = Vec::new();
+    for p in packets {
+        if p.opcode == 1 && p.target_ip == vip && p.sender_mac == asker {
+            rounds.push((p.at, BTreeSet::new()));
+        } else if p.sender_ip == vip
+            && let Some((_, macs)) = rounds.last_mut()
+        {
+            macs.insert(p.sender_mac.clone());
+        }
+    }
+    rounds
+}
+
+/// The longest run of consecutive rounds in which two or more MACs answered
+/// for the address, in seconds (from the first such round's request to the
+/// first round after the run), and how many rounds had two or more.
+pub fn longest_double_answer(rounds: &[(f64, BTreeSet<String>)]) -> (f64, usize) {
+    let mut longest = 0.0f64;
+    let mut doubled = 0;
+    let mut run_start: Option<f64> = None;
+    for (at, macs) in rounds {
+        if macs.len() > 1 {
+            doubled += 1;
+            run_start.get_or_insert(*at);
+        } else if let Some(start) = run_start.take() {
+            longest = longest.max(at - start);
+        }
+    }
+    if let (Some(start), Some((last, _))) = (run_start, rounds.last()) {
+        longest = longest.max(last - start);
+    }
+    (longest, doubled)
+}
+
+/// The MACs that answered for the address, in the order they took over:
+/// each change of the sole answerer starts a new entry.
+pub fn owners(rounds: &[(f64, BTreeSet<String>)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, macs) in rounds {
+        if macs.len() == 1
+            && let Some(mac) = macs.iter().next()
+            && out.last() != Some(mac)
+        {
+            out.push(mac.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(at: f64, opcode: u8, mac: &str, sip: &str, tip: &str) -> ArpPacket {
+        ArpPacket {
+            at,
+            opcode,
+            sender_mac: mac.into(),
+            sender_ip: sip.into(),
+            target_ip: tip.into(),
+        }
+    }
+
+    #[test]
+    fn rounds_double_answers_and_owners() {
+        let (vip, c) = ("198.19.0.230", "cc");
+        let ask = |at| pkt(at, 1, c, "198.19.0.104", vip);
+        let packets = vec![
+            ask(0.0),
+            pkt(0.01, 2, "aa", vip, "198.19.0.104"),
+            ask(0.1),
+            pkt(0.11, 2, "aa", vip, "198.19.0.104"),
+            // bb takes over (gratuitous), aa still answers: two rounds doubled.
+            pkt(0.15, 1, "bb", vip, vip),
+            ask(0.2),
+            pkt(0.21, 2, "aa", vip, "198.19.0.104"),
+            pkt(0.22, 2, "bb", vip, "198.19.0.104"),
+            ask(0.3),
+            pkt(0.31, 2, "bb", vip, "198.19.0.104"),
+            // Another address's packets are not counted.
+            pkt(0.32, 2, "dd", "198.19.0.231", "198.19.0.104"),
+            ask(0.4),
+            pkt(0.41, 2, "bb", vip, "198.19.0.104"),
+        ];
+        let rounds = answer_rounds(&packets, vip, c);
+        assert_eq!(rounds.len(), 5);
+        let (longest, doubled) = longest_double_answer(&rounds);
+        assert_eq!(doubled, 2);
+        assert!((longest - 0.2).abs() < 1e-9, "{longest}");
+        assert_eq!(owners(&rounds), ["aa", "bb"]);
+        assert_eq!(
+            parse_arp_line("1764840000.123,2,AA:bb:cc:00:00:01,198.19.0.230,198.19.0.104"),
+            Some(pkt(
+                1_764_840_000.123,
+                2,
+                "aa:bb:cc:00:00:01",
+                vip,
+                "198.19.0.104"
+            ))
+        );
+    }
+}
