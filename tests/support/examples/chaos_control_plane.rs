@@ -11,7 +11,10 @@
 //! whether the L2 address's neighbour entry at the client changed, whether
 //! either Service's address, announcers or the router's next hops changed,
 //! and how long after the end of the outage the operator led again with
-//! every speaker connected. Fails on a lost request or anything moved.
+//! every speaker connected (counted from the end of the outage: the control
+//! plane's start-up or the operator Pods' start included). A control row
+//! with nothing stopped comes first. Fails on a lost request or anything
+//! moved.
 #![allow(
     clippy::panic,
     clippy::unwrap_used,
@@ -27,6 +30,8 @@ use barelb_testsupport::install::*;
 
 #[derive(Clone, Copy, Debug)]
 enum Outage {
+    /// The control row: the same run with nothing stopped.
+    None,
     ControlPlane,
     OperatorScaledToZero,
 }
@@ -34,6 +39,7 @@ enum Outage {
 impl Outage {
     fn name(self) -> &'static str {
         match self {
+            Outage::None => "none (control row)",
             Outage::ControlPlane => "control plane killed",
             Outage::OperatorScaledToZero => "operator scaled to 0",
         }
@@ -41,16 +47,44 @@ impl Outage {
 
     fn begin(self, c: &Cluster) {
         match self {
+            Outage::None => {}
             Outage::ControlPlane => lab_control_plane("stop"),
-            Outage::OperatorScaledToZero => scale_operator(c, 0),
+            Outage::OperatorScaledToZero => {
+                scale_operator(c, 0);
+                wait_no_operator(c);
+            }
         }
     }
 
     fn end(self, c: &Cluster) {
         match self {
+            Outage::None => {}
             Outage::ControlPlane => lab_control_plane("start"),
             Outage::OperatorScaledToZero => scale_operator(c, 2),
         }
+    }
+}
+
+/// Waits until every operator Pod is gone (a stopping one still serves).
+fn wait_no_operator(c: &Cluster) {
+    let t = Instant::now();
+    loop {
+        let pods = c.json(&[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=barelb-operator",
+        ]);
+        if pods["items"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "operator Pods still there 90 s after scaling to 0"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -81,6 +115,30 @@ fn placement(c: &Cluster, ns: &str, router: &LanRouter, bgp_vip: &str) -> Placem
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// When each URL last lost a request, in seconds after the outage began.
+fn last_losses(p: &[barelb_testsupport::cluster::Polled], began_ms: u64) -> String {
+    p.iter()
+        .map(|p| {
+            if p.failed == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.1}",
+                    (p.last_failed_unix_ms as f64 - began_ms as f64) / 1000.0
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 fn main() {
     let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
     let minutes: f64 = std::env::args()
@@ -102,7 +160,7 @@ fn main() {
     }
     wait_driving(&c, Duration::from_secs(60));
     println!(
-        "{:<22} {:>7} {:>12} {:>9} {:>12} {:>9} {:>8} {:>6} {:>12}",
+        "{:<22} {:>7} {:>12} {:>9} {:>12} {:>9} {:>8} {:>6} {:>12}  last loss (s after the start)",
         "outage",
         "minutes",
         "L2 lost",
@@ -114,17 +172,26 @@ fn main() {
         "recovered ms"
     );
     let mut failed = Vec::new();
-    for o in [Outage::ControlPlane, Outage::OperatorScaledToZero] {
+    for o in [
+        Outage::None,
+        Outage::ControlPlane,
+        Outage::OperatorScaledToZero,
+    ] {
         let before = placement(&c, &w.ns, &router, &vips[1]);
         let neigh = client.watch_neigh(&vips[..1]);
         let mac = neigh.current(&vips[0]).unwrap_or_default();
         let poller = client.poll(&urls, 10);
         std::thread::sleep(Duration::from_secs(2));
         let since = Instant::now();
+        let began_ms = unix_ms();
         o.begin(&c);
         std::thread::sleep(outage);
+        // Recovery counts from the end of the outage: the control plane's
+        // own start-up, or the operator Pods' scheduling and start, included.
+        let ended = Instant::now();
         o.end(&c);
-        let recovered = wait_driving(&c, Duration::from_secs(300));
+        wait_driving(&c, Duration::from_secs(300));
+        let recovered = ended.elapsed();
         // Long enough for anything the returning operator would move to move.
         std::thread::sleep(Duration::from_secs(10));
         let p = poller.stop();
@@ -134,7 +201,7 @@ fn main() {
         let after = placement(&c, &w.ns, &router, &vips[1]);
         let moved = before != after;
         println!(
-            "{:<22} {minutes:>7} {:>5}/{:<6} {:>9} {:>5}/{:<6} {:>9} {:>8} {:>6} {:>12}",
+            "{:<22} {minutes:>7} {:>5}/{:<6} {:>9} {:>5}/{:<6} {:>9} {:>8} {:>6} {:>12}  {}",
             o.name(),
             p[0].failed,
             p[0].requests,
@@ -144,7 +211,8 @@ fn main() {
             p[1].longest_gap_ms,
             if flipped { "yes" } else { "no" },
             if moved { "yes" } else { "no" },
-            recovered.as_millis()
+            recovered.as_millis(),
+            last_losses(&p, began_ms)
         );
         if p.iter().any(|p| p.failed > 0) {
             failed.push(format!(

@@ -30,6 +30,11 @@ use barelb_testsupport::install::*;
 
 /// One announcement interval of the speaker (`--announce-interval-ms`).
 const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
+/// A double answer is measured in whole 100-ms rounds (from the first
+/// doubled round's request to the next clean one's), which can overstate it
+/// by a round and land a hair past a round's edge: 10 ms of slack for the
+/// latter, none for the former.
+const ROUND_SLACK: f64 = 0.010;
 
 /// The node (`node-I`'s I) the Service's Announced condition names.
 fn announcer(c: &Cluster, ns: &str) -> Option<usize> {
@@ -207,7 +212,7 @@ fn main() {
         "moves cut",
         "moves heal",
         "plan moves",
-        "2 answer ms",
+        "2 answer ms cut/heal",
         "lost",
         "gap ms"
     );
@@ -247,12 +252,14 @@ fn main() {
         heal_seq.dedup();
         let moves_heal = heal_seq.len().saturating_sub(1);
         let plan_moves = usize::from(plan_after != Some(moved_to));
-        let (double, _) = longest_double_answer(&rounds_seen);
+        let (double_cut, _) = longest_double_answer(&cut_rounds);
+        let (double_heal, _) = longest_double_answer(&heal_rounds);
         println!(
-            "{round:>5} {:>8} {:>7} {moves_cut:>10} {moves_heal:>10} {plan_moves:>12} {:>11.0} {:>4}/{:<5} {:>10}{}",
+            "{round:>5} {:>8} {:>7} {moves_cut:>10} {moves_heal:>10} {plan_moves:>12} {:>5.0}/{:<5.0} {:>4}/{:<5} {:>10}{}",
             format!("node-{owner}"),
             cut_for.as_secs(),
-            double * 1000.0,
+            double_cut * 1000.0,
+            double_heal * 1000.0,
             p[0].failed,
             p[0].requests,
             p[0].longest_gap_ms,
@@ -278,10 +285,12 @@ fn main() {
                 "round {round}: {moves_heal} changes after healing, the plan made {plan_moves}"
             ));
         }
-        if double > ANNOUNCE_INTERVAL.as_secs_f64() {
-            failed.push(format!(
-                "round {round}: two nodes answered for {double:.3} s (longer than one announcement interval)"
-            ));
+        for (phase, double) in [("cut", double_cut), ("healing", double_heal)] {
+            if double > ANNOUNCE_INTERVAL.as_secs_f64() + ROUND_SLACK {
+                failed.push(format!(
+                    "round {round}: two nodes answered for {double:.3} s around the {phase} (longer than one announcement interval)"
+                ));
+            }
         }
     }
     drop(w);

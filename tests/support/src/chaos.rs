@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,7 +121,9 @@ pub struct ArpPacket {
 #[derive(Debug)]
 pub struct ArpCapture {
     tshark: Child,
-    arping: Child,
+    /// Set to stop the asking thread.
+    stop: Arc<AtomicBool>,
+    asker: Option<std::thread::JoinHandle<()>>,
     packets: Arc<Mutex<Vec<ArpPacket>>>,
 }
 
@@ -128,9 +131,7 @@ impl ArpCapture {
     /// Captures on `lan_ns`'s `br0` while `client_ns` asks for `vip`.
     pub fn start(lan_ns: &str, client_ns: &str, vip: &str) -> ArpCapture {
         let mut tshark = Command::new("ip")
-            .args([
-                "netns", "exec", lan_ns, "tshark", "-i", "br0", "-l", "-n", "-Q",
-            ])
+            .args(["netns", "exec", lan_ns, "tshark", "-i", "br0", "-l", "-n"])
             .args(["-f", "arp", "-T", "fields", "-E", "separator=,"])
             .args(["-e", "frame.time_epoch", "-e", "arp.opcode"])
             .args(["-e", "arp.src.hw_mac", "-e", "arp.src.proto_ipv4"])
@@ -152,16 +153,15 @@ impl ArpCapture {
         });
         // tshark needs a moment before it sees packets.
         std::thread::sleep(Duration::from_secs(2));
-        let arping = Command::new("ip")
-            .args(["netns", "exec", client_ns, "arping", "-b", "-i", "0.1"])
-            .args(["-I", "eth0", vip])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start arping");
+        let stop = Arc::new(AtomicBool::new(false));
+        let asker = std::thread::spawn({
+            let (stop, ns, vip) = (Arc::clone(&stop), client_ns.to_string(), vip.to_string());
+            move || ask_every_100ms(&stop, &ns, &vip)
+        });
         ArpCapture {
             tshark,
-            arping,
+            stop,
+            asker: Some(asker),
             packets,
         }
     }
@@ -175,16 +175,42 @@ impl ArpCapture {
     }
 
     fn kill(&mut self) {
-        for child in [&mut self.arping, &mut self.tshark] {
-            let _ = child.kill();
-            let _ = child.wait();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.asker.take() {
+            let _ = t.join();
         }
+        let _ = self.tshark.kill();
+        let _ = self.tshark.wait();
     }
 }
 
 impl Drop for ArpCapture {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// One broadcast ARP request for `vip` from `ns` every 100 ms until `stop`
+/// (iputils arping takes whole seconds only, so one arping per request,
+/// each waiting at most a second; finished ones are reaped as it goes).
+fn ask_every_100ms(stop: &AtomicBool, ns: &str, vip: &str) {
+    let mut running: Vec<Child> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(child) = Command::new("ip")
+            .args(["netns", "exec", ns, "arping", "-b", "-c", "1", "-w", "1"])
+            .args(["-I", "eth0", vip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            running.push(child);
+        }
+        running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for mut c in running {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
