@@ -164,8 +164,6 @@ impl Control for Service {
         }
         self.admit(&node, token, peer).await?;
         let (tx, rx) = mpsc::channel(OUTBOX);
-        // Weak: the hub alone keeps the stream open (it ends it by dropping its sender).
-        let echo = tx.downgrade();
         let holding = hello
             .holding
             .iter()
@@ -204,9 +202,6 @@ impl Control for Service {
                             for c in &r.conflicts {
                                 tracing::warn!(node, address = %c.ip, other_mac = %c.mac, "speaker reports another host claiming an address");
                             }
-                            if !r.conflicts.is_empty() {
-                                answer_conflicts(&echo);
-                            }
                         }
                         Ok(Some(SpeakerMessage { msg: Some(speaker_message::Msg::Leaving(l)) })) => {
                             count("leaving");
@@ -234,21 +229,6 @@ impl Control for Service {
         let out = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(out)))
     }
-}
-
-/// Tells a speaker that reported a conflict that its operator hears it: an
-/// empty Delta of generation 0 (proto `Delta`). A speaker whose stream is
-/// silently cut gets no answer and yields the address to the host that
-/// claimed it, within its probe time rather than its keepalive timeout.
-fn answer_conflicts(echo: &mpsc::WeakSender<Result<OperatorMessage, Status>>) {
-    let Some(tx) = echo.upgrade() else { return };
-    let msg = OperatorMessage {
-        msg: Some(barelb_control::v1::operator_message::Msg::Delta(
-            barelb_control::v1::Delta::default(),
-        )),
-    };
-    // A full outbox means a stream the hub is about to end: nothing to say.
-    let _ = tx.try_send(Ok(msg));
 }
 
 /// Serves until `shutdown` turns true.

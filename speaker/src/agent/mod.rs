@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use barelb_control::v1::control_client::ControlClient;
 use barelb_control::v1::{
-    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, operator_message,
-    speaker_message,
+    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, speaker_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -98,17 +97,6 @@ impl Leave {
         }
         tracing::info!("handed over; stopping");
     }
-}
-
-/// How long the operator has to answer a conflict report before the stream
-/// is taken for lost: within one announcement interval (500 ms) of the new
-/// owner's first announcement, the cut speaker has yielded. The operator's own
-/// keepalive needs up to 750 ms to notice the cut, the speaker's up to 1.5 s.
-const CONFLICT_PROBE: Duration = Duration::from_millis(300);
-
-/// The operator's answer to a conflict report: an empty Delta of generation 0.
-fn is_conflict_answer(msg: &operator_message::Msg) -> bool {
-    matches!(msg, operator_message::Msg::Delta(d) if d.generation == 0 && *d == Default::default())
 }
 
 /// Conflicts seen while connected are remembered this long: if the stream
@@ -325,16 +313,8 @@ async fn session(
     // and with every other report: a report always carries all of them.
     let mut reported = Vec::new();
     let mut session_check = tokio::time::interval(Duration::from_millis(250));
-    // A conflict reported and not yet answered: the stream must prove alive by then.
-    let mut probe: Option<Instant> = None;
     loop {
         tokio::select! {
-            () = tokio::time::sleep_until(probe.unwrap_or(far)), if probe.is_some() => {
-                anyhow::bail!(
-                    "the operator did not answer a conflict report within {} ms: taking the stream for lost",
-                    CONFLICT_PROBE.as_millis()
-                );
-            }
             _ = session_check.tick() => {
                 let now = bgp.sessions();
                 if now != reported {
@@ -357,12 +337,7 @@ async fn session(
             }
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the operator closed the stream") };
-                // Anything from the operator answers a pending conflict probe.
-                probe = None;
                 let Some(msg) = m.msg else { continue };
-                if is_conflict_answer(&msg) {
-                    continue;
-                }
                 // Leaving: the routes are withdrawn and the sessions stay
                 // until the drain ends, whatever the operator says of BGP.
                 let applied = apply::apply(msg, apply::Target {
@@ -387,10 +362,7 @@ async fn session(
             }
             Some((addr, mac)) = conflicts.recv() => {
                 recent.insert(addr, (Instant::now(), mac.clone()));
-                // Connected: the operator decides; tell it. Its answer proves
-                // the stream alive; without one, the stream is lost and the
-                // address goes to the host that claimed it (yield rule).
-                probe.get_or_insert(Instant::now() + CONFLICT_PROBE);
+                // Connected: the operator decides; tell it.
                 reported = bgp.sessions();
                 out_tx.send(send(speaker_message::Msg::Report(Report {
                     conflicts: vec![Conflict { ip: addr.to_string(), mac }],

@@ -230,10 +230,20 @@ fn main() {
         std::thread::sleep(cut_for);
         let healed_at = epoch_now();
         drop(cut);
-        // The speaker reconnects; the plan may or may not move the address back.
+        // The speaker reconnects and the Node turns Ready again: the plan may
+        // move the address back (more than once); every change is counted.
+        let mut plan_moves = 0;
+        let mut last = Some(moved_to);
+        let sampling = Instant::now();
+        while sampling.elapsed() < Duration::from_secs(25) {
+            let now = announcer(&c, &w.ns);
+            if now.is_some() && now != last {
+                plan_moves += 1;
+                last = now;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
         wait_driving(&c, Duration::from_secs(120));
-        std::thread::sleep(Duration::from_secs(10));
-        let plan_after = announcer(&c, &w.ns);
         let p = poller.stop();
         let packets = capture.stop();
         let rounds_seen = answer_rounds(&packets, &vip, &asker);
@@ -251,7 +261,6 @@ fn main() {
         heal_seq.extend(owners(&heal_rounds));
         heal_seq.dedup();
         let moves_heal = heal_seq.len().saturating_sub(1);
-        let plan_moves = usize::from(plan_after != Some(moved_to));
         let (double_cut, _) = longest_double_answer(&cut_rounds);
         let (double_heal, _) = longest_double_answer(&heal_rounds);
         println!(
@@ -290,6 +299,25 @@ fn main() {
                 failed.push(format!(
                     "round {round}: two nodes answered for {double:.3} s around the {phase} (longer than one announcement interval)"
                 ));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        // What the speakers said about the stream, conflicts and yields.
+        for app in ["barelb-speaker", "barelb-operator"] {
+            let label = format!("app.kubernetes.io/name={app}");
+            let logs = c
+                .lab
+                .kubectl(&["-n", NS, "logs", "-l", &label, "--prefix", "--tail=-1"]);
+            for l in String::from_utf8_lossy(&logs.stdout).lines() {
+                if [
+                    "conflict", "yield", "stream", "claim", "moved", "quiet", "announc",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+                {
+                    eprintln!("{l}");
+                }
             }
         }
     }

@@ -269,13 +269,26 @@ pub fn longest_double_answer(rounds: &[(f64, BTreeSet<String>)]) -> (f64, usize)
     (longest, doubled)
 }
 
+/// Consecutive rounds a MAC must answer alone to count as the owner: while
+/// two answer, a reply that lands after the next request is counted in the
+/// next round, so one lone round proves nothing.
+const SETTLED_ROUNDS: usize = 3;
+
 /// The MACs that answered for the address, in the order they took over:
-/// each change of the sole answerer starts a new entry.
+/// a MAC that answers alone for [`SETTLED_ROUNDS`] rounds in a row is the
+/// owner; each change of owner starts a new entry.
 pub fn owners(rounds: &[(f64, BTreeSet<String>)]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(&String, usize)> = None;
     for (_, macs) in rounds {
-        if macs.len() == 1
-            && let Some(mac) = macs.iter().next()
+        let sole = (macs.len() == 1).then(|| macs.iter().next()).flatten();
+        run = match (sole, run) {
+            (Some(mac), Some((prev, n))) if prev == mac => Some((mac, n + 1)),
+            (Some(mac), _) => Some((mac, 1)),
+            (None, _) => None,
+        };
+        if let Some((mac, n)) = run
+            && n >= SETTLED_ROUNDS
             && out.last() != Some(mac)
         {
             out.push(mac.clone());
@@ -324,7 +337,19 @@ mod tests {
         let (longest, doubled) = longest_double_answer(&rounds);
         assert_eq!(doubled, 2);
         assert!((longest - 0.2).abs() < 1e-9, "{longest}");
-        assert_eq!(owners(&rounds), ["aa", "bb"]);
+        // Neither answered alone for three rounds in a row here.
+        assert!(owners(&rounds).is_empty());
+        // A lone round amid double answers is no change of owner.
+        let settled =
+            |mac: &str, n: usize| std::iter::repeat_n((0.0, BTreeSet::from([mac.to_string()])), n);
+        let both = (0.0, BTreeSet::from(["aa".to_string(), "bb".to_string()]));
+        let mut seq: Vec<_> = settled("aa", 5).collect();
+        seq.extend([both.clone()]);
+        seq.extend(settled("bb", 1));
+        seq.extend([both]);
+        seq.extend(settled("aa", 1));
+        seq.extend(settled("bb", 4));
+        assert_eq!(owners(&seq), ["aa", "bb"]);
         assert_eq!(
             parse_arp_line("1764840000.123,2,AA:bb:cc:00:00:01,198.19.0.230,198.19.0.104"),
             Some(pkt(
