@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use barelb_testsupport::bulk::{self, Spec};
-use barelb_testsupport::lab::{lab, lab_dir};
+use barelb_testsupport::lab::{FAST_LEASE, lab, lab_dir};
 use barelb_testsupport::unique_name;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
@@ -118,17 +118,10 @@ impl Replicas {
                 &format!("{}-op", self.id),
                 "--metrics-addr",
                 "127.0.0.1:0",
-                // The lab's lease timing (the default is 15 s / 10 s / 2 s):
-                // a leader killed every 5 s would otherwise never be replaced.
-                "--lease-duration",
-                "2s",
-                "--renew-deadline",
-                "1s",
-                "--retry-period",
-                "500ms",
                 "--identity",
                 &identity,
             ])
+            .args(FAST_LEASE)
             .env("KUBECONFIG", lab_dir().join("kubeconfig"))
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())

@@ -113,7 +113,7 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_gets_no_address_of_a_forbidden_pool_by_any_route() {
     let mut t = Instance::new("operator::a_tenant_gets_no_address_of_a_forbidden_pool").await;
-    let lease = common::FAST_LEASE;
+    let lease = barelb_testsupport::lab::FAST_LEASE;
     let (mut op, _) = t.webhook_operator(&free_local_addr(), &lease);
     let web = namespace(&mut t, "web", &["team=web"]);
     let db = namespace(&mut t, "db", &["team=db"]);

@@ -303,7 +303,7 @@ async fn a_claim_admitted_while_the_webhook_is_down_is_still_refused_by_the_allo
     ));
     assert!(out.status.success(), "{}", output_text(&out));
     t.guard("loadbalancerpolicy", &policy);
-    let lease = common::FAST_LEASE;
+    let lease = barelb_testsupport::lab::FAST_LEASE;
     let (mut first, _) = t.webhook_operator(&free_local_addr(), &lease);
     t.wait_webhook();
     let yaml = service_yaml(&t, &t.ns, "sneaky", &format!("barelb.io/pool: {pool}"), "");

@@ -51,11 +51,10 @@ pub(super) struct Leading {
     pub backoff: Backoff<ServiceKey>,
     /// Refused status writes, summarised once per interval.
     pub failures: FailureLog,
-    /// Services whose write met a newer version (409): before the next
-    /// reconcile their allocation is taken again from their status, which
-    /// then wins over this replica's memory.
-    /// Keyed by the resourceVersion refused: resynced once the watch
-    /// delivers a newer one.
+    /// Services whose write met a newer version (409), with the
+    /// resourceVersion refused: once the watch delivers a newer one, their
+    /// allocation is taken again from its status, which then wins over this
+    /// replica's memory.
     pub resync: HashMap<ServiceKey, u64>,
 }
 

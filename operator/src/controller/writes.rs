@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::Settings;
 use super::reconcile::{Leading, Write};
 use crate::events::Events;
-use crate::index::{Change, Index};
+use crate::index::{Change, Index, resource_version};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{now_rfc3339, pool_status_patch};
 use barelb_core::request::ServiceKey;
@@ -87,7 +87,7 @@ pub(super) async fn execute(
                 state.backoff.succeeded(&key);
                 state.written.insert(key, (desired, rv));
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
+            Err(e) if is_conflict(&e) => {
                 // Someone wrote the Service since this replica last saw it
                 // (a deposed leader's late write, most likely): its status
                 // wins, taken again when the watch delivers it.
@@ -134,7 +134,7 @@ async fn write_service(
         .await;
     let result = match &res {
         Ok(_) => "ok",
-        Err(kube::Error::Api(e)) if e.code == 409 => "conflict",
+        Err(e) if is_conflict(e) => "conflict",
         Err(_) => "error",
     };
     metrics.count_write_result("service_status", result);
@@ -172,12 +172,12 @@ async fn write_service(
         };
         events.publish(event, w.svc.object_ref(&()));
     }
-    Ok(updated
-        .metadata
-        .resource_version
-        .as_deref()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0))
+    Ok(resource_version(&updated))
+}
+
+/// The apiserver refused a write made from a stale view (409 Conflict).
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(e) if e.code == 409)
 }
 
 /// A write the apiserver refused for want of a right: said on the Service

@@ -20,16 +20,6 @@ use serde_json::{Value, json};
 
 pub const TEST_LABEL: &str = "barelb.io/test";
 
-/// Lease flags for tests that kill a leader: a standby takes over in ~2 s.
-pub const FAST_LEASE: [&str; 6] = [
-    "--lease-duration",
-    "2s",
-    "--renew-deadline",
-    "1s",
-    "--retry-period",
-    "500ms",
-];
-
 /// One test's private slice of the lab.
 pub struct Instance {
     pub lab: Lab,

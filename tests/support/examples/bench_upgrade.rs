@@ -24,17 +24,8 @@ fn main() {
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let started = Instant::now();
     let installed = install_with_helm(&c);
-    let router = c.router(3, 64501, 64500);
-    let w = workload(&c, true);
-    let client = c.client(104);
-    client.route_via("203.0.113.80/28", &router);
-    let urls = [
-        format!("http://{}/", address(&c, &w.ns, "web")),
-        format!("http://{}/", address(&c, &w.ns, "routed")),
-    ];
-    for u in &urls {
-        answers(&client, u);
-    }
+    let (_router, w, client, vips) = l2_and_bgp_answering(&c, 104);
+    let urls = vips.map(|v| format!("http://{v}/"));
     println!(
         "helm install → both Services answering: {} ms",
         started.elapsed().as_millis()

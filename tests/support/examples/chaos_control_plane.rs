@@ -24,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::chaos::{lab_control_plane, wait_driving};
+use barelb_testsupport::chaos::{operator_pods, unix_seconds, wait_driving};
 use barelb_testsupport::cluster::{Cluster, LanRouter, cluster};
 use barelb_testsupport::install::*;
 
@@ -48,7 +48,7 @@ impl Outage {
     fn begin(self, c: &Cluster) {
         match self {
             Outage::None => {}
-            Outage::ControlPlane => lab_control_plane("stop"),
+            Outage::ControlPlane => c.control_plane("stop"),
             Outage::OperatorScaledToZero => {
                 scale_operator(c, 0);
                 wait_no_operator(c);
@@ -59,7 +59,7 @@ impl Outage {
     fn end(self, c: &Cluster) {
         match self {
             Outage::None => {}
-            Outage::ControlPlane => lab_control_plane("start"),
+            Outage::ControlPlane => c.control_plane("start"),
             Outage::OperatorScaledToZero => scale_operator(c, 2),
         }
     }
@@ -69,15 +69,7 @@ impl Outage {
 fn wait_no_operator(c: &Cluster) {
     let t = Instant::now();
     loop {
-        let pods = c.json(&[
-            "-n",
-            NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=barelb-operator",
-        ]);
-        if pods["items"].as_array().is_some_and(Vec::is_empty) {
+        if operator_pods(c).is_some_and(|pods| pods.is_empty()) {
             return;
         }
         assert!(
@@ -115,24 +107,14 @@ fn placement(c: &Cluster, ns: &str, router: &LanRouter, bgp_vip: &str) -> Placem
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// When each URL last lost a request, in seconds after the outage began.
-fn last_losses(p: &[barelb_testsupport::cluster::Polled], began_ms: u64) -> String {
+fn last_losses(p: &[barelb_testsupport::cluster::Polled], began: f64) -> String {
     p.iter()
         .map(|p| {
             if p.failed == 0 {
                 "-".to_string()
             } else {
-                format!(
-                    "{:.1}",
-                    (p.last_failed_unix_ms as f64 - began_ms as f64) / 1000.0
-                )
+                format!("{:.1}", p.last_failed_unix_ms as f64 / 1000.0 - began)
             }
         })
         .collect::<Vec<_>>()
@@ -149,15 +131,8 @@ fn main() {
     let c = cluster("chaos_control_plane");
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let installed = install_with_helm(&c);
-    let router = c.router(3, 64501, 64500);
-    let w = workload(&c, true);
-    let client = c.client(104);
-    client.route_via("203.0.113.80/28", &router);
-    let vips = [address(&c, &w.ns, "web"), address(&c, &w.ns, "routed")];
+    let (router, w, client, vips) = l2_and_bgp_answering(&c, 104);
     let urls: Vec<String> = vips.iter().map(|v| format!("http://{v}/")).collect();
-    for u in &urls {
-        answers(&client, u);
-    }
     wait_driving(&c, Duration::from_secs(60));
     println!(
         "{:<22} {:>7} {:>12} {:>9} {:>12} {:>9} {:>8} {:>6} {:>12}  last loss (s after the start)",
@@ -183,7 +158,7 @@ fn main() {
         let poller = client.poll(&urls, 10);
         std::thread::sleep(Duration::from_secs(2));
         let since = Instant::now();
-        let began_ms = unix_ms();
+        let began = unix_seconds();
         o.begin(&c);
         std::thread::sleep(outage);
         // Recovery counts from the end of the outage: the control plane's
@@ -212,7 +187,7 @@ fn main() {
             if flipped { "yes" } else { "no" },
             if moved { "yes" } else { "no" },
             recovered.as_millis(),
-            last_losses(&p, began_ms)
+            last_losses(&p, began)
         );
         if p.iter().any(|p| p.failed > 0) {
             failed.push(format!(

@@ -23,9 +23,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use barelb_testsupport::chaos::{
-    ArpCapture, answer_rounds, leader_node, longest_double_answer, owners, wait_driving,
+    ArpCapture, answer_rounds, longest_double_answer, operator_pods, owners, unix_seconds,
+    wait_driving,
 };
-use barelb_testsupport::cluster::{Cluster, Fault, cluster};
+use barelb_testsupport::cluster::{Cluster, Fault, cluster, node_index};
 use barelb_testsupport::install::*;
 
 /// One announcement interval of the speaker (`--announce-interval-ms`).
@@ -60,31 +61,13 @@ fn wait_announcer(c: &Cluster, ns: &str, other_than: usize, within: Duration) ->
     }
 }
 
-fn pod_ips(c: &Cluster, app: &str) -> Vec<(String, String)> {
-    let pods = c.json(&[
-        "-n",
-        NS,
-        "get",
-        "pods",
-        "-l",
-        &format!("app.kubernetes.io/name={app}"),
-    ]);
-    pods["items"]
-        .as_array()
-        .unwrap()
+/// Each operator Pod's address and node.
+fn operator_ips(c: &Cluster) -> Vec<(String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    operator_pods(c)
+        .expect("list the operator Pods")
         .iter()
-        .map(|p| {
-            (
-                p["status"]["podIP"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                p["spec"]["nodeName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
+        .map(|p| (text(&p["status"]["podIP"]), text(&p["spec"]["nodeName"])))
         .collect()
 }
 
@@ -95,9 +78,7 @@ fn keep_operators_off(c: &Cluster, i: usize) {
     let node = format!("node-{i}");
     ok(c.lab.kubectl(&["cordon", &node]), "kubectl cordon");
     for _ in 0..2 {
-        let on = pod_ips(c, "barelb-operator")
-            .into_iter()
-            .any(|(_, n)| n == node);
+        let on = operator_ips(c).into_iter().any(|(_, n)| n == node);
         if !on {
             break;
         }
@@ -133,7 +114,7 @@ impl Cut {
         let partition = c.inject(i, Fault::Partition);
         let ns = c.node_ns(i);
         let mut rules = Vec::new();
-        for (ip, _) in pod_ips(c, "barelb-operator") {
+        for (ip, _) in operator_ips(c) {
             for (chain, dir) in [
                 ("INPUT", "-s"),
                 ("OUTPUT", "-d"),
@@ -182,13 +163,6 @@ fn mac_of(ns: &str) -> String {
     v[0]["address"].as_str().unwrap().to_lowercase()
 }
 
-fn epoch_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 fn main() {
     let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
     let arg = |n: usize| std::env::args().nth(n).and_then(|a| a.parse::<u64>().ok());
@@ -221,14 +195,14 @@ fn main() {
         let owner = announcer(&c, &w.ns).expect("web is announced");
         keep_operators_off(&c, owner);
         wait_driving(&c, Duration::from_secs(60));
-        let leader = leader_node(&c);
+        let leader = leader_pod(&c).as_ref().and_then(node_index);
         let capture = ArpCapture::start("lc-lan", &client.ns, &vip);
         let poller = client.poll(std::slice::from_ref(&url), 10);
         std::thread::sleep(Duration::from_secs(2));
         let cut = Cut::new(&c, owner);
         let moved_to = wait_announcer(&c, &w.ns, owner, Duration::from_secs(60));
         std::thread::sleep(cut_for);
-        let healed_at = epoch_now();
+        let healed_at = unix_seconds();
         drop(cut);
         // The speaker reconnects and the Node turns Ready again: the plan may
         // move the address back (more than once); every change is counted.

@@ -9,28 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, cluster_dir};
+use crate::cluster::Cluster;
 use crate::install::NS;
-use crate::lab::output_text;
 
-/// `tests/lab control-plane VERB` on the cluster (`stop`: killed as a crash
-/// would; `start`: again on its state, keys and ports).
-pub fn lab_control_plane(verb: &str) {
-    let out = Command::new(crate::repo_root().join("tests/lab"))
-        .args(["control-plane", verb])
-        .env("BARELB_LAB_DIR", cluster_dir())
-        .output()
-        .expect("run tests/lab control-plane");
-    assert!(
-        out.status.success(),
-        "tests/lab control-plane {verb}: {}",
-        output_text(&out)
-    );
-}
-
-/// The metrics of every operator Pod (scraped from the host, which reaches
-/// Pod addresses), or None while any cannot be read.
-pub fn operator_metrics(c: &Cluster) -> Option<Vec<String>> {
+/// The operator's Pods (`kubectl get pods -l …`), as JSON objects; None
+/// while kubectl cannot list them.
+pub fn operator_pods(c: &Cluster) -> Option<Vec<serde_json::Value>> {
     let out = c.lab.kubectl(&[
         "-n",
         NS,
@@ -39,13 +23,29 @@ pub fn operator_metrics(c: &Cluster) -> Option<Vec<String>> {
         "-l",
         "app.kubernetes.io/name=barelb-operator",
         "-o",
-        "jsonpath={.items[*].status.podIP}",
+        "json",
     ]);
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    list["items"].as_array().cloned()
+}
+
+/// Now, in seconds since the epoch (tshark's and the poller's clock).
+pub fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The metrics of every operator Pod (scraped from the host, which reaches
+/// Pod addresses), or None while any cannot be read.
+pub fn operator_metrics(c: &Cluster) -> Option<Vec<String>> {
+    operator_pods(c)?
+        .iter()
+        // A Pod not yet given an address has no metrics to read yet.
+        .filter_map(|pod| pod["status"]["podIP"].as_str())
         .map(|ip| {
             let url = format!("http://{ip}:9464/metrics");
             let out = Command::new("curl")
@@ -88,18 +88,6 @@ pub fn wait_driving(c: &Cluster, within: Duration) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// The node (`node-I`'s I) the leading operator Pod runs on.
-pub fn leader_node(c: &Cluster) -> Option<usize> {
-    let lease = c.json(&["-n", NS, "get", "lease", "barelb-operator"]);
-    let holder = lease["spec"]["holderIdentity"].as_str()?.to_string();
-    let pod = c.json(&["-n", NS, "get", "pod", &holder]);
-    pod["spec"]["nodeName"]
-        .as_str()?
-        .strip_prefix("node-")?
-        .parse()
-        .ok()
 }
 
 /// One ARP packet seen on the LAN.

@@ -55,6 +55,15 @@ impl Fault {
     }
 }
 
+/// The node (`node-I`'s I) a Pod runs on.
+pub fn node_index(pod: &serde_json::Value) -> Option<usize> {
+    pod["spec"]["nodeName"]
+        .as_str()?
+        .strip_prefix("node-")?
+        .parse()
+        .ok()
+}
+
 /// The running cluster. Panics with the fix when it is not up: a cluster
 /// test fails, never skips. Each call is recorded in the cluster's ledger.
 pub fn cluster(test_name: &str) -> Cluster {
@@ -127,14 +136,27 @@ impl Cluster {
     }
 
     fn node_verb(&self, i: usize, verb: &str) {
+        self.lab_verb(&["node", &i.to_string(), verb]);
+    }
+
+    /// `tests/lab control-plane VERB`: `stop` kills the control plane
+    /// (apiserver, etcd, controllers) as a crash would; `start` brings it
+    /// back on its state, keys and ports.
+    pub fn control_plane(&self, verb: &str) {
+        self.lab_verb(&["control-plane", verb]);
+    }
+
+    /// `tests/lab ARGS` on this cluster; panics with its output on failure.
+    fn lab_verb(&self, args: &[&str]) {
         let out = Command::new(crate::repo_root().join("tests/lab"))
-            .args(["node", &i.to_string(), verb])
+            .args(args)
             .env("BARELB_LAB_DIR", &self.dir)
             .output()
-            .expect("run tests/lab node");
+            .expect("run tests/lab");
         assert!(
             out.status.success(),
-            "tests/lab node {i} {verb}: {}",
+            "tests/lab {}: {}",
+            args.join(" "),
             output_text(&out)
         );
     }

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Client, Cluster, cluster_dir, is_ready};
+use crate::cluster::{Client, Cluster, LanRouter, cluster_dir, is_ready};
 use crate::lab::{helm_bin, output_text};
 use crate::{repo_root, unique_name};
 
@@ -494,6 +494,33 @@ spec:
         readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
 "#
     )
+}
+
+/// The [`workload`] with its BGP Service reached through a BIRD router at
+/// 198.19.0.3 and a client at 198.19.0.`client_host` routed through it, once
+/// both Services answer the client: the router, the workload, the client
+/// and the addresses of `web` (L2) and `routed` (BGP). Returned apart so the
+/// caller decides what is torn down first.
+pub fn l2_and_bgp_answering(
+    c: &Cluster,
+    client_host: u8,
+) -> (LanRouter, Workload, Client, [String; 2]) {
+    let router = c.router(3, 64501, 64500);
+    let w = workload(c, true);
+    let client = c.client(client_host);
+    client.route_via("203.0.113.80/28", &router);
+    let vips = [address(c, &w.ns, "web"), address(c, &w.ns, "routed")];
+    for v in &vips {
+        answers(&client, &format!("http://{v}/"));
+    }
+    (router, w, client, vips)
+}
+
+/// The operator Pod that holds the leader Lease (its identity is its name).
+pub fn leader_pod(c: &Cluster) -> Option<serde_json::Value> {
+    let lease = c.json(&["-n", NS, "get", "lease", "barelb-operator"]);
+    let holder = lease["spec"]["holderIdentity"].as_str()?.to_string();
+    Some(c.json(&["-n", NS, "get", "pod", &holder]))
 }
 
 /// The Service's first ingress address, once it has one.

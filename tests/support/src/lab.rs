@@ -25,6 +25,18 @@ pub fn helm_bin() -> PathBuf {
     crate::repo_root().join("target/kube-lab/helm")
 }
 
+/// Lease flags for an operator whose leader a test or chaos run kills: the
+/// lab's timing, so a standby takes over in ~2 s (the default 15 s / 10 s /
+/// 2 s would leave a leader killed every 5 s never replaced).
+pub const FAST_LEASE: [&str; 6] = [
+    "--lease-duration",
+    "2s",
+    "--renew-deadline",
+    "1s",
+    "--retry-period",
+    "500ms",
+];
+
 /// Directory `tests/lab` keeps its state and kubeconfig in.
 pub fn lab_dir() -> PathBuf {
     std::env::var_os("BARELB_LAB_DIR")

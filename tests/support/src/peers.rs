@@ -347,11 +347,7 @@ impl Deployed {
     pub fn controller_node(&self) -> Option<usize> {
         let (ns, _, _, _) = self.peer.objects();
         let pod = match self.peer {
-            Peer::Barelb => {
-                let lease = self.c.json(&["-n", ns, "get", "lease", "barelb-operator"]);
-                let holder = lease["spec"]["holderIdentity"].as_str()?.to_string();
-                self.c.json(&["-n", ns, "get", "pod", &holder])
-            }
+            Peer::Barelb => install::leader_pod(&self.c)?,
             Peer::MetalLb => {
                 let pods = self
                     .c
@@ -359,11 +355,7 @@ impl Deployed {
                 pods["items"].as_array()?.first()?.clone()
             }
         };
-        pod["spec"]["nodeName"]
-            .as_str()?
-            .strip_prefix("node-")?
-            .parse()
-            .ok()
+        crate::cluster::node_index(&pod)
     }
 
     /// Every speaker's PID.
