@@ -10,6 +10,7 @@ use kube_cel::{KubeCelExt, cel};
 use crate::inputs::Inputs;
 
 mod shape;
+mod supported;
 mod workers;
 
 use workers::Workers;
@@ -256,7 +257,15 @@ impl Engine {
         // (large stack, time limit, panics contained).
         let owned = expr.to_string();
         let work = self.workers.run(self.limits.max_compile_time, move || {
-            Work::Compiled(cel::Program::compile(&owned).map_err(|e| one_line(&e.to_string())))
+            // The walk runs here too: it recurses once per AST level.
+            Work::Compiled(
+                cel::Program::compile(&owned)
+                    .map_err(|e| one_line(&e.to_string()))
+                    .and_then(|p| match supported::unsupported(p.expression()) {
+                        Some(why) => Err(why),
+                        None => Ok(p),
+                    }),
+            )
         });
         match work {
             Ok(Work::Compiled(r)) => r.map(|p| Compiled {

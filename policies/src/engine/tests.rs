@@ -96,6 +96,28 @@ fn compile_errors_name_policy_rule_and_position() {
     assert!(!err.to_string().contains('\n'));
 }
 
+/// The interpreter panics on message construction (found by the `cel` fuzz
+/// target: `x{\n}`); such rules are refused when they compile.
+#[test]
+fn message_construction_is_refused_at_compile_time() {
+    let engine = Engine::default();
+    for expr in [
+        "x{\n}",
+        "google.protobuf.Int64Value{value: 1} == 1",
+        "[1, T{}].size() == 2",
+        "namespace.labels.all(k, k == Foo{}.x)",
+        "f({'a': Y{a: 1}})",
+    ] {
+        let err = engine.compile(&policy(&[("r", expr)])).unwrap_err();
+        assert!(err.message.contains("not supported"), "{expr}: {err}");
+    }
+    assert!(
+        engine
+            .compile(&policy(&[("map", "{'a': 1}.a == 1")]))
+            .is_ok()
+    );
+}
+
 #[test]
 fn message_expression_and_warn_action() {
     let engine = Engine::default();
