@@ -53,6 +53,12 @@ impl<K: Hash + Eq> Backoff<K> {
         self.failures.remove(key);
     }
 
+    /// `key` is gone (a deleted Service): nothing to retry, and it no
+    /// longer counts as failing.
+    pub fn forget(&mut self, key: &K) {
+        self.failures.remove(key);
+    }
+
     /// Objects currently failing.
     pub fn failing(&self) -> usize {
         self.failures.len()

@@ -110,6 +110,63 @@ async fn the_planned_node_alone_answers_and_a_killed_speakers_address_moves() {
     }
 }
 
+/// Two speakers for one node (a restart overlapping its predecessor, a
+/// DaemonSet surge): the later-started keeps the stream, the earlier stops
+/// announcing and stays refused (no ping-pong) until the later one goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_started_speaker_for_the_same_node_supersedes_the_earlier() {
+    let (mut c, na, _nb, _pa, _pb) = l2_pair("control-succession").await;
+    let vip = service_with_endpoint(&mut c, "web", &na).await;
+    let client = c.topo.host("client");
+    let mut owner = String::new();
+    wait_until("an ARP answer", Duration::from_secs(20), || {
+        let a = arp_answers(client, &vip);
+        owner = a.first().cloned().unwrap_or_default();
+        a.len() == 1
+    });
+    let role = if owner == c.topo.host("node-a").mac.to_lowercase() {
+        "node-a"
+    } else {
+        "node-b"
+    };
+    let node = c.node_name(role);
+    let first_log = c.dir.join(format!("speaker-{role}-{node}.log"));
+    let token = c.token_for(&format!("speaker-{role}"), "succession");
+    let (mut later, later_log) = c.speaker(role, &node, &token);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_until(
+        "the earlier speaker steps aside",
+        Duration::from_secs(15),
+        || read(&first_log).contains("a later-started speaker serves this node"),
+    );
+    // The earlier asks again every 5 s and is refused each time: the later
+    // one's stream is never taken back, and one node keeps answering.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        assert_eq!(arp_answers(client, &vip), [owner.clone()]);
+    }
+    assert_eq!(
+        read(&later_log).matches("control stream up").count(),
+        1,
+        "{}",
+        read(&later_log)
+    );
+    assert!(
+        c.op.log_text()
+            .contains("a later-started speaker connected")
+    );
+    // The later one goes: the earlier is served again.
+    later.kill();
+    wait_until(
+        "the earlier speaker is served again",
+        Duration::from_secs(15),
+        || read(&first_log).matches("control stream up").count() >= 2,
+    );
+    wait_until("one answer", Duration::from_secs(10), || {
+        arp_answers(client, &vip).len() == 1
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_for_another_node_or_no_pod_is_refused() {
     let mut c = cluster("control-auth", &["node-a", "node-b"]).await;

@@ -6,7 +6,7 @@
 //! queued command, then replans once: a connect storm costs a few plans,
 //! not one per speaker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
@@ -21,7 +21,7 @@ use barelb_runtime::TraceContext;
 
 mod state;
 
-pub use state::Core;
+pub use state::{Arrival, Core};
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -55,7 +55,7 @@ enum Command {
         node: String,
         id: u64,
         tx: Outbox,
-        holding: BTreeSet<IpAddr>,
+        arrival: Arrival,
     },
     Detach {
         node: String,
@@ -155,15 +155,16 @@ impl Hub {
         self.send(Command::Trace(ips.to_vec(), t.clone()));
     }
 
-    /// A speaker's stream is up, answering for `holding`; returns its
-    /// connection id. An older stream of the same node is replaced.
-    pub fn attach_holding(&self, node: &str, tx: Outbox, holding: BTreeSet<IpAddr>) -> u64 {
+    /// A speaker's stream is up (`arrival`: what its Hello said); returns
+    /// its connection id. Of two streams for one node the later-started
+    /// speaker's is kept, the other ended as superseded.
+    pub fn attach(&self, node: &str, tx: Outbox, arrival: Arrival) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.send(Command::Attach {
             node: node.into(),
             id,
             tx,
-            holding,
+            arrival,
         });
         id
     }
@@ -254,8 +255,8 @@ fn apply(core: &Core, c: Command) {
             node,
             id,
             tx,
-            holding,
-        } => core.attach_as(&node, id, tx, holding),
+            arrival,
+        } => core.attach_as(&node, id, tx, arrival),
         Command::Detach {
             node,
             id,

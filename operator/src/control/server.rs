@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Hub;
 use super::auth::{Authenticator, Refusal};
+use super::hub::Arrival;
 use super::hub::OUTBOX;
 use crate::log_once::LogOnce;
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
@@ -164,12 +165,17 @@ impl Control for Service {
         }
         self.admit(&node, token, peer).await?;
         let (tx, rx) = mpsc::channel(OUTBOX);
-        let holding = hello
-            .holding
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        let id = self.hub.attach_holding(&node, tx, holding);
+        // Weak: the hub alone keeps the stream open (it ends it by dropping its sender).
+        let echo = tx.downgrade();
+        let arrival = Arrival {
+            holding: hello
+                .holding
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            started_ms: hello.started_unix_ms,
+        };
+        let id = self.hub.attach(&node, tx, arrival);
         let link_up = hello.interfaces.iter().all(|i| i.carrier);
         if !link_up {
             self.hub.link(&node, id, false);
@@ -202,6 +208,9 @@ impl Control for Service {
                             for c in &r.conflicts {
                                 tracing::warn!(node, address = %c.ip, other_mac = %c.mac, "speaker reports another host claiming an address");
                             }
+                            if !r.conflicts.is_empty() {
+                                answer_conflicts(&echo);
+                            }
                         }
                         Ok(Some(SpeakerMessage { msg: Some(speaker_message::Msg::Leaving(l)) })) => {
                             count("leaving");
@@ -229,6 +238,21 @@ impl Control for Service {
         let out = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(out)))
     }
+}
+
+/// Tells a speaker that reported a conflict that its operator hears it: an
+/// empty Delta of generation 0 (proto `Delta`). A speaker whose stream is
+/// silently cut gets no answer and yields the address to the host that
+/// claimed it, within its probe time rather than its keepalive timeout.
+fn answer_conflicts(echo: &mpsc::WeakSender<Result<OperatorMessage, Status>>) {
+    let Some(tx) = echo.upgrade() else { return };
+    let msg = OperatorMessage {
+        msg: Some(barelb_control::v1::operator_message::Msg::Delta(
+            barelb_control::v1::Delta::default(),
+        )),
+    };
+    // A full outbox means a stream the hub is about to end: nothing to say.
+    let _ = tx.try_send(Ok(msg));
 }
 
 /// Serves until `shutdown` turns true.

@@ -145,6 +145,7 @@ pub(super) fn reconcile_keys(
             metrics.releases.inc_by(freed.len() as u64);
             state.written.remove(&key);
             state.resync.remove(&key);
+            state.backoff.forget(&key);
             continue;
         };
         if let Some(&refused) = state.resync.get(&key) {

@@ -3,7 +3,7 @@
 //! its own field manager (the Allocated condition's writer is untouched),
 //! and only when the text changes — one event per move, none per replan.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use barelb_api::{AnnounceMode, conditions};
 use k8s_openapi::api::core::v1::Service;
@@ -64,6 +64,14 @@ pub fn nodes_in(message: &str) -> Vec<String> {
     list.split(", ").map(str::to_string).collect()
 }
 
+/// Forgets the Services no longer handled (deleted, or out of barelb's
+/// hands): `last` would otherwise keep every Service ever announced — under
+/// steady churn, a few hundred bytes a Service for the life of the process.
+fn forget_gone(last: &mut HashMap<ServiceKey, Announced>, now: &[(ServiceKey, Announced)]) {
+    let current: HashSet<&ServiceKey> = now.iter().map(|(k, _)| k).collect();
+    last.retain(|k, _| current.contains(k));
+}
+
 /// Writes what changed since `last` (updated in place).
 pub async fn write(
     client: &Client,
@@ -72,6 +80,7 @@ pub async fn write(
     now: Vec<(ServiceKey, Announced)>,
     last: &mut HashMap<ServiceKey, Announced>,
 ) {
+    forget_gone(last, &now);
     for (key, a) in now {
         if last.get(&key) == Some(&a) {
             continue;
@@ -157,5 +166,23 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn services_no_longer_handled_are_forgotten() {
+        let key = |n: &str| ServiceKey {
+            namespace: "ns".into(),
+            name: n.into(),
+        };
+        let a = Announced {
+            nodes: BTreeSet::from(["node-1".to_string()]),
+            message: "announced by node node-1 over ARP/NDP".into(),
+        };
+        let mut last: HashMap<ServiceKey, Announced> = (0..100)
+            .map(|i| (key(&format!("churned-{i}")), a.clone()))
+            .collect();
+        last.insert(key("kept"), a.clone());
+        forget_gone(&mut last, &[(key("kept"), a.clone()), (key("new"), a)]);
+        assert_eq!(last.keys().collect::<Vec<_>>(), [&key("kept")]);
     }
 }

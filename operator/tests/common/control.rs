@@ -182,7 +182,14 @@ impl Cluster {
         ca: &std::path::Path,
     ) -> (Process, std::path::PathBuf) {
         let host = self.topo.host(role);
-        let log = self.dir.join(format!("speaker-{role}-{node}.log"));
+        // A second speaker for one node (succession tests) logs beside the first.
+        let log = (1..)
+            .map(|n| match n {
+                1 => self.dir.join(format!("speaker-{role}-{node}.log")),
+                n => self.dir.join(format!("speaker-{role}-{node}-{n}.log")),
+            })
+            .find(|p| !p.exists())
+            .unwrap();
         let bin = barelb_testsupport::binary("barelb-speaker");
         let p = host
             .ns

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use barelb_control::v1::control_client::ControlClient;
 use barelb_control::v1::{
-    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, speaker_message,
+    Ack, Conflict, Hello, Interface, Leaving, Report, SpeakerMessage, operator_message,
+    speaker_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -53,6 +54,16 @@ pub struct Config {
     pub bgp_drain: Duration,
     /// Set once the first Snapshot is applied (`/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// When this process started (ms since the epoch), sent in Hello: of
+    /// two speakers for one node the operator keeps the later-started.
+    pub started_unix_ms: u64,
+}
+
+/// Now in ms since the epoch (0 if the clock is before it).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A speaker on its way out: since when, and whether it is done.
@@ -99,6 +110,17 @@ impl Leave {
     }
 }
 
+/// How long the operator has to answer a conflict report before the stream
+/// is taken for lost: within one announcement interval (500 ms) of the new
+/// owner's first announcement, the cut speaker has yielded. The operator's own
+/// keepalive needs up to 750 ms to notice the cut, the speaker's up to 1.5 s.
+const CONFLICT_PROBE: Duration = Duration::from_millis(300);
+
+/// The operator's answer to a conflict report: an empty Delta of generation 0.
+fn is_conflict_answer(msg: &operator_message::Msg) -> bool {
+    matches!(msg, operator_message::Msg::Delta(d) if d.generation == 0 && *d == Default::default())
+}
+
 /// Conflicts seen while connected are remembered this long: if the stream
 /// then turns out to be dead (a silent cut is noticed only after the
 /// keepalive timeout), the new owner's announcements were already heard.
@@ -124,6 +146,28 @@ fn yield_recent(l2: &mut L2, recent: &mut Recent) {
 /// Backoff between connection attempts: 100 ms doubling to 5 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+/// The operator ended the stream because a later-started speaker serves
+/// this node.
+fn superseded(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        s.code() == tonic::Code::Aborted && s.message().starts_with(barelb_control::SUPERSEDED)
+    })
+}
+
+/// Superseded: stops answering for its layer-2 addresses at once. The
+/// later-started speaker on this node answers for what the operator gives
+/// it (a leaving speaker that kept answering after its stream was replaced
+/// answered for addresses already moved to other nodes: a double answer).
+/// BGP is left as it is until this process exits: closing the sessions
+/// (Cease) would withdraw the node's paths from routers that keep them
+/// through a restart (graceful restart), rehashing their ECMP flows.
+fn step_aside(l2: &mut L2) {
+    l2.clear();
+    if let Err(e) = l2.apply() {
+        tracing::warn!(error = %e, "stepping aside");
+    }
 }
 
 /// The operator answered but is not the leader (see the server's refusal).
@@ -208,6 +252,13 @@ pub async fn run(
                 leave.finish(&cfg, &l2).await;
                 return Ok(());
             }
+            Err(e) if superseded(&e) => {
+                if !l2.is_empty() {
+                    tracing::warn!(operator = %target, "a later-started speaker serves this node: stopped answering for layer-2 addresses; asking again every 5 s in case it goes");
+                    step_aside(&mut l2);
+                }
+                attempt = 6; // the 5-s pace: it stays refused while the other lives
+            }
             Err(e) => {
                 tracing::info!(operator = %target, error = %e, "control stream down; keeping announcements (fail-static)");
                 yield_recent(&mut l2, &mut recent);
@@ -291,13 +342,16 @@ async fn session(
             version: env!("CARGO_PKG_VERSION").into(),
             interfaces: interfaces(&names),
             holding: l2.owned().iter().map(ToString::to_string).collect(),
+            started_unix_ms: cfg.started_unix_ms,
         })))
         .await?;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
     req.metadata_mut()
         .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
     let mut inbound = client.session(req).await?.into_inner();
-    tracing::info!(operator = %target, node = %cfg.node, "control stream up");
+    // "Up" once the operator has said something: a superseded or refused
+    // stream ends before its first message.
+    let mut up = false;
     let leaving = |reason: &str| {
         send(speaker_message::Msg::Leaving(Leaving {
             reason: reason.into(),
@@ -313,8 +367,16 @@ async fn session(
     // and with every other report: a report always carries all of them.
     let mut reported = Vec::new();
     let mut session_check = tokio::time::interval(Duration::from_millis(250));
+    // A conflict reported and not yet answered: the stream must prove alive by then.
+    let mut probe: Option<Instant> = None;
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(probe.unwrap_or(far)), if probe.is_some() => {
+                anyhow::bail!(
+                    "the operator did not answer a conflict report within {} ms: taking the stream for lost",
+                    CONFLICT_PROBE.as_millis()
+                );
+            }
             _ = session_check.tick() => {
                 let now = bgp.sessions();
                 if now != reported {
@@ -337,7 +399,16 @@ async fn session(
             }
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the operator closed the stream") };
+                if !up {
+                    up = true;
+                    tracing::info!(operator = %target, node = %cfg.node, "control stream up");
+                }
+                // Anything from the operator answers a pending conflict probe.
+                probe = None;
                 let Some(msg) = m.msg else { continue };
+                if is_conflict_answer(&msg) {
+                    continue;
+                }
                 // Leaving: the routes are withdrawn and the sessions stay
                 // until the drain ends, whatever the operator says of BGP.
                 let applied = apply::apply(msg, apply::Target {
@@ -362,7 +433,13 @@ async fn session(
             }
             Some((addr, mac)) = conflicts.recv() => {
                 recent.insert(addr, (Instant::now(), mac.clone()));
-                // Connected: the operator decides; tell it.
+                // Connected: the operator decides; tell it. Its answer proves
+                // the stream alive; without one, the stream is lost and the
+                // address goes to the host that claimed it (yield rule).
+                if probe.is_none() {
+                    tracing::info!(address = %addr, other_mac = %mac, "another host claims an address: reported; the operator must answer within {} ms", CONFLICT_PROBE.as_millis());
+                    probe = Some(Instant::now() + CONFLICT_PROBE);
+                }
                 reported = bgp.sessions();
                 out_tx.send(send(speaker_message::Msg::Report(Report {
                     conflicts: vec![Conflict { ip: addr.to_string(), mac }],

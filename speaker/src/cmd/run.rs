@@ -125,6 +125,7 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         leave_timeout: a.leave_timeout,
         bgp_drain: a.bgp_drain,
         ready: metrics.ready.clone(),
+        started_unix_ms: agent::unix_ms_now(),
     };
     let bgp = agent::bgp::Bgp::new(metrics.bgp.clone(), metrics.bfd.clone());
     let task = tokio::spawn(agent::run(agent_cfg, l2, bgp, conflicts, link_rx, stop_rx));

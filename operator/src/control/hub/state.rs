@@ -26,6 +26,7 @@ use barelb_runtime::TraceContext;
 
 mod gauges;
 mod owners;
+mod succession;
 use owners::{adopt, current_owners, quiet_moves};
 
 #[derive(Debug)]
@@ -43,6 +44,21 @@ struct Speaker {
     /// Layer-2 addresses it said it answers for when it connected: its
     /// Snapshot gives those back quietly.
     holding: BTreeSet<IpAddr>,
+    /// When its process started (ms since the epoch; 0: not said).
+    started_ms: u64,
+    /// The earlier-started speakers of this node it replaced: told they
+    /// are superseded only once this one has applied all it was sent, so
+    /// the node never stops answering (make before break).
+    predecessors: Vec<Outbox>,
+}
+
+/// What a connecting speaker says of itself (its Hello).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// Layer-2 addresses it answers for as it connects.
+    pub holding: BTreeSet<IpAddr>,
+    /// When its process started (ms since the epoch; 0: not said).
+    pub started_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -182,14 +198,48 @@ impl Core {
             s.next_id += 1;
             s.next_id
         };
-        self.attach_as(node, id, tx, holding);
+        let arrival = Arrival {
+            holding,
+            started_ms: 0,
+        };
+        self.attach_as(node, id, tx, arrival);
         id
     }
 
     /// [`Core::attach_holding`] with the connection id `id` (unique per
-    /// stream, given by the caller).
-    pub fn attach_as(&self, node: &str, id: u64, tx: Outbox, holding: BTreeSet<IpAddr>) {
+    /// stream, given by the caller). Of two speakers for one node the
+    /// later-started keeps the stream; the other's ends with
+    /// [`succession::superseded`] — an earlier-started newcomer's at once,
+    /// a replaced one's once the newcomer has applied its plan (`ack`). If
+    /// the newcomer goes first, the replaced one's stream just ends and it
+    /// reconnects holding its addresses.
+    pub fn attach_as(&self, node: &str, id: u64, tx: Outbox, arrival: Arrival) {
+        let Arrival {
+            holding,
+            started_ms,
+        } = arrival;
         let mut s = self.lock();
+        let mut predecessors = Vec::new();
+        if let Some(current) = s.speakers.get(node) {
+            if !succession::newcomer_wins(current.started_ms, started_ms) {
+                tracing::debug!(
+                    node,
+                    "an earlier-started speaker connected: told it is superseded"
+                );
+                let _ = tx.try_send(Err(succession::superseded(node)));
+                return;
+            }
+            if current.started_ms != started_ms
+                && let Some(current) = s.speakers.remove(node)
+            {
+                tracing::info!(
+                    node,
+                    "a later-started speaker connected: the earlier one is told it is superseded once the later has applied its plan"
+                );
+                predecessors = current.predecessors;
+                predecessors.push(current.tx);
+            }
+        }
         if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
             s.hold_until = Some(Instant::now() + self.settle);
             tracing::info!(settle = ?self.settle, "first speaker connected: each keeps what it holds until the others are back");
@@ -216,6 +266,8 @@ impl Core {
                 link_up: true,
                 leaving: false,
                 holding,
+                started_ms,
+                predecessors,
             },
         );
         self.count_connected(&mut s);
@@ -329,6 +381,13 @@ impl Core {
                 .observe(sent.elapsed().as_secs_f64());
         }
         sp.in_flight.retain(|g, _| *g > generation);
+        if sp.sent.is_some() && sp.in_flight.is_empty() && !sp.predecessors.is_empty() {
+            tracing::info!(
+                node,
+                "the later-started speaker applied its plan: the earlier one is told it is superseded"
+            );
+            succession::tell_superseded(node, std::mem::take(&mut sp.predecessors));
+        }
         if !error.is_empty() {
             tracing::warn!(
                 node,

@@ -525,8 +525,8 @@ fn the_hubs_thread_carries_out_commands_in_order() {
         },
         "test",
     );
-    let ida = hub.attach_holding("a", ta, BTreeSet::new());
-    let idb = hub.attach_holding("b", tb, BTreeSet::new());
+    let ida = hub.attach("a", ta, Arrival::default());
+    let idb = hub.attach("b", tb, Arrival::default());
     assert_ne!(ida, idb);
     assert!(matches!(arrives(&mut ra), Msg::Snapshot(_)));
     assert!(matches!(arrives(&mut rb), Msg::Snapshot(_)));
@@ -549,4 +549,102 @@ fn the_hubs_thread_carries_out_commands_in_order() {
         matches!(last, Some(Msg::Delta(ref d)) if !d.l2_set.is_empty()),
         "{last:?}"
     );
+}
+
+#[test]
+fn of_two_speakers_for_one_node_the_later_started_keeps_the_stream() {
+    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
+    hub.set_inputs(
+        Inputs {
+            units: vec![unit("198.51.100.1")],
+            nodes: vec![node("a")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let started = |ms| Arrival {
+        holding: BTreeSet::new(),
+        started_ms: ms,
+    };
+    let superseded = |rx: &mut Inbox| {
+        while let Ok(m) = rx.try_recv() {
+            if let Err(s) = m {
+                return s.code() == tonic::Code::Aborted && s.message().starts_with("superseded");
+            }
+        }
+        false
+    };
+    let (t1, mut r1) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 1, t1, started(1_000));
+    assert_eq!(owned(&next(&mut r1)), ["198.51.100.1"]);
+    // A restart overlapping its predecessor: the new process takes over.
+    // Make before break: the earlier one is told only once the later one
+    // has applied what it was sent, so the node always answers.
+    let (t2, mut r2) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 2, t2, started(2_000));
+    let first = next(&mut r2);
+    assert_eq!(owned(&first), ["198.51.100.1"]);
+    assert!(!superseded(&mut r1), "not before the later one applied");
+    let Msg::Snapshot(snap) = first else {
+        panic!("a Snapshot first")
+    };
+    hub.ack("a", 2, snap.generation, "");
+    assert!(superseded(&mut r1), "the earlier-started is told");
+    // The earlier one asking again is refused; the later keeps its stream.
+    let (t1b, mut r1b) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 3, t1b, started(1_000));
+    assert!(superseded(&mut r1b));
+    assert!(r2.try_recv().is_err(), "nothing changes for the later one");
+    hub.detach("a", 3, "stream-ended", Instant::now());
+    // The same process reconnecting is no succession; once the later one
+    // is gone, the earlier is served again.
+    let (t2b, mut r2b) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 4, t2b, started(2_000));
+    assert!(!superseded(&mut r2));
+    assert_eq!(owned(&next(&mut r2b)), ["198.51.100.1"]);
+    hub.detach("a", 4, "stream-lost", Instant::now());
+    let (t1c, mut r1c) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 5, t1c, started(1_000));
+    assert_eq!(owned(&next(&mut r1c)), ["198.51.100.1"]);
+}
+
+#[test]
+fn a_successor_gone_before_it_applied_leaves_its_predecessor_to_reconnect() {
+    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
+    hub.set_inputs(
+        Inputs {
+            units: vec![unit("198.51.100.1")],
+            nodes: vec![node("a")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let started = |ms| Arrival {
+        holding: BTreeSet::new(),
+        started_ms: ms,
+    };
+    let (t1, mut r1) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 1, t1, started(1_000));
+    assert_eq!(owned(&next(&mut r1)), ["198.51.100.1"]);
+    let (t2, mut r2) = mpsc::channel(OUTBOX);
+    hub.attach_as("a", 2, t2, started(2_000));
+    assert_eq!(owned(&next(&mut r2)), ["198.51.100.1"]);
+    // The later one dies before it acked: the earlier's stream ends without
+    // a word (its outbox dropped), so it keeps answering and reconnects.
+    hub.detach("a", 2, "stream-lost", Instant::now());
+    assert!(matches!(
+        r1.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+    let (t1b, mut r1b) = mpsc::channel(OUTBOX);
+    hub.attach_as(
+        "a",
+        3,
+        t1b,
+        Arrival {
+            holding: BTreeSet::from(["198.51.100.1".parse().unwrap()]),
+            started_ms: 1_000,
+        },
+    );
+    assert_eq!(owned(&next(&mut r1b)), ["198.51.100.1"]);
 }
