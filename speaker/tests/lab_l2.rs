@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use barelb_testsupport::capture::Capture;
 use barelb_testsupport::netlab::{Host, Process, Topology};
 
 const VIP4: &str = "198.18.0.100";
@@ -175,45 +176,27 @@ s.send(b+b'\\x86\\xdd'+b'\\x60\\x00\\x00\\x00\\xff\\xff\\x3a\\xff'+b'\\x00'*40)\
     assert_eq!(arping(client, VIP4).0, 1, "still answering");
 }
 
-/// tshark in `host`'s namespace for `secs` seconds with a capture filter,
-/// printing `fields` tab-separated; started before `during` runs.
+/// tshark in `host`'s namespace with a capture filter, printing `fields`:
+/// started and capturing before `during` runs, stopped once `done` holds
+/// for the rows (or 15 s pass) and one more second has shown nothing extra
+/// arrives.
 fn capture(
     host: &Host,
     filter: &str,
     fields: &[&str],
-    secs: u32,
+    done: impl Fn(&[Vec<String>]) -> bool,
     during: impl FnOnce(),
 ) -> Vec<Vec<String>> {
-    let dur = format!("duration:{secs}");
-    let mut args = vec![
-        "tshark",
-        "-i",
-        host.ifname.as_str(),
-        "-f",
-        filter,
-        "-a",
-        dur.as_str(),
-        "-T",
-        "fields",
-        "-Q",
-    ];
-    for f in fields {
-        args.extend(["-e", f]);
-    }
-    let cmd = host
-        .ns
-        .command(args[0])
-        .args(&args[1..])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let child = cmd.expect("spawn tshark");
-    std::thread::sleep(Duration::from_millis(1500)); // tshark needs a moment before it captures
+    let tshark = Capture::start(host.ns.name(), &host.ifname, filter, fields).unwrap();
     during();
-    let out = child.wait_with_output().expect("tshark");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
+    tshark.wait_until(Duration::from_secs(15), done);
+    std::thread::sleep(Duration::from_secs(1));
+    tshark.stop()
+}
+
+fn gratuitous(rows: &[Vec<String>]) -> Vec<&Vec<String>> {
+    rows.iter()
+        .filter(|r| r.first().map(String::as_str) == Some("1"))
         .collect()
 }
 
@@ -232,16 +215,13 @@ fn take_over_announcements_have_the_right_fields() {
             "arp.src.proto_ipv4",
             "eth.dst",
         ],
-        4,
+        |rows| gratuitous(rows).len() >= 6,
         || {
             sp = Some(speaker(node, &[VIP4]));
         },
     );
     drop(sp);
-    let gratuitous: Vec<_> = arp
-        .iter()
-        .filter(|r| r.first().map(String::as_str) == Some("1"))
-        .collect();
+    let gratuitous = gratuitous(&arp);
     // Default: 3 rounds of request + reply.
     assert_eq!(gratuitous.len(), 6, "{arp:?}");
     for r in &gratuitous {
@@ -266,7 +246,7 @@ fn take_over_announcements_have_the_right_fields() {
             "icmpv6.nd.na.target_address",
             "icmpv6.opt.linkaddr",
         ],
-        4,
+        |rows| rows.len() >= 3,
         || sp = Some(speaker(node, &[VIP6])),
     );
     drop(sp);
@@ -309,8 +289,14 @@ fn metrics_count_per_address_and_carrier_loss_is_seen() {
         ],
         "metrics-speaker",
     );
-    // All three announcement rounds (0, 0.5 and 1 s) are out by now.
-    std::thread::sleep(Duration::from_millis(1300));
+    // All three announcement rounds (0, 0.5 and 1 s after start) go out
+    // before the one request, so the counts below are exact.
+    let all_rounds = format!("barelb_l2_gratuitous_total{{address=\"{VIP4}\"}} 6");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !scrape(node).lines().any(|l| l == all_rounds) {
+        assert!(Instant::now() < deadline, "no {all_rounds:?} within 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(arping(client, VIP4).0, 1);
     let m = scrape(node);
     for line in [

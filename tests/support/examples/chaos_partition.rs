@@ -23,19 +23,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use barelb_testsupport::chaos::{
-    ArpCapture, answer_rounds, longest_double_answer, operator_pods, owners, unix_seconds,
-    wait_driving,
+    ArpCapture, answer_rounds, dump_logs, longer_than_one_interval, longest_double_answer, mac_of,
+    operator_pods, owners, unix_seconds, wait_driving,
 };
 use barelb_testsupport::cluster::{Cluster, Fault, cluster, node_index};
 use barelb_testsupport::install::*;
-
-/// One announcement interval of the speaker (`--announce-interval-ms`).
-const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
-/// A double answer is measured in whole 100-ms rounds (from the first
-/// doubled round's request to the next clean one's), which can overstate it
-/// by a round and land a hair past a round's edge: 10 ms of slack for the
-/// latter, none for the former.
-const ROUND_SLACK: f64 = 0.010;
 
 /// The node (`node-I`'s I) the Service's Announced condition names.
 fn announcer(c: &Cluster, ns: &str) -> Option<usize> {
@@ -154,15 +146,6 @@ fn iptables(ns: &str, op: &str, rule: &[String]) {
     assert!(out.status.success(), "iptables {op} {rule:?} in {ns}");
 }
 
-fn mac_of(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j", "link", "show", "eth0"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["address"].as_str().unwrap().to_lowercase()
-}
-
 fn main() {
     let smoke = std::env::var("BARELB_BENCH_SMOKE").is_ok_and(|v| v == "1");
     let arg = |n: usize| std::env::args().nth(n).and_then(|a| a.parse::<u64>().ok());
@@ -196,7 +179,7 @@ fn main() {
         keep_operators_off(&c, owner);
         wait_driving(&c, Duration::from_secs(60));
         let leader = leader_pod(&c).as_ref().and_then(node_index);
-        let capture = ArpCapture::start("lc-lan", &client.ns, &vip);
+        let capture = ArpCapture::start("lc-lan", &client.ns, std::slice::from_ref(&vip));
         let poller = client.poll(std::slice::from_ref(&url), 10);
         std::thread::sleep(Duration::from_secs(2));
         let cut = Cut::new(&c, owner);
@@ -236,6 +219,9 @@ fn main() {
         heal_seq.dedup();
         let moves_heal = heal_seq.len().saturating_sub(1);
         let (double_cut, _) = longest_double_answer(&cut_rounds);
+        for (at, macs) in rounds_seen.iter().filter(|(_, m)| m.len() > 1) {
+            eprintln!("round {round}: two answered at {at:.3}: {macs:?}");
+        }
         let (double_heal, _) = longest_double_answer(&heal_rounds);
         println!(
             "{round:>5} {:>8} {:>7} {moves_cut:>10} {moves_heal:>10} {plan_moves:>12} {:>5.0}/{:<5.0} {:>4}/{:<5} {:>10}{}",
@@ -269,31 +255,15 @@ fn main() {
             ));
         }
         for (phase, double) in [("cut", double_cut), ("healing", double_heal)] {
-            if double > ANNOUNCE_INTERVAL.as_secs_f64() + ROUND_SLACK {
+            if longer_than_one_interval(double) {
                 failed.push(format!(
                     "round {round}: two nodes answered for {double:.3} s around the {phase} (longer than one announcement interval)"
                 ));
             }
         }
     }
-    if !failed.is_empty() {
-        // What the speakers said about the stream, conflicts and yields.
-        for app in ["barelb-speaker", "barelb-operator"] {
-            let label = format!("app.kubernetes.io/name={app}");
-            let logs = c
-                .lab
-                .kubectl(&["-n", NS, "logs", "-l", &label, "--prefix", "--tail=-1"]);
-            for l in String::from_utf8_lossy(&logs.stdout).lines() {
-                if [
-                    "conflict", "yield", "stream", "claim", "moved", "quiet", "announc",
-                ]
-                .iter()
-                .any(|k| l.contains(k))
-                {
-                    eprintln!("{l}");
-                }
-            }
-        }
+    if !failed.is_empty() || std::env::var("BARELB_CHAOS_LOGS").is_ok() {
+        dump_logs(&c);
     }
     drop(w);
     drop(installed);

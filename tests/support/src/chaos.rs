@@ -3,12 +3,12 @@
 //! started, and who answers ARP for an address, captured on the LAN.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::capture::Capture;
 use crate::cluster::Cluster;
 use crate::install::NS;
 
@@ -103,95 +103,78 @@ pub struct ArpPacket {
 }
 
 /// Every ARP packet on the cluster's LAN bridge (tshark in the LAN
-/// namespace), while a client asks for one address every 100 ms by
-/// broadcast, so that every node claiming it answers. Stopped by PID on
+/// namespace), while a client asks for each watched address every 100 ms
+/// by broadcast, so that every node claiming one answers. Stopped by PID on
 /// [`ArpCapture::stop`] or drop.
 #[derive(Debug)]
 pub struct ArpCapture {
-    tshark: Child,
+    tshark: Option<Capture>,
     /// Set to stop the asking thread.
     stop: Arc<AtomicBool>,
     asker: Option<std::thread::JoinHandle<()>>,
-    packets: Arc<Mutex<Vec<ArpPacket>>>,
 }
 
 impl ArpCapture {
-    /// Captures on `lan_ns`'s `br0` while `client_ns` asks for `vip`.
-    pub fn start(lan_ns: &str, client_ns: &str, vip: &str) -> ArpCapture {
-        let mut tshark = Command::new("ip")
-            .args(["netns", "exec", lan_ns, "tshark", "-i", "br0", "-l", "-n"])
-            .args(["-f", "arp", "-T", "fields", "-E", "separator=,"])
-            .args(["-e", "frame.time_epoch", "-e", "arp.opcode"])
-            .args(["-e", "arp.src.hw_mac", "-e", "arp.src.proto_ipv4"])
-            .args(["-e", "arp.dst.proto_ipv4"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tshark");
-        let stdout = tshark.stdout.take().expect("piped stdout");
-        let packets = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&packets);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(p) = parse_arp_line(&line) {
-                    sink.lock().expect("capture lock").push(p);
-                }
-            }
-        });
-        // tshark needs a moment before it sees packets.
-        std::thread::sleep(Duration::from_secs(2));
+    /// Captures on `lan_ns`'s `br0` while `client_ns` asks for each of `vips`.
+    pub fn start(lan_ns: &str, client_ns: &str, vips: &[String]) -> ArpCapture {
+        let fields = [
+            "frame.time_epoch",
+            "arp.opcode",
+            "arp.src.hw_mac",
+            "arp.src.proto_ipv4",
+            "arp.dst.proto_ipv4",
+        ];
+        let tshark = Capture::start(lan_ns, "br0", "arp", &fields).expect("start tshark");
         let stop = Arc::new(AtomicBool::new(false));
         let asker = std::thread::spawn({
-            let (stop, ns, vip) = (Arc::clone(&stop), client_ns.to_string(), vip.to_string());
-            move || ask_every_100ms(&stop, &ns, &vip)
+            let (stop, ns, vips) = (Arc::clone(&stop), client_ns.to_string(), vips.to_vec());
+            move || ask_every_100ms(&stop, &ns, &vips)
         });
         ArpCapture {
-            tshark,
+            tshark: Some(tshark),
             stop,
             asker: Some(asker),
-            packets,
         }
     }
 
     /// Stops both and returns what was captured.
     pub fn stop(mut self) -> Vec<ArpPacket> {
-        self.kill();
-        // The reader thread drains what tshark wrote before it died.
-        std::thread::sleep(Duration::from_millis(500));
-        self.packets.lock().expect("capture lock").clone()
+        self.stop_asking();
+        let rows = self.tshark.take().map(Capture::stop).unwrap_or_default();
+        rows.iter().filter_map(|r| parse_arp_row(r)).collect()
     }
 
-    fn kill(&mut self) {
+    fn stop_asking(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.asker.take() {
             let _ = t.join();
         }
-        let _ = self.tshark.kill();
-        let _ = self.tshark.wait();
     }
 }
 
 impl Drop for ArpCapture {
     fn drop(&mut self) {
-        self.kill();
+        self.stop_asking(); // the Capture stops itself when dropped
     }
 }
 
-/// One broadcast ARP request for `vip` from `ns` every 100 ms until `stop`
-/// (iputils arping takes whole seconds only, so one arping per request,
-/// each waiting at most a second; finished ones are reaped as it goes).
-fn ask_every_100ms(stop: &AtomicBool, ns: &str, vip: &str) {
+/// One broadcast ARP request for each of `vips` from `ns` every 100 ms
+/// until `stop` (iputils arping takes whole seconds only, so one arping per
+/// request, each waiting at most a second; finished ones are reaped as it
+/// goes).
+fn ask_every_100ms(stop: &AtomicBool, ns: &str, vips: &[String]) {
     let mut running: Vec<Child> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        if let Ok(child) = Command::new("ip")
-            .args(["netns", "exec", ns, "arping", "-b", "-c", "1", "-w", "1"])
-            .args(["-I", "eth0", vip])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            running.push(child);
+        for vip in vips {
+            if let Ok(child) = Command::new("ip")
+                .args(["netns", "exec", ns, "arping", "-b", "-c", "1", "-w", "1"])
+                .args(["-I", "eth0", vip])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                running.push(child);
+            }
         }
         running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
         std::thread::sleep(Duration::from_millis(100));
@@ -202,8 +185,47 @@ fn ask_every_100ms(stop: &AtomicBool, ns: &str, vip: &str) {
     }
 }
 
-fn parse_arp_line(line: &str) -> Option<ArpPacket> {
-    let f: Vec<&str> = line.split(',').collect();
+/// Prints (stderr) what the speakers and operators logged about streams,
+/// conflicts, yields and moves, with the kubelet's timestamps: a failed run
+/// shows its own timeline.
+pub fn dump_logs(c: &Cluster) {
+    const KEYWORDS: [&str; 10] = [
+        "conflict", "yield", "stream", "claim", "moved", "quiet", "announc", "answer", "acquired",
+        "released",
+    ];
+    for app in ["barelb-speaker", "barelb-operator"] {
+        let label = format!("app.kubernetes.io/name={app}");
+        let logs = c.lab.kubectl(&[
+            "-n",
+            NS,
+            "logs",
+            "-l",
+            &label,
+            "--prefix",
+            "--timestamps",
+            "--tail=-1",
+            "--max-log-requests=20",
+        ]);
+        for l in String::from_utf8_lossy(&logs.stdout).lines() {
+            if KEYWORDS.iter().any(|k| l.contains(k)) {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// The MAC address of `eth0` in namespace `ns` (lower case, as tshark
+/// prints it).
+pub fn mac_of(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show", "eth0"])
+        .output()
+        .expect("ip link show");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v[0]["address"].as_str().unwrap_or_default().to_lowercase()
+}
+
+fn parse_arp_row(f: &[String]) -> Option<ArpPacket> {
     if f.len() != 5 {
         return None;
     }
@@ -255,6 +277,20 @@ pub fn longest_double_answer(rounds: &[(f64, BTreeSet<String>)]) -> (f64, usize)
         longest = longest.max(last - start);
     }
     (longest, doubled)
+}
+
+/// One announcement interval of the speaker (`--announce-interval-ms`).
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
+/// A double answer is measured in whole 100-ms rounds (from the first
+/// doubled round's request to the next clean one's), which can overstate it
+/// by a round and land a hair past a round's edge: 10 ms of slack for the
+/// latter, none for the former.
+const ROUND_SLACK: f64 = 0.010;
+
+/// Whether two nodes answering for `seconds` (from [`longest_double_answer`])
+/// is longer than one announcement interval: the bound every chaos run holds.
+pub fn longer_than_one_interval(seconds: f64) -> bool {
+    seconds > ANNOUNCE_INTERVAL.as_secs_f64() + ROUND_SLACK
 }
 
 /// Consecutive rounds a MAC must answer alone to count as the owner: while
@@ -339,7 +375,12 @@ mod tests {
         seq.extend(settled("bb", 4));
         assert_eq!(owners(&seq), ["aa", "bb"]);
         assert_eq!(
-            parse_arp_line("1764840000.123,2,AA:bb:cc:00:00:01,198.19.0.230,198.19.0.104"),
+            parse_arp_row(
+                &"1764840000.123,2,AA:bb:cc:00:00:01,198.19.0.230,198.19.0.104"
+                    .split(',')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            ),
             Some(pkt(
                 1_764_840_000.123,
                 2,

@@ -11,6 +11,7 @@
 //! - [`netlab`]: throwaway network-namespace topologies (a bridge in a "lan"
 //!   namespace, host namespaces on it) with unique names and cleanup on drop.
 //! - [`routers`]: BIRD, FRR bgpd and GoBGP in a lab namespace, their RIBs read back.
+//! - [`trend`]: whether a figure sampled over a soak grows (slope, quarter medians).
 //! - [`unique_name`]: names that do not collide between parallel tests.
 
 // Test support: failing loudly (panicking) is how a test reports a problem.
@@ -18,6 +19,7 @@
 
 pub mod argocd;
 pub mod bulk;
+pub mod capture;
 pub mod chaos;
 pub mod cluster;
 pub mod install;
@@ -28,6 +30,7 @@ pub mod netlab;
 pub mod observability;
 pub mod peers;
 pub mod routers;
+pub mod trend;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
