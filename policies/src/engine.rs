@@ -367,16 +367,16 @@ fn execute_in(
     program: &cel::Program,
     inputs: &Inputs,
 ) -> Result<cel::Value, String> {
+    // Serialized straight into CEL values: through serde_json a
+    // non-negative integer (a port) would arrive as `uint`, where
+    // Kubernetes' CEL has `int` — and the detour cost most of an evaluation.
     let mut ctx = base.new_inner_scope();
-    for (name, value) in [
-        ("namespace", serde_json::to_value(&inputs.namespace)),
-        ("service", serde_json::to_value(&inputs.service)),
-        ("pool", serde_json::to_value(&inputs.pool)),
-        ("request", serde_json::to_value(&inputs.request)),
-    ] {
-        let value = value.map_err(|e| e.to_string())?;
-        ctx.add_variable(name, value).map_err(|e| e.to_string())?;
-    }
+    let err = |e: cel::SerializationError| e.to_string();
+    ctx.add_variable("namespace", &inputs.namespace)
+        .map_err(err)?;
+    ctx.add_variable("service", &inputs.service).map_err(err)?;
+    ctx.add_variable("pool", &inputs.pool).map_err(err)?;
+    ctx.add_variable("request", &inputs.request).map_err(err)?;
     program.execute(&ctx).map_err(|e| e.to_string())
 }
 

@@ -245,3 +245,26 @@ fn a_runaway_rule_is_abandoned_and_the_engine_keeps_serving() {
     let ok = engine.compile(&fine).unwrap();
     assert_eq!(engine.evaluate(&ok, &inputs(&[], &[])), Verdict::Allow);
 }
+
+/// Ports are `int`, as in Kubernetes' CEL: `p.port - 500` is negative
+/// (as a `uint` it would overflow, an evaluation error).
+#[test]
+fn ports_are_ints_as_in_kubernetes_cel() {
+    let engine = Engine::default();
+    let mut i = inputs(&[], &[]);
+    i.service.ports = vec![crate::inputs::PortInput {
+        name: "https".into(),
+        port: 443,
+        protocol: "TCP".into(),
+    }];
+    let compiled = engine
+        .compile(&policy(&[
+            ("signed", "service.ports.all(p, p.port - 500 < 0)"),
+            (
+                "low",
+                "service.ports.all(p, p.port < 1024 && p.port == 443)",
+            ),
+        ]))
+        .unwrap();
+    assert_eq!(engine.evaluate(&compiled, &i), Verdict::Allow);
+}
