@@ -1,4 +1,4 @@
-//! The variables a rule sees. Field names follow docs/policies.md and the
+//! The variables a rule sees. Field names follow docs/operator.md (Policies) and the
 //! design: a Kubernetes user's policy reads the same here.
 
 use std::collections::BTreeMap;
