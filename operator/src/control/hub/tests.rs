@@ -551,8 +551,8 @@ fn the_hubs_thread_carries_out_commands_in_order() {
     );
 }
 
-#[test]
-fn of_two_speakers_for_one_node_the_later_started_keeps_the_stream() {
+/// A hub planning one layer-2 address on node `a` (the succession tests).
+fn one_address_on_node_a() -> Core {
     let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
     hub.set_inputs(
         Inputs {
@@ -562,10 +562,20 @@ fn of_two_speakers_for_one_node_the_later_started_keeps_the_stream() {
         },
         "test",
     );
-    let started = |ms| Arrival {
+    hub
+}
+
+/// A speaker holding nothing whose process started at `ms`.
+fn started(ms: u64) -> Arrival {
+    Arrival {
         holding: BTreeSet::new(),
         started_ms: ms,
-    };
+    }
+}
+
+#[test]
+fn of_two_speakers_for_one_node_the_later_started_keeps_the_stream() {
+    let hub = one_address_on_node_a();
     let superseded = |rx: &mut Inbox| {
         while let Ok(m) = rx.try_recv() {
             if let Err(s) = m {
@@ -610,19 +620,7 @@ fn of_two_speakers_for_one_node_the_later_started_keeps_the_stream() {
 
 #[test]
 fn a_successor_gone_before_it_applied_leaves_its_predecessor_to_reconnect() {
-    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
-    hub.set_inputs(
-        Inputs {
-            units: vec![unit("198.51.100.1")],
-            nodes: vec![node("a")],
-            ..Inputs::default()
-        },
-        "test",
-    );
-    let started = |ms| Arrival {
-        holding: BTreeSet::new(),
-        started_ms: ms,
-    };
+    let hub = one_address_on_node_a();
     let (t1, mut r1) = mpsc::channel(OUTBOX);
     hub.attach_as("a", 1, t1, started(1_000));
     assert_eq!(owned(&next(&mut r1)), ["198.51.100.1"]);
