@@ -9,6 +9,11 @@ pub const VERSION: &str = "v1alpha1";
 /// too unless the operator runs with `--handle-classless=false`.
 pub const LOAD_BALANCER_CLASS: &str = "barelb.io/lb";
 
+/// The finalizer a load balancer keeps on each Service it serves, so the
+/// Service is gone only once its address is released (Kubernetes' own name,
+/// the one cloud providers' load balancers use and its e2e suite checks).
+pub const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+
 /// Service annotations a user writes to shape the request.
 pub mod annotations {
     /// Take the address from this AddressPool.

@@ -11,6 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::ipam::Family;
 
+mod cleanup;
+pub use cleanup::{FinalizerStep, finalizer_step, has_cleanup_finalizer};
+
 /// `namespace/name` of a Service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
@@ -92,13 +95,16 @@ impl Default for ClassPolicy {
     }
 }
 
-/// Whether barelb is responsible for `svc`.
+/// Whether barelb is responsible for `svc`: a LoadBalancer of its class
+/// whose deletion has not begun.
 pub fn qualifies(svc: &Service, class: &ClassPolicy) -> bool {
+    svc.metadata.deletion_timestamp.is_none() && of_class(svc, class)
+}
+
+/// A LoadBalancer Service of a class this instance serves, deleting or not.
+fn of_class(svc: &Service, class: &ClassPolicy) -> bool {
     let Some(spec) = &svc.spec else { return false };
     if spec.type_.as_deref() != Some("LoadBalancer") {
-        return false;
-    }
-    if svc.metadata.deletion_timestamp.is_some() {
         return false;
     }
     match spec.load_balancer_class.as_deref() {
@@ -287,9 +293,12 @@ pub struct Held {
 
 /// What a Service this instance handles holds; None when the Service is
 /// not ours or holds nothing. The one reading of "what a Service has" for
-/// the allocator's rebuild, the webhook's view, planning and status.
+/// the allocator's rebuild, the webhook's view, planning and status. A
+/// Service whose deletion has begun still holds its addresses until it is
+/// gone: its status shows them and kube-proxy still serves it, so they
+/// stay announced and no other Service is given them meanwhile.
 pub fn held(svc: &Service, class: &ClassPolicy) -> Option<Held> {
-    if !qualifies(svc, class) {
+    if !of_class(svc, class) {
         return None;
     }
     let ips = ingress_ips(svc);

@@ -15,7 +15,7 @@ async fn allocates_releases_and_respects_the_class() {
         r#"{addresses: ["198.51.100.10-198.51.100.12"], announce: {mode: L2}}"#,
     );
     let metrics_addr = free_local_addr();
-    let _op = t.operator_at(&metrics_addr, &[]);
+    let op = t.operator_at(&metrics_addr, &[]);
 
     t.service("first", json!({}), json!({})).await;
     assert_eq!(t.wait_ips("first", 1).await, [ip("198.51.100.10")]);
@@ -42,6 +42,9 @@ async fn allocates_releases_and_respects_the_class() {
     );
     let ingress = &svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
     assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"));
+    // The cleanup finalizer: a load balancer's mark on what it serves.
+    t.wait_for("first", "the cleanup finalizer", has_cleanup_finalizer)
+        .await;
 
     // Another class and a class-less Service are not ours (--handle-classless=false).
     t.service(
@@ -63,8 +66,9 @@ async fn allocates_releases_and_respects_the_class() {
     for name in ["other", "classless"] {
         let s = t.get(name).await;
         assert!(
-            ips(&s).is_empty() && allocated(&s).is_none(),
-            "{name} touched: {:?}",
+            ips(&s).is_empty() && allocated(&s).is_none() && !has_cleanup_finalizer(&s),
+            "{name} touched: {:?} {:?}",
+            s.metadata.finalizers,
             s.status
         );
     }
@@ -75,8 +79,10 @@ async fn allocates_releases_and_respects_the_class() {
     assert_eq!(st["usage"], "2/3");
     assert_eq!(st["conditions"][0]["status"], "True");
 
-    // Deleting frees the address: the next Service gets the lowest free one.
+    // Deleting frees the address: the next Service gets the lowest free
+    // one. The operator takes its finalizer off, so the Service goes.
     t.delete_service("first").await;
+    t.wait_gone("first").await;
     t.wait_pool(&pool, "1 allocated", |s| s["ipv4"]["allocated"] == "1")
         .await;
     t.service("third", json!({}), json!({})).await;
@@ -93,7 +99,7 @@ async fn allocates_releases_and_respects_the_class() {
         .await
         .unwrap();
     t.wait_for("second", "release", |s| {
-        ips(s).is_empty() && allocated(s).is_none()
+        ips(s).is_empty() && allocated(s).is_none() && !has_cleanup_finalizer(s)
     })
     .await;
     t.wait_pool(&pool, "1 allocated", |s| s["ipv4"]["allocated"] == "1")
@@ -125,6 +131,27 @@ async fn allocates_releases_and_respects_the_class() {
     );
     assert!(metrics.contains("barelb_releases_total 2"), "{metrics}");
     assert_eq!(http_get(&metrics_addr, "/readyz"), "");
+
+    // Deleted while no operator runs: the Service waits, Terminating and
+    // still holding its address, until an operator releases it.
+    drop(op);
+    t.delete_service("third").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let waiting = t.get("third").await;
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert_eq!(ips(&waiting), [ip("198.51.100.10")]);
+    let _op = t.operator(&[]);
+    t.wait_gone("third").await;
+    t.wait_pool(&pool, "none allocated", |s| s["ipv4"]["allocated"] == "0")
+        .await;
+}
+
+fn has_cleanup_finalizer(s: &k8s_openapi::api::core::v1::Service) -> bool {
+    s.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == "service.kubernetes.io/load-balancer-cleanup")
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use barelb_core::allocator::{Allocator, Outcome};
 use barelb_core::policy::PolicyCheck;
-use barelb_core::request::{self, ClassPolicy, ServiceKey};
+use barelb_core::request::{self, ClassPolicy, FinalizerStep, ServiceKey};
 use barelb_policies::Engine;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
@@ -23,12 +23,16 @@ use crate::status::ServiceStatus;
 /// How often a failure shared by many Services is logged.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// One Service write: status, maybe the annotation, and events.
+/// One Service write: status, the cleanup finalizer, and events.
 pub(super) struct Write {
     pub key: ServiceKey,
     pub svc: Service,
     pub desired: ServiceStatus,
     pub observed: ServiceStatus,
+    /// The cleanup finalizer's step: added after the status, taken off
+    /// before it is cleared (so a failed removal is retried while the
+    /// status still shows the Service was ours).
+    pub finalizer: FinalizerStep,
     /// The Service's `reconcile` span; the write is its `status_write`.
     pub span: tracing::Span,
     /// The resourceVersion the write was computed from: the apiserver
@@ -157,6 +161,8 @@ pub(super) fn reconcile_keys(
             resync(state, svc, class);
         }
         let observed = ServiceStatus::observed(svc);
+        let served = status_managed_by(svc, &settings.field_manager);
+        let finalizer = request::finalizer_step(svc, class, served);
         // A span only for Services barelb serves or served: the others
         // (every Service in the cluster, on a new leader) are no one's trace.
         let (desired, span) = if request::qualifies(svc, class) {
@@ -177,19 +183,30 @@ pub(super) fn reconcile_keys(
             });
             (ServiceStatus::from_outcome(&outcome), span)
         } else {
-            let freed = state.alloc.release(&key);
-            metrics.releases.inc_by(freed.len() as u64);
-            if observed.condition.is_none() || !status_managed_by(svc, &settings.field_manager) {
-                // Never ours (perhaps another barelb instance's), or already cleared.
-                state.written.remove(&key);
-                continue;
+            let deleting = svc.metadata.deletion_timestamp.is_some();
+            if !deleting {
+                // A deleting Service keeps its addresses until it is gone
+                // (`request::held`), released by the branch above.
+                let freed = state.alloc.release(&key);
+                metrics.releases.inc_by(freed.len() as u64);
             }
-            (ServiceStatus::released(), reconcile_span(&key))
+            if deleting || observed.condition.is_none() || !served {
+                // Never ours (perhaps another barelb instance's), already
+                // cleared, or going away with its status: at most the
+                // finalizer to take off.
+                if finalizer != FinalizerStep::Remove {
+                    state.written.remove(&key);
+                    continue;
+                }
+                (observed.clone(), reconcile_span(&key))
+            } else {
+                (ServiceStatus::released(), reconcile_span(&key))
+            }
         };
         queue.extend(state.alloc.take_evicted());
         record_decision(&span, &desired);
         tracing::debug!(service = %key, ?desired, ?observed, "reconciled");
-        if desired == observed {
+        if desired == observed && finalizer == FinalizerStep::Keep {
             state.written.remove(&key);
             continue;
         }
@@ -211,6 +228,7 @@ pub(super) fn reconcile_keys(
             svc: svc.clone(),
             desired,
             observed,
+            finalizer,
             span,
             precondition,
         });

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use barelb_core::names::CLEANUP_FINALIZER;
 use barelb_core::policy::AllowAll;
+use barelb_core::request::FinalizerStep;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::watcher::Event;
 use serde_json::json;
 
@@ -215,4 +218,144 @@ fn a_write_refused_as_stale_takes_the_newer_status_once_it_arrives() {
     assert!(state.resync.is_empty());
     let key = writes[0].key.clone();
     assert_eq!(state.alloc.current(&key).ips[0].to_string(), "198.51.100.2");
+}
+
+/// `change` (an Apply of a Service) edited by `f`.
+fn edited(change: Change, f: impl FnOnce(&mut Service)) -> Change {
+    let mut s = service_object(change);
+    f(&mut s);
+    Change::Service(Event::Apply(s))
+}
+
+fn with_cleanup_finalizer(s: &mut Service) {
+    s.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.into()]);
+}
+
+/// The condition this instance writes for the address in `s`'s status.
+fn allocated_condition(s: &mut Service) {
+    let status = s.status.as_mut().unwrap();
+    let ip = status
+        .load_balancer
+        .as_ref()
+        .unwrap()
+        .ingress
+        .as_ref()
+        .unwrap()[0]
+        .ip
+        .clone()
+        .unwrap();
+    status.conditions = Some(vec![
+        serde_json::from_value(json!({
+            "type": "barelb.io/Allocated", "status": "True", "reason": "Allocated",
+            "message": format!("{ip} from AddressPool p"),
+            "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap(),
+    ]);
+}
+
+#[test]
+fn a_served_service_is_given_the_cleanup_finalizer_once() {
+    let idx = index(vec![
+        service("new", "10", &[], None),
+        edited(
+            service("kept", "11", &["198.51.100.1"], Some("barelb-operator")),
+            |s| {
+                with_cleanup_finalizer(s);
+                allocated_condition(s);
+            },
+        ),
+    ]);
+    let mut state = leader(&idx);
+    let metrics = Metrics::new();
+    let writes = reconcile_keys(
+        &mut state,
+        &idx,
+        &settings(),
+        keys(&["new", "kept"]),
+        &metrics,
+    );
+    assert_eq!(writes.len(), 1, "the Service that has it is not written");
+    assert_eq!(writes[0].key.name, "new");
+    assert_eq!(writes[0].finalizer, FinalizerStep::Add);
+    assert_eq!(writes[0].desired.ips[0].to_string(), "198.51.100.0");
+}
+
+#[test]
+fn a_deleting_service_loses_the_finalizer_and_keeps_its_address_until_gone() {
+    let deleting = || {
+        edited(
+            service("old", "10", &["198.51.100.0"], Some("barelb-operator")),
+            |s| {
+                with_cleanup_finalizer(s);
+                allocated_condition(s);
+                s.metadata.deletion_timestamp =
+                    Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+            },
+        )
+    };
+    let mut idx = index(vec![deleting(), service("next", "11", &[], None)]);
+    let mut state = leader(&idx);
+    let metrics = Metrics::new();
+    let writes = reconcile_keys(
+        &mut state,
+        &idx,
+        &settings(),
+        keys(&["old", "next"]),
+        &metrics,
+    );
+    let old = writes.iter().find(|w| w.key.name == "old").unwrap();
+    assert_eq!(old.finalizer, FinalizerStep::Remove);
+    assert_eq!(
+        old.desired, old.observed,
+        "no status write for a Service going away"
+    );
+    let next = writes.iter().find(|w| w.key.name == "next").unwrap();
+    assert_eq!(
+        next.desired.ips[0].to_string(),
+        "198.51.100.1",
+        "given the address a Terminating Service still shows"
+    );
+    // Gone: its address is free for the next Service.
+    let mut touched = Touched::default();
+    idx.apply(
+        Change::Service(Event::Delete(service_object(deleting()))),
+        &mut touched,
+    );
+    idx.apply(service("later", "12", &[], None), &mut touched);
+    let writes = reconcile_keys(
+        &mut state,
+        &idx,
+        &settings(),
+        keys(&["old", "later"]),
+        &metrics,
+    );
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].desired.ips[0].to_string(), "198.51.100.0");
+}
+
+#[test]
+fn a_type_change_takes_the_finalizer_off_and_clears_the_status() {
+    // The apiserver drops loadBalancerClass with the type: only the status
+    // this instance wrote says the Service was ours.
+    let cluster_ip = |manager: &str| {
+        edited(service("a", "10", &["198.51.100.0"], Some(manager)), |s| {
+            with_cleanup_finalizer(s);
+            allocated_condition(s);
+            let spec = s.spec.as_mut().unwrap();
+            spec.type_ = Some("ClusterIP".into());
+            spec.load_balancer_class = None;
+        })
+    };
+    let idx = index(vec![cluster_ip("barelb-operator")]);
+    let mut state = leader(&idx);
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].finalizer, FinalizerStep::Remove);
+    assert!(writes[0].desired.ips.is_empty());
+    // Another load balancer's Service (its status not ours) keeps its finalizer.
+    let idx = index(vec![cluster_ip("cloud-controller")]);
+    let mut state = leader(&idx);
+    let writes = reconcile_keys(&mut state, &idx, &settings(), keys(&["a"]), &Metrics::new());
+    assert!(writes.is_empty());
 }

@@ -20,7 +20,9 @@ use crate::events::Events;
 use crate::index::{Change, Index, resource_version};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{now_rfc3339, pool_status_patch};
-use barelb_core::request::ServiceKey;
+use barelb_core::names::CLEANUP_FINALIZER;
+use barelb_core::request::{FinalizerStep, ServiceKey};
+use serde_json::json;
 
 /// What every write needs.
 #[derive(Clone, Copy)]
@@ -124,20 +126,40 @@ async fn write_service(
     now: &str,
 ) -> Result<u64, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
+    let mut rv = w.precondition;
+    if w.finalizer == FinalizerStep::Remove {
+        rv = write_finalizer(&api, settings, metrics, events, w).await?;
+    }
+    if w.desired != w.observed {
+        // From what the removal left, if it came first.
+        rv = write_status(&api, settings, metrics, events, w, rv, now).await?;
+    }
+    if w.finalizer == FinalizerStep::Add {
+        rv = write_finalizer(&api, settings, metrics, events, w).await?;
+    }
+    Ok(rv)
+}
+
+/// The Service's status, refused (409) unless the Service is still at
+/// `precondition` (0: any); the events of the change once it is written.
+async fn write_status(
+    api: &Api<Service>,
+    settings: &Settings,
+    metrics: &Metrics,
+    events: &Events,
+    w: &Write,
+    precondition: u64,
+    now: &str,
+) -> Result<u64, kube::Error> {
     let pp = PatchParams::apply(&settings.field_manager).force();
     let mut body = w.desired.status_patch(&w.svc, now);
-    if w.precondition > 0 {
-        body["metadata"]["resourceVersion"] = w.precondition.to_string().into();
+    if precondition > 0 {
+        body["metadata"]["resourceVersion"] = precondition.to_string().into();
     }
     let res = api
         .patch_status(&w.key.name, &pp, &Patch::Apply(body))
         .await;
-    let result = match &res {
-        Ok(_) => "ok",
-        Err(e) if is_conflict(e) => "conflict",
-        Err(_) => "error",
-    };
-    metrics.count_write_result("service_status", result);
+    count(metrics, "service_status", &res);
     report_forbidden(events, w, &res);
     let updated = res?;
     for ev in w.desired.events(&w.observed) {
@@ -173,6 +195,43 @@ async fn write_service(
         events.publish(event, w.svc.object_ref(&()));
     }
     Ok(resource_version(&updated))
+}
+
+/// Adds or takes off the cleanup finalizer. A strategic merge patch
+/// touches that one entry of the list, whoever else keeps finalizers
+/// there, and never creates a Service that is gone (404); the apiserver
+/// itself refuses a new finalizer on a Service being deleted.
+async fn write_finalizer(
+    api: &Api<Service>,
+    settings: &Settings,
+    metrics: &Metrics,
+    events: &Events,
+    w: &Write,
+) -> Result<u64, kube::Error> {
+    let body = match w.finalizer {
+        FinalizerStep::Add => json!({"metadata": {"finalizers": [CLEANUP_FINALIZER]}}),
+        FinalizerStep::Remove => {
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [CLEANUP_FINALIZER]}})
+        }
+        FinalizerStep::Keep => return Ok(w.precondition),
+    };
+    let pp = PatchParams {
+        field_manager: Some(settings.field_manager.clone()),
+        ..PatchParams::default()
+    };
+    let res = api.patch(&w.key.name, &pp, &Patch::Strategic(body)).await;
+    count(metrics, "service_finalizer", &res);
+    report_forbidden(events, w, &res);
+    Ok(resource_version(&res?))
+}
+
+fn count<T>(metrics: &Metrics, kind: &str, res: &Result<T, kube::Error>) {
+    let result = match res {
+        Ok(_) => "ok",
+        Err(e) if is_conflict(e) => "conflict",
+        Err(_) => "error",
+    };
+    metrics.count_write_result(kind, result);
 }
 
 /// The apiserver refused a write made from a stale view (409 Conflict).

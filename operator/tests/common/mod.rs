@@ -288,6 +288,20 @@ impl Instance {
             .unwrap();
     }
 
+    /// Polls until the Service is gone (30 s): a deletion the cleanup
+    /// finalizer held until the operator released the Service.
+    pub async fn wait_gone(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(svc) = self.services().get_opt(name).await.unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "service {name}: still there 30 s after its deletion; finalizers {:?}",
+                svc.metadata.finalizers
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn get(&self, name: &str) -> Service {
         self.services().get(name).await.unwrap()
     }
