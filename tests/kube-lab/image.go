@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -19,53 +18,82 @@ type repeated []string
 func (r *repeated) String() string     { return strings.Join(*r, " ") }
 func (r *repeated) Set(s string) error { *r = append(*r, s); return nil }
 
-// image writes an OCI image archive (an OCI layout in a tar) holding one
-// static binary as /bin/NAME and its entrypoint, for `ctr images import`:
-// nothing can be pulled here, so every image the lab runs is built so.
-// Timestamps are fixed, so one binary always gives one digest.
+// image writes an OCI image archive (an OCI layout in a tar) for `ctr
+// images import`: nothing can be pulled here, so every image the lab runs
+// is built so. In its simple form it holds one static binary as /bin/NAME,
+// its entrypoint; the e2e images (agnhost, busybox) are made of several
+// files of this machine (--file, with the shared libraries ldd names when
+// --libs is given) and symlinks (--link). Timestamps are fixed, so the same
+// files always give the same digest.
 func image(args []string) error {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
 	out := fs.String("out", "", "archive to write")
-	binary := fs.String("binary", "", "static binary to put in the image")
-	var names, argv repeated
+	binary := fs.String("binary", "", "static binary to put in the image as /bin/NAME, its entrypoint")
+	libs := fs.Bool("libs", false, "add the shared libraries (and loader) ldd names for each --file")
+	var names, argv, files, links, entry, env repeated
 	fs.Var(&names, "name", "image reference (repeatable), e.g. registry.k8s.io/pause:3.10")
-	fs.Var(&argv, "arg", "entrypoint argument (repeatable)")
+	fs.Var(&argv, "arg", "argument (repeatable): of --binary's entrypoint, else the image's Cmd")
+	fs.Var(&files, "file", "SRC:DEST, a file of this machine at DEST in the image (repeatable)")
+	fs.Var(&links, "link", "DEST:TARGET, a symlink (repeatable)")
+	fs.Var(&entry, "entrypoint", "entrypoint word (repeatable) of an image of --files")
+	fs.Var(&env, "env", "KEY=VALUE (repeatable; default PATH=/bin)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *out == "" || *binary == "" || len(names) == 0 {
-		return errors.New("--out, --binary and --name are required")
+	if *out == "" || (*binary == "" && len(files) == 0) || len(names) == 0 {
+		return errors.New("--out, --name and --binary or --file are required")
 	}
-	bin, err := os.ReadFile(*binary)
+	l := newLayer()
+	config := map[string]any{"Env": []string{"PATH=/bin"}}
+	if len(env) > 0 {
+		config["Env"] = []string(env)
+	}
+	if *binary != "" {
+		path := "/bin/" + filepath.Base(*binary)
+		if err := l.file(*binary, path); err != nil {
+			return err
+		}
+		config["Entrypoint"] = append([]string{path}, argv...)
+	}
+	for _, f := range files {
+		src, dest, ok := strings.Cut(f, ":")
+		if !ok {
+			return fmt.Errorf("--file %q: want SRC:DEST", f)
+		}
+		if err := l.file(src, dest); err != nil {
+			return err
+		}
+		if *libs {
+			if err := l.sharedLibraries(src); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range links {
+		dest, target, ok := strings.Cut(k, ":")
+		if !ok {
+			return fmt.Errorf("--link %q: want DEST:TARGET", k)
+		}
+		l.link(dest, target)
+	}
+	if *binary == "" {
+		if len(entry) > 0 {
+			config["Entrypoint"] = []string(entry)
+		}
+		if len(argv) > 0 {
+			config["Cmd"] = []string(argv)
+		}
+	}
+	layer, err := l.tar()
 	if err != nil {
 		return err
 	}
-	path := "bin/" + filepath.Base(*binary)
-	var layer bytes.Buffer
-	lt := tar.NewWriter(&layer)
-	for _, d := range []string{"bin/", "tmp/"} {
-		if err := lt.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o1777}); err != nil {
-			return err
-		}
-	}
-	if err := lt.WriteHeader(&tar.Header{Name: path, Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	if _, err := lt.Write(bin); err != nil {
-		return err
-	}
-	if err := lt.Close(); err != nil {
-		return err
-	}
 	layerDigest := digest(layer.Bytes())
-	config, err := json.Marshal(map[string]any{
+	configJSON, err := json.Marshal(map[string]any{
 		"architecture": "amd64",
 		"os":           "linux",
-		"config": map[string]any{
-			"Entrypoint": append([]string{"/" + path}, argv...),
-			"Env":        []string{"PATH=/bin"},
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
+		"config":       config,
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	if err != nil {
 		return err
@@ -73,7 +101,7 @@ func image(args []string) error {
 	manifest, err := json.Marshal(map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        descriptor("application/vnd.oci.image.config.v1+json", config),
+		"config":        descriptor("application/vnd.oci.image.config.v1+json", configJSON),
 		"layers":        []any{descriptor("application/vnd.oci.image.layer.v1.tar", layer.Bytes())},
 	})
 	if err != nil {
@@ -102,17 +130,17 @@ func image(args []string) error {
 	}
 	defer f.Close()
 	t := tar.NewWriter(f)
-	files := []struct {
+	blobs := []struct {
 		name string
 		data []byte
 	}{
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", index},
 		{blob(layer.Bytes()), layer.Bytes()},
-		{blob(config), config},
+		{blob(configJSON), configJSON},
 		{blob(manifest), manifest},
 	}
-	for _, file := range files {
+	for _, file := range blobs {
 		if err := t.WriteHeader(&tar.Header{Name: file.name, Mode: 0o644, Size: int64(len(file.data)), Typeflag: tar.TypeReg}); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@
 //	kube-lab kube-proxy ARGS...                      a kube-proxy
 //	kube-lab cert --dir DIR --cn CN [--org O] --out P  a client certificate from the lab CA
 //	kube-lab image --out FILE --name REF --binary B [--arg A]...  an OCI image archive
+//	  (or of several files: --file SRC:DEST [--libs] [--link DEST:TARGET] [--entrypoint W])
 //	kube-lab kubectl ARGS...                         the kubectl of the same Kubernetes version
 //
 // Test tooling only: nothing here ships with barelb.
@@ -73,5 +74,8 @@ func usage() {
                                         client certificate PREFIX.crt/.key signed by the lab CA
   kube-lab image --out FILE --name REF --binary PATH [--arg ARG]...
                                         OCI image archive with one static binary as its entrypoint
+  kube-lab image --out FILE --name REF --file SRC:DEST... [--libs] [--link DEST:TARGET]...
+        [--entrypoint W]... [--arg ARG]... [--env K=V]...
+                                        OCI image archive of several files of this machine
   kube-lab kubectl ARGS...              version-matched kubectl`)
 }

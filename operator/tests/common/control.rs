@@ -27,7 +27,6 @@ pub enum OperatorAt {
 }
 
 pub struct Cluster {
-    pub inst: Instance,
     pub topo: Topology,
     pub op: Operator,
     _relays: Vec<Process>,
@@ -42,6 +41,9 @@ pub struct Cluster {
     at: OperatorAt,
     /// Flags every operator of this cluster gets besides the control ones.
     extra: Vec<String>,
+    /// Dropped last (fields drop in order): after the operator, so its
+    /// clean-up of the test's Services is not undone by a live operator.
+    pub inst: Instance,
 }
 
 /// A process in the root namespace, killed on drop.

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use barelb_core::names::CLEANUP_FINALIZER;
 use barelb_testsupport::lab::{DeleteOnDrop, Lab, lab, lab_dir, output_text};
 use barelb_testsupport::unique_name;
 use k8s_openapi::api::core::v1::Service;
@@ -69,6 +70,45 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl Drop for Instance {
+    /// Runs before the guards delete the namespaces. The operators made
+    /// from this instance are gone by now (dropped first), so the cleanup
+    /// finalizers they put on the test's Services would hold those
+    /// namespaces' deletion in the shared lab for good: taken off here.
+    fn drop(&mut self) {
+        let listed = self.lab.kubectl(&[
+            "get",
+            "services",
+            "--all-namespaces",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name} {.metadata.finalizers}{"\n"}{end}"#,
+        ]);
+        let prefix = format!("{}-", self.id);
+        let text = String::from_utf8_lossy(&listed.stdout);
+        for line in text.lines() {
+            let mut fields = line.splitn(3, ' ');
+            let (Some(ns), Some(name), Some(finalizers)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if ns.starts_with(&prefix) && finalizers.contains(CLEANUP_FINALIZER) {
+                let patch = serde_json::json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [CLEANUP_FINALIZER]}});
+                let _ = self.lab.kubectl(&[
+                    "-n",
+                    ns,
+                    "patch",
+                    "service",
+                    name,
+                    "--type=strategic",
+                    "-p",
+                    &patch.to_string(),
+                ]);
+            }
+        }
     }
 }
 
