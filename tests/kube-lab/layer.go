@@ -110,7 +110,8 @@ func (l *layer) tar() (*bytes.Buffer, error) {
 	}
 	sort.Strings(entries)
 	for _, p := range entries {
-		if target, ok := l.links[p]; ok {
+		// A file wins over a symlink of the same path.
+		if target, ok := l.links[p]; ok && l.files[p] == nil {
 			if err := t.WriteHeader(&tar.Header{Name: p, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777}); err != nil {
 				return nil, err
 			}
