@@ -79,6 +79,14 @@ impl Drop for Instance {
     /// finalizers they put on the test's Services would hold those
     /// namespaces' deletion in the shared lab for good: taken off here.
     fn drop(&mut self) {
+        // A test's webhook (failurePolicy Fail in some) would refuse the
+        // patches below with its operator gone: it goes first.
+        let _ = self.lab.kubectl(&[
+            "delete",
+            "validatingwebhookconfiguration",
+            &format!("barelb-{}", self.id),
+            "--ignore-not-found",
+        ]);
         let listed = self.lab.kubectl(&[
             "get",
             "services",
