@@ -4,6 +4,7 @@
 
 mod common;
 
+use barelb_core::request::has_cleanup_finalizer;
 use common::{Instance, allocated, free_local_addr, http_get, ip, ips};
 use serde_json::json;
 
@@ -144,14 +145,6 @@ async fn allocates_releases_and_respects_the_class() {
     t.wait_gone("third").await;
     t.wait_pool(&pool, "none allocated", |s| s["ipv4"]["allocated"] == "0")
         .await;
-}
-
-fn has_cleanup_finalizer(s: &k8s_openapi::api::core::v1::Service) -> bool {
-    s.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == "service.kubernetes.io/load-balancer-cleanup")
 }
 
 #[tokio::test]

@@ -227,8 +227,20 @@ fn edited(change: Change, f: impl FnOnce(&mut Service)) -> Change {
     Change::Service(Event::Apply(s))
 }
 
-fn with_cleanup_finalizer(s: &mut Service) {
-    s.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.into()]);
+/// Service `name` holding `ip` in a status `status_manager` wrote, with its
+/// condition and the cleanup finalizer, then edited by `f`.
+fn held_with_finalizer(
+    name: &str,
+    rv: &str,
+    ip: &str,
+    status_manager: &str,
+    f: impl FnOnce(&mut Service),
+) -> Change {
+    edited(service(name, rv, &[ip], Some(status_manager)), |s| {
+        s.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.into()]);
+        allocated_condition(s);
+        f(s);
+    })
 }
 
 /// The condition this instance writes for the address in `s`'s status.
@@ -258,13 +270,7 @@ fn allocated_condition(s: &mut Service) {
 fn a_served_service_is_given_the_cleanup_finalizer_once() {
     let idx = index(vec![
         service("new", "10", &[], None),
-        edited(
-            service("kept", "11", &["198.51.100.1"], Some("barelb-operator")),
-            |s| {
-                with_cleanup_finalizer(s);
-                allocated_condition(s);
-            },
-        ),
+        held_with_finalizer("kept", "11", "198.51.100.1", "barelb-operator", |_| {}),
     ]);
     let mut state = leader(&idx);
     let metrics = Metrics::new();
@@ -284,15 +290,9 @@ fn a_served_service_is_given_the_cleanup_finalizer_once() {
 #[test]
 fn a_deleting_service_loses_the_finalizer_and_keeps_its_address_until_gone() {
     let deleting = || {
-        edited(
-            service("old", "10", &["198.51.100.0"], Some("barelb-operator")),
-            |s| {
-                with_cleanup_finalizer(s);
-                allocated_condition(s);
-                s.metadata.deletion_timestamp =
-                    Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-            },
-        )
+        held_with_finalizer("old", "10", "198.51.100.0", "barelb-operator", |s| {
+            s.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        })
     };
     let mut idx = index(vec![deleting(), service("next", "11", &[], None)]);
     let mut state = leader(&idx);
@@ -339,9 +339,7 @@ fn a_type_change_takes_the_finalizer_off_and_clears_the_status() {
     // The apiserver drops loadBalancerClass with the type: only the status
     // this instance wrote says the Service was ours.
     let cluster_ip = |manager: &str| {
-        edited(service("a", "10", &["198.51.100.0"], Some(manager)), |s| {
-            with_cleanup_finalizer(s);
-            allocated_condition(s);
+        held_with_finalizer("a", "10", "198.51.100.0", manager, |s| {
             let spec = s.spec.as_mut().unwrap();
             spec.type_ = Some("ClusterIP".into());
             spec.load_balancer_class = None;
