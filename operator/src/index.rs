@@ -281,6 +281,7 @@ impl Index {
             Change::Pool(ev) => touched.pools |= self.pools.handle_guarded(ev, "AddressPool"),
             Change::Peer(ev) => touched.peers |= self.peers.handle_guarded(ev, "BGPPeer"),
             Change::Secret(ev) => {
+                let was_synced = self.secrets.synced();
                 let keys = self.secrets.handle(
                     ev,
                     |s| {
@@ -290,7 +291,12 @@ impl Index {
                     },
                     |s| s.metadata.name.clone(),
                 );
-                // Only a Secret some peer names changes a peer's session.
+                // The first complete read counts as a change: until then the
+                // hub has no inputs (a session would go out without its
+                // password), and a read absorbed while writes are in flight
+                // must still wake the controller to send them. After that,
+                // only a Secret some peer names changes a peer's session.
+                touched.peers |= !was_synced && self.secrets.synced();
                 touched.peers |= keys.iter().any(|k| {
                     self.peers.values().any(|p| {
                         p.spec
@@ -349,7 +355,24 @@ impl Index {
                     .is_empty();
             }
             Change::EndpointSlice(ev) => {
+                // A slice that goes is no longer in the store afterwards:
+                // its Service (which may have lost its last endpoint) is read
+                // before. A relist may drop any: all the old ones count.
+                let going: Vec<ServiceKey> = match &ev {
+                    Event::Delete(s) => slice_key(s)
+                        .and_then(|k| self.endpoint_slices.get(&k))
+                        .map(|i| i.service.clone())
+                        .into_iter()
+                        .collect(),
+                    Event::InitDone => self
+                        .endpoint_slices
+                        .values()
+                        .map(|i| i.service.clone())
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 let keys = self.endpoint_slices.handle(ev, slice_info, slice_key);
+                touched.services.extend(going);
                 touched.services.extend(
                     keys.iter()
                         .filter_map(|k| self.endpoint_slices.get(k).map(|s| s.service.clone())),
@@ -532,5 +555,56 @@ mod tests {
         // A spec change (new generation) or a label change is a change.
         assert!(apply(&mut index, pool(2, "a", "1/16")));
         assert!(apply(&mut index, pool(2, "b", "1/16")));
+    }
+
+    #[test]
+    fn a_deleted_endpoint_slice_touches_its_service() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "n1"}],
+        }))
+        .unwrap();
+        let mut index = Index::default();
+        let mut touch = |ev: Event<EndpointSlice>| {
+            let mut t = Touched::default();
+            index.apply(Change::EndpointSlice(ev), &mut t);
+            t.services
+        };
+        let web = ServiceKey {
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        assert_eq!(touch(Event::Apply(slice.clone())), vec![web.clone()]);
+        assert_eq!(touch(Event::Delete(slice.clone())), vec![web.clone()]);
+        // A relist without it: its Service counts as touched too.
+        touch(Event::Apply(slice));
+        assert!(touch(Event::Init).is_empty());
+        assert_eq!(touch(Event::InitDone), vec![web]);
+    }
+
+    #[test]
+    fn the_first_complete_read_of_secrets_touches_the_peers() {
+        let mut index = Index::default();
+        let mut read = |ev: Event<Secret>| {
+            let mut t = Touched::default();
+            index.apply(Change::Secret(ev), &mut t);
+            t.peers
+        };
+        assert!(!read(Event::Init));
+        // No BGPPeer names any Secret, yet the hub waits for this read.
+        assert!(read(Event::InitDone));
+        let unnamed = Secret {
+            metadata: ObjectMeta {
+                name: Some("unnamed".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(!read(Event::Apply(unnamed)));
+        // A relist after a watch error is not a first read.
+        assert!(!read(Event::Init));
+        assert!(!read(Event::InitDone));
     }
 }

@@ -330,6 +330,32 @@ impl Deployed {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        if self.peer == Peer::Barelb {
+            self.wait_admitting();
+        }
+    }
+
+    /// Waits until barelb's webhook answers for a Service of its class (a
+    /// server-side dry run, which admission reviews). A Ready operator Pod
+    /// is not yet an endpoint the apiserver knows: after every operator was
+    /// away, creates are refused ("no endpoints available") for a moment.
+    fn wait_admitting(&self) {
+        let probe = r#"{"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "peers-admission-probe", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}"#;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.c.lab.apply_args(probe, &["--dry-run=server"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "barelb's webhook does not answer: {}",
+                output_text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The PID of the speaker on node `i`, if one runs.
