@@ -10,7 +10,7 @@
 #   Pod CIDRs      198.18.(128+I).0/24 and 2001:db8:18:(80+I)::/64 for node-I;
 #                  cluster CIDRs 198.18.128.0/17 and 2001:db8:18::/48
 #   Services       10.96.0.0/16 and fd00:10:96::/108 (virtual: only kube-proxy's
-#                  rules in the nodes know them)
+#                  rules in the nodes know them); cluster DNS 10.96.0.10
 #   MACs           node-I eth0 02:b1:00:00:00:<hex 10+I>
 # Names: namespaces lc-lan and lc-node-I, root veth lc-cp, cgroups lc-node-I.
 
@@ -21,6 +21,7 @@ CL_CP_IP6=2001:db8:19::1
 CL_CLUSTER_CIDR=198.18.128.0/17,2001:db8:18::/48
 CL_SERVICE_CIDR=10.96.0.0/16
 CL_SERVICE_CIDR6=fd00:10:96::/108
+CL_DNS_IP=10.96.0.10 # kube-dns (tests/lib/coredns.yaml)
 CL_NODES_DIR=$LAB_DIR/nodes
 CL_IMAGES_DIR=$LAB_DIR/images
 CL_CGROUP_CONTROLLERS=(blkio cpu cpuacct cpuset devices freezer memory pids systemd)
@@ -36,11 +37,12 @@ cl_node_mac() { printf '02:b1:00:00:00:%02x\n' $((10 + $1)); }
 cl_nsexec() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
 # The static binaries and images the nodes run: a pause image (the pod
-# sandbox; registry.k8s.io/pause cannot be pulled here) and the test backend.
+# sandbox; registry.k8s.io/pause cannot be pulled here), the test backend
+# and CoreDNS (the cluster's DNS).
 cl_build_images() {
   mkdir -p "$CL_IMAGES_DIR"
   local b
-  for b in lab-pause lab-backend; do
+  for b in lab-pause lab-backend lab-coredns; do
     if [ ! -x "$CL_IMAGES_DIR/$b" ] || [ -n "$(find "$SRC/cmd/$b" -newer "$CL_IMAGES_DIR/$b" -type f | head -1)" ]; then
       (cd "$SRC" && GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$CL_IMAGES_DIR/$b" "./cmd/$b")
     fi
@@ -49,6 +51,8 @@ cl_build_images() {
     --name registry.k8s.io/pause:3.10 >/dev/null
   "$BIN" image --out "$CL_IMAGES_DIR/backend.tar" --binary "$CL_IMAGES_DIR/lab-backend" \
     --name barelb.io/lab-backend:1 >/dev/null
+  "$BIN" image --out "$CL_IMAGES_DIR/coredns.tar" --binary "$CL_IMAGES_DIR/lab-coredns" \
+    --name barelb.io/lab-coredns:1.12.4 >/dev/null
 }
 
 # The LAN: a bridge in its own namespace, and the control plane's leg.
@@ -193,6 +197,7 @@ EOF
   done
   ctr -a "$sock" -n k8s.io images import --all-platforms "$CL_IMAGES_DIR/pause.tar" >/dev/null
   ctr -a "$sock" -n k8s.io images import --all-platforms "$CL_IMAGES_DIR/backend.tar" >/dev/null
+  ctr -a "$sock" -n k8s.io images import --all-platforms "$CL_IMAGES_DIR/coredns.tar" >/dev/null
 
   "$BIN" cert --dir "$STATE" --cn "system:node:node-$i" --org system:nodes --out "$dir/kubelet/client"
   cl_kubeconfig "$dir/kubelet/kubeconfig" "$dir/kubelet/client"
@@ -214,7 +219,11 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 enforceNodeAllocatable: []
 makeIPTablesUtilChains: false
+# Pods resolve through the cluster's DNS only (the host's resolver is not
+# the lab's to use).
 resolvConf: ""
+clusterDNS: [$CL_DNS_IP]
+clusterDomain: cluster.local
 authentication:
   anonymous: {enabled: false}
   x509: {clientCAFile: $STATE/ca.crt}
@@ -298,6 +307,21 @@ cl_up() {
     sleep 0.5
   done
   say "$n nodes Ready in $((SECONDS - start))s"
+  cl_dns_up
+}
+
+# CoreDNS as kube-dns, Ready before the cluster counts as up: Pods rely on
+# it as on any cluster's.
+cl_dns_up() {
+  local start=$SECONDS k=("$BIN" kubectl --kubeconfig "$KUBECONFIG_FILE")
+  "${k[@]}" apply -f "$ROOT/tests/lib/coredns.yaml" >/dev/null || { say "CoreDNS: apply failed"; return 1; }
+  "${k[@]}" -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null || {
+    say "CoreDNS did not become Ready:"
+    "${k[@]}" -n kube-system get pods -l k8s-app=kube-dns -o wide >&2
+    "${k[@]}" -n kube-system logs -l k8s-app=kube-dns --tail=20 >&2
+    return 1
+  }
+  say "cluster DNS ($CL_DNS_IP) Ready in $((SECONDS - start))s"
 }
 
 cl_kill_pidfile() {
