@@ -247,6 +247,14 @@ fn node_eligibility(n: &Node) -> Result<(), Ineligible> {
     }
 }
 
+/// Whether `n` could announce anything once its speaker is connected:
+/// Ready and not excluded from load balancers (kubeadm labels its
+/// control-plane nodes so, and a speaker DaemonSet often skips them). What
+/// a new leader waits for before it plans (`Core::settles_now`).
+pub fn awaited(n: &Node) -> bool {
+    n.ready && !n.labels.contains_key(EXCLUDE_LABEL)
+}
+
 /// Whether `n` may announce `u`, or the first reason it may not: the one
 /// rule the planner and `kubectl barelb why` both apply.
 pub fn eligibility(u: &Unit, n: &Node) -> Result<(), Ineligible> {

@@ -302,9 +302,15 @@ impl Core {
     }
 
     /// Whether a new leader's settle period is over: it was never wanted,
-    /// its time is up, or every Ready node's speaker is back.
+    /// its time is up, or the speaker of every node that could announce is
+    /// back (`planner::awaited`: an excluded node runs none).
     fn settles_now(&self, s: &State) -> bool {
-        let mut ready = s.inputs.nodes.iter().filter(|n| n.ready).peekable();
+        let mut ready = s
+            .inputs
+            .nodes
+            .iter()
+            .filter(|n| planner::awaited(n))
+            .peekable();
         self.settle.is_zero()
             || s.hold_until.is_some_and(|t| Instant::now() >= t)
             || (ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)))

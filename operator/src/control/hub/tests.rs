@@ -258,6 +258,29 @@ fn a_new_leader_settles_as_soon_as_every_ready_nodes_speaker_is_back() {
 }
 
 #[test]
+fn a_new_leader_does_not_wait_for_nodes_excluded_from_load_balancers() {
+    let hub = Core::new(Metrics::new(), std::time::Duration::from_secs(3600));
+    let mut control_plane = node("cp");
+    control_plane
+        .labels
+        .insert(barelb_core::planner::EXCLUDE_LABEL.into(), String::new());
+    hub.set_inputs(
+        Inputs {
+            units: (1..=4).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
+            nodes: vec![node("a"), control_plane],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    hub.attach("a", ta);
+    // The excluded node runs no speaker: a alone is everyone, so the plan
+    // goes out now rather than after the hour.
+    assert_eq!(sorted(owned(&next(&mut ra))), sorted(ips(1..=4)));
+    assert_eq!(hub.plans().borrow().l2.len(), 4);
+}
+
+#[test]
 fn after_settling_a_lost_speaker_still_fails_over() {
     let hub = Core::new(Metrics::new(), std::time::Duration::from_secs(60));
     hub.set_inputs(
