@@ -1,8 +1,9 @@
-//! `scripts/e2e-upstream [l2]`: Kubernetes' own LoadBalancer e2e specs
+//! `scripts/e2e-upstream [l2|bgp]`: Kubernetes' own LoadBalancer e2e specs
 //! (`[Feature:LoadBalancer]` of test/e2e/network, the lab's v1.34.4) against
 //! the lab cluster with barelb installed by its Helm chart and one
-//! auto-assign AddressPool on the lab LAN, as a platform team would set it
-//! up for class-less Services.
+//! auto-assign AddressPool, as a platform team would set it up for
+//! class-less Services: on the lab LAN in layer 2, or (`bgp`) announced to a
+//! BIRD router on the LAN that the client routes through.
 //!
 //! `e2e.test` runs in a namespace on the LAN the addresses are announced on,
 //! at 198.51.100.10 — outside the nodes' /16, as the source-address specs
@@ -31,18 +32,47 @@ use barelb_testsupport::repo_root;
 /// port, from outside and from Pods.
 const SMOKE: &str = r"\[Feature:LoadBalancer\].*cleanup finalizer|ExternalTrafficPolicy: Local \[Feature:LoadBalancer\].*(should work for type=LoadBalancer|should work from pods)";
 
-const POOL: &str = "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {name: e2e-upstream}\n\
-                    spec: {addresses: [198.19.0.230-198.19.0.239], announce: {mode: L2}}\n";
+/// Layer 2: addresses on the LAN, answered by one node each.
+const L2_POOL: &str = "apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {name: e2e-upstream}\n\
+                       spec: {addresses: [198.19.0.230-198.19.0.239], announce: {mode: L2}}\n";
+
+/// BGP: addresses off the LAN, announced to a BIRD router on it
+/// ([`ROUTER_HOST`], ECMP over the nodes), which the client routes through.
+const BGP_RANGE: &str = "10.202.0.0/28";
+const ROUTER_HOST: u8 = 4;
+const ROUTER_ASN: u32 = 64501;
+const NODE_ASN: u32 = 64500;
+
+fn bgp_objects() -> String {
+    format!(
+        "apiVersion: barelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: e2e-upstream-router}}\n\
+         spec: {{peerAddress: 198.19.0.{ROUTER_HOST}, peerASN: {ROUTER_ASN}, myASN: {NODE_ASN}, \
+         holdTime: 9s, connectRetryTime: 1s}}\n---\n\
+         apiVersion: barelb.io/v1alpha1\nkind: AddressPool\nmetadata: {{name: e2e-upstream}}\n\
+         spec: {{addresses: [{BGP_RANGE}], announce: {{mode: BGP}}}}\n"
+    )
+}
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "l2".into());
-    assert_eq!(mode, "l2", "modes: l2");
+    assert!(["l2", "bgp"].contains(&mode.as_str()), "modes: l2, bgp");
+    // In the outside client's namespace (scripts/e2e-upstream makes it).
+    let netns =
+        std::env::var("BARELB_E2E_NETNS").expect("BARELB_E2E_NETNS: run scripts/e2e-upstream");
     let root = repo_root();
     let e2e = root.join("target/e2e");
     let c = cluster("e2e-upstream");
     let started = Instant::now();
     let installed = install_with_helm(&c);
-    apply(&c, POOL);
+    let _router = if mode == "bgp" {
+        let router = c.router(ROUTER_HOST, ROUTER_ASN, NODE_ASN);
+        apply(&c, &bgp_objects());
+        route_through(&netns, &router);
+        Some(router)
+    } else {
+        apply(&c, L2_POOL);
+        None
+    };
     eprintln!(
         "e2e-upstream: barelb installed in {} s",
         started.elapsed().as_secs()
@@ -63,9 +93,6 @@ fn main() {
     let log = std::fs::File::create(report.join("e2e.log")).unwrap();
     let kubeconfig = &c.lab.kubeconfig;
     let ran = Instant::now();
-    // In the outside client's namespace (scripts/e2e-upstream makes it).
-    let netns =
-        std::env::var("BARELB_E2E_NETNS").expect("BARELB_E2E_NETNS: run scripts/e2e-upstream");
     let status = Command::new("ip")
         .args(["netns", "exec", &netns])
         .arg(e2e.join("network.test"))
@@ -124,6 +151,34 @@ fn main() {
     );
     if failed > 0 || !status.success() {
         panic!("e2e-upstream: {failed} spec(s) failed (e2e.test exit {status})");
+    }
+}
+
+/// The client reaches the BGP range through the router; the router sends
+/// what is for the client's subnet out on the LAN, as the nodes do.
+fn route_through(client_ns: &str, router: &barelb_testsupport::cluster::LanRouter) {
+    for (ns, args) in [
+        (
+            client_ns,
+            vec!["route", "replace", BGP_RANGE, "via", &router.ip],
+        ),
+        (
+            router.ns.as_str(),
+            vec!["route", "replace", "198.51.100.0/24", "dev", "eth0"],
+        ),
+    ] {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(ns)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {ns} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
