@@ -155,7 +155,9 @@ fn main() {
 }
 
 /// The client reaches the BGP range through the router; the router sends
-/// what is for the client's subnet out on the LAN, as the nodes do.
+/// what is for the client's subnet out on the LAN, as the nodes do. Its
+/// ECMP hashes source and destination addresses (Linux's default, and
+/// per-destination load sharing as routers commonly do).
 fn route_through(client_ns: &str, router: &barelb_testsupport::cluster::LanRouter) {
     for (ns, args) in [
         (
