@@ -139,7 +139,7 @@ async fn a_later_started_speaker_for_the_same_node_supersedes_the_earlier() {
         Duration::from_secs(15),
         || read(&first_log).contains("a later-started speaker serves this node"),
     );
-    // The earlier asks again every 5 s and is refused each time: the later
+    // The earlier asks again every 2 s and is refused each time: the later
     // one's stream is never taken back, and one node keeps answering.
     let until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < until {

@@ -143,9 +143,17 @@ fn yield_recent(l2: &mut L2, recent: &mut Recent) {
     }
 }
 
-/// Backoff between connection attempts: 100 ms doubling to 5 s.
+/// The longest wait between connection attempts. Well under a new
+/// leader's settle period (the operator's `--control-settle-ms`, 5 s): a
+/// speaker asleep in its backoff when the leader arrives is back before the
+/// leader stops waiting for it, so its addresses do not move away and back
+/// (a 5-s cap once lost that race). A healed node also learns sooner that
+/// another node took its addresses.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Backoff between connection attempts: 100 ms doubling to [`MAX_BACKOFF`].
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(MAX_BACKOFF)
 }
 
 /// The operator ended the stream because a later-started speaker serves
@@ -254,10 +262,10 @@ pub async fn run(
             }
             Err(e) if superseded(&e) => {
                 if !l2.is_empty() {
-                    tracing::warn!(operator = %target, "a later-started speaker serves this node: stopped answering for layer-2 addresses; asking again every 5 s in case it goes");
+                    tracing::warn!(operator = %target, "a later-started speaker serves this node: stopped answering for layer-2 addresses; asking again every 2 s in case it goes");
                     step_aside(&mut l2);
                 }
-                attempt = 6; // the 5-s pace: it stays refused while the other lives
+                attempt = 6; // the slowest pace: it stays refused while the other lives
             }
             Err(e) => {
                 tracing::info!(operator = %target, error = %e, "control stream down; keeping announcements (fail-static)");
@@ -291,7 +299,7 @@ pub async fn run(
             }
         }
         if attempt > 3 {
-            // Reset the pace after a while so a long outage keeps retrying every 5 s.
+            // Reset the pace after a while so a long outage keeps retrying at the slowest pace.
             attempt = attempt.min(6);
         }
     }
