@@ -193,8 +193,7 @@ async fn argo_cd_syncs_the_pool_repo_shows_refusals_and_applies_a_fix_while_retr
         t.id
     );
     assert!(
-        msgs.iter()
-            .any(|m| m.contains(&prefix) && m.contains("<input>:1:")),
+        msgs.iter().any(|m| m.contains(&format!("{prefix}1:"))),
         "{msgs:?}"
     );
     repo.commit(&[("env/broken.yaml", "")], "revert the broken policy");

@@ -11,6 +11,7 @@ use crate::inputs::Inputs;
 
 mod shape;
 mod supported;
+mod text;
 mod workers;
 
 use workers::Workers;
@@ -260,7 +261,7 @@ impl Engine {
             // The walk runs here too: it recurses once per AST level.
             Work::Compiled(
                 cel::Program::compile(&owned)
-                    .map_err(|e| one_line(&e.to_string()))
+                    .map_err(|e| text::parse_error(&e, &owned))
                     .and_then(|p| match supported::unsupported(p.expression()) {
                         Some(why) => Err(why),
                         None => Ok(p),
@@ -287,7 +288,7 @@ impl Engine {
             action: policy.action,
             policy: policy.name.clone(),
             rule: rule.to_string(),
-            message,
+            message: text::bounded(message),
         };
         if inputs.size() > self.limits.max_input {
             return refuse(
@@ -307,9 +308,10 @@ impl Engine {
                     return refuse(&rule.source.name, message);
                 }
                 Ok(other) => {
+                    // Bounded while formatted: the value may be large.
                     return refuse(
                         &rule.source.name,
-                        format!("expression returned {other:?}, not a bool"),
+                        text::bounded(format_args!("expression returned {other:?}, not a bool")),
                     );
                 }
                 Err(e) => return refuse(&rule.source.name, format!("evaluation error: {e}")),
@@ -322,12 +324,12 @@ impl Engine {
         if let Some(p) = &rule.message_program
             && let Ok(cel::Value::String(s)) = self.run(p, inputs)
         {
-            return one_line(&s);
+            return text::bounded(s);
         }
-        rule.source
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("failed rule: {}", rule.source.expression))
+        match &rule.source.message {
+            Some(m) => text::bounded(m),
+            None => text::bounded(format_args!("failed rule: {}", rule.source.expression)),
+        }
     }
 
     /// Runs a program, containing panics: inline when it cannot loop, else
@@ -371,17 +373,13 @@ fn execute_in(
     // non-negative integer (a port) would arrive as `uint`, where
     // Kubernetes' CEL has `int` — and the detour cost most of an evaluation.
     let mut ctx = base.new_inner_scope();
-    let err = |e: cel::SerializationError| e.to_string();
+    let err = |e: cel::SerializationError| text::bounded(e);
     ctx.add_variable("namespace", &inputs.namespace)
         .map_err(err)?;
     ctx.add_variable("service", &inputs.service).map_err(err)?;
     ctx.add_variable("pool", &inputs.pool).map_err(err)?;
     ctx.add_variable("request", &inputs.request).map_err(err)?;
-    program.execute(&ctx).map_err(|e| e.to_string())
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    program.execute(&ctx).map_err(text::bounded)
 }
 
 #[cfg(test)]

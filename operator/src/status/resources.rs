@@ -237,8 +237,7 @@ mod tests {
 
     #[test]
     fn a_policy_that_does_not_compile_is_not_ready_and_says_why() {
-        let err = "LoadBalancerPolicy tenants rule only-shop: ERROR: <input>:1:5: Syntax error"
-            .to_string();
+        let err = "LoadBalancerPolicy tenants rule only-shop: 1:5: Syntax error".to_string();
         let body = policy_status_patch(&policy(1, None), &Err(err), 2, "T").unwrap();
         let c = &body["status"]["conditions"][0];
         assert_eq!(c["status"], "False");
@@ -247,7 +246,7 @@ mod tests {
             c["message"]
                 .as_str()
                 .unwrap()
-                .contains("rule only-shop: ERROR: <input>:1:5")
+                .contains("rule only-shop: 1:5: Syntax error")
         );
         assert!(body["status"].get("ruleCount").is_none());
     }
