@@ -175,6 +175,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
+    // A restarted operator reads every Service twice (its watch, and the
+    // consistent read before it leads): its RSS is not the first one's.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "M={m}: restarted operator RSS {:.1} MiB with {} allocated Services",
+        rss_kib(_op.0.id()) as f64 / 1024.0,
+        held + 1
+    );
     drop(_op);
 
     // 3. Tracing off, then on: each run its own class and N new Services,

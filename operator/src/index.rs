@@ -471,8 +471,16 @@ pub fn resource_version<K: kube::Resource>(o: &K) -> u64 {
 
 /// Drops what the operator never reads from a Service, to keep the index
 /// small with many Services: field ownership details (only who wrote the
-/// status matters) and kubectl's copy of the last applied object.
-fn trim(mut svc: Service) -> Service {
+/// status matters) and kubectl's copy of the last applied object. Also
+/// applied in the watch stream ([`crate::controller`]), before events wait
+/// in the controller's channel.
+pub(crate) fn trim(mut svc: Service) -> Service {
+    trim_in_place(&mut svc);
+    svc
+}
+
+/// [`trim`] on a Service in place.
+pub(crate) fn trim_in_place(svc: &mut Service) {
     if let Some(mf) = svc.metadata.managed_fields.as_mut() {
         mf.retain(|m| m.subresource.as_deref() == Some("status"));
         for m in mf.iter_mut() {
@@ -482,7 +490,6 @@ fn trim(mut svc: Service) -> Service {
     if let Some(a) = svc.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    svc
 }
 
 fn slice_key(s: &EndpointSlice) -> Option<(String, String)> {

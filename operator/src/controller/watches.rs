@@ -1,14 +1,20 @@
 //! Every watch the controller runs, in one table: what is watched, with
 //! which selector, and how its events enter the index.
+//!
+//! Objects are trimmed in the stream, before they wait in the controller's
+//! channel: field ownership records (`managedFields`) are most of a listed
+//! object's memory, and while an operator starts, thousands of events can
+//! wait there at once (10,000 allocated Services: 236 MiB RSS untrimmed,
+//! most of it freed but not given back).
 
 use barelb_api::{AddressPool, BGPPeer, LoadBalancerPolicy};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Client;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::Settings;
@@ -30,7 +36,7 @@ pub(super) fn start(
     };
     let c = || client.clone();
     spawn(
-        watcher(Api::<Service>::all(c()), all()),
+        watcher(Api::<Service>::all(c()), all()).modify(crate::index::trim_in_place),
         tx,
         Change::Service,
     );
@@ -45,13 +51,17 @@ pub(super) fn start(
         Change::Policy,
     );
     spawn(
-        watcher(Api::<Namespace>::all(c()), all()),
+        watcher(Api::<Namespace>::all(c()), all()).modify(drop_managed_fields),
         tx,
         Change::Namespace,
     );
-    spawn(watcher(Api::<Node>::all(c()), all()), tx, Change::Node);
     spawn(
-        watcher(Api::<EndpointSlice>::all(c()), all()),
+        watcher(Api::<Node>::all(c()), all()).modify(drop_managed_fields),
+        tx,
+        Change::Node,
+    );
+    spawn(
+        watcher(Api::<EndpointSlice>::all(c()), all()).modify(drop_managed_fields),
         tx,
         Change::EndpointSlice,
     );
@@ -69,6 +79,11 @@ pub(super) fn start(
             Change::Secret,
         );
     }
+}
+
+/// The index reads no field ownership of these kinds.
+fn drop_managed_fields<K: ResourceExt>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
 }
 
 fn spawn<K, S>(stream: S, tx: &mpsc::Sender<Change>, wrap: fn(watcher::Event<K>) -> Change)
