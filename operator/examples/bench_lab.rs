@@ -142,7 +142,9 @@ async fn main() -> anyhow::Result<()> {
     }
     // 2. At least M allocated Services: RSS, then a restart.
     let have = 2 * n + if m > n { m } else { 0 } + 1;
-    let extra = m.saturating_sub(have);
+    // At least one: its address means the operator leads and has read every
+    // Service (read before that, its RSS is a start-up figure).
+    let extra = m.saturating_sub(have).max(1);
     let op = start_operator("2")?;
     create(&api, "more", extra, &class).await?;
     wait_allocated(&api, "more", extra).await?;
