@@ -324,12 +324,13 @@ impl Engine {
         if let Some(p) = &rule.message_program
             && let Ok(cel::Value::String(s)) = self.run(p, inputs)
         {
-            return text::bounded(s);
+            return s.to_string();
         }
-        match &rule.source.message {
-            Some(m) => text::bounded(m),
-            None => text::bounded(format_args!("failed rule: {}", rule.source.expression)),
-        }
+        // Bounded where the refusal is built.
+        rule.source
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("failed rule: {}", rule.source.expression))
     }
 
     /// Runs a program, containing panics: inline when it cannot loop, else

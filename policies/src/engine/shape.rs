@@ -34,14 +34,14 @@ pub(crate) fn check(
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
-        if !c.is_ascii_whitespace() && repeated_unary(bytes, i, previous) {
-            let op = char::from(c);
-            return Err(format!(
-                "{}: `{op}{op}` (a repeated unary operator) is not supported; drop the pair",
-                position(expr, i)
-            ));
-        }
         if !c.is_ascii_whitespace() {
+            if repeated_unary(bytes, i, previous) {
+                let op = char::from(c);
+                return Err(format!(
+                    "{}: `{op}{op}` (a repeated unary operator) is not supported; drop the pair",
+                    position(expr, i)
+                ));
+            }
             previous = Some(c);
         }
         match c {
@@ -55,7 +55,6 @@ pub(crate) fn check(
                         position(expr, i)
                     )
                 })?;
-                previous = Some(c);
                 continue;
             }
             b'(' | b'[' | b'{' => {
@@ -184,6 +183,17 @@ mod tests {
         assert!(check("[[[[[1]]]]]", 4, 2).is_err());
     }
 
+    /// Each expression is refused at its position with a message naming `why`.
+    fn refused_at(cases: &[(&str, &str)], why: &str) {
+        for (bad, at) in cases {
+            let err = check(bad, 24, 2).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{at}:")) && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn repeated_unary_operators_are_refused_with_position() {
         for ok in [
@@ -200,19 +210,16 @@ mod tests {
         ] {
             assert!(check(ok, 24, 2).is_ok(), "{ok}");
         }
-        for (bad, at) in [
-            ("!!x", "1:1"),
-            ("a && ! !b", "1:6"),
-            ("--1", "1:1"),
-            ("a + - -1", "1:5"),
-            ("(--[1])", "1:2"),
-        ] {
-            let err = check(bad, 24, 2).unwrap_err();
-            assert!(
-                err.starts_with(&format!("{at}:")) && err.contains("repeated unary"),
-                "{bad}: {err}"
-            );
-        }
+        refused_at(
+            &[
+                ("!!x", "1:1"),
+                ("a && ! !b", "1:6"),
+                ("--1", "1:1"),
+                ("a + - -1", "1:5"),
+                ("(--[1])", "1:2"),
+            ],
+            "repeated unary",
+        );
     }
 
     #[test]
@@ -226,18 +233,15 @@ mod tests {
         ] {
             assert!(check(ok, 24, 2).is_ok(), "{ok}");
         }
-        for (bad, at) in [
-            ("x == 'abc", "1:6"),
-            ("'a\n' == x", "1:1"),
-            ("'''abc", "1:1"),
-            (r"'a\' == x", "1:1"),
-        ] {
-            let err = check(bad, 24, 2).unwrap_err();
-            assert!(
-                err.starts_with(&format!("{at}:")) && err.contains("not closed"),
-                "{bad}: {err}"
-            );
-        }
+        refused_at(
+            &[
+                ("x == 'abc", "1:6"),
+                ("'a\n' == x", "1:1"),
+                ("'''abc", "1:1"),
+                (r"'a\' == x", "1:1"),
+            ],
+            "not closed",
+        );
     }
 
     #[test]
