@@ -202,6 +202,8 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    // Before anything else, so a SIGTERM during start-up is an orderly stop.
+    let shutdown = barelb_runtime::Shutdown::install()?;
     check_webhook_endpoint(&args)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -314,7 +316,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Any essential task ending ends the process: a replica that kept
     // answering /readyz without its controller or elector would look
     // healthy and do nothing.
-    let running = barelb_runtime::supervise(tasks, barelb_runtime::shutdown_signal()).await?;
+    let running = barelb_runtime::supervise(tasks, shutdown.wait()).await?;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     for (name, task) in running {

@@ -98,16 +98,34 @@ where
 /// otherwise be an ERROR line per object per retry).
 pub const DEFAULT_LOG: &str = "info,kube_client::client::builder=off";
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, caught from the moment [`Shutdown::install`] runs.
+/// Install it first thing: tokio installs a signal's handler only when asked,
+/// and a SIGTERM before that (a Pod deleted while it starts, a test that stops
+/// a speaker as soon as its session is up) takes the default action — exit at
+/// once, with no Cease to the routers and no goodbye to the operator.
+#[derive(Debug)]
+pub struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Must run inside a tokio runtime.
+    pub fn install() -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT since [`Shutdown::install`].
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 
@@ -196,7 +214,7 @@ pub fn jittered(d: std::time::Duration, fraction: f64) -> std::time::Duration {
 /// A task the process cannot do without, by name.
 pub type Essential = (&'static str, JoinHandle<anyhow::Result<()>>);
 
-/// Waits for `stop` (normally [`shutdown_signal`]) or for the first
+/// Waits for `stop` (normally [`Shutdown::wait`]) or for the first
 /// essential task to end, whichever comes first. An essential task that
 /// ends before `stop` is an error naming it, even when it returned Ok: a
 /// process that kept serving without it would look healthy and do

@@ -44,6 +44,8 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    // Before anything else, so a SIGTERM during start-up is an orderly stop.
+    let shutdown = barelb_runtime::Shutdown::install()?;
     let metrics = Metrics::new();
     // Standalone modes are ready at once; `run` is once the operator spoke.
     if !matches!(args.mode, Mode::Run(_)) {
@@ -60,8 +62,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         });
     }
     match args.mode {
-        Mode::L2(a) => cmd::l2::run(a, metrics).await,
-        Mode::Bgp(a) => cmd::bgp::run(a, metrics).await,
-        Mode::Run(a) => cmd::run::run(a, metrics).await,
+        Mode::L2(a) => cmd::l2::run(a, metrics, shutdown).await,
+        Mode::Bgp(a) => cmd::bgp::run(a, metrics, shutdown).await,
+        Mode::Run(a) => cmd::run::run(a, metrics, shutdown).await,
     }
 }

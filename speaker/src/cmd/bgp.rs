@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use super::Shutdown;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -158,7 +160,7 @@ fn password(a: &BgpArgs) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(Some(p))
 }
 
-pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn run(a: BgpArgs, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyhow::Result<()> {
     if a.hold_time == 1 || a.hold_time == 2 {
         bail!(
             "--hold-time {} is not allowed: use 0 or at least 3",
@@ -261,7 +263,7 @@ pub async fn run(a: BgpArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     drop(routes_rx);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("install the SIGHUP handler")?;
-    let shutdown = super::shutdown_signal();
+    let shutdown = shutdown.wait();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use super::Shutdown;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,7 +37,7 @@ pub struct L2Args {
     refresh_interval_ms: Option<u64>,
 }
 
-pub async fn run(a: L2Args, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn run(a: L2Args, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyhow::Result<()> {
     let ifaddrs = iface::addresses().context("list interface addresses")?;
     let mut by_interface: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
     for addr in a.addresses {
@@ -70,7 +72,7 @@ pub async fn run(a: L2Args, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             )),
         ));
     }
-    super::shutdown_signal().await;
+    shutdown.wait().await;
     for (tx, task) in running {
         drop(tx);
         let counters = task.await.context("announcer task")??;

@@ -4,7 +4,7 @@ pub mod bgp;
 pub mod l2;
 pub mod run;
 
-pub use barelb_runtime::shutdown_signal;
+pub use barelb_runtime::Shutdown;
 
 /// A duration flag: `500ms`, `20s` or `2m` (barelb-core's parser would
 /// bring k8s-openapi into the speaker, which must have no Kubernetes API).

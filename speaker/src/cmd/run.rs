@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use super::Shutdown;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -79,7 +81,7 @@ fn operator_endpoints(given: Vec<String>) -> anyhow::Result<Vec<String>> {
     }
 }
 
-pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn run(a: RunArgs, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyhow::Result<()> {
     let operators = operator_endpoints(a.operators)?;
     let cfg = AnnounceConfig {
         count: a.announce_count.max(1),
@@ -129,7 +131,7 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     };
     let bgp = agent::bgp::Bgp::new(metrics.bgp.clone(), metrics.bfd.clone());
     let task = tokio::spawn(agent::run(agent_cfg, l2, bgp, conflicts, link_rx, stop_rx));
-    super::shutdown_signal().await;
+    shutdown.wait().await;
     stop_tx.send_replace(true);
     task.await.context("agent task")?
 }
