@@ -305,7 +305,11 @@ fn sigterm_closes_the_session_with_cease() {
                 break;
             }
             Some(_) => {}
-            None => panic!("closed without Cease"),
+            None => panic!(
+                "closed without Cease; the speaker {:?}; log:\n{}",
+                sp.child.wait(),
+                std::fs::read_to_string(&sp.log).unwrap_or_default()
+            ),
         }
     }
     let status = sp.child.wait().unwrap();
