@@ -456,6 +456,76 @@ async fn a_dead_webhook_blocks_nothing_but_its_own_load_balancers() {
     }
 }
 
+/// A keep-alive connection left idle after one answer, as the apiserver
+/// pools them: `openssl s_client`, which ends when the server closes it.
+struct IdleConnection {
+    child: std::process::Child,
+    // Held open: s_client would otherwise end on its own input's end.
+    _stdin: std::process::ChildStdin,
+    closed: std::sync::mpsc::Receiver<()>,
+}
+
+impl IdleConnection {
+    fn open(url: &str) -> Self {
+        use std::io::{Read, Write};
+        let host_port = url.trim_start_matches("https://");
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_client", "-connect", host_port, "-quiet", "-alpn", "http/1.1",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET /validate/services HTTP/1.1\r\nHost: webhook\r\n\r\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (answered_tx, answered) = std::sync::mpsc::channel();
+        let (closed_tx, closed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if seen.starts_with(b"HTTP/1.1 ") {
+                    let _ = answered_tx.send(());
+                }
+            }
+            let _ = closed_tx.send(());
+        });
+        answered
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an answer on the kept-alive connection");
+        assert!(
+            closed.try_recv().is_err(),
+            "the webhook closed a kept-alive connection after one answer"
+        );
+        Self {
+            child,
+            _stdin: stdin,
+            closed,
+        }
+    }
+
+    fn closed_within(&self, wait: Duration) -> bool {
+        self.closed.recv_timeout(wait).is_ok()
+    }
+}
+
+impl Drop for IdleConnection {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `curl -i` of the webhook's URL over HTTP/1.1 (as the apiserver calls
 /// webhooks): status line and headers, or None when nothing answered.
 fn webhook_headers(url: &str) -> Option<String> {
@@ -495,6 +565,7 @@ async fn after_sigterm_the_webhook_goes_on_answering_for_the_drain_each_answer_c
     let url = url.split("/validate").next().unwrap().to_string();
     let before = webhook_headers(&url).expect("the webhook answers");
     assert!(!before.contains("connection: close"), "{before}");
+    let idle = IdleConnection::open(&url);
 
     let sigterm = Instant::now();
     let out = std::process::Command::new("kill")
@@ -505,6 +576,17 @@ async fn after_sigterm_the_webhook_goes_on_answering_for_the_drain_each_answer_c
     tokio::time::sleep(Duration::from_millis(300)).await;
     let draining = webhook_headers(&url).expect("the webhook still answers while draining");
     assert!(draining.contains("connection: close"), "{draining}");
+    // The idle pooled connection is closed by the drain, not left for the
+    // process's exit (when it may be under a request): closed while the
+    // webhook still answers.
+    assert!(
+        idle.closed_within(Duration::from_secs(1)),
+        "an idle connection still open 1.3 s after SIGTERM"
+    );
+    assert!(
+        webhook_headers(&url).is_some(),
+        "the idle connection was closed only when the webhook stopped"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while webhook_headers(&url).is_some() {
         assert!(

@@ -9,8 +9,9 @@ use anyhow::Context;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant, sleep_until};
 use tokio_rustls::TlsAcceptor;
@@ -64,6 +65,10 @@ pub(crate) fn handshake_failed(
 /// seen this Pod leave its endpoints yet), but every answer says
 /// `Connection: close`, so the apiserver retires each pooled connection
 /// after using it rather than finding it closed under its next request.
+/// Connections idle when the drain starts are closed then: the apiserver
+/// pools webhook connections by the Service's name, not the Pod's address,
+/// so an idle one to this replica would otherwise stay pooled until the
+/// process exits — at a moment nobody chose, perhaps under a request.
 pub(crate) async fn serve(
     addr: SocketAddr,
     drain: Duration,
@@ -85,6 +90,7 @@ pub(crate) async fn serve(
         draining.clone(),
         close_when_draining,
     ));
+    let open = Arc::new(OpenConnections::default());
     let mut until: Option<Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
@@ -96,12 +102,19 @@ pub(crate) async fn serve(
                 }
             },
             _ = shutdown.changed(), if until.is_none() => {
-                tracing::info!(?drain, "webhook draining: answers close their connections");
+                tracing::info!(?drain, "webhook draining: idle connections closed, answers close theirs");
                 draining.store(true, Ordering::Relaxed);
+                tokio::spawn(open.close_all());
                 until = Some(Instant::now() + drain);
                 continue;
             }
-            () = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => return Ok(()),
+            () = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => {
+                // Those opened during the drain: their last answers go out first.
+                if tokio::time::timeout(CLOSE_WAIT, open.close_all()).await.is_err() {
+                    tracing::debug!("webhook connections still answering at the end of the drain");
+                }
+                return Ok(());
+            }
         };
         // Answers are small and written in pieces (TLS records, HTTP/2
         // frames): without this, Nagle's algorithm holds the last piece back
@@ -109,26 +122,75 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let (metrics, seen) = (metrics.clone(), seen.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    let e = e.to_string();
-                    handshake_failed(&metrics, &seen, "webhook", Some(peer.ip()), &e);
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+        let conn = Incoming {
+            acceptor: acceptor.clone(),
+            app: app.clone(),
+            metrics: metrics.clone(),
+            seen: seen.clone(),
+            open: open.clone(),
+        };
+        tokio::spawn(conn.serve(tcp, peer));
+    }
+}
+
+/// The longest the end of a drain waits for answers still being written.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The connections being served, closable as one group: idle ones close at
+/// once, busy ones after their answer (HTTP/2: GOAWAY).
+#[derive(Default)]
+struct OpenConnections(std::sync::Mutex<GracefulShutdown>);
+
+impl OpenConnections {
+    /// Enrols a connection whose TLS handshake is done. Taken then, not at
+    /// accept: one still in its handshake when the drain starts joins the
+    /// drain's group and answers its first request instead of being closed
+    /// before it.
+    fn watcher(&self) -> Watcher {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .watcher()
+    }
+
+    /// Closes every connection enrolled so far (later ones form a new
+    /// group); resolves once they are closed.
+    fn close_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        let group = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        group.shutdown()
+    }
+}
+
+/// What serving one accepted connection needs.
+struct Incoming {
+    acceptor: TlsAcceptor,
+    app: Router,
+    metrics: Arc<Metrics>,
+    seen: Arc<LogOnce<Option<IpAddr>>>,
+    open: Arc<OpenConnections>,
+}
+
+impl Incoming {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+        let tls = match self.acceptor.accept(tcp).await {
+            Ok(t) => t,
+            Err(e) => {
+                let e = e.to_string();
+                handshake_failed(&self.metrics, &self.seen, "webhook", Some(peer.ip()), &e);
+                return;
             }
-        });
+        };
+        let service = TowerToHyperService::new(self.app);
+        let builder = Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        if let Err(e) = self.open.watcher().watch(conn).await {
+            tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+        }
     }
 }
 

@@ -133,7 +133,8 @@ pub fn restart_pods(c: &Cluster, app: &str, extra: &[&str]) {
     wait_ready(c, 2);
 }
 
-/// The Pods, and the last log lines of those not Ready (failure messages).
+/// The Pods, the operators' last log lines (also from before a restart) and
+/// those of Pods not Ready (failure messages).
 fn not_ready_pods(c: &Cluster) -> String {
     let mut text = output_text(&c.lab.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]));
     let pods = c.json(&["-n", NS, "get", "pods"]);
@@ -143,6 +144,17 @@ fn not_ready_pods(c: &Cluster) -> String {
         if name.starts_with("barelb-operator-") {
             text += &format!("\n--- {name}:\n");
             text += &output_text(&c.lab.kubectl(&["-n", NS, "logs", name, "--tail=15"]));
+            if p["status"]["containerStatuses"][0]["restartCount"].as_u64() > Some(0) {
+                text += &format!("\n--- {name} (before its restart):\n");
+                text += &output_text(&c.lab.kubectl(&[
+                    "-n",
+                    NS,
+                    "logs",
+                    name,
+                    "--previous",
+                    "--tail=30",
+                ]));
+            }
         }
         if !ready {
             text += &format!("\n--- {name} (not Ready):\n");
@@ -377,7 +389,15 @@ pub fn wait_status(
 }
 
 pub fn apply(c: &Cluster, yaml: &str) {
-    ok(c.lab.apply(yaml), "kubectl apply");
+    let out = c.lab.apply(yaml);
+    // A refusal by the webhook's transport (not by barelb's rules) needs
+    // barelb's side: which replica, restarted or not, and what it logged.
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}\n{}",
+        output_text(&out),
+        not_ready_pods(c)
+    );
 }
 
 /// A backend Deployment (one Pod per node) in a new namespace, and an L2
