@@ -147,22 +147,21 @@ impl OpenConnections {
     /// drain's group and answers its first request instead of being closed
     /// before it.
     fn watcher(&self) -> Watcher {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .watcher()
+        self.group().watcher()
     }
 
     /// Closes every connection enrolled so far (later ones form a new
     /// group); resolves once they are closed.
     fn close_all(&self) -> impl Future<Output = ()> + Send + 'static {
-        let group = std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        group.shutdown()
+        std::mem::take(&mut *self.group()).shutdown()
+    }
+
+    /// The current group. A panic elsewhere while it was held left nothing
+    /// half-done in it (one call each), so a poisoned lock is used as is.
+    fn group(&self) -> std::sync::MutexGuard<'_, GracefulShutdown> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
