@@ -173,6 +173,12 @@ struct Args {
     /// speaker is back. A failover meanwhile happens at once.
     #[arg(long, default_value_t = 5000)]
     control_settle_ms: u64,
+    /// The settle period goes on past `--control-settle-ms`, up to this
+    /// (ms), for addresses whose last announcing node (the Service's
+    /// Announced condition) is Ready but whose speaker is not back: it still
+    /// answers for them, so they are not moved away and back.
+    #[arg(long, default_value_t = 20000)]
+    control_settle_max_ms: u64,
     /// Secret (CA key) and ConfigMap (CA certificate, for speakers) of the control channel.
     #[arg(long, default_value = "barelb-control-ca")]
     control_ca: String,
@@ -269,7 +275,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let hub = control::Hub::new(
         metrics.clone(),
-        Duration::from_millis(args.control_settle_ms),
+        control::SettleTimes {
+            period: Duration::from_millis(args.control_settle_ms),
+            max: Duration::from_millis(args.control_settle_max_ms),
+        },
     )
     .context("start the control hub's thread")?;
     let control_task = if args.control {

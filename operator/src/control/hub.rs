@@ -21,7 +21,7 @@ use barelb_runtime::TraceContext;
 
 mod state;
 
-pub use state::{Arrival, Core};
+pub use state::{Arrival, Core, SettleTimes};
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -51,6 +51,7 @@ pub type Sessions = BTreeMap<String, BTreeMap<String, String>>;
 enum Command {
     Inputs(Box<Inputs>, &'static str),
     Trace(Vec<IpAddr>, TraceContext),
+    LastOwners(BTreeMap<IpAddr, String>),
     Attach {
         node: String,
         id: u64,
@@ -99,7 +100,7 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub's thread. `settle`: see [`Core::new`].
-    pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> anyhow::Result<Arc<Self>> {
+    pub fn new(metrics: Arc<Metrics>, settle: impl Into<SettleTimes>) -> anyhow::Result<Arc<Self>> {
         let core = Core::new(metrics, settle);
         let (plans, sessions) = (core.plans(), core.sessions_watch());
         let (tx, rx) = std_mpsc::channel();
@@ -153,6 +154,12 @@ impl Hub {
     /// them continues it, down to the speakers.
     pub fn note_trace(&self, ips: &[IpAddr], t: &TraceContext) {
         self.send(Command::Trace(ips.to_vec(), t.clone()));
+    }
+
+    /// The node each layer-2 address was last announced by, read by a new
+    /// leader: see [`Core::set_last_owners`].
+    pub fn set_last_owners(&self, owners: BTreeMap<IpAddr, String>) {
+        self.send(Command::LastOwners(owners));
     }
 
     /// A speaker's stream is up (`arrival`: what its Hello said); returns
@@ -238,7 +245,7 @@ fn run(core: &Core, rx: &std_mpsc::Receiver<Command>) {
         core.defer();
         match first {
             Some(c) => apply(core, c),
-            None => core.release(),
+            None => core.settle_deadline(),
         }
         for c in rx.try_iter().take(BATCH) {
             apply(core, c);
@@ -251,6 +258,7 @@ fn apply(core: &Core, c: Command) {
     match c {
         Command::Inputs(inputs, cause) => core.set_inputs(*inputs, cause),
         Command::Trace(ips, t) => core.note_trace(&ips, &t),
+        Command::LastOwners(owners) => core.set_last_owners(owners),
         Command::Attach {
             node,
             id,
@@ -275,5 +283,7 @@ fn apply(core: &Core, c: Command) {
     }
 }
 
+#[cfg(test)]
+mod settle_tests;
 #[cfg(test)]
 mod tests;

@@ -154,6 +154,33 @@ pub fn nodes(index: &Index) -> Vec<Node> {
         .collect()
 }
 
+/// The node each layer-2 address was last announced by, as the Services'
+/// Announced conditions (written by the last leader) say: a new leader's
+/// settle period waits for those nodes' speakers.
+pub fn last_owners(index: &Index, class: &ClassPolicy) -> BTreeMap<IpAddr, String> {
+    let mut out = BTreeMap::new();
+    for (_, svc, ips, pool) in index.pooled(class) {
+        let l2 = index
+            .pools
+            .get(&pool)
+            .is_some_and(|p| p.spec.announce.mode == AnnounceMode::L2);
+        let announced = svc
+            .status
+            .as_ref()
+            .and_then(|st| st.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == barelb_api::conditions::ANNOUNCED && c.status == "True");
+        let (true, Some(c)) = (l2, announced) else {
+            continue;
+        };
+        if let [node] = crate::status::announced::nodes_in(&c.message).as_slice() {
+            out.extend(ips.iter().map(|ip| (*ip, node.clone())));
+        }
+    }
+    out
+}
+
 /// Where each node's speaker may connect from.
 pub fn node_sources(index: &Index) -> super::auth::NodeSources {
     index
@@ -402,5 +429,77 @@ mod tests {
             &mut touched,
         );
         assert!(!touched.peers);
+    }
+
+    /// Each L2 Service's addresses → the one node its Announced condition
+    /// names; nothing for a Service not announced or on a BGP pool.
+    #[test]
+    fn last_owners_are_read_from_the_announced_conditions_of_l2_services() {
+        use crate::index::{Change, Touched};
+        use kube::runtime::watcher::Event;
+        let class = ClassPolicy {
+            class: "test.barelb.io/lb".into(),
+            handle_classless: false,
+        };
+        let mut index = Index::default();
+        let mut touched = Touched::default();
+        for (name, cidr, mode) in [
+            ("l2", "198.51.100.0/29", "L2"),
+            ("bgp", "203.0.113.0/29", "BGP"),
+        ] {
+            let pool = serde_json::from_value(serde_json::json!({
+                "apiVersion": "barelb.io/v1alpha1", "kind": "AddressPool",
+                "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"addresses": [cidr], "announce": {"mode": mode}}
+            }))
+            .unwrap();
+            index.apply(
+                Change::Pool(Event::Apply(kube::core::DeserializeGuard(Ok(pool)))),
+                &mut touched,
+            );
+        }
+        let service = |name: &str, ips: &[&str], status: &str, message: &str| {
+            let ingress: Vec<_> = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+            Change::Service(Event::Apply(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"namespace": "app", "name": name},
+                    "spec": {"type": "LoadBalancer", "loadBalancerClass": "test.barelb.io/lb"},
+                    "status": {"loadBalancer": {"ingress": ingress}, "conditions": [{
+                        "type": barelb_api::conditions::ANNOUNCED, "status": status,
+                        "reason": "Announced", "message": message,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+                }))
+                .unwrap(),
+            ))
+        };
+        for c in [
+            service(
+                "dual",
+                &["198.51.100.1", "198.51.100.2"],
+                "True",
+                "announced by node n1 over ARP/NDP",
+            ),
+            service(
+                "pending",
+                &["198.51.100.3"],
+                "False",
+                "not announced: no eligible node has a connected speaker",
+            ),
+            service(
+                "routed",
+                &["203.0.113.1"],
+                "True",
+                "announced by nodes n1, n2 over BGP",
+            ),
+        ] {
+            index.apply(c, &mut touched);
+        }
+        let owners = last_owners(&index, &class);
+        let expected: BTreeMap<IpAddr, String> = [
+            ("198.51.100.1".parse().unwrap(), "n1".to_string()),
+            ("198.51.100.2".parse().unwrap(), "n1".to_string()),
+        ]
+        .into();
+        assert_eq!(owners, expected);
     }
 }

@@ -7,7 +7,7 @@ pub mod inputs;
 pub mod messages;
 mod traces;
 
-pub use hub::Hub;
+pub use hub::{Hub, SettleTimes};
 pub mod auth;
 pub mod server;
 mod tls;

@@ -284,6 +284,9 @@ impl Controller {
                         millis = started.elapsed().as_millis() as u64,
                         "read every Service before rebuilding"
                     );
+                    if let Some(hub) = &self.hub {
+                        hub.set_last_owners(inputs::last_owners(&self.index, &self.settings.class));
+                    }
                     return true;
                 }
                 Err(e) => {

@@ -5,7 +5,12 @@
 //!
 //! 1. the control plane (apiserver, etcd, controllers: the lab's one process)
 //!    killed, and started again on its state;
-//! 2. the operator's Deployment scaled to 0, and back to 2.
+//! 2. the operator's Deployment scaled to 0, and back to 2;
+//! 3. the same, with the speaker of the node announcing the L2 address
+//!    kept from the operator (its node rejects connections to the control
+//!    port) until 10 s after the new leader has the other speakers back:
+//!    longer than the leader's 5-s settle period, so the leader must wait
+//!    for the speaker its Service's Announced condition names.
 //!
 //! Per outage it prints the requests lost and the longest gap per Service,
 //! whether the L2 address's neighbour entry at the client changed, whether
@@ -24,7 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::chaos::{operator_pods, unix_seconds, wait_driving};
+use barelb_testsupport::chaos::{operator_pods, unix_seconds, wait_driving, wait_leading_with};
 use barelb_testsupport::cluster::{Cluster, LanRouter, cluster};
 use barelb_testsupport::install::*;
 
@@ -34,7 +39,11 @@ enum Outage {
     None,
     ControlPlane,
     OperatorScaledToZero,
+    OperatorScaledToZeroSpeakerLate,
 }
+
+/// How long the late speaker stays away after the leader has the others.
+const LATE: Duration = Duration::from_secs(10);
 
 impl Outage {
     fn name(self) -> &'static str {
@@ -42,27 +51,89 @@ impl Outage {
             Outage::None => "none (control row)",
             Outage::ControlPlane => "control plane killed",
             Outage::OperatorScaledToZero => "operator scaled to 0",
+            Outage::OperatorScaledToZeroSpeakerLate => "… one speaker 10 s late",
         }
     }
 
-    fn begin(self, c: &Cluster) {
+    /// Starts the outage; `announcer`: the node announcing the L2 address.
+    fn begin(self, c: &Cluster, announcer: usize) -> Option<ControlPortRejected> {
         match self {
-            Outage::None => {}
-            Outage::ControlPlane => c.control_plane("stop"),
+            Outage::None => None,
+            Outage::ControlPlane => {
+                c.control_plane("stop");
+                None
+            }
             Outage::OperatorScaledToZero => {
                 scale_operator(c, 0);
                 wait_no_operator(c);
+                None
+            }
+            Outage::OperatorScaledToZeroSpeakerLate => {
+                scale_operator(c, 0);
+                wait_no_operator(c);
+                Some(ControlPortRejected::new(c, announcer))
             }
         }
     }
 
-    fn end(self, c: &Cluster) {
+    fn end(self, c: &Cluster, late: Option<ControlPortRejected>) {
         match self {
             Outage::None => {}
             Outage::ControlPlane => c.control_plane("start"),
             Outage::OperatorScaledToZero => scale_operator(c, 2),
+            Outage::OperatorScaledToZeroSpeakerLate => {
+                scale_operator(c, 2);
+                wait_leading_with(c, c.nodes - 1, Duration::from_secs(300));
+                std::thread::sleep(LATE);
+                drop(late);
+            }
         }
     }
+}
+
+/// Node `i` rejects its own connections to the control port (its speaker's
+/// to any operator), until dropped.
+struct ControlPortRejected {
+    ns: String,
+}
+
+impl ControlPortRejected {
+    const RULE: [&str; 6] = ["-p", "tcp", "--dport", "9444", "-j", "REJECT"];
+
+    fn new(c: &Cluster, i: usize) -> Self {
+        let ns = c.node_ns(i);
+        iptables(&ns, "-I");
+        ControlPortRejected { ns }
+    }
+}
+
+impl Drop for ControlPortRejected {
+    fn drop(&mut self) {
+        iptables(&self.ns, "-D");
+    }
+}
+
+fn iptables(ns: &str, op: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", op, "OUTPUT"])
+        .args(ControlPortRejected::RULE)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iptables {op} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The node (`node-I`'s I) an Announced condition's message names.
+fn announcer(message: &str) -> usize {
+    message
+        .split("node-")
+        .nth(1)
+        .and_then(|rest| rest.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("no node-I in {message:?}"))
 }
 
 /// Waits until every operator Pod is gone (a stopping one still serves).
@@ -151,20 +222,22 @@ fn main() {
         Outage::None,
         Outage::ControlPlane,
         Outage::OperatorScaledToZero,
+        Outage::OperatorScaledToZeroSpeakerLate,
     ] {
         let before = placement(&c, &w.ns, &router, &vips[1]);
+        let l2_announcer = announcer(&before.announcers[0]);
         let neigh = client.watch_neigh(&vips[..1]);
         let mac = neigh.current(&vips[0]).unwrap_or_default();
         let poller = client.poll(&urls, 10);
         std::thread::sleep(Duration::from_secs(2));
         let since = Instant::now();
         let began = unix_seconds();
-        o.begin(&c);
+        let late = o.begin(&c, l2_announcer);
         std::thread::sleep(outage);
         // Recovery counts from the end of the outage: the control plane's
         // own start-up, or the operator Pods' scheduling and start, included.
         let ended = Instant::now();
-        o.end(&c);
+        o.end(&c, late);
         wait_driving(&c, Duration::from_secs(300));
         let recovered = ended.elapsed();
         // Long enough for anything the returning operator would move to move.

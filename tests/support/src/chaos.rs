@@ -70,12 +70,18 @@ pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
 /// Waits until one operator leads with every node's speaker connected;
 /// returns how long that took. Panics after `within`.
 pub fn wait_driving(c: &Cluster, within: Duration) -> Duration {
+    wait_leading_with(c, c.nodes, within)
+}
+
+/// Waits until one operator leads with `speakers` speakers connected;
+/// returns how long that took. Panics after `within`.
+pub fn wait_leading_with(c: &Cluster, speakers: usize, within: Duration) -> Duration {
     let t = Instant::now();
     loop {
         let driving = operator_metrics(c).is_some_and(|all| {
             all.iter().any(|m| {
                 metric_value(m, "barelb_leader") == Some(1.0)
-                    && metric_value(m, "barelb_control_speakers_connected") == Some(c.nodes as f64)
+                    && metric_value(m, "barelb_control_speakers_connected") == Some(speakers as f64)
             })
         });
         if driving {
@@ -83,8 +89,7 @@ pub fn wait_driving(c: &Cluster, within: Duration) -> Duration {
         }
         assert!(
             t.elapsed() < within,
-            "no operator led with {} speakers connected within {within:?}",
-            c.nodes
+            "no operator led with {speakers} speakers connected within {within:?}",
         );
         std::thread::sleep(Duration::from_millis(200));
     }

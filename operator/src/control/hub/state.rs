@@ -26,8 +26,10 @@ use barelb_runtime::TraceContext;
 
 mod gauges;
 mod owners;
+mod settle;
 mod succession;
 use owners::{adopt, current_owners, quiet_moves};
+pub use settle::SettleTimes;
 
 #[derive(Debug)]
 struct Speaker {
@@ -68,6 +70,8 @@ struct State {
     /// every Ready node's speaker is back or this passes, plans are adopted
     /// (see `adopt`) rather than sent as made.
     hold_until: Option<Instant>,
+    /// The settle period's hard end (`SettleTimes::max`).
+    settle_cap: Option<Instant>,
     settled: bool,
     /// Inputs arrived (nothing is sent before: an empty plan would tell
     /// speakers to drop what they announce).
@@ -75,6 +79,10 @@ struct State {
     /// While unsettled: each layer-2 address a reconnecting speaker said it
     /// holds, and which.
     claimed: BTreeMap<IpAddr, String>,
+    /// While unsettled: the node each layer-2 address was last announced
+    /// by (the Services' Announced conditions, or this hub's last plan
+    /// before every speaker went), for the settle period to wait for.
+    last_owners: BTreeMap<IpAddr, String>,
     inputs: Inputs,
     speakers: BTreeMap<String, Speaker>,
     plan: Plan,
@@ -95,7 +103,7 @@ struct State {
 #[derive(Debug)]
 pub struct Core {
     state: RefCell<State>,
-    settle: std::time::Duration,
+    settle: SettleTimes,
     metrics: Arc<Metrics>,
     plan_tx: watch::Sender<Arc<Plan>>,
     sessions_tx: watch::Sender<Arc<Sessions>>,
@@ -112,13 +120,15 @@ impl Core {
     /// `settle`: how long after the first speaker connects (to a new
     /// leader) plans are adopted to what speakers say they hold (`adopt`)
     /// rather than sent as made; it ends early once every Ready node's
-    /// speaker is back. A leader change moves nothing and leaves no gap,
-    /// and a failover meanwhile is not delayed.
-    pub fn new(metrics: Arc<Metrics>, settle: std::time::Duration) -> Self {
+    /// speaker is back, and goes on (up to its `max`) for addresses whose
+    /// last announcer is Ready but not back (see `settle`). A leader change
+    /// moves nothing and leaves no gap, and a failover meanwhile is not
+    /// delayed.
+    pub fn new(metrics: Arc<Metrics>, settle: impl Into<SettleTimes>) -> Self {
         let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
         let (sessions_tx, _) = watch::channel(Arc::new(Sessions::new()));
         Core {
-            settle,
+            settle: settle.into(),
             sessions_tx,
             state: RefCell::new(State::default()),
             metrics,
@@ -149,12 +159,6 @@ impl Core {
         if self.gauges_stale.get() {
             self.publish_speakers(&s);
         }
-    }
-
-    /// When the settle period ends, while it runs ([`Core::release`] then).
-    pub fn deadline(&self) -> Option<Instant> {
-        let s = self.lock();
-        if s.settled { None } else { s.hold_until }
     }
 
     /// The latest plan, for Service conditions and events.
@@ -240,10 +244,7 @@ impl Core {
                 predecessors.push(current.tx);
             }
         }
-        if !s.settled && s.hold_until.is_none() && !self.settle.is_zero() {
-            s.hold_until = Some(Instant::now() + self.settle);
-            tracing::info!(settle = ?self.settle, "first speaker connected: each keeps what it holds until the others are back");
-        }
+        self.settle.start(&mut s, Instant::now());
         if !s.settled {
             for ip in &holding {
                 let taken = s
@@ -284,38 +285,6 @@ impl Core {
         self.count_sessions(&s);
     }
 
-    /// Ends the settle period: plans go out as made from now on.
-    pub fn release(&self) {
-        let mut s = self.lock();
-        if s.settled {
-            return;
-        }
-        Self::settle(&mut s);
-        self.replan(&mut s, "settled", Instant::now());
-    }
-
-    fn settle(s: &mut State) {
-        s.settled = true;
-        s.hold_until = None;
-        s.claimed.clear();
-        tracing::info!(speakers = s.speakers.len(), "settled: planning");
-    }
-
-    /// Whether a new leader's settle period is over: it was never wanted,
-    /// its time is up, or the speaker of every node that could announce is
-    /// back (`planner::awaited`: an excluded node runs none).
-    fn settles_now(&self, s: &State) -> bool {
-        let mut ready = s
-            .inputs
-            .nodes
-            .iter()
-            .filter(|n| planner::awaited(n))
-            .peekable();
-        self.settle.is_zero()
-            || s.hold_until.is_some_and(|t| Instant::now() >= t)
-            || (ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)))
-    }
-
     /// The stream `id` of `node` ended (`cause`: why), detected at `at`.
     pub fn detach(&self, node: &str, id: u64, cause: &str, at: Instant) {
         let mut s = self.lock();
@@ -329,7 +298,17 @@ impl Core {
             // connection starts a new settle period.
             s.settled = false;
             s.hold_until = None;
+            s.settle_cap = None;
             s.claimed.clear();
+            // Their speakers are fail-static: the next settle period waits
+            // for each address's last announcer.
+            let last: Vec<(IpAddr, String)> = s
+                .plan
+                .l2
+                .iter()
+                .map(|(ip, o)| (*ip, o.node.clone()))
+                .collect();
+            s.last_owners.extend(last);
             s.plan = Plan::default();
             s.planned = None;
         }
@@ -514,8 +493,9 @@ impl Core {
         if !s.loaded {
             return;
         }
-        if !s.settled && self.settles_now(s) {
-            Self::settle(s);
+        let now = Instant::now();
+        if !s.settled && self.settle.over(s, now) {
+            settle::end(s);
         }
         let span = tracing::info_span!("replan", cause, units = s.inputs.units.len());
         let _planning = span.enter();
@@ -540,7 +520,7 @@ impl Core {
         };
         let mut plan = made.clone();
         if !s.settled {
-            adopt(&mut plan, s, &nodes);
+            adopt(&mut plan, s, &nodes, settle::period_over(s, now));
         }
         let traced = traces::placed(&mut s.traces, &plan, cause);
         let quiet = {

@@ -7,7 +7,7 @@ use crate::metrics::PeerStateLabels;
 use barelb_core::planner::How;
 use std::time::Instant;
 
-fn unit(ip: &str) -> Unit {
+pub(super) fn unit(ip: &str) -> Unit {
     Unit {
         ips: [ip.parse().unwrap()].into(),
         how: How::L2 {
@@ -20,7 +20,7 @@ fn unit(ip: &str) -> Unit {
     }
 }
 
-fn node(name: &str) -> Node {
+pub(super) fn node(name: &str) -> Node {
     Node {
         name: name.into(),
         labels: Default::default(),
@@ -30,13 +30,13 @@ fn node(name: &str) -> Node {
     }
 }
 
-type Inbox = mpsc::Receiver<Result<OperatorMessage, tonic::Status>>;
+pub(super) type Inbox = mpsc::Receiver<Result<OperatorMessage, tonic::Status>>;
 
-fn next(rx: &mut Inbox) -> Msg {
+pub(super) fn next(rx: &mut Inbox) -> Msg {
     rx.try_recv().expect("a message").unwrap().msg.unwrap()
 }
 
-fn owned(m: &Msg) -> Vec<String> {
+pub(super) fn owned(m: &Msg) -> Vec<String> {
     match m {
         Msg::Snapshot(s) => s.l2.iter().map(|a| a.ip.clone()).collect(),
         Msg::Delta(d) => d.l2_set.iter().map(|a| a.ip.clone()).collect(),
@@ -151,11 +151,11 @@ fn a_link_down_moves_addresses_away_and_back() {
     );
 }
 
-fn ips(range: std::ops::RangeInclusive<u8>) -> Vec<String> {
+pub(super) fn ips(range: std::ops::RangeInclusive<u8>) -> Vec<String> {
     range.map(|i| format!("198.51.100.{i}")).collect()
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
+pub(super) fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
@@ -174,7 +174,7 @@ fn settling_hub(metrics: &Arc<Metrics>) -> Core {
     hub
 }
 
-fn holding(range: std::ops::RangeInclusive<u8>) -> BTreeSet<IpAddr> {
+pub(super) fn holding(range: std::ops::RangeInclusive<u8>) -> BTreeSet<IpAddr> {
     ips(range).iter().map(|ip| ip.parse().unwrap()).collect()
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::State;
+use super::settle::Awaited;
 use barelb_core::planner::{self, How, Node, Plan, Unit};
 
 /// A plan made while a new leader settles, adopted to what speakers said
@@ -13,8 +14,9 @@ use barelb_core::planner::{self, How, Node, Plan, Unit};
 /// is connected and may serve it; one whose claimant has gone (or cannot
 /// serve it) goes where the plan puts it, at once — a failover during a
 /// leader change is as fast as any; one nobody claimed waits for the
-/// settle period, its holder may still be reconnecting.
-pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node]) {
+/// settle period (`period_over`), its holder may still be reconnecting,
+/// and after it for as long as its last announcer is awaited (`settle`).
+pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node], period_over: bool) {
     let may_serve = |u: &Unit, name: &str| {
         s.speakers.get(name).is_some_and(|sp| !sp.leaving)
             && nodes
@@ -22,6 +24,7 @@ pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node]) {
                 .find(|n| n.name == name)
                 .is_some_and(|n| planner::eligibility(u, n).is_ok())
     };
+    let awaited = Awaited::of(s);
     for u in &s.inputs.units {
         if !matches!(u.how, How::L2 { .. }) {
             continue;
@@ -34,6 +37,7 @@ pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node]) {
                     }
                 }
                 Some(_) => {}
+                None if period_over && !awaited.address(s, ip) => {}
                 None => {
                     plan.l2.remove(ip);
                 }

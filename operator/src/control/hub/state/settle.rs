@@ -1,0 +1,180 @@
+//! A new leader's settle period: while speakers reconnect one by one, each
+//! layer-2 address stays with the speaker that says it holds it, and one
+//! nobody claims yet waits — its holder may still be on the way. The period
+//! ends when every Ready node's speaker is back; else after `period`, unless
+//! an address's last announcer (its Service's Announced condition, or this
+//! leader's own last plan) is a Ready node whose speaker is not back yet:
+//! that speaker is fail-static and still answers, so moving the address
+//! away would flip the client's neighbour entry twice (away, then back once
+//! the plan is balanced again). Those addresses wait until their node's
+//! speaker is back, their node is no longer Ready, or `max` has passed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::{Core, State};
+use barelb_core::planner::{self, How};
+
+/// How long a new leader settles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettleTimes {
+    /// From the first speaker back until the unclaimed addresses are
+    /// planned (those awaiting their last announcer's speaker excepted).
+    pub period: Duration,
+    /// From the first speaker back until the period ends, whoever is
+    /// missing (never less than `period`).
+    pub max: Duration,
+}
+
+impl From<Duration> for SettleTimes {
+    /// A period that does not wait longer for anyone.
+    fn from(period: Duration) -> Self {
+        SettleTimes {
+            period,
+            max: period,
+        }
+    }
+}
+
+impl SettleTimes {
+    /// Starts the period at `now` (the first speaker back), unless it runs
+    /// already or is not wanted.
+    pub(super) fn start(&self, s: &mut State, now: Instant) {
+        if s.settled || s.hold_until.is_some() || self.period.is_zero() {
+            return;
+        }
+        s.hold_until = Some(now + self.period);
+        s.settle_cap = Some(now + self.max.max(self.period));
+        tracing::info!(settle = ?self.period, max = ?self.max, "first speaker connected: each keeps what it holds until the others are back");
+    }
+
+    /// Whether the period is over at `now`: it was never wanted, the speaker
+    /// of every node that could announce is back (`planner::awaited`: an
+    /// excluded node runs none), its hard end has passed, or its period has
+    /// and no address awaits its last announcer.
+    pub(super) fn over(&self, s: &State, now: Instant) -> bool {
+        if self.period.is_zero() {
+            return true;
+        }
+        let mut ready = s
+            .inputs
+            .nodes
+            .iter()
+            .filter(|n| planner::awaited(n))
+            .peekable();
+        if ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)) {
+            return true;
+        }
+        match (s.hold_until, s.settle_cap) {
+            (Some(period_end), Some(cap)) => {
+                now >= cap || (now >= period_end && !Awaited::of(s).any_address(s))
+            }
+            _ => false,
+        }
+    }
+
+    /// When the hub should look again while unsettled: the period's end,
+    /// then its hard end.
+    pub(super) fn next_deadline(s: &State, now: Instant) -> Option<Instant> {
+        match s.hold_until {
+            Some(t) if now < t => Some(t),
+            Some(_) => s.settle_cap,
+            None => None,
+        }
+    }
+}
+
+impl Core {
+    /// When the hub should look at the settle period again, while it runs
+    /// ([`Core::settle_deadline`] then).
+    pub fn deadline(&self) -> Option<Instant> {
+        let s = self.lock();
+        if s.settled {
+            None
+        } else {
+            SettleTimes::next_deadline(&s, Instant::now())
+        }
+    }
+
+    /// The node each layer-2 address was last announced by (a new leader
+    /// reads them from the Services' Announced conditions): while settling,
+    /// an address whose last announcer is Ready waits for its speaker.
+    pub fn set_last_owners(&self, owners: BTreeMap<IpAddr, String>) {
+        let mut s = self.lock();
+        if !s.settled {
+            s.last_owners = owners;
+        }
+    }
+
+    /// A deadline of the settle period passed: the unclaimed addresses no
+    /// speaker is awaited for are planned, and the period ends if it is over.
+    pub fn settle_deadline(&self) {
+        let mut s = self.lock();
+        if s.settled {
+            return;
+        }
+        self.replan(&mut s, "settled", Instant::now());
+    }
+}
+
+/// Whether the period (not its hard end) has passed at `now`.
+pub(super) fn period_over(s: &State, now: Instant) -> bool {
+    s.hold_until.is_some_and(|t| now >= t)
+}
+
+/// Ends the period: plans go out as made from now on.
+pub(super) fn end(s: &mut State) {
+    s.settled = true;
+    s.hold_until = None;
+    s.settle_cap = None;
+    s.claimed.clear();
+    s.last_owners.clear();
+    tracing::info!(speakers = s.speakers.len(), "settled: planning");
+}
+
+/// Ready nodes (that could announce) whose speaker is not back.
+pub(super) struct Awaited<'a> {
+    nodes: BTreeSet<&'a str>,
+}
+
+impl<'a> Awaited<'a> {
+    pub(super) fn of(s: &'a State) -> Self {
+        Awaited {
+            nodes: s
+                .inputs
+                .nodes
+                .iter()
+                .filter(|n| planner::awaited(n) && !s.speakers.contains_key(&n.name))
+                .map(|n| n.name.as_str())
+                .collect(),
+        }
+    }
+
+    /// Whether `ip`, claimed by no connected speaker, was last announced
+    /// by a node whose speaker is awaited.
+    pub(super) fn address(&self, s: &State, ip: &IpAddr) -> bool {
+        if self.nodes.is_empty() {
+            return false;
+        }
+        let claimed = s
+            .claimed
+            .get(ip)
+            .is_some_and(|n| s.speakers.contains_key(n));
+        !claimed
+            && s.last_owners
+                .get(ip)
+                .is_some_and(|n| self.nodes.contains(n.as_str()))
+    }
+
+    /// Whether any layer-2 address awaits its last announcer.
+    fn any_address(&self, s: &State) -> bool {
+        !self.nodes.is_empty()
+            && s.inputs
+                .units
+                .iter()
+                .filter(|u| matches!(u.how, How::L2 { .. }))
+                .flat_map(|u| &u.ips)
+                .any(|ip| self.address(s, ip))
+    }
+}
