@@ -176,8 +176,10 @@ struct Args {
     /// The settle period goes on past `--control-settle-ms`, up to this
     /// (ms), for addresses whose last announcing node (the Service's
     /// Announced condition) is Ready but whose speaker is not back: it still
-    /// answers for them, so they are not moved away and back.
-    #[arg(long, default_value_t = 20000)]
+    /// answers for them, so they are not moved away and back. Longer than
+    /// a dead node takes to turn NotReady (40 s), so the limit only matters
+    /// for a speaker gone on a node that is up.
+    #[arg(long, default_value_t = 45000)]
     control_settle_max_ms: u64,
     /// Secret (CA key) and ConfigMap (CA certificate, for speakers) of the control channel.
     #[arg(long, default_value = "barelb-control-ca")]
