@@ -65,13 +65,12 @@ pub struct Arrival {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The end of a new leader's settle period: speakers reconnect one by
-    /// one, and a plan of the first few would move addresses to them. Until
-    /// every Ready node's speaker is back or this passes, plans are adopted
-    /// (see `adopt`) rather than sent as made.
+    /// The end of a new leader's settle period (`SettleTimes::period`
+    /// after the first speaker is back; its hard end follows from it):
+    /// speakers reconnect one by one, and a plan of the first few would
+    /// move addresses to them. Until the period is over (`settle`), plans
+    /// are adopted (see `adopt`) rather than sent as made.
     hold_until: Option<Instant>,
-    /// The settle period's hard end (`SettleTimes::max`).
-    settle_cap: Option<Instant>,
     settled: bool,
     /// Inputs arrived (nothing is sent before: an empty plan would tell
     /// speakers to drop what they announce).
@@ -298,7 +297,6 @@ impl Core {
             // connection starts a new settle period.
             s.settled = false;
             s.hold_until = None;
-            s.settle_cap = None;
             s.claimed.clear();
             // Their speakers are fail-static: the next settle period waits
             // for each address's last announcer.

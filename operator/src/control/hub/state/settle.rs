@@ -45,7 +45,6 @@ impl SettleTimes {
             return;
         }
         s.hold_until = Some(now + self.period);
-        s.settle_cap = Some(now + self.max.max(self.period));
         tracing::info!(settle = ?self.period, max = ?self.max, "first speaker connected: each keeps what it holds until the others are back");
     }
 
@@ -57,29 +56,32 @@ impl SettleTimes {
         if self.period.is_zero() {
             return true;
         }
-        let mut ready = s
-            .inputs
-            .nodes
-            .iter()
-            .filter(|n| planner::awaited(n))
-            .peekable();
-        if ready.peek().is_some() && ready.all(|n| s.speakers.contains_key(&n.name)) {
+        let awaited = Awaited::of(s);
+        let any_ready = s.inputs.nodes.iter().any(planner::awaited);
+        if any_ready && awaited.nodes.is_empty() {
             return true;
         }
-        match (s.hold_until, s.settle_cap) {
+        match (s.hold_until, self.cap(s)) {
             (Some(period_end), Some(cap)) => {
-                now >= cap || (now >= period_end && !Awaited::of(s).any_address(s))
+                now >= cap || (now >= period_end && !awaited.any_address(s))
             }
             _ => false,
         }
     }
 
+    /// The period's hard end: `max` (never less than `period`) after the
+    /// first speaker was back.
+    fn cap(&self, s: &State) -> Option<Instant> {
+        s.hold_until
+            .map(|t| t + self.max.saturating_sub(self.period))
+    }
+
     /// When the hub should look again while unsettled: the period's end,
     /// then its hard end.
-    pub(super) fn next_deadline(s: &State, now: Instant) -> Option<Instant> {
+    fn next_deadline(&self, s: &State, now: Instant) -> Option<Instant> {
         match s.hold_until {
             Some(t) if now < t => Some(t),
-            Some(_) => s.settle_cap,
+            Some(_) => self.cap(s),
             None => None,
         }
     }
@@ -93,7 +95,7 @@ impl Core {
         if s.settled {
             None
         } else {
-            SettleTimes::next_deadline(&s, Instant::now())
+            self.settle.next_deadline(&s, Instant::now())
         }
     }
 
@@ -127,7 +129,6 @@ pub(super) fn period_over(s: &State, now: Instant) -> bool {
 pub(super) fn end(s: &mut State) {
     s.settled = true;
     s.hold_until = None;
-    s.settle_cap = None;
     s.claimed.clear();
     s.last_owners.clear();
     tracing::info!(speakers = s.speakers.len(), "settled: planning");
