@@ -295,6 +295,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                     })?,
             ),
         };
+        // Not essential: without heartbeats a settling leader waits for a
+        // Ready node's speaker up to its limit. It ends on shutdown.
+        tokio::spawn(control::heartbeats::follow(
+            client.clone(),
+            hub.clone(),
+            leader_rx.clone(),
+            shutdown_rx.clone(),
+        ));
         Some(tokio::spawn(control::server::run(
             cs,
             hub.clone(),

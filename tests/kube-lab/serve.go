@@ -71,6 +71,7 @@ func serve(args []string) error {
 	port := fs.Int("port", 0, "apiserver secure port (0 = pick a free one)")
 	bind := fs.String("bind", "127.0.0.1", "address the apiserver binds and advertises (the lab's control-plane address when it has nodes)")
 	nodes := fs.Bool("nodes", false, "a cluster with nodes: also kube-scheduler and the workload and node controllers")
+	nodeGrace := fs.Duration("node-grace", 20*time.Second, "with --nodes: how long a node's kubelet may be silent before the Node is NotReady (kube-controller-manager's --node-monitor-grace-period; Kubernetes' default is 50s)")
 	resume := fs.Bool("resume", false, "start again on what an earlier run left in --dir (its keys, token, ports and etcd data): the same cluster after a control-plane outage")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -237,8 +238,8 @@ func serve(args []string) error {
 	}
 	if *nodes {
 		controllers = append(append([]string{}, labControllers...), nodeControllers...)
-		// A node whose kubelet stops reporting is NotReady after 20 s.
-		kcmArgs = append(kcmArgs, "--node-monitor-grace-period=20s", "--node-monitor-period=2s")
+		// A node whose kubelet stops reporting is NotReady after --node-grace.
+		kcmArgs = append(kcmArgs, "--node-monitor-grace-period="+nodeGrace.String(), "--node-monitor-period=2s")
 	}
 	kcmArgs = append(kcmArgs, "--controllers="+strings.Join(controllers, ","))
 	kcmErr := make(chan error, 1)

@@ -284,7 +284,9 @@ cl_up() {
   # What exists before the lab, so `down` removes only what it made.
   ip netns list 2>/dev/null | awk '/^cni-/{print $1}' > "$LAB_DIR/cni-netns.before"
   cl_lan_up
-  serve_args=(--bind "$CL_CP_IP" --nodes)
+  # BARELB_LAB_NODE_GRACE: how long before a silent node is NotReady (20s;
+  # Kubernetes' default is 50s).
+  serve_args=(--bind "$CL_CP_IP" --nodes --node-grace "${BARELB_LAB_NODE_GRACE:-20s}")
   start_control_plane
   CL_SERVER=$(awk '/server:/{print $2; exit}' "$KUBECONFIG_FILE")
   echo "$n" > "$LAB_DIR/nodes.count"

@@ -6,7 +6,7 @@
 //! queued command, then replans once: a connect storm costs a few plans,
 //! not one per speaker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
@@ -21,7 +21,7 @@ use barelb_runtime::TraceContext;
 
 mod state;
 
-pub use state::{Arrival, Core, SettleTimes};
+pub use state::{Arrival, Core, Heartbeat, Heartbeats, SettleTimes};
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,6 +52,7 @@ enum Command {
     Inputs(Box<Inputs>, &'static str),
     Trace(Vec<IpAddr>, TraceContext),
     LastOwners(BTreeMap<IpAddr, String>),
+    Heartbeats(Heartbeats),
     Attach {
         node: String,
         id: u64,
@@ -94,6 +95,7 @@ pub struct Hub {
     next_id: AtomicU64,
     plans: watch::Receiver<Arc<Plan>>,
     sessions: watch::Receiver<Arc<Sessions>>,
+    awaited: watch::Receiver<Arc<BTreeSet<String>>>,
     /// Every node's addresses; None until the Nodes are first read.
     node_sources: std::sync::RwLock<Option<Arc<super::auth::NodeSources>>>,
 }
@@ -102,7 +104,8 @@ impl Hub {
     /// Starts the hub's thread. `settle`: see [`Core::new`].
     pub fn new(metrics: Arc<Metrics>, settle: impl Into<SettleTimes>) -> anyhow::Result<Arc<Self>> {
         let core = Core::new(metrics, settle);
-        let (plans, sessions) = (core.plans(), core.sessions_watch());
+        let (plans, sessions, awaited) =
+            (core.plans(), core.sessions_watch(), core.awaited_owners());
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("barelb-hub".into())
@@ -112,6 +115,7 @@ impl Hub {
             next_id: AtomicU64::new(0),
             plans,
             sessions,
+            awaited,
             node_sources: std::sync::RwLock::new(None),
         }))
     }
@@ -160,6 +164,17 @@ impl Hub {
     /// leader: see [`Core::set_last_owners`].
     pub fn set_last_owners(&self, owners: BTreeMap<IpAddr, String>) {
         self.send(Command::LastOwners(owners));
+    }
+
+    /// The nodes whose kubelet heartbeats a settling leader needs: see
+    /// [`Core::awaited_owners`].
+    pub fn awaited_owners(&self) -> watch::Receiver<Arc<BTreeSet<String>>> {
+        self.awaited.clone()
+    }
+
+    /// The nodes' kubelet heartbeats: see [`Core::set_heartbeats`].
+    pub fn set_heartbeats(&self, heartbeats: Heartbeats) {
+        self.send(Command::Heartbeats(heartbeats));
     }
 
     /// A speaker's stream is up (`arrival`: what its Hello said); returns
@@ -259,6 +274,7 @@ fn apply(core: &Core, c: Command) {
         Command::Inputs(inputs, cause) => core.set_inputs(*inputs, cause),
         Command::Trace(ips, t) => core.note_trace(&ips, &t),
         Command::LastOwners(owners) => core.set_last_owners(owners),
+        Command::Heartbeats(h) => core.set_heartbeats(h),
         Command::Attach {
             node,
             id,

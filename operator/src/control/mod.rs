@@ -9,5 +9,6 @@ mod traces;
 
 pub use hub::{Hub, SettleTimes};
 pub mod auth;
+pub mod heartbeats;
 pub mod server;
 mod tls;

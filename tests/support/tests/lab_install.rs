@@ -53,6 +53,15 @@ fn check_rbac(c: &Cluster) {
         (op, &["create", "secrets", "-n", NS]),
         (op, &["patch", "configmaps/barelb-control-ca", "-n", NS]),
         (op, &["get", "pods", "-n", NS]),
+        (
+            op,
+            &[
+                "list",
+                "leases.coordination.k8s.io",
+                "-n",
+                "kube-node-lease",
+            ],
+        ),
     ];
     let forbidden: &[(&str, &[&str])] = &[
         (op, &["get", "secrets", "-n", "default"]),
@@ -69,6 +78,15 @@ fn check_rbac(c: &Cluster) {
         (
             op,
             &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
+        ),
+        (
+            op,
+            &[
+                "update",
+                "leases.coordination.k8s.io",
+                "-n",
+                "kube-node-lease",
+            ],
         ),
         (op, &["get", "pods", "-n", "default"]),
         (op, &["create", "addresspools.barelb.io"]),

@@ -25,9 +25,11 @@ use barelb_core::planner::{self, Node, Plan};
 use barelb_runtime::TraceContext;
 
 mod gauges;
+mod heartbeats;
 mod owners;
 mod settle;
 mod succession;
+pub use heartbeats::{Heartbeat, Heartbeats};
 use owners::{adopt, current_owners, quiet_moves};
 pub use settle::SettleTimes;
 
@@ -82,6 +84,8 @@ struct State {
     /// by (the Services' Announced conditions, or this hub's last plan
     /// before every speaker went), for the settle period to wait for.
     last_owners: BTreeMap<IpAddr, String>,
+    /// While unsettled: the nodes' kubelet heartbeats, once read.
+    heartbeats: Heartbeats,
     inputs: Inputs,
     speakers: BTreeMap<String, Speaker>,
     plan: Plan,
@@ -106,6 +110,7 @@ pub struct Core {
     metrics: Arc<Metrics>,
     plan_tx: watch::Sender<Arc<Plan>>,
     sessions_tx: watch::Sender<Arc<Sessions>>,
+    awaited_tx: watch::Sender<Arc<BTreeSet<String>>>,
     /// While true, replans are noted in `pending` and made by `flush`.
     defer: Cell<bool>,
     /// The first deferred replan's cause and its fault's detection.
@@ -126,7 +131,9 @@ impl Core {
     pub fn new(metrics: Arc<Metrics>, settle: impl Into<SettleTimes>) -> Self {
         let (plan_tx, _) = watch::channel(Arc::new(Plan::default()));
         let (sessions_tx, _) = watch::channel(Arc::new(Sessions::new()));
+        let (awaited_tx, _) = watch::channel(Arc::new(BTreeSet::new()));
         Core {
+            awaited_tx,
             settle: settle.into(),
             sessions_tx,
             state: RefCell::new(State::default()),
@@ -576,6 +583,7 @@ impl Core {
         if s.speakers.values().any(|sp| sp.leaving) {
             self.release_leaving(s);
         }
+        self.publish_awaited(s);
         if s.settled {
             // An adopted plan is provisional (what nobody claimed is left
             // out): Service conditions wait for the settled one.

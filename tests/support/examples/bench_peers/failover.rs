@@ -46,6 +46,18 @@ impl Fault {
         Fault::KubeletStopped,
     ];
 
+    /// Its name in BARELB_PEERS_FAULTS.
+    pub fn key(self) -> &'static str {
+        match self {
+            Fault::SpeakerKilled => "killed",
+            Fault::SpeakerHung => "hung",
+            Fault::Blackholed => "blackholed",
+            Fault::BlackholedControllerNode => "controller-node",
+            Fault::InterfaceDown => "interface-down",
+            Fault::KubeletStopped => "kubelet",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Fault::SpeakerKilled => "speaker killed (kubelet restarts it)",

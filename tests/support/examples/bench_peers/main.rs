@@ -159,13 +159,28 @@ fn side_by_side(
             .zip(&targets)
             .map(|((d, _), target)| Side { d, target })
             .collect();
-        // A smoke run (scripts/test) checks the harness with two faults.
-        let faults: &[Fault] = if smoke {
-            &[Fault::SpeakerHung, Fault::Blackholed]
+        // A smoke run (scripts/test) checks the harness with two faults;
+        // BARELB_PEERS_FAULTS (keys, comma-separated) picks some.
+        let picked = std::env::var("BARELB_PEERS_FAULTS").unwrap_or_default();
+        let faults: Vec<Fault> = if !picked.is_empty() {
+            let keys: Vec<&str> = picked.split(',').map(str::trim).collect();
+            let f: Vec<Fault> = Fault::ALL
+                .into_iter()
+                .filter(|f| keys.contains(&f.key()))
+                .collect();
+            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.key()).collect();
+            assert_eq!(
+                f.len(),
+                keys.len(),
+                "BARELB_PEERS_FAULTS={picked}: each must be one of {known:?}"
+            );
+            f
+        } else if smoke {
+            vec![Fault::SpeakerHung, Fault::Blackholed]
         } else {
-            &Fault::ALL
+            Fault::ALL.to_vec()
         };
-        for &f in faults {
+        for f in faults {
             let n = match f {
                 Fault::KubeletStopped => runs.min(KUBELET_RUNS),
                 Fault::BlackholedControllerNode => runs.min(CONTROLLER_NODE_RUNS),

@@ -7,12 +7,18 @@
 //! that speaker is fail-static and still answers, so moving the address
 //! away would flip the client's neighbour entry twice (away, then back once
 //! the plan is balanced again). Those addresses wait until their node's
-//! speaker is back, their node is no longer Ready, or `max` has passed.
+//! speaker is back, their node is no longer Ready, its kubelet has fallen
+//! silent (`heartbeats`: a node gone without a word is Ready for 40–50 s
+//! more), or `max` has passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
+use super::heartbeats::Heartbeats;
 use super::{Core, State};
 use barelb_core::planner::{self, How};
 
@@ -109,6 +115,41 @@ impl Core {
         }
     }
 
+    /// The nodes' heartbeats, read while some address awaits its last
+    /// announcer ([`Core::awaited_owners`]): one whose kubelet has fallen
+    /// silent is not waited for past the period.
+    pub fn set_heartbeats(&self, heartbeats: Heartbeats) {
+        let mut s = self.lock();
+        if s.settled || s.heartbeats == heartbeats {
+            return;
+        }
+        s.heartbeats = heartbeats;
+        self.replan(&mut s, "node-heartbeat", Instant::now());
+    }
+
+    /// The nodes whose heartbeats matter now: while settling, the last
+    /// announcers of unclaimed layer-2 addresses whose speakers are not
+    /// back. Empty once settled.
+    pub fn awaited_owners(&self) -> watch::Receiver<Arc<BTreeSet<String>>> {
+        self.awaited_tx.subscribe()
+    }
+
+    /// Publishes [`Core::awaited_owners`] when it changed.
+    pub(super) fn publish_awaited(&self, s: &State) {
+        let now: BTreeSet<String> = if s.settled {
+            BTreeSet::new()
+        } else {
+            Awaited::of(s).owners(s)
+        };
+        self.awaited_tx.send_if_modified(|cur| {
+            let changed = **cur != now;
+            if changed {
+                *cur = Arc::new(now);
+            }
+            changed
+        });
+    }
+
     /// A deadline of the settle period passed: the unclaimed addresses no
     /// speaker is awaited for are planned, and the period ends if it is over.
     pub fn settle_deadline(&self) {
@@ -131,51 +172,81 @@ pub(super) fn end(s: &mut State) {
     s.hold_until = None;
     s.claimed.clear();
     s.last_owners.clear();
+    s.heartbeats = Heartbeats::default();
     tracing::info!(speakers = s.speakers.len(), "settled: planning");
 }
 
-/// Ready nodes (that could announce) whose speaker is not back.
+/// Ready nodes (that could announce) whose speaker is not back, and of
+/// those the ones whose kubelet is not silent: addresses wait past the
+/// period only for these.
 pub(super) struct Awaited<'a> {
     nodes: BTreeSet<&'a str>,
+    alive: BTreeSet<&'a str>,
 }
 
 impl<'a> Awaited<'a> {
     pub(super) fn of(s: &'a State) -> Self {
-        Awaited {
-            nodes: s
-                .inputs
-                .nodes
-                .iter()
-                .filter(|n| planner::awaited(n) && !s.speakers.contains_key(&n.name))
-                .map(|n| n.name.as_str())
-                .collect(),
-        }
+        let nodes: BTreeSet<&str> = s
+            .inputs
+            .nodes
+            .iter()
+            .filter(|n| planner::awaited(n) && !s.speakers.contains_key(&n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        let alive = nodes
+            .iter()
+            .copied()
+            .filter(|n| !s.heartbeats.silent(n))
+            .collect();
+        Awaited { nodes, alive }
     }
 
-    /// Whether `ip`, claimed by no connected speaker, was last announced
-    /// by a node whose speaker is awaited.
-    pub(super) fn address(&self, s: &State, ip: &IpAddr) -> bool {
-        if self.nodes.is_empty() {
-            return false;
-        }
+    /// The awaited node `ip` was last announced by, if no connected
+    /// speaker claims it.
+    fn last_owner<'s>(&self, s: &'s State, ip: &IpAddr) -> Option<&'s str> {
         let claimed = s
             .claimed
             .get(ip)
             .is_some_and(|n| s.speakers.contains_key(n));
-        !claimed
-            && s.last_owners
-                .get(ip)
-                .is_some_and(|n| self.nodes.contains(n.as_str()))
+        if claimed {
+            return None;
+        }
+        s.last_owners
+            .get(ip)
+            .map(String::as_str)
+            .filter(|n| self.nodes.contains(n))
+    }
+
+    /// Whether `ip`, claimed by no connected speaker, was last announced
+    /// by a node whose speaker is awaited and whose kubelet is not silent.
+    pub(super) fn address(&self, s: &State, ip: &IpAddr) -> bool {
+        !self.alive.is_empty()
+            && self
+                .last_owner(s, ip)
+                .is_some_and(|n| self.alive.contains(n))
+    }
+
+    fn l2_addresses(s: &State) -> impl Iterator<Item = &IpAddr> {
+        s.inputs
+            .units
+            .iter()
+            .filter(|u| matches!(u.how, How::L2 { .. }))
+            .flat_map(|u| &u.ips)
     }
 
     /// Whether any layer-2 address awaits its last announcer.
     fn any_address(&self, s: &State) -> bool {
-        !self.nodes.is_empty()
-            && s.inputs
-                .units
-                .iter()
-                .filter(|u| matches!(u.how, How::L2 { .. }))
-                .flat_map(|u| &u.ips)
-                .any(|ip| self.address(s, ip))
+        !self.alive.is_empty() && Self::l2_addresses(s).any(|ip| self.address(s, ip))
+    }
+
+    /// The awaited last announcers of unclaimed addresses, silent or not.
+    fn owners(&self, s: &State) -> BTreeSet<String> {
+        if self.nodes.is_empty() {
+            return BTreeSet::new();
+        }
+        Self::l2_addresses(s)
+            .filter_map(|ip| self.last_owner(s, ip))
+            .map(str::to_string)
+            .collect()
     }
 }
