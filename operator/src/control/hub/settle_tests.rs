@@ -261,3 +261,38 @@ fn when_every_kubelet_is_equally_late_a_new_leader_keeps_waiting() {
     assert!(given(&mut ra).is_empty() && given(&mut rb).is_empty());
     assert_eq!(hub.plans().borrow().l2.len(), 0, "still settling");
 }
+
+#[test]
+fn within_its_period_a_new_leader_plans_at_once_what_a_silent_kubelets_node_announced() {
+    let hub = Core::new(
+        Metrics::new(),
+        SettleTimes {
+            period: Duration::from_secs(3600),
+            max: Duration::from_secs(7200),
+        },
+    );
+    hub.set_inputs(inputs(true), "test");
+    let by = announced_by();
+    hub.set_last_owners(
+        by.iter()
+            .flat_map(|(n, ips)| ips.iter().map(move |ip| (*ip, n.clone())))
+            .collect(),
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.attach_holding("a", ta, by["a"].clone());
+    hub.attach_holding("b", tb, by["b"].clone());
+    let mut got = given(&mut ra);
+    got.extend(given(&mut rb));
+    let mut held = strings(&by["a"]);
+    held.extend(strings(&by["b"]));
+    assert_eq!(sorted(got), sorted(held.clone()), "c's and 13 wait");
+    hub.set_heartbeats(heartbeats(&[("a", 112_000), ("b", 111_000), ("c", 95_000)]));
+    let mut got = given(&mut ra);
+    got.extend(given(&mut rb));
+    assert_eq!(
+        sorted(got),
+        strings(&by["c"]),
+        "c's at once; 13 still waits"
+    );
+}

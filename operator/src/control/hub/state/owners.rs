@@ -15,7 +15,8 @@ use barelb_core::planner::{self, How, Node, Plan, Unit};
 /// serve it) goes where the plan puts it, at once — a failover during a
 /// leader change is as fast as any; one nobody claimed waits for the
 /// settle period (`period_over`), its holder may still be reconnecting,
-/// and after it for as long as its last announcer is awaited (`settle`).
+/// and after it for as long as its last announcer is awaited (`settle`) —
+/// unless that node's kubelet has fallen silent: then it goes at once.
 pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node], period_over: bool) {
     let may_serve = |u: &Unit, name: &str| {
         s.speakers.get(name).is_some_and(|sp| !sp.leaving)
@@ -38,6 +39,9 @@ pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node], period_over: boo
                 }
                 Some(_) => {}
                 None if period_over && !awaited.address(s, ip) => {}
+                // Its last announcer's kubelet has fallen silent: nobody
+                // answers for it, so waiting out the period gains nothing.
+                None if awaited.gone(s, ip) => {}
                 None => {
                     plan.l2.remove(ip);
                 }

@@ -7,9 +7,10 @@
 //! that speaker is fail-static and still answers, so moving the address
 //! away would flip the client's neighbour entry twice (away, then back once
 //! the plan is balanced again). Those addresses wait until their node's
-//! speaker is back, their node is no longer Ready, its kubelet has fallen
-//! silent (`heartbeats`: a node gone without a word is Ready for 40–50 s
-//! more), or `max` has passed.
+//! speaker is back, their node is no longer Ready, or `max` has passed.
+//! An address whose last announcer's kubelet has fallen silent
+//! (`heartbeats`: a node gone without a word is Ready for 40–50 s more)
+//! waits for nothing, within the period or after it: nobody answers for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -116,8 +117,8 @@ impl Core {
     }
 
     /// The nodes' heartbeats, read while some address awaits its last
-    /// announcer ([`Core::awaited_owners`]): one whose kubelet has fallen
-    /// silent is not waited for past the period.
+    /// announcer ([`Core::awaited_owners`]): the addresses of one whose
+    /// kubelet has fallen silent are planned at once, period or not.
     pub fn set_heartbeats(&self, heartbeats: Heartbeats) {
         let mut s = self.lock();
         if s.settled || s.heartbeats == heartbeats {
@@ -224,6 +225,13 @@ impl<'a> Awaited<'a> {
             && self
                 .last_owner(s, ip)
                 .is_some_and(|n| self.alive.contains(n))
+    }
+
+    /// Whether `ip`, claimed by no connected speaker, was last announced
+    /// by an awaited node whose kubelet is silent: most likely gone.
+    pub(super) fn gone(&self, s: &State, ip: &IpAddr) -> bool {
+        self.last_owner(s, ip)
+            .is_some_and(|n| !self.alive.contains(n))
     }
 
     fn l2_addresses(s: &State) -> impl Iterator<Item = &IpAddr> {
