@@ -34,7 +34,9 @@
 use std::time::{Duration, Instant};
 
 use barelb_testsupport::capture::Capture;
-use barelb_testsupport::chaos::{operator_pods, unix_seconds, wait_driving, wait_leading_with};
+use barelb_testsupport::chaos::{
+    node_iptables, operator_pods, unix_seconds, wait_driving, wait_leading_with,
+};
 use barelb_testsupport::cluster::{Cluster, LanRouter, cluster};
 use barelb_testsupport::install::*;
 
@@ -103,32 +105,19 @@ struct ControlPortRejected {
 }
 
 impl ControlPortRejected {
-    const RULE: [&str; 6] = ["-p", "tcp", "--dport", "9444", "-j", "REJECT"];
+    const RULE: [&str; 7] = ["OUTPUT", "-p", "tcp", "--dport", "9444", "-j", "REJECT"];
 
     fn new(c: &Cluster, i: usize) -> Self {
         let ns = c.node_ns(i);
-        iptables(&ns, "-I");
+        node_iptables(&ns, "-I", &Self::RULE);
         ControlPortRejected { ns }
     }
 }
 
 impl Drop for ControlPortRejected {
     fn drop(&mut self) {
-        iptables(&self.ns, "-D");
+        node_iptables(&self.ns, "-D", &Self::RULE);
     }
-}
-
-fn iptables(ns: &str, op: &str) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "iptables", op, "OUTPUT"])
-        .args(ControlPortRejected::RULE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "iptables {op} in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// When (Unix seconds) a node asked the LAN who has `vip`: it was routing a

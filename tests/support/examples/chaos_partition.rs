@@ -19,12 +19,11 @@
     clippy::print_stdout
 )] // a chaos binary
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use barelb_testsupport::chaos::{
     ArpCapture, answer_rounds, dump_logs, longer_than_one_interval, longest_double_answer, mac_of,
-    operator_pods, owners, unix_seconds, wait_driving,
+    node_iptables, operator_pods, owners, unix_seconds, wait_driving,
 };
 use barelb_testsupport::cluster::{Cluster, Fault, cluster, node_index};
 use barelb_testsupport::install::*;
@@ -113,11 +112,17 @@ impl Cut {
                 ("FORWARD", "-s"),
                 ("FORWARD", "-d"),
             ] {
-                rules.push(vec![chain.to_string(), dir.to_string(), ip.clone()]);
+                rules.push(vec![
+                    chain.into(),
+                    dir.into(),
+                    ip.clone(),
+                    "-j".into(),
+                    "DROP".into(),
+                ]);
             }
         }
         for r in &rules {
-            iptables(&ns, "-I", r);
+            node_iptables(&ns, "-I", r);
         }
         Cut {
             ns,
@@ -130,20 +135,9 @@ impl Cut {
 impl Drop for Cut {
     fn drop(&mut self) {
         for r in &self.rules {
-            iptables(&self.ns, "-D", r);
+            node_iptables(&self.ns, "-D", r);
         }
     }
-}
-
-fn iptables(ns: &str, op: &str, rule: &[String]) {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "iptables", op, &rule[0], &rule[1], &rule[2],
-        ])
-        .args(["-j", "DROP"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "iptables {op} {rule:?} in {ns}");
 }
 
 fn main() {

@@ -219,6 +219,21 @@ pub fn dump_logs(c: &Cluster) {
     }
 }
 
+/// Inserts (`-I`) or deletes (`-D`) one iptables rule — its chain, match
+/// and target — in a node's namespace.
+pub fn node_iptables<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(ns: &str, op: &str, rule: &[S]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", op])
+        .args(rule)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iptables {op} {rule:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The MAC address of `eth0` in namespace `ns` (lower case, as tshark
 /// prints it).
 pub fn mac_of(ns: &str) -> String {
