@@ -43,7 +43,19 @@ pub async fn run(
     let mut observed: Option<(String, Instant)> = None;
     let mut last_renew = Instant::now();
     loop {
-        let step = attempt(&api, &cfg, &mut observed).await;
+        // Bounded by the renew deadline: a request to an apiserver this
+        // replica can no longer reach (its node cut off) would otherwise
+        // hang for the client's timeout, and a leader go on leading long
+        // after its Lease expired and another took it.
+        let bound = if *leading.borrow() {
+            cfg.renew_deadline.saturating_sub(last_renew.elapsed())
+        } else {
+            cfg.renew_deadline
+        };
+        let step = match tokio::time::timeout(bound, attempt(&api, &cfg, &mut observed)).await {
+            Ok(step) => step.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", bound.as_millis())),
+        };
         let now_leading = match step {
             Ok(Step::Leading) => {
                 last_renew = Instant::now();

@@ -241,7 +241,7 @@ fn a_new_leader_stops_waiting_for_a_ready_node_whose_kubelet_fell_silent() {
     // Renewing, c still counts: nothing more is handed out.
     hub.set_heartbeats(heartbeats(&[("a", 100_000), ("b", 99_000), ("c", 95_000)]));
     assert!(given(&mut ra).is_empty() && given(&mut rb).is_empty());
-    // 16 s behind the others: its addresses go to a and b, and the period ends.
+    // 17 s behind the others: its addresses go to a and b, and the period ends.
     hub.set_heartbeats(heartbeats(&[("a", 112_000), ("b", 111_000), ("c", 95_000)]));
     let mut got = given(&mut ra);
     got.extend(given(&mut rb));

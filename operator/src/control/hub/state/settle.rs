@@ -124,6 +124,14 @@ impl Core {
         if s.settled || s.heartbeats == heartbeats {
             return;
         }
+        for node in Awaited::of(&s).owners(&s) {
+            if heartbeats.silent(&node) && !s.heartbeats.silent(&node) {
+                tracing::info!(
+                    node,
+                    "its kubelet has fallen silent (Lease not renewed): its addresses are planned without waiting for its speaker"
+                );
+            }
+        }
         s.heartbeats = heartbeats;
         self.replan(&mut s, "node-heartbeat", Instant::now());
     }
