@@ -5,6 +5,7 @@
 //! otherwise. What a heartbeat means is decided in the hub
 //! (`state::heartbeats`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 
 use super::Hub;
-use super::hub::{Heartbeat, Heartbeats};
+use super::hub::Heartbeat;
 
 /// Where kubelets keep their Leases.
 const NAMESPACE: &str = "kube-node-lease";
@@ -65,23 +66,21 @@ pub async fn follow(
 }
 
 /// The heartbeats in `leases`: a kubelet's Lease is named after its node.
-pub fn read(leases: &[Lease]) -> Heartbeats {
-    Heartbeats(
-        leases
-            .iter()
-            .filter_map(|l| {
-                let name = l.metadata.name.clone()?;
-                let spec = l.spec.as_ref()?;
-                let renewed = spec.renew_time.as_ref()?;
-                let duration_s = u32::try_from(spec.lease_duration_seconds?).ok()?;
-                let h = Heartbeat {
-                    renewed_ms: renewed.0.as_millisecond(),
-                    duration_s,
-                };
-                Some((name, h))
-            })
-            .collect(),
-    )
+pub fn read(leases: &[Lease]) -> BTreeMap<String, Heartbeat> {
+    leases
+        .iter()
+        .filter_map(|l| {
+            let name = l.metadata.name.clone()?;
+            let spec = l.spec.as_ref()?;
+            let renewed = spec.renew_time.as_ref()?;
+            let duration_s = u32::try_from(spec.lease_duration_seconds?).ok()?;
+            let h = Heartbeat {
+                renewed_ms: renewed.0.as_millisecond(),
+                duration_s,
+            };
+            Some((name, h))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -116,7 +115,7 @@ mod tests {
             lease("negative", Some(1_700_000_000_000), Some(-1)),
         ]);
         assert_eq!(
-            h.0.into_iter().collect::<Vec<_>>(),
+            h.into_iter().collect::<Vec<_>>(),
             vec![(
                 "node-1".to_string(),
                 Heartbeat {

@@ -21,7 +21,7 @@ use barelb_runtime::TraceContext;
 
 mod state;
 
-pub use state::{Arrival, Core, Heartbeat, Heartbeats, SettleTimes};
+pub use state::{Arrival, Core, Heartbeat, SettleTimes};
 
 /// What the controller feeds the hub.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,7 +52,7 @@ enum Command {
     Inputs(Box<Inputs>, &'static str),
     Trace(Vec<IpAddr>, TraceContext),
     LastOwners(BTreeMap<IpAddr, String>),
-    Heartbeats(Heartbeats),
+    Heartbeats(BTreeMap<String, Heartbeat>),
     Attach {
         node: String,
         id: u64,
@@ -173,8 +173,8 @@ impl Hub {
     }
 
     /// The nodes' kubelet heartbeats: see [`Core::set_heartbeats`].
-    pub fn set_heartbeats(&self, heartbeats: Heartbeats) {
-        self.send(Command::Heartbeats(heartbeats));
+    pub fn set_heartbeats(&self, beats: BTreeMap<String, Heartbeat>) {
+        self.send(Command::Heartbeats(beats));
     }
 
     /// A speaker's stream is up (`arrival`: what its Hello said); returns
@@ -274,7 +274,7 @@ fn apply(core: &Core, c: Command) {
         Command::Inputs(inputs, cause) => core.set_inputs(*inputs, cause),
         Command::Trace(ips, t) => core.note_trace(&ips, &t),
         Command::LastOwners(owners) => core.set_last_owners(owners),
-        Command::Heartbeats(h) => core.set_heartbeats(h),
+        Command::Heartbeats(beats) => core.set_heartbeats(&beats),
         Command::Attach {
             node,
             id,

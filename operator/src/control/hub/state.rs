@@ -29,7 +29,8 @@ mod heartbeats;
 mod owners;
 mod settle;
 mod succession;
-pub use heartbeats::{Heartbeat, Heartbeats};
+pub use heartbeats::Heartbeat;
+use heartbeats::Heartbeats;
 use owners::{adopt, current_owners, quiet_moves};
 pub use settle::SettleTimes;
 

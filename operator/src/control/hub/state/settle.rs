@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::heartbeats::Heartbeats;
+use super::heartbeats::{Heartbeat, Heartbeats};
 use super::{Core, State};
 use barelb_core::planner::{self, How};
 
@@ -112,28 +112,42 @@ impl Core {
     pub fn set_last_owners(&self, owners: BTreeMap<IpAddr, String>) {
         let mut s = self.lock();
         if !s.settled {
+            let nodes: BTreeSet<&str> = owners.values().map(String::as_str).collect();
+            tracing::info!(
+                addresses = owners.len(),
+                ?nodes,
+                "read where each layer-2 address was last announced"
+            );
             s.last_owners = owners;
         }
     }
 
-    /// The nodes' heartbeats, read while some address awaits its last
-    /// announcer ([`Core::awaited_owners`]): the addresses of one whose
-    /// kubelet has fallen silent are planned at once, period or not.
-    pub fn set_heartbeats(&self, heartbeats: Heartbeats) {
+    /// The nodes' kubelet heartbeats (node → its Lease), read while some
+    /// address awaits its last announcer ([`Core::awaited_owners`]): the
+    /// addresses of one whose kubelet has fallen silent are planned at
+    /// once, period or not. Replans when who is silent changed.
+    pub fn set_heartbeats(&self, beats: &BTreeMap<String, Heartbeat>) {
         let mut s = self.lock();
-        if s.settled || s.heartbeats == heartbeats {
+        if s.settled {
             return;
         }
-        for node in Awaited::of(&s).owners(&s) {
-            if heartbeats.silent(&node) && !s.heartbeats.silent(&node) {
+        let owners = Awaited::of(&s).owners(&s);
+        let before: Vec<bool> = owners.iter().map(|n| s.heartbeats.silent(n)).collect();
+        s.heartbeats.update(beats, Instant::now());
+        let mut changed = false;
+        for (node, was) in owners.iter().zip(before) {
+            let silent = s.heartbeats.silent(node);
+            if silent && !was {
                 tracing::info!(
                     node,
                     "its kubelet has fallen silent (Lease not renewed): its addresses are planned without waiting for its speaker"
                 );
             }
+            changed |= silent != was;
         }
-        s.heartbeats = heartbeats;
-        self.replan(&mut s, "node-heartbeat", Instant::now());
+        if changed {
+            self.replan(&mut s, "node-heartbeat", Instant::now());
+        }
     }
 
     /// The nodes whose heartbeats matter now: while settling, the last
@@ -152,6 +166,9 @@ impl Core {
         };
         self.awaited_tx.send_if_modified(|cur| {
             let changed = **cur != now;
+            if changed && !now.is_empty() {
+                tracing::info!(nodes = ?now, "unclaimed addresses wait for the speakers of their last announcers' nodes");
+            }
             if changed {
                 *cur = Arc::new(now);
             }
