@@ -185,6 +185,16 @@ fn refused_as_standby(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The connection was not answered within its timeout (as opposed to
+/// refused, which comes back at once and must back off).
+fn unanswered(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || c.to_string().contains("timed out")
+    })
+}
+
 fn interfaces(names: &[String]) -> Vec<Interface> {
     let addrs = crate::net::iface::addresses().unwrap_or_default();
     names
@@ -270,9 +280,12 @@ pub async fn run(
             Err(e) => {
                 tracing::info!(operator = %target, error = %e, "control stream down; keeping announcements (fail-static)");
                 yield_recent(&mut l2, &mut recent);
-                if refused_as_standby(&e) {
-                    // A Service in front of every replica picked a standby:
-                    // the next connection likely reaches the leader.
+                if refused_as_standby(&e) || unanswered(&e) {
+                    // A Service in front of every replica picked a standby,
+                    // or a replica that does not answer (its node cut off:
+                    // an endpoint still until that Node is NotReady, 40–50 s):
+                    // the next connection likely reaches the leader. A
+                    // timeout paces such retries itself.
                     attempt = 0;
                 }
             }
@@ -466,5 +479,26 @@ async fn session(
                 }))).await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As tonic reports a connect timeout: hyper-util's connector error
+    /// around an io::Error of kind TimedOut.
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error")]
+    struct Connect(#[source] std::io::Error);
+
+    #[test]
+    fn a_connection_not_answered_in_time_is_told_from_one_refused() {
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline has elapsed");
+        let e = anyhow::Error::new(Connect(timed_out)).context("transport error");
+        assert!(unanswered(&e));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = anyhow::Error::new(Connect(refused)).context("transport error");
+        assert!(!unanswered(&e));
     }
 }
