@@ -501,5 +501,18 @@ mod tests {
         ]
         .into();
         assert_eq!(owners, expected);
+        // What a new leader's condition writer starts from: the same text.
+        let current = crate::status::announced::current(&index, &class);
+        assert_eq!(current.len(), 3);
+        let routed = current
+            .values()
+            .find(|a| a.message.contains("BGP"))
+            .unwrap();
+        assert_eq!(routed.nodes.len(), 2);
+        assert!(
+            current
+                .values()
+                .any(|a| a.nodes.is_empty() && a.message.starts_with("not announced"))
+        );
     }
 }

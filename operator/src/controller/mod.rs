@@ -262,6 +262,7 @@ impl Controller {
             tracing::info!("no longer leader: stopped allocating");
             self.metrics.leader.set(0);
             self.metrics.forget_leader_series();
+            self.announced.clear();
         }
         self.touched = Touched::default();
     }
@@ -287,6 +288,7 @@ impl Controller {
                     if let Some(hub) = &self.hub {
                         hub.set_last_owners(inputs::last_owners(&self.index, &self.settings.class));
                     }
+                    self.announced = announced::current(&self.index, &self.settings.class);
                     return true;
                 }
                 Err(e) => {

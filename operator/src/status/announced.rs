@@ -40,6 +40,30 @@ pub fn compute(index: &Index, class: &ClassPolicy, plan: &Plan) -> Vec<(ServiceK
     out
 }
 
+/// What every handled Service's Announced condition says now (as the
+/// index holds it): a new leader starts [`write`]'s memory from it, not from
+/// what it wrote in an earlier term — another leader may have changed the
+/// conditions since, and one left stale misleads the next new leader about
+/// where each address was last announced.
+pub fn current(index: &Index, class: &ClassPolicy) -> HashMap<ServiceKey, Announced> {
+    let mut out = HashMap::new();
+    for (key, svc, _, _) in index.pooled(class) {
+        let condition = svc
+            .status
+            .as_ref()
+            .and_then(|st| st.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == conditions::ANNOUNCED);
+        if let Some(c) = condition {
+            let nodes = nodes_in(&c.message).into_iter().collect();
+            let message = c.message.clone();
+            out.insert(key.clone(), Announced { nodes, message });
+        }
+    }
+    out
+}
+
 /// The condition's message naming `nodes`; [`nodes_in`] reads it back.
 fn message(nodes: &BTreeSet<String>, mode: Option<AnnounceMode>) -> String {
     let list = nodes.iter().cloned().collect::<Vec<_>>().join(", ");
