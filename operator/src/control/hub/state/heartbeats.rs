@@ -130,13 +130,13 @@ mod tests {
             t0 + Duration::from_secs(7),
         );
         assert!(h.silent("c"), "16 s behind a's new renewal");
-        // Neither renewed, but our clock says a's last renewal is 3 s old
-        // and c's 13 s by the kubelets' time: c is silent, a is not.
+        // Neither renewed, but our clock says a's last renewal is 4 s old
+        // and c's 14 s by the kubelets' time: c is silent, a is not.
         let mut h = Heartbeats::default();
         h.update(&beats(&[("a", 100_000), ("c", 90_000)]), t0);
         h.update(
             &beats(&[("a", 100_000), ("c", 90_000)]),
-            t0 + Duration::from_secs(3),
+            t0 + Duration::from_secs(4),
         );
         assert!(h.silent("c") && !h.silent("a"));
     }
