@@ -31,12 +31,14 @@ enum Step {
 }
 
 /// Runs the election until `shutdown` turns true, publishing whether this
-/// replica leads on `leading`. On shutdown a held Lease is released so a
-/// standby takes over at once.
+/// replica leads on `leading`, and on `failed` when a Lease request last
+/// failed (the apiserver out of reach). On shutdown a held Lease is
+/// released so a standby takes over at once.
 pub async fn run(
     client: Client,
     cfg: LeaseConfig,
     leading: watch::Sender<bool>,
+    failed: watch::Sender<Instant>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
@@ -64,6 +66,7 @@ pub async fn run(
             Ok(Step::Following) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "lease update failed");
+                failed.send_replace(Instant::now());
                 // Keep leading only while the last renewal is recent enough.
                 *leading.borrow() && last_renew.elapsed() < cfg.renew_deadline
             }

@@ -235,10 +235,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         renew_deadline: args.renew_deadline.min(args.lease_duration),
         retry_period: args.retry_period,
     };
+    // When a Lease request last failed; the process start counts as one
+    // (it may follow an outage): see control::heartbeats.
+    let (lease_failed_tx, lease_failed_rx) = watch::channel(std::time::Instant::now());
     let elector = tokio::spawn(leader::run(
         client.clone(),
         lease,
         leader_tx,
+        lease_failed_tx,
         shutdown_rx.clone(),
     ));
     let settings = Settings {
@@ -301,6 +305,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             client.clone(),
             hub.clone(),
             leader_rx.clone(),
+            lease_failed_rx,
             shutdown_rx.clone(),
         ));
         Some(tokio::spawn(control::server::run(

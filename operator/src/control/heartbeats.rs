@@ -2,7 +2,8 @@
 //! for a settling leader, only while it leads and some layer-2 address
 //! awaits the speaker of its last announcing node
 //! ([`super::Hub::awaited_owners`]): a few lists per leader change, none
-//! otherwise. What a heartbeat means is decided in the hub
+//! otherwise, and none soon after this replica could not reach the
+//! apiserver. What a heartbeat means is decided in the hub
 //! (`state::heartbeats`).
 
 use std::collections::BTreeMap;
@@ -23,11 +24,19 @@ const NAMESPACE: &str = "kube-node-lease";
 /// 10 s by default, so a silent one is seen within a few seconds of it.
 const EVERY: Duration = Duration::from_secs(2);
 
+/// How long after this replica last failed to reach the apiserver (or
+/// started) the Leases are believed: after an outage the kubelets renew
+/// one by one, and one not yet back would look silent. A renewal interval
+/// (10 s by default) and slack: by then every live kubelet has renewed.
+const TRUSTED_AFTER: Duration = Duration::from_secs(15);
+
 /// Feeds `hub` the heartbeats while they matter; ends on shutdown.
+/// `lease_failed`: when this replica's Lease requests last failed.
 pub async fn follow(
     client: kube::Client,
     hub: Arc<Hub>,
     mut leader: watch::Receiver<bool>,
+    lease_failed: watch::Receiver<std::time::Instant>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
@@ -35,7 +44,8 @@ pub async fn follow(
     let mut failing = false;
     loop {
         let wanted = *leader.borrow_and_update() && !awaited.borrow_and_update().is_empty();
-        if wanted {
+        let trusted = lease_failed.borrow().elapsed() >= TRUSTED_AFTER;
+        if wanted && trusted {
             match api.list(&ListParams::default()).await {
                 Ok(list) => {
                     failing = false;
