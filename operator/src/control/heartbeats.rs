@@ -49,7 +49,8 @@ pub async fn follow(
             match api.list(&ListParams::default()).await {
                 Ok(list) => {
                     failing = false;
-                    hub.set_heartbeats(read(&list.items));
+                    let read_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+                    hub.set_heartbeats(read(&list.items), read_ms);
                 }
                 Err(e) if !failing => {
                     failing = true;

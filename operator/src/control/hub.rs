@@ -52,7 +52,7 @@ enum Command {
     Inputs(Box<Inputs>, &'static str),
     Trace(Vec<IpAddr>, TraceContext),
     LastOwners(BTreeMap<IpAddr, String>),
-    Heartbeats(BTreeMap<String, Heartbeat>),
+    Heartbeats(BTreeMap<String, Heartbeat>, i64),
     Attach {
         node: String,
         id: u64,
@@ -172,9 +172,10 @@ impl Hub {
         self.awaited.clone()
     }
 
-    /// The nodes' kubelet heartbeats: see [`Core::set_heartbeats`].
-    pub fn set_heartbeats(&self, beats: BTreeMap<String, Heartbeat>) {
-        self.send(Command::Heartbeats(beats));
+    /// The nodes' kubelet heartbeats, read at `read_ms` (this replica's
+    /// wall clock): see [`Core::set_heartbeats`].
+    pub fn set_heartbeats(&self, beats: BTreeMap<String, Heartbeat>, read_ms: i64) {
+        self.send(Command::Heartbeats(beats, read_ms));
     }
 
     /// A speaker's stream is up (`arrival`: what its Hello said); returns
@@ -274,7 +275,7 @@ fn apply(core: &Core, c: Command) {
         Command::Inputs(inputs, cause) => core.set_inputs(*inputs, cause),
         Command::Trace(ips, t) => core.note_trace(&ips, &t),
         Command::LastOwners(owners) => core.set_last_owners(owners),
-        Command::Heartbeats(beats) => core.set_heartbeats(&beats),
+        Command::Heartbeats(beats, read_ms) => core.set_heartbeats(&beats, read_ms),
         Command::Attach {
             node,
             id,

@@ -237,14 +237,16 @@ fn a_new_leader_stops_waiting_for_a_ready_node_whose_kubelet_fell_silent() {
     let awaited = hub.awaited_owners();
     assert_eq!(**awaited.borrow(), BTreeSet::from(["c".to_string()]));
     // Renewing, c still counts: nothing more is handed out.
-    hub.set_heartbeats(&heartbeats(&[("a", 100_000), ("b", 99_000), ("c", 95_000)]));
+    hub.set_heartbeats(
+        &heartbeats(&[("a", 100_000), ("b", 99_000), ("c", 95_000)]),
+        0,
+    );
     assert!(given(&mut ra).is_empty() && given(&mut rb).is_empty());
     // 17 s behind the others: its addresses go to a and b, and the period ends.
-    hub.set_heartbeats(&heartbeats(&[
-        ("a", 112_000),
-        ("b", 111_000),
-        ("c", 95_000),
-    ]));
+    hub.set_heartbeats(
+        &heartbeats(&[("a", 112_000), ("b", 111_000), ("c", 95_000)]),
+        0,
+    );
     let mut got = given(&mut ra);
     got.extend(given(&mut rb));
     assert_eq!(sorted(got), strings(&announced_by()["c"]));
@@ -259,7 +261,7 @@ fn when_every_kubelet_is_equally_late_a_new_leader_keeps_waiting() {
     let (hub, mut ra, mut rb) = past_the_period(Duration::from_secs(3600), &metrics);
     given(&mut ra);
     given(&mut rb);
-    hub.set_heartbeats(&heartbeats(&[("a", 1_000), ("b", 2_000), ("c", 3_000)]));
+    hub.set_heartbeats(&heartbeats(&[("a", 1_000), ("b", 2_000), ("c", 3_000)]), 0);
     assert!(given(&mut ra).is_empty() && given(&mut rb).is_empty());
     assert_eq!(hub.plans().borrow().l2.len(), 0, "still settling");
 }
@@ -289,11 +291,10 @@ fn within_its_period_a_new_leader_plans_at_once_what_a_silent_kubelets_node_anno
     let mut held = strings(&by["a"]);
     held.extend(strings(&by["b"]));
     assert_eq!(sorted(got), sorted(held.clone()), "c's and 13 wait");
-    hub.set_heartbeats(&heartbeats(&[
-        ("a", 112_000),
-        ("b", 111_000),
-        ("c", 95_000),
-    ]));
+    hub.set_heartbeats(
+        &heartbeats(&[("a", 112_000), ("b", 111_000), ("c", 95_000)]),
+        0,
+    );
     let mut got = given(&mut ra);
     got.extend(given(&mut rb));
     assert_eq!(

@@ -25,6 +25,11 @@ pub struct Heartbeat {
 /// silent before the standby takes the Lease (15 s).
 const SLACK_MS: i64 = 3_000;
 
+/// How far this replica's wall clock may be ahead of the kubelets' and a
+/// live kubelet still not count as silent: clocks in a cluster agree to
+/// well within this (certificate and token checks rely on it too).
+const SKEW_MS: i64 = 2_000;
+
 /// The nodes' heartbeats as last read, and which kubelets were silent then.
 #[derive(Clone, Debug, Default)]
 pub struct Heartbeats {
@@ -36,12 +41,16 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
-    /// Takes the Leases read at `now`. A kubelet is silent when, by the
-    /// kubelets' time, its last renewal is more than a renewal interval
-    /// (plus slack) old while another's is not: after an apiserver outage
-    /// every renewal is old and none is silent. A node whose Lease was not
+    /// Takes the Leases read at `now` (`wall_ms`: this replica's clock
+    /// then, ms since the epoch). A kubelet is silent when, by the kubelets'
+    /// time, its last renewal is more than a renewal interval (plus slack)
+    /// old while another's is not: after an apiserver outage every renewal
+    /// is old and none is silent. The kubelets' time is the newest renewal
+    /// read, advanced by this replica's monotonic clock since, or this
+    /// replica's wall clock less [`SKEW_MS`] if later (so that a kubelet gone
+    /// before the first read is silent at once). A node whose Lease was not
     /// read is not silent (nothing is known of it).
-    pub fn update(&mut self, beats: &BTreeMap<String, Heartbeat>, now: Instant) {
+    pub fn update(&mut self, beats: &BTreeMap<String, Heartbeat>, now: Instant, wall_ms: i64) {
         let Some(newest) = beats.values().map(|h| h.renewed_ms).max() else {
             *self = Heartbeats::default();
             return;
@@ -53,7 +62,9 @@ impl Heartbeats {
         self.newest = Some((newest, seen));
         let elapsed =
             i64::try_from(now.saturating_duration_since(seen).as_millis()).unwrap_or(i64::MAX);
-        let kubelets_now = newest.saturating_add(elapsed);
+        let kubelets_now = newest
+            .saturating_add(elapsed)
+            .max(wall_ms.saturating_sub(SKEW_MS));
         let late = |h: &Heartbeat| {
             let interval_ms = i64::from(h.duration_s.max(1)) * 1000 / 4;
             kubelets_now.saturating_sub(h.renewed_ms) > interval_ms + SLACK_MS
@@ -95,7 +106,7 @@ mod tests {
 
     fn read(of: &[(&str, i64)]) -> Heartbeats {
         let mut h = Heartbeats::default();
-        h.update(&beats(of), Instant::now());
+        h.update(&beats(of), Instant::now(), 0);
         h
     }
 
@@ -118,27 +129,51 @@ mod tests {
         // new renewal from c (a renewed again): c is 16 s behind a's time.
         let t0 = Instant::now();
         let mut h = Heartbeats::default();
-        h.update(&beats(&[("a", 100_000), ("c", 94_000)]), t0);
+        h.update(&beats(&[("a", 100_000), ("c", 94_000)]), t0, 0);
         assert!(!h.silent("c"));
         h.update(
             &beats(&[("a", 100_000), ("c", 94_000)]),
             t0 + Duration::from_secs(5),
+            0,
         );
         assert!(!h.silent("c"), "11 s: not yet");
         h.update(
             &beats(&[("a", 110_000), ("c", 94_000)]),
             t0 + Duration::from_secs(7),
+            0,
         );
         assert!(h.silent("c"), "16 s behind a's new renewal");
         // Neither renewed, but our clock says a's last renewal is 4 s old
         // and c's 14 s by the kubelets' time: c is silent, a is not.
         let mut h = Heartbeats::default();
-        h.update(&beats(&[("a", 100_000), ("c", 90_000)]), t0);
+        h.update(&beats(&[("a", 100_000), ("c", 90_000)]), t0, 0);
         h.update(
             &beats(&[("a", 100_000), ("c", 90_000)]),
             t0 + Duration::from_secs(4),
+            0,
         );
         assert!(h.silent("c") && !h.silent("a"));
+    }
+
+    #[test]
+    fn a_kubelet_gone_before_the_first_read_is_silent_by_the_wall_clock() {
+        // The newest renewal read is 9 s old by this replica's clock: c's,
+        // 14 s old, is silent at once (16 s less the skew allowed).
+        let mut h = Heartbeats::default();
+        h.update(
+            &beats(&[("a", 100_000), ("b", 107_000), ("c", 102_000)]),
+            Instant::now(),
+            118_000,
+        );
+        assert!(h.silent("c") && h.silent("a") && !h.silent("b"));
+        // A wall clock behind the kubelets' changes nothing.
+        let mut h = Heartbeats::default();
+        h.update(
+            &beats(&[("b", 107_000), ("c", 102_000)]),
+            Instant::now(),
+            50_000,
+        );
+        assert!(!h.silent("c"));
     }
 
     #[test]
@@ -148,9 +183,9 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Heartbeats::default();
         let old = beats(&[("a", 1_000), ("b", 2_000), ("c", 3_000)]);
-        h.update(&old, t0);
+        h.update(&old, t0, 0);
         assert!(["a", "b", "c"].iter().all(|n| !h.silent(n)));
-        h.update(&old, t0 + Duration::from_secs(60));
+        h.update(&old, t0 + Duration::from_secs(60), 0);
         assert!(["a", "b", "c"].iter().all(|n| !h.silent(n)));
     }
 
@@ -168,7 +203,7 @@ mod tests {
             c.duration_s = 120;
         }
         let mut h = Heartbeats::default();
-        h.update(&b, Instant::now());
+        h.update(&b, Instant::now(), 0);
         assert!(!h.silent("c"));
     }
 }

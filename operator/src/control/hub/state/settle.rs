@@ -126,14 +126,15 @@ impl Core {
     /// address awaits its last announcer ([`Core::awaited_owners`]): the
     /// addresses of one whose kubelet has fallen silent are planned at
     /// once, period or not. Replans when who is silent changed.
-    pub fn set_heartbeats(&self, beats: &BTreeMap<String, Heartbeat>) {
+    /// `read_ms`: this replica's wall clock when they were read.
+    pub fn set_heartbeats(&self, beats: &BTreeMap<String, Heartbeat>, read_ms: i64) {
         let mut s = self.lock();
         if s.settled {
             return;
         }
         let owners = Awaited::of(&s).owners(&s);
         let before: Vec<bool> = owners.iter().map(|n| s.heartbeats.silent(n)).collect();
-        s.heartbeats.update(beats, Instant::now());
+        s.heartbeats.update(beats, Instant::now(), read_ms);
         let mut changed = false;
         for (node, was) in owners.iter().zip(before) {
             let silent = s.heartbeats.silent(node);
