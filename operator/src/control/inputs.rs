@@ -164,13 +164,7 @@ pub fn last_owners(index: &Index, class: &ClassPolicy) -> BTreeMap<IpAddr, Strin
             .pools
             .get(&pool)
             .is_some_and(|p| p.spec.announce.mode == AnnounceMode::L2);
-        let announced = svc
-            .status
-            .as_ref()
-            .and_then(|st| st.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == barelb_api::conditions::ANNOUNCED && c.status == "True");
+        let announced = crate::status::announced::condition(svc).filter(|c| c.status == "True");
         let (true, Some(c)) = (l2, announced) else {
             continue;
         };

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use barelb_api::{AnnounceMode, conditions};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 
@@ -48,20 +49,23 @@ pub fn compute(index: &Index, class: &ClassPolicy, plan: &Plan) -> Vec<(ServiceK
 pub fn current(index: &Index, class: &ClassPolicy) -> HashMap<ServiceKey, Announced> {
     let mut out = HashMap::new();
     for (key, svc, _, _) in index.pooled(class) {
-        let condition = svc
-            .status
-            .as_ref()
-            .and_then(|st| st.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == conditions::ANNOUNCED);
-        if let Some(c) = condition {
+        if let Some(c) = condition(svc) {
             let nodes = nodes_in(&c.message).into_iter().collect();
             let message = c.message.clone();
             out.insert(key.clone(), Announced { nodes, message });
         }
     }
     out
+}
+
+/// A Service's `barelb.io/Announced` condition, if it has one.
+pub fn condition(svc: &Service) -> Option<&Condition> {
+    svc.status
+        .as_ref()
+        .and_then(|st| st.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == conditions::ANNOUNCED)
 }
 
 /// The condition's message naming `nodes`; [`nodes_in`] reads it back.
