@@ -10,7 +10,10 @@
 //! planner — another replica, a restarted leader — computes the same owner,
 //! owners spread evenly, and a node joining or leaving moves only the
 //! addresses it gains or loses. Addresses shared by several Services are
-//! one unit, so they always land on the same node.
+//! one unit, so they always land on the same node. The runner-up is the
+//! address's standby: the owner were the owner gone, and the node that
+//! takes it over by itself when the operator is away too (speaker
+//! `l2::standby`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -83,6 +86,16 @@ pub struct Unit {
 pub struct L2Owner {
     pub node: String,
     pub interfaces: Vec<String>,
+    /// The rendezvous runner-up: who would own it were `node` gone. None:
+    /// no other node may announce it.
+    pub standby: Option<String>,
+}
+
+/// A layer-2 address a node stands by for: its owner and interfaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandbyFor {
+    pub owner: String,
+    pub interfaces: Vec<String>,
 }
 
 /// A BGP address's announcers: node → peers it announces to.
@@ -90,6 +103,16 @@ pub struct L2Owner {
 pub struct BgpAnnouncement {
     pub nodes: BTreeMap<String, Vec<String>>,
     pub attrs: BgpAttrs,
+}
+
+impl L2Owner {
+    /// What its standby is told.
+    fn standing_by(&self) -> StandbyFor {
+        StandbyFor {
+            owner: self.node.clone(),
+            interfaces: self.interfaces.clone(),
+        }
+    }
 }
 
 /// The whole plan.
@@ -103,6 +126,8 @@ pub struct Plan {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodePlan {
     pub l2: BTreeMap<IpAddr, Vec<String>>,
+    /// Layer-2 addresses it is the standby for.
+    pub l2_standby: BTreeMap<IpAddr, StandbyFor>,
     /// address → (attributes, peers)
     pub bgp: BTreeMap<IpAddr, (BgpAttrs, Vec<String>)>,
 }
@@ -114,6 +139,8 @@ impl Plan {
         for (ip, o) in &self.l2 {
             if o.node == node {
                 out.l2.insert(*ip, o.interfaces.clone());
+            } else if o.standby.as_deref() == Some(node) {
+                out.l2_standby.insert(*ip, o.standing_by());
             }
         }
         for (ip, a) in &self.bgp {
@@ -133,6 +160,12 @@ impl Plan {
                 .or_default()
                 .l2
                 .insert(*ip, o.interfaces.clone());
+            if let Some(standby) = o.standby.as_ref().filter(|s| **s != o.node) {
+                out.entry(standby.clone())
+                    .or_default()
+                    .l2_standby
+                    .insert(*ip, o.standing_by());
+            }
         }
         for (ip, a) in &self.bgp {
             for (node, peers) in &a.nodes {
@@ -284,15 +317,36 @@ fn eligible_for(u: &Unit, n: &Node) -> bool {
     unit_eligibility(u, n).is_ok()
 }
 
-/// The rendezvous winner among `nodes` (highest score, then name).
-fn best<'a>(prefix: u64, nodes: impl Iterator<Item = &'a Node>) -> Option<&'a str> {
-    nodes
-        .map(|n| (score_from(prefix, &n.name), n.name.as_str()))
-        .max()
-        .map(|(_, name)| name)
+/// The rendezvous winner among `names` (highest score, then name) and
+/// the runner-up. A name given twice counts once.
+fn best_two<'a>(
+    prefix: u64,
+    names: impl Iterator<Item = &'a str>,
+) -> (Option<&'a str>, Option<&'a str>) {
+    let mut top: [Option<(u64, &str)>; 2] = [None, None];
+    for name in names {
+        let c = Some((score_from(prefix, name), name));
+        if c == top[0] || c == top[1] {
+            continue;
+        }
+        if c > top[0] {
+            top[1] = top[0];
+            top[0] = c;
+        } else if c > top[1] {
+            top[1] = c;
+        }
+    }
+    (top[0].map(|c| c.1), top[1].map(|c| c.1))
 }
 
-fn place_l2(out: &mut Plan, u: &Unit, owner: &str) {
+fn names<'a>(nodes: impl Iterator<Item = &'a Node>) -> impl Iterator<Item = &'a str> {
+    nodes.map(|n| n.name.as_str())
+}
+
+fn place_l2(out: &mut Plan, u: &Unit, (owner, standby): (Option<&str>, Option<&str>)) {
+    let Some(owner) = owner else {
+        return;
+    };
     let How::L2 { interfaces, .. } = &u.how else {
         return;
     };
@@ -302,6 +356,7 @@ fn place_l2(out: &mut Plan, u: &Unit, owner: &str) {
             L2Owner {
                 node: owner.to_string(),
                 interfaces: interfaces.clone(),
+                standby: standby.map(str::to_string),
             },
         );
     }
@@ -357,9 +412,11 @@ pub fn plan(units: &[Unit], nodes: &[Node], peers: &[Peer]) -> Plan {
         let eligible = base.iter().copied().filter(|n| eligible_for(u, n));
         match &u.how {
             How::L2 { .. } => {
-                if let Some(owner) = best(unit_prefix(&unit_key(u)), eligible) {
-                    place_l2(&mut out, u, owner);
-                }
+                place_l2(
+                    &mut out,
+                    u,
+                    best_two(unit_prefix(&unit_key(u)), names(eligible)),
+                );
             }
             How::Bgp { .. } => place_bgp(&mut out, u, eligible, peers),
         }
@@ -370,10 +427,10 @@ pub fn plan(units: &[Unit], nodes: &[Node], peers: &[Peer]) -> Plan {
 /// The plan after only whether nodes may announce at all changed
 /// (connected, link, Ready) since `prev = plan(units, before, peers)`:
 /// equal to `plan(units, after, peers)`, without hashing every (unit, node)
-/// pair again. Rendezvous hashing makes this exact: a layer-2 owner that
-/// stays eligible keeps its unit unless a node that just became eligible
-/// outscores it; only the units of nodes that left are hashed against every
-/// node. That keeps a node loss (and each speaker of a reconnect storm)
+/// pair again. Rendezvous hashing makes this exact: a layer-2 owner and
+/// standby that stay eligible keep their places unless a node that just
+/// became eligible outscores them; only the units whose owner or standby
+/// left are hashed against every node. That keeps a node loss (and each speaker of a reconnect storm)
 /// cheap with thousands of nodes. Falls back to `plan` when node names or
 /// labels differ. Units' addresses must be disjoint, as the hub's are.
 pub fn replan_nodes(
@@ -404,32 +461,27 @@ pub fn replan_nodes(
         match &u.how {
             How::L2 { .. } => {
                 let prefix = unit_prefix(&unit_key(u));
-                let had = u
-                    .ips
-                    .first()
-                    .and_then(|ip| prev.l2.get(ip))
-                    .map(|o| o.node.as_str());
-                let newcomers = came.iter().copied().filter(|n| eligible_for(u, n));
-                let owner = match had {
-                    // Still eligible (units and labels are unchanged): only a
-                    // newcomer can beat it.
-                    Some(o) if stays.contains(o) => {
-                        let held = (score_from(prefix, o), o);
-                        Some(
-                            newcomers
-                                .map(|n| (score_from(prefix, &n.name), n.name.as_str()))
-                                .fold(held, std::cmp::max)
-                                .1,
-                        )
+                let had = u.ips.first().and_then(|ip| prev.l2.get(ip));
+                let newcomers = names(came.iter().copied().filter(|n| eligible_for(u, n)));
+                let top = match had {
+                    // Owner and standby still eligible (units and labels are
+                    // unchanged): only a newcomer can beat them.
+                    Some(o)
+                        if stays.contains(o.node.as_str())
+                            && o.standby.as_deref().is_none_or(|s| stays.contains(s)) =>
+                    {
+                        let held = std::iter::once(o.node.as_str()).chain(o.standby.as_deref());
+                        best_two(prefix, held.chain(newcomers))
                     }
-                    // Its owner left: every eligible node competes.
-                    Some(_) => best(prefix, base.iter().copied().filter(|n| eligible_for(u, n))),
+                    // Its owner or standby left: every eligible node competes.
+                    Some(_) => best_two(
+                        prefix,
+                        names(base.iter().copied().filter(|n| eligible_for(u, n))),
+                    ),
                     // Nobody could announce it before: only newcomers can now.
-                    None => best(prefix, newcomers),
+                    None => best_two(prefix, newcomers),
                 };
-                if let Some(owner) = owner {
-                    place_l2(&mut out, u, owner);
-                }
+                place_l2(&mut out, u, top);
             }
             How::Bgp { .. } => {
                 place_bgp(

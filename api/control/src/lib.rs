@@ -2,7 +2,7 @@
 //! generated messages, client and server.
 
 /// The minor version of barelb.control.v1 this build speaks.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// How an ABORTED status that ends a speaker's stream begins when a
 /// later-started speaker serves the same node: the operator writes it, the

@@ -159,11 +159,45 @@ fn node_selector_limits_layer_2_owners() {
         p.l2[&ip("198.51.100.9")],
         L2Owner {
             node: "node-3".into(),
-            interfaces: vec!["eth1".into()]
+            interfaces: vec!["eth1".into()],
+            standby: None,
         }
     );
     assert_eq!(p.for_node("node-3").l2.len(), 1);
     assert!(p.for_node("node-0").l2.is_empty());
+}
+
+#[test]
+fn the_standby_is_the_owner_were_the_owner_gone() {
+    let units = many(200);
+    let ns = nodes(5);
+    let p = plan(&units, &ns, &[]);
+    let mut standing_by = BTreeMap::<String, usize>::new();
+    for (ip, o) in &p.l2 {
+        let standby = o.standby.clone().expect("five nodes: a runner-up");
+        assert_ne!(standby, o.node);
+        let without: Vec<Node> = ns.iter().filter(|n| n.name != o.node).cloned().collect();
+        assert_eq!(plan(&units, &without, &[]).l2[ip].node, standby);
+        *standing_by.entry(standby).or_default() += 1;
+    }
+    assert_eq!(standing_by.len(), 5, "standbys spread over every node");
+    let only = plan(&units, &nodes(1), &[]);
+    assert!(
+        only.l2.values().all(|o| o.standby.is_none()),
+        "nobody else may"
+    );
+}
+
+#[test]
+fn a_node_is_told_what_it_stands_by_for() {
+    let unit = l2_unit(&["198.51.100.9"], &["node-0"], false);
+    let p2 = plan(&[unit], &nodes(3), &[]);
+    let o = &p2.l2[&ip("198.51.100.9")];
+    let standby = o.standby.clone().unwrap();
+    let part = p2.for_node(&standby);
+    assert!(part.l2.is_empty());
+    assert_eq!(part.l2_standby[&ip("198.51.100.9")].owner, o.node);
+    assert!(p2.for_node(&o.node).l2_standby.is_empty());
 }
 
 #[test]

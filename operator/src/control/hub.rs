@@ -303,4 +303,6 @@ fn apply(core: &Core, c: Command) {
 #[cfg(test)]
 mod settle_tests;
 #[cfg(test)]
+mod standby_tests;
+#[cfg(test)]
 mod tests;

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use barelb_control::v1::{BgpPeer, BgpRoute, Delta, L2Announcement, Snapshot};
+use barelb_control::v1::{BgpPeer, BgpRoute, Delta, L2Announcement, L2Standby, Snapshot};
 
-use barelb_core::planner::{BgpAttrs, NodePlan};
+use barelb_core::planner::{BgpAttrs, NodePlan, StandbyFor};
 
 /// Everything one speaker is told: its plan and the BGP peers its routes use.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,6 +43,14 @@ fn l2(ip: &std::net::IpAddr, interfaces: &[String]) -> L2Announcement {
     }
 }
 
+fn standby(ip: &std::net::IpAddr, s: &StandbyFor) -> L2Standby {
+    L2Standby {
+        ip: ip.to_string(),
+        interfaces: s.interfaces.clone(),
+        owner: s.owner.clone(),
+    }
+}
+
 fn route(ip: &std::net::IpAddr, attrs: &BgpAttrs, peers: &[String]) -> BgpRoute {
     BgpRoute {
         ip: ip.to_string(),
@@ -72,6 +80,11 @@ pub fn snapshot(generation: u64, view: &NodeView) -> Snapshot {
             .map(|(ip, (a, p))| route(ip, a, p))
             .collect(),
         trace_context: Default::default(),
+        l2_standby: plan
+            .l2_standby
+            .iter()
+            .map(|(ip, s)| standby(ip, s))
+            .collect(),
     }
 }
 
@@ -102,6 +115,16 @@ pub fn delta(generation: u64, old_view: &NodeView, new_view: &NodeView) -> Optio
             d.l2_remove.push(ip.to_string());
         }
     }
+    for (ip, s) in &new.l2_standby {
+        if old.l2_standby.get(ip) != Some(s) {
+            d.l2_standby_set.push(standby(ip, s));
+        }
+    }
+    for ip in old.l2_standby.keys() {
+        if !new.l2_standby.contains_key(ip) {
+            d.l2_standby_remove.push(ip.to_string());
+        }
+    }
     for (ip, (a, p)) in &new.bgp {
         if old.bgp.get(ip) != Some(&(a.clone(), p.clone())) {
             d.bgp_routes_set.push(route(ip, a, p));
@@ -114,6 +137,8 @@ pub fn delta(generation: u64, old_view: &NodeView, new_view: &NodeView) -> Optio
     }
     let empty = d.l2_set.is_empty()
         && d.l2_remove.is_empty()
+        && d.l2_standby_set.is_empty()
+        && d.l2_standby_remove.is_empty()
         && d.bgp_peers_set.is_empty()
         && d.bgp_peers_remove.is_empty()
         && d.bgp_routes_set.is_empty()
@@ -137,6 +162,7 @@ mod tests {
         NodeView::new(
             NodePlan {
                 l2: l2.iter().map(|s| (s.parse().unwrap(), vec![])).collect(),
+                l2_standby: BTreeMap::new(),
                 bgp: bgp
                     .iter()
                     .map(|s| {
@@ -175,5 +201,32 @@ mod tests {
         assert_eq!(d.bgp_routes_remove, ["198.51.100.9"]);
         assert_eq!(d.bgp_peers_remove, ["tor"], "no route uses it any more");
         assert!(delta(9, &b, &b).is_none());
+    }
+
+    #[test]
+    fn standbys_travel_in_snapshots_and_deltas() {
+        let owner = |o: &str| StandbyFor {
+            owner: o.into(),
+            interfaces: vec![],
+        };
+        let mut a = plan(&["198.51.100.1"], &[]);
+        a.plan
+            .l2_standby
+            .insert("198.51.100.7".parse().unwrap(), owner("node-2"));
+        let s = snapshot(1, &a);
+        assert_eq!(s.l2_standby[0].ip, "198.51.100.7");
+        assert_eq!(s.l2_standby[0].owner, "node-2");
+        let mut b = a.clone();
+        b.plan
+            .l2_standby
+            .insert("198.51.100.7".parse().unwrap(), owner("node-3"));
+        b.plan
+            .l2_standby
+            .insert("198.51.100.8".parse().unwrap(), owner("node-3"));
+        let d = delta(2, &a, &b).unwrap();
+        assert_eq!(d.l2_standby_set.len(), 2, "a new owner and a new address");
+        assert!(d.l2_set.is_empty() && d.l2_remove.is_empty());
+        let d = delta(3, &b, &plan(&["198.51.100.1"], &[])).unwrap();
+        assert_eq!(d.l2_standby_remove, ["198.51.100.7", "198.51.100.8"]);
     }
 }

@@ -184,6 +184,7 @@ mod tests {
         let owner = barelb_core::planner::L2Owner {
             node: "node-1".into(),
             interfaces: vec![],
+            standby: None,
         };
         Plan {
             l2: ips

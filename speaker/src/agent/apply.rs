@@ -10,12 +10,13 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use barelb_control::v1::{BgpRoute, L2Announcement, operator_message};
+use barelb_control::v1::{BgpRoute, L2Announcement, L2Standby, operator_message};
 use barelb_runtime::TraceContext;
 
 use super::bgp::Bgp;
 use super::l2::L2;
 use super::{Recent, both, ip};
+use crate::l2::standby::Standing;
 
 /// What the operator is told back.
 #[derive(Debug)]
@@ -55,9 +56,10 @@ pub(super) fn apply(msg: operator_message::Msg, t: Target<'_>) -> Applied {
         follow_bgp,
         ready,
     } = t;
-    let (l2_set, routes) = match msg {
+    let (l2_set, routes, standbys) = match msg {
         operator_message::Msg::Snapshot(s) => {
             l2.clear();
+            l2.clear_standbys();
             if follow_bgp {
                 bgp.clear();
                 for p in s.bgp_peers {
@@ -65,11 +67,14 @@ pub(super) fn apply(msg: operator_message::Msg, t: Target<'_>) -> Applied {
                 }
             }
             ready.store(true, Ordering::Relaxed);
-            (s.l2, s.bgp_routes)
+            (s.l2, s.bgp_routes, s.l2_standby)
         }
         operator_message::Msg::Delta(d) => {
             for addr in d.l2_remove.iter().filter_map(|r| ip(r)) {
                 l2.remove(&addr);
+            }
+            for addr in d.l2_standby_remove.iter().filter_map(|r| ip(r)) {
+                l2.remove_standby(&addr);
             }
             if follow_bgp {
                 for n in &d.bgp_peers_remove {
@@ -82,10 +87,11 @@ pub(super) fn apply(msg: operator_message::Msg, t: Target<'_>) -> Applied {
                     bgp.remove_route(r);
                 }
             }
-            (d.l2_set, d.bgp_routes_set)
+            (d.l2_set, d.bgp_routes_set, d.l2_standby_set)
         }
     };
     let announced = set_l2(l2, recent, l2_set);
+    stand_by(l2, standbys);
     if follow_bgp {
         for r in routes {
             advertise(bgp, r);
@@ -119,6 +125,20 @@ fn set_l2(
         }
     }
     announce
+}
+
+/// Stands by for each address of `set` (one it owns is skipped).
+fn stand_by(l2: &mut L2, set: Vec<L2Standby>) {
+    for s in set {
+        let Some(addr) = ip(&s.ip) else { continue };
+        l2.set_standby(
+            addr,
+            Standing {
+                owner: s.owner,
+                interfaces: s.interfaces,
+            },
+        );
+    }
 }
 
 fn advertise(bgp: &mut Bgp, r: BgpRoute) {

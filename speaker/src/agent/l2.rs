@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::l2::announcer::{self, AnnounceConfig};
 use crate::l2::socket::PacketSocket;
+use crate::l2::standby::Standing;
 use crate::metrics::L2Metrics;
 use crate::net::iface;
 
@@ -34,6 +35,8 @@ pub struct L2 {
     conflicts_tx: mpsc::UnboundedSender<(IpAddr, String)>,
     /// Owned addresses taken over quietly, not yet acquired by an announcer.
     quiet: announcer::Quiet,
+    /// Addresses of other nodes it stands by for (`l2::standby`).
+    standbys: BTreeMap<IpAddr, Standing>,
 }
 
 impl L2 {
@@ -52,6 +55,7 @@ impl L2 {
                 running: BTreeMap::new(),
                 conflicts_tx,
                 quiet: announcer::Quiet::default(),
+                standbys: BTreeMap::new(),
             },
             rx,
         )
@@ -66,7 +70,44 @@ impl L2 {
             q.remove(&ip);
         }
         drop(q);
+        self.standbys.remove(&ip);
         self.owned.insert(ip, interfaces);
+    }
+
+    /// Stands by for `ip` (owned by another node).
+    pub fn set_standby(&mut self, ip: IpAddr, standing: Standing) {
+        if !self.owned.contains_key(&ip) {
+            self.standbys.insert(ip, standing);
+        }
+    }
+
+    pub fn remove_standby(&mut self, ip: &IpAddr) {
+        self.standbys.remove(ip);
+    }
+
+    pub fn clear_standbys(&mut self) {
+        self.standbys.clear();
+    }
+
+    /// The addresses it stands by for.
+    pub fn standbys(&self) -> &BTreeMap<IpAddr, Standing> {
+        &self.standbys
+    }
+
+    /// Owns what it stood by for among `ips`, announcing it (the owner
+    /// is silent: clients must move), and applies.
+    pub fn take_over(&mut self, ips: &BTreeSet<IpAddr>) -> Result<(), String> {
+        for ip in ips {
+            if let Some(s) = self.standbys.remove(ip) {
+                self.set(*ip, s.interfaces, false);
+            }
+        }
+        self.apply()
+    }
+
+    /// The interfaces it uses when the operator names none.
+    pub fn default_interfaces(&self) -> &[String] {
+        &self.default_interfaces
     }
 
     pub fn remove(&mut self, ip: &IpAddr) -> bool {

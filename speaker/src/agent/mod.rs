@@ -14,10 +14,15 @@
 //!   peers), tells the operator, keeps answering until the operator has
 //!   handed its addresses to their next owners and taken them away, then
 //!   waits out the BGP drain and stops — bounded by `leave_timeout`.
+//! - **Standby**: while it has no live stream, it takes over the layer-2
+//!   addresses it stands by for whose owner has fallen silent on the LAN
+//!   (`l2::standby`; the prober is `standby`) — the failover when the
+//!   leader's node is lost with the addresses it announced.
 
 mod apply;
 pub mod bgp;
 pub mod l2;
+pub mod standby;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -80,7 +85,9 @@ impl Leave {
     /// Starts leaving: BGP routes are marked GRACEFUL_SHUTDOWN at once
     /// (sessions stay up for the drain) unless the peer does graceful
     /// restart; layer 2 waits for the operator.
-    fn begin(&mut self, bgp: &mut Bgp) {
+    fn begin(&mut self, bgp: &mut Bgp, l2: &mut L2) {
+        // A speaker on its way out takes nothing over.
+        l2.clear_standbys();
         if self.since.is_none() {
             tracing::info!("stopping: handing layer-2 addresses over");
             self.since = Some(Instant::now());
@@ -173,6 +180,7 @@ fn superseded(e: &anyhow::Error) -> bool {
 /// through a restart (graceful restart), rehashing their ECMP flows.
 fn step_aside(l2: &mut L2) {
     l2.clear();
+    l2.clear_standbys();
     if let Err(e) = l2.apply() {
         tracing::warn!(error = %e, "stepping aside");
     }
@@ -224,6 +232,26 @@ fn ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
+/// Takes over what the prober found silent (only while away).
+fn take_over(l2: &mut L2, ips: &std::collections::BTreeSet<IpAddr>, link: &standby::Link) {
+    if let Err(e) = l2.take_over(ips) {
+        tracing::warn!(error = %e, "taking standby addresses over");
+    }
+    link.publish(true, l2);
+}
+
+/// Awaits `fut` (a connection attempt: seconds when an operator address
+/// does not answer), taking standby addresses over meanwhile.
+async fn meanwhile<T>(fut: impl Future<Output = T>, l2: &mut L2, link: &mut standby::Link) -> T {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            Some(ips) = link.takeovers.recv() => take_over(l2, &ips, link),
+        }
+    }
+}
+
 /// Runs until `shutdown` turns true. `links` carries carrier changes.
 pub async fn run(
     cfg: Config,
@@ -240,9 +268,10 @@ pub async fn run(
     let mut link_state: std::collections::BTreeMap<String, bool> = Default::default();
     let mut recent = Recent::new();
     let mut leave = Leave::default();
+    let mut standby = standby::Link::start(l2.default_interfaces().to_vec());
     loop {
         if *shutdown.borrow() {
-            leave.begin(&mut bgp);
+            leave.begin(&mut bgp, &mut l2);
         }
         if leave.done(&cfg, &l2) {
             leave.finish(&cfg, &l2).await;
@@ -250,7 +279,7 @@ pub async fn run(
         }
         let target = cfg.operators[which % cfg.operators.len()].clone();
         which += 1;
-        match session(
+        let outcome = session(
             &cfg,
             &target,
             &ca,
@@ -263,9 +292,11 @@ pub async fn run(
             &mut leave,
             &mut shutdown,
             &mut attempt,
+            &mut standby,
         )
-        .await
-        {
+        .await;
+        standby.publish(true, &l2);
+        match outcome {
             Ok(()) => {
                 leave.finish(&cfg, &l2).await;
                 return Ok(());
@@ -308,6 +339,7 @@ pub async fn run(
                     yield_recent(&mut l2, &mut recent);
                 }
                 Some((name, up)) = links.recv() => { link_state.insert(name, up); }
+                Some(ips) = standby.takeovers.recv() => take_over(&mut l2, &ips, &standby),
                 _ = shutdown.changed(), if !leave.active() => break,
             }
         }
@@ -334,21 +366,21 @@ async fn session(
     leave: &mut Leave,
     shutdown: &mut watch::Receiver<bool>,
     attempt: &mut u32,
+    standby: &mut standby::Link,
 ) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&cfg.token_file)
         .map_err(|e| anyhow::anyhow!("read --token-file {}: {e}", cfg.token_file.display()))?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name(cfg.server_name.clone());
-    let channel = Endpoint::from_shared(target.to_string())?
+    let endpoint = Endpoint::from_shared(target.to_string())?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(cfg.keepalive)
         .keep_alive_timeout(cfg.keepalive * 2)
         .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+        .tcp_nodelay(true);
+    let channel = meanwhile(endpoint.connect(), l2, standby).await?;
     let mut client = ControlClient::new(channel);
     let (out_tx, out_rx) = mpsc::channel::<SpeakerMessage>(64);
     let send = |m: speaker_message::Msg| SpeakerMessage { msg: Some(m) };
@@ -369,7 +401,9 @@ async fn session(
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
     req.metadata_mut()
         .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
-    let mut inbound = client.session(req).await?.into_inner();
+    let mut inbound = meanwhile(client.session(req), l2, standby)
+        .await?
+        .into_inner();
     // "Up" once the operator has said something: a superseded or refused
     // stream ends before its first message.
     let mut up = false;
@@ -412,7 +446,7 @@ async fn session(
                 return Ok(());
             }
             _ = shutdown.changed(), if !leave.active() => {
-                leave.begin(bgp);
+                leave.begin(bgp, l2);
                 if l2.is_empty() {
                     return Ok(());
                 }
@@ -423,6 +457,7 @@ async fn session(
                 if !up {
                     up = true;
                     tracing::info!(operator = %target, node = %cfg.node, "control stream up");
+                    standby.publish(false, l2);
                 }
                 // Anything from the operator answers a pending conflict probe.
                 probe = None;
@@ -440,6 +475,7 @@ async fn session(
                     ready: &cfg.ready,
                 });
                 let (generation, result) = (applied.generation, applied.result);
+                standby.publish(false, l2);
                 out_tx.send(send(speaker_message::Msg::Ack(Ack {
                     generation,
                     error: result.err().unwrap_or_default(),
@@ -467,6 +503,13 @@ async fn session(
                     bgp: reported.clone(),
                     ..Report::default()
                 }))).await?;
+            }
+            Some(ips) = standby.takeovers.recv() => {
+                if up {
+                    tracing::info!(addresses = ips.len(), "standby take-over dropped: a stream is up and the operator decides");
+                } else {
+                    take_over(l2, &ips, standby);
+                }
             }
             Some((name, up)) = links.recv() => {
                 link_state.insert(name.clone(), up);

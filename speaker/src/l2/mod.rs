@@ -8,6 +8,7 @@ pub mod announcer;
 pub mod arp;
 pub mod ndp;
 pub mod socket;
+pub mod standby;
 
 use std::fmt;
 use std::str::FromStr;

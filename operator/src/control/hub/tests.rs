@@ -197,7 +197,13 @@ fn a_new_leader_keeps_each_address_where_it_is_and_moves_nothing_unclaimed_befor
     assert!(sa.l2.iter().all(|x| x.quiet));
     hub.attach_holding("b", tb, holding(6..=10));
     assert_eq!(sorted(owned(&next(&mut rb))), sorted(ips(6..=10)));
-    assert!(ra.try_recv().is_err(), "a is told nothing new");
+    // a learns only which of b's addresses it stands by for.
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    assert!(d.l2_set.is_empty() && d.l2_remove.is_empty());
+    assert!(d.l2_standby_set.iter().all(|s| s.owner == "b"));
+    assert!(ra.try_recv().is_err(), "a is told nothing more");
     assert!(
         !metrics
             .encode()

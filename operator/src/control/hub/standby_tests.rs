@@ -1,0 +1,75 @@
+//! Standbys: every layer-2 address's runner-up is told it stands by, and
+//! is where the address goes when its owner does (speaker `l2::standby`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::tests::{next, node, unit};
+use super::*;
+use barelb_control::v1::operator_message::Msg;
+
+#[test]
+fn each_address_s_standby_is_told_and_is_where_it_goes_when_its_owner_does() {
+    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
+    hub.set_inputs(
+        Inputs {
+            units: (1..=30).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
+            nodes: vec![node("a"), node("b"), node("c")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let mut inbox = BTreeMap::new();
+    let mut ids = BTreeMap::new();
+    for n in ["a", "b", "c"] {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        ids.insert(n, hub.attach(n, tx));
+        inbox.insert(n, rx);
+    }
+    // What each is told last, after every speaker is back.
+    let mut owns: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut stands: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    for (n, rx) in &mut inbox {
+        while let Ok(m) = rx.try_recv() {
+            let (o, s) = (owns.entry(n).or_default(), stands.entry(n).or_default());
+            match m.unwrap().msg.unwrap() {
+                Msg::Snapshot(x) => {
+                    o.extend(x.l2.into_iter().map(|a| a.ip));
+                    s.extend(x.l2_standby.into_iter().map(|a| (a.ip, a.owner)));
+                }
+                Msg::Delta(d) => {
+                    o.retain(|ip| !d.l2_remove.contains(ip));
+                    o.extend(d.l2_set.into_iter().map(|a| a.ip));
+                    s.retain(|ip, _| !d.l2_standby_remove.contains(ip));
+                    s.extend(d.l2_standby_set.into_iter().map(|a| (a.ip, a.owner)));
+                }
+            }
+        }
+    }
+    for (n, s) in &stands {
+        for (ip, owner) in s {
+            assert_ne!(owner, n);
+            assert!(
+                owns[owner.as_str()].contains(ip),
+                "{n} stands by for {ip} of {owner}"
+            );
+        }
+    }
+    let total: usize = stands.values().map(BTreeMap::len).sum();
+    assert_eq!(total, 30, "every address has one standby");
+    // a goes: each of its addresses goes to its standby.
+    hub.detach("a", ids["a"], "stream-ended", Instant::now());
+    for n in ["b", "c"] {
+        let rx = inbox.get_mut(n).unwrap();
+        let gained: BTreeSet<String> = match next(rx) {
+            Msg::Delta(d) => d.l2_set.into_iter().map(|a| a.ip).collect(),
+            Msg::Snapshot(_) => panic!("delta expected"),
+        };
+        let expected: BTreeSet<String> = stands[n]
+            .iter()
+            .filter(|(_, o)| *o == "a")
+            .map(|(ip, _)| ip.clone())
+            .collect();
+        assert_eq!(gained, expected, "{n}");
+    }
+}
