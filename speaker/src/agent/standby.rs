@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::l2::L2;
 use crate::l2::socket::{PacketSocket, PacketType};
 use crate::l2::standby::{Standing, Watch};
-use crate::l2::{Frame, Mac, arp};
+use crate::l2::{Frame, Mac, arp, ndp};
 use crate::net::iface;
 
 /// What the prober needs from the agent.
@@ -57,8 +57,9 @@ impl Link {
 
 /// What a listener heard.
 enum Heard {
-    /// An ARP packet from another host with this sender address.
-    Arp(IpAddr),
+    /// Another host said it has this address (an ARP packet's sender,
+    /// a Neighbor Advertisement's target).
+    Claim(IpAddr),
     /// Any other frame from another host.
     Lan,
 }
@@ -91,7 +92,7 @@ async fn run(
             Some(h) = heard.recv() => {
                 let v = view.borrow();
                 match h {
-                    Heard::Arp(ip) => watch.answered(&ip, &v.standbys, Instant::now()),
+                    Heard::Claim(ip) => watch.answered(&ip, &v.standbys, Instant::now()),
                     Heard::Lan => watch.heard_lan(Instant::now()),
                 }
                 continue;
@@ -109,12 +110,11 @@ async fn run(
         let now = Instant::now();
         watch.away(now);
         for ip in watch.probes(&v.standbys, now) {
-            let IpAddr::V4(v4) = ip else { continue };
             let named = v.standbys.get(&ip).map(|s| s.interfaces.as_slice());
             let Some(p) = probe_for(&mut probes, &ip, named, &default_interfaces, &heard_tx) else {
                 continue;
             };
-            if let Err(e) = p.sock.send(&probe(v4, p.sock.mac)).await {
+            if let Err(e) = p.sock.send(&probe(ip, p.sock.mac)).await {
                 tracing::debug!(address = %ip, error = %e, "standby probe not sent");
             }
         }
@@ -161,24 +161,28 @@ fn probe_for<'a>(
     probes.get(&name)
 }
 
-/// An ARP probe for `target` (RFC 5227: sender address 0.0.0.0, so no
-/// host's cache learns from it; the owner answers it like any request).
-fn probe(target: Ipv4Addr, mac: Mac) -> Vec<u8> {
-    arp::frame(
-        Mac::BROADCAST,
-        mac,
-        &arp::ArpPacket {
-            op: arp::OP_REQUEST,
-            sender_mac: mac,
-            sender_ip: Ipv4Addr::UNSPECIFIED,
-            target_mac: Mac::ZERO,
-            target_ip: target,
-        },
-    )
+/// A probe for `target`: for IPv4 an ARP probe (RFC 5227: sender address
+/// 0.0.0.0, so no host's cache learns from it; the owner answers it like
+/// any request), for IPv6 `ndp::probe`.
+fn probe(target: IpAddr, mac: Mac) -> Vec<u8> {
+    match target {
+        IpAddr::V4(target) => arp::frame(
+            Mac::BROADCAST,
+            mac,
+            &arp::ArpPacket {
+                op: arp::OP_REQUEST,
+                sender_mac: mac,
+                sender_ip: Ipv4Addr::UNSPECIFIED,
+                target_mac: Mac::ZERO,
+                target_ip: target,
+            },
+        ),
+        IpAddr::V6(target) => ndp::probe(target, mac),
+    }
 }
 
-/// Reports ARP senders and (at most every 100 ms) other frames from
-/// other hosts.
+/// Reports claims (ARP senders, advertised targets) and, at most every
+/// 100 ms, other frames from other hosts.
 async fn listen(sock: Arc<PacketSocket>, heard: mpsc::Sender<Heard>) {
     let mut buf = vec![0u8; 65536];
     let mut lan_told: Option<Instant> = None;
@@ -197,7 +201,10 @@ async fn listen(sock: Arc<PacketSocket>, heard: mpsc::Sender<Heard>) {
         let Some(frame) = buf.get(..n) else { continue };
         let said = match Frame::parse(frame) {
             Ok(Frame::Arp(a)) if a.sender_mac != sock.mac && !a.sender_ip.is_unspecified() => {
-                Heard::Arp(IpAddr::V4(a.sender_ip))
+                Heard::Claim(IpAddr::V4(a.sender_ip))
+            }
+            Ok(Frame::NeighborAdvert(na)) if na.eth_src != sock.mac => {
+                Heard::Claim(IpAddr::V6(na.target))
             }
             _ if lan_told.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) => continue,
             _ => {
@@ -218,7 +225,7 @@ mod tests {
     #[test]
     fn a_probe_asks_for_the_address_from_no_address() {
         let me = Mac([2, 0, 0, 0, 0, 1]);
-        let f = probe(Ipv4Addr::new(198, 51, 100, 7), me);
+        let f = probe(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), me);
         let Ok(Frame::Arp(a)) = Frame::parse(&f) else {
             panic!("not ARP")
         };

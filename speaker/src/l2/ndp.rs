@@ -160,9 +160,14 @@ pub fn advert(
     icmp.extend_from_slice(&target.octets());
     icmp.extend_from_slice(&[OPT_TARGET_LL, 1]);
     icmp.extend_from_slice(&mac.0);
+    icmp_frame(eth_dst, mac, src, dst, icmp)
+}
+
+/// An Ethernet frame with the ICMPv6 message `icmp` (checksum filled in
+/// here), hop limit 255 as neighbour discovery requires.
+fn icmp_frame(eth_dst: Mac, mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, mut icmp: Vec<u8>) -> Vec<u8> {
     let sum = checksum(&src, &dst, &icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-
     let mut out = Vec::with_capacity(14 + IPV6_HEADER + icmp.len());
     EthernetHeader {
         dst: eth_dst,
@@ -177,6 +182,27 @@ pub fn advert(
     out.extend_from_slice(&dst.octets());
     out.extend_from_slice(&icmp);
     out
+}
+
+/// A Neighbor Solicitation for `target` from the unspecified address, as
+/// duplicate address detection sends one (RFC 4862), to the target's
+/// solicited-node group: a standby's probe. No cache learns from it; an
+/// owner answers with an advertisement to all nodes (`answer`).
+pub fn probe(target: Ipv6Addr, mac: Mac) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let mut icmp = Vec::with_capacity(24);
+    icmp.extend_from_slice(&[TYPE_NS, 0, 0, 0, 0, 0, 0, 0]);
+    icmp.extend_from_slice(&t);
+    icmp_frame(
+        Mac([0x33, 0x33, 0xff, t[13], t[14], t[15]]),
+        mac,
+        Ipv6Addr::UNSPECIFIED,
+        group,
+        icmp,
+    )
 }
 
 /// The answer to `ns` for an address this node owns: solicited and
@@ -342,5 +368,22 @@ mod tests {
             Frame::parse(&zero_opt).is_err(),
             "checksum now wrong, still no hang"
         );
+    }
+
+    #[test]
+    fn a_probe_is_a_solicitation_from_nowhere_answered_to_all_nodes() {
+        let me = Mac([2, 0, 0, 0, 0, 1]);
+        let target: Ipv6Addr = "2001:db8::7".parse().unwrap();
+        let f = probe(target, me);
+        let Ok(Frame::NeighborSolicit(ns)) = Frame::parse(&f) else {
+            panic!("not a solicitation: {:?}", Frame::parse(&f))
+        };
+        assert!(ns.src.is_unspecified());
+        assert_eq!((ns.target, ns.eth_src, ns.source_mac), (target, me, None));
+        let owner = Mac([2, 0, 0, 0, 0, 2]);
+        let Ok(Frame::NeighborAdvert(na)) = Frame::parse(&answer(&ns, owner)) else {
+            panic!("not an advertisement")
+        };
+        assert_eq!((na.target, na.eth_src), (target, owner));
     }
 }

@@ -8,7 +8,8 @@
 //! (the leader ran there), and a new leader comes only once the Lease
 //! expires (~15 s). So from the moment the stream is lost the standby asks
 //! for one address of each owner by ARP probe (RFC 5227: sender address
-//! 0.0.0.0, no cache learns from it), and takes every address of an owner
+//! 0.0.0.0, no cache learns from it; for IPv6 a Neighbor Solicitation from
+//! the unspecified address), and takes every address of an owner
 //! over when that owner has answered nothing for [`SILENCE`] and
 //! [`MIN_UNANSWERED`] probes, **while other hosts are still heard on the
 //! LAN** — a standby cut off itself hears nobody and takes nothing. An
@@ -89,8 +90,8 @@ impl Watch {
         self.lan_heard = Some(now);
     }
 
-    /// The addresses to probe now: one per owner (its lowest IPv4
-    /// address; IPv6 standbys are not probed yet), each owner at its pace.
+    /// The addresses to probe now: one per owner (its lowest address),
+    /// each owner at its pace.
     pub fn probes(&mut self, standbys: &BTreeMap<IpAddr, Standing>, now: Instant) -> Vec<IpAddr> {
         let Some(since) = self.away_since else {
             return Vec::new();
@@ -101,7 +102,7 @@ impl Watch {
             SLOW_PROBE
         };
         let mut first: BTreeMap<&str, IpAddr> = BTreeMap::new();
-        for (ip, s) in standbys.iter().filter(|(ip, _)| ip.is_ipv4()) {
+        for (ip, s) in standbys {
             first.entry(s.owner.as_str()).or_insert(*ip);
         }
         let mut out = Vec::new();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::tests::{next, node, unit};
+use super::tests::{Inbox, holding, next, node, unit};
 use super::*;
 use barelb_control::v1::operator_message::Msg;
 
@@ -72,4 +72,48 @@ fn each_address_s_standby_is_told_and_is_where_it_goes_when_its_owner_does() {
             .collect();
         assert_eq!(gained, expected, "{n}");
     }
+}
+
+#[test]
+fn a_standby_that_took_an_address_over_gives_it_back_and_its_owner_announces_again() {
+    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
+    hub.set_inputs(
+        Inputs {
+            units: vec![unit("198.51.100.1")],
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.attach("a", ta);
+    hub.attach("b", tb);
+    let owner = |rx: &mut Inbox| {
+        let mut last = None;
+        while let Ok(m) = rx.try_recv() {
+            last = Some(m.unwrap().msg.unwrap());
+        }
+        last
+    };
+    let (la, lb) = (owner(&mut ra), owner(&mut rb));
+    // One of them owns it, the other stands by.
+    let (owner_rx, standby, standby_id) = match (&la, &lb) {
+        (Some(Msg::Snapshot(s)), _) if s.l2.len() == 1 => (&mut ra, "b", 2),
+        _ => (&mut rb, "a", 1),
+    };
+    // The standby's stream drops and it comes back holding the address.
+    hub.detach(standby, standby_id, "stream-ended", Instant::now());
+    let (tx, mut rx) = mpsc::channel(OUTBOX);
+    hub.attach_holding(standby, tx, holding(1..=1));
+    let Msg::Snapshot(snap) = next(&mut rx) else {
+        panic!("snapshot expected")
+    };
+    assert!(snap.l2.is_empty(), "the standby lets it go");
+    assert_eq!(snap.l2_standby.len(), 1, "and stands by again");
+    let Msg::Delta(d) = next(owner_rx) else {
+        panic!("delta expected")
+    };
+    assert_eq!(d.l2_set.len(), 1, "the owner is given it again");
+    assert!(!d.l2_set[0].quiet, "and announces it");
 }

@@ -31,7 +31,7 @@ mod settle;
 mod succession;
 pub use heartbeats::Heartbeat;
 use heartbeats::Heartbeats;
-use owners::{adopt, current_owners, quiet_moves};
+use owners::{adopt, current_owners, quiet_moves, reannounce_held_elsewhere};
 pub use settle::SettleTimes;
 
 #[derive(Debug)]
@@ -262,6 +262,14 @@ impl Core {
                     s.claimed.insert(*ip, node.to_string());
                 }
             }
+        }
+        let again = reannounce_held_elsewhere(&mut s, node, &holding);
+        if again > 0 {
+            tracing::info!(
+                node,
+                addresses = again,
+                "a speaker reconnected holding addresses other nodes own: their owners announce them again"
+            );
         }
         s.speakers.insert(
             node.to_string(),

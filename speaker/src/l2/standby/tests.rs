@@ -50,7 +50,7 @@ fn nothing_is_probed_or_taken_while_connected() {
 }
 
 #[test]
-fn one_probe_per_owner_at_its_pace_and_ipv4_only() {
+fn one_probe_per_owner_at_its_pace() {
     let mut w = Watch::default();
     let t0 = Instant::now();
     w.away(t0);

@@ -50,6 +50,39 @@ pub(super) fn adopt(plan: &mut Plan, s: &State, nodes: &[Node], period_over: boo
     }
 }
 
+/// A speaker that reconnects to a settled leader holding addresses
+/// another connected node owns (a standby took them over while the leader
+/// and the owner's node were cut off together, and both came back before
+/// the Lease was lost): each owner is sent those addresses again, so it
+/// announces them again and clients that followed the standby return at
+/// once (the reconnecting speaker is told to let them go). Returns how
+/// many.
+pub(super) fn reannounce_held_elsewhere(
+    s: &mut State,
+    node: &str,
+    holding: &BTreeSet<IpAddr>,
+) -> usize {
+    if !s.settled {
+        return 0;
+    }
+    let elsewhere: Vec<(String, IpAddr)> = holding
+        .iter()
+        .filter_map(|ip| {
+            let owner = &s.plan.l2.get(ip)?.node;
+            (owner != node).then(|| (owner.clone(), *ip))
+        })
+        .collect();
+    let mut count = 0;
+    for (owner, ip) in elsewhere {
+        if let Some(sent) = s.speakers.get_mut(&owner).and_then(|sp| sp.sent.as_mut()) {
+            // Forgetting it was sent makes the next Delta give it again.
+            sent.plan.l2.remove(&ip);
+            count += 1;
+        }
+    }
+    count
+}
+
 /// Who answers for each layer-2 address now: the current plan's owner or,
 /// for an address a new leader has not planned yet, the speaker that said
 /// it holds it when it connected.
