@@ -122,13 +122,12 @@ fn main() {
         nodes: c.nodes,
         sizes,
         bgp_services,
+        alone: (peers.len() == 1).then(|| peers[0].name()),
     };
     match results.as_slice() {
         [b, m] => table.print(b, m),
-        [r] => {
-            println!("\n{} alone (BARELB_PEERS): a partial run", peers[0].name());
-            table.print(r, r);
-        }
+        // Alone: its one column (the second argument is not printed).
+        [r] => table.print(r, r),
         _ => unreachable!("one or two implementations"),
     }
 }
@@ -222,113 +221,158 @@ struct Table {
     nodes: usize,
     sizes: Sizes,
     bgp_services: usize,
+    /// A partial run (`BARELB_PEERS`): the one implementation measured,
+    /// printed in a column of its own (no second column, no ratio).
+    alone: Option<&'static str>,
 }
 
 impl Table {
+    /// One row: barelb's cell, MetalLB's and the ratio — or, alone, the
+    /// one measured (passed as `b`).
+    fn row(&self, label: &str, b: String, m: String, ratio: String) {
+        match self.alone {
+            Some(_) => println!("| {label} | {b} |"),
+            None => println!("| {label} | {b} | {m} | {ratio} |"),
+        }
+    }
+
     fn print(&self, b: &Results, m: &Results) {
         let (nodes, sizes) = (self.nodes, self.sizes);
-        println!(
-            "\nbarelb vs MetalLB v0.15.2 (memberlist on, defaults), lab cluster of {nodes} nodes\n"
-        );
-        println!("| row | barelb | MetalLB | MetalLB ÷ barelb |");
-        println!("|---|---|---|---|");
+        match self.alone {
+            Some(name) => {
+                println!(
+                    "\n{name} alone (BARELB_PEERS: a partial run), lab cluster of {nodes} nodes\n"
+                );
+                println!("| row | {name} |");
+                println!("|---|---|");
+            }
+            None => {
+                println!(
+                    "\nbarelb vs MetalLB v0.15.2 (memberlist on, defaults), lab cluster of {nodes} nodes\n"
+                );
+                println!("| row | barelb | MetalLB | MetalLB ÷ barelb |");
+                println!("|---|---|---|---|");
+            }
+        }
+        let none = String::new;
         for ((fault, ob), (_, om)) in b.failover.iter().zip(&m.failover) {
-            println!(
-                "| L2 failover, {}: client entry moved p50 / p99 / max (runs moved) | {} | {} | {} |",
-                fault.label(),
+            self.row(
+                &format!(
+                    "L2 failover, {}: client entry moved p50 / p99 / max (runs moved)",
+                    fault.label()
+                ),
                 moved(ob),
                 moved(om),
-                ratio(p(&om.moved, 0.5), p(&ob.moved, 0.5))
+                ratio(p(&om.moved, 0.5), p(&ob.moved, 0.5)),
             );
-            println!(
-                "| … client polling every 10 ms: requests lost; longest gap p50 / max | {} | {} | |",
+            self.row(
+                "… client polling every 10 ms: requests lost; longest gap p50 / max",
                 lost(ob),
-                lost(om)
+                lost(om),
+                none(),
             );
-            println!(
-                "| … after the repair, two nodes answering one address: runs; for p50 / max | {} | {} | |",
+            self.row(
+                "… after the repair, two nodes answering one address: runs; for p50 / max",
                 split(ob),
-                split(om)
+                split(om),
+                none(),
             );
         }
         let (lb, lm) = (&b.load, &m.load);
-        println!(
-            "| apiserver: watches held per speaker ({nodes} nodes; speakers seen) | {:.1} ({}) | {:.1} ({}) | |",
-            lb.watches, lb.speakers, lm.watches, lm.speakers
+        self.row(
+            &format!("apiserver: watches held per speaker ({nodes} nodes; speakers seen)"),
+            format!("{:.1} ({})", lb.watches, lb.speakers),
+            format!("{:.1} ({})", lm.watches, lm.speakers),
+            none(),
         );
-        println!(
-            "| apiserver: requests per speaker per minute, idle (watches aside) | {:.1} | {:.1} | |",
-            lb.idle_per_min, lm.idle_per_min
+        self.row(
+            "apiserver: requests per speaker per minute, idle (watches aside)",
+            format!("{:.1}", lb.idle_per_min),
+            format!("{:.1}", lm.idle_per_min),
+            none(),
         );
-        println!(
-            "| apiserver: requests per speaker while {} BGP Services came and went | {:.0} | {:.0} | |",
-            self.bgp_services, lb.busy, lm.busy
+        self.row(
+            &format!(
+                "apiserver: requests per speaker while {} BGP Services came and went",
+                self.bgp_services
+            ),
+            format!("{:.0}", lb.busy),
+            format!("{:.0}", lm.busy),
+            none(),
         );
-        println!(
-            "| … by verb and resource, all speakers | {} | {} | |",
+        self.row(
+            "… by verb and resource, all speakers",
             verbs(lb),
-            verbs(lm)
+            verbs(lm),
+            none(),
         );
-        println!(
-            "| BGP: {} Services → the router has each /32 from all {nodes} nodes | {} | {} | {} |",
-            self.bgp_services,
+        self.row(
+            &format!(
+                "BGP: {} Services → the router has each /32 from all {nodes} nodes",
+                self.bgp_services
+            ),
             secs(b.bgp.announced),
             secs(m.bgp.announced),
-            ratio(Some(m.bgp.announced), Some(b.bgp.announced))
+            ratio(Some(m.bgp.announced), Some(b.bgp.announced)),
         );
-        println!(
-            "| BGP: … deleted → the router has none | {} | {} | {} |",
+        self.row(
+            "BGP: … deleted → the router has none",
             secs(b.bgp.withdrawn),
             secs(m.bgp.withdrawn),
-            ratio(Some(m.bgp.withdrawn), Some(b.bgp.withdrawn))
+            ratio(Some(m.bgp.withdrawn), Some(b.bgp.withdrawn)),
         );
         if sizes.any() {
-            print_scale(sizes, &b.scale, &m.scale);
+            self.print_scale(&b.scale, &m.scale);
         }
     }
-}
 
-fn print_scale(sizes: Sizes, sb: &Figures, sm: &Figures) {
-    println!(
-        "| speaker RSS with {} L2 Services (nodes' min–max) | {} | {} | {} |",
-        sizes.l2,
-        rss_range(&sb.speaker_rss_kib),
-        rss_range(&sm.speaker_rss_kib),
-        ratio_f(max_kib(&sm.speaker_rss_kib), max_kib(&sb.speaker_rss_kib))
-    );
-    println!(
-        "| {} pending Services → all addressed, controller start included (plain client's {} status patches, same run) | {} | {} | {} |",
-        sizes.pending,
-        sizes.pending,
-        alloc(sb),
-        alloc(sm),
-        ratio(Some(sm.allocation), Some(sb.allocation))
-    );
-    println!(
-        "| controller RSS with {} Services (barelb: the larger of 2 replicas) | {} | {} | {} |",
-        sizes.total,
-        mib(sb.controller_rss_kib),
-        mib(sm.controller_rss_kib),
-        ratio_f(sm.controller_rss_kib as f64, sb.controller_rss_kib as f64)
-    );
-    println!(
-        "| controller restarted ×{} with {} Services: addresses moved | {} | {} | |",
-        sizes.restarts,
-        sizes.total,
-        restarts_moved(sb),
-        restarts_moved(sm)
-    );
-    let new = |f: &Figures| -> Vec<Duration> {
-        let mut v: Vec<Duration> = f.restarts.iter().map(|r| r.1).collect();
-        v.sort();
-        v
-    };
-    println!(
-        "| … a Service created with the restart → addressed, p50 / max | {} | {} | {} |",
-        p50_max(&new(sb)),
-        p50_max(&new(sm)),
-        ratio(p(&new(sm), 0.5), p(&new(sb), 0.5))
-    );
+    fn print_scale(&self, sb: &Figures, sm: &Figures) {
+        let sizes = self.sizes;
+        self.row(
+            &format!("speaker RSS with {} L2 Services (nodes' min–max)", sizes.l2),
+            rss_range(&sb.speaker_rss_kib),
+            rss_range(&sm.speaker_rss_kib),
+            ratio_f(max_kib(&sm.speaker_rss_kib), max_kib(&sb.speaker_rss_kib)),
+        );
+        self.row(
+            &format!(
+                "{} pending Services → all addressed, controller start included (plain client's {} status patches, same run)",
+                sizes.pending, sizes.pending
+            ),
+            alloc(sb),
+            alloc(sm),
+            ratio(Some(sm.allocation), Some(sb.allocation)),
+        );
+        self.row(
+            &format!(
+                "controller RSS with {} Services (barelb: the larger of 2 replicas)",
+                sizes.total
+            ),
+            mib(sb.controller_rss_kib),
+            mib(sm.controller_rss_kib),
+            ratio_f(sm.controller_rss_kib as f64, sb.controller_rss_kib as f64),
+        );
+        self.row(
+            &format!(
+                "controller restarted ×{} with {} Services: addresses moved",
+                sizes.restarts, sizes.total
+            ),
+            restarts_moved(sb),
+            restarts_moved(sm),
+            String::new(),
+        );
+        let new = |f: &Figures| -> Vec<Duration> {
+            let mut v: Vec<Duration> = f.restarts.iter().map(|r| r.1).collect();
+            v.sort();
+            v
+        };
+        self.row(
+            "… a Service created with the restart → addressed, p50 / max",
+            p50_max(&new(sb)),
+            p50_max(&new(sm)),
+            ratio(p(&new(sm), 0.5), p(&new(sb), 0.5)),
+        );
+    }
 }
 
 fn verbs(l: &Load) -> String {
