@@ -146,6 +146,36 @@ pub fn delta(generation: u64, old_view: &NodeView, new_view: &NodeView) -> Optio
     (!empty).then_some(d)
 }
 
+/// `delta` (generation `generation`; None: nothing changed) plus, for
+/// each address of `again` the speaker held and keeps, the address given
+/// again so that it announces it again.
+pub fn again(
+    generation: u64,
+    delta: Option<Delta>,
+    old_view: &NodeView,
+    new_view: &NodeView,
+    again: &std::collections::BTreeSet<std::net::IpAddr>,
+) -> Option<Delta> {
+    let kept: Vec<L2Announcement> = again
+        .iter()
+        .filter(|ip| old_view.plan.l2.contains_key(ip))
+        .filter_map(|ip| new_view.plan.l2.get(ip).map(|i| l2(ip, i)))
+        .collect();
+    if kept.is_empty() {
+        return delta;
+    }
+    let mut d = delta.unwrap_or_else(|| Delta {
+        generation,
+        ..Delta::default()
+    });
+    for a in kept {
+        if !d.l2_set.iter().any(|x| x.ip == a.ip) {
+            d.l2_set.push(a);
+        }
+    }
+    Some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +231,24 @@ mod tests {
         assert_eq!(d.bgp_routes_remove, ["198.51.100.9"]);
         assert_eq!(d.bgp_peers_remove, ["tor"], "no route uses it any more");
         assert!(delta(9, &b, &b).is_none());
+    }
+
+    #[test]
+    fn an_address_kept_is_given_again_only_when_asked_and_still_held() {
+        let a = plan(&["198.51.100.1", "198.51.100.2"], &[]);
+        let b = plan(&["198.51.100.1"], &[]);
+        let asked: std::collections::BTreeSet<std::net::IpAddr> = [
+            "198.51.100.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+        ]
+        .into();
+        let d = again(5, delta(5, &a, &b), &a, &b, &asked).unwrap();
+        assert_eq!(d.l2_remove, ["198.51.100.2"], "what goes still goes");
+        assert_eq!(d.l2_set.len(), 1);
+        assert_eq!(d.l2_set[0].ip, "198.51.100.1");
+        assert!(again(6, None, &b, &b, &Default::default()).is_none());
+        let d = again(6, None, &b, &b, &asked).unwrap();
+        assert_eq!((d.generation, d.l2_set.len()), (6, 1));
     }
 
     #[test]

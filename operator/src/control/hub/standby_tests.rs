@@ -2,6 +2,7 @@
 //! is where the address goes when its owner does (speaker `l2::standby`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::tests::{Inbox, holding, next, node, unit};
@@ -116,4 +117,52 @@ fn a_standby_that_took_an_address_over_gives_it_back_and_its_owner_announces_aga
     };
     assert_eq!(d.l2_set.len(), 1, "the owner is given it again");
     assert!(!d.l2_set[0].quiet, "and announces it");
+}
+
+#[test]
+fn the_owner_gives_back_what_it_kept_meanwhile_while_announcing_again_what_it_owns() {
+    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
+    hub.set_inputs(
+        Inputs {
+            units: (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
+            nodes: vec![node("a"), node("b")],
+            ..Inputs::default()
+        },
+        "test",
+    );
+    let (ta, mut ra) = mpsc::channel(OUTBOX);
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.attach("a", ta);
+    let idb = hub.attach("b", tb);
+    while ra.try_recv().is_ok() {}
+    let Msg::Snapshot(sb) = next(&mut rb) else {
+        panic!("snapshot expected")
+    };
+    let b_own: BTreeSet<String> = sb.l2.iter().map(|x| x.ip.clone()).collect();
+    let a_own: BTreeSet<String> = sb.l2_standby.iter().map(|x| x.ip.clone()).collect();
+    // b is cut off: a gets everything meanwhile; b took one of a's over.
+    hub.detach("b", idb, "stream-ended", Instant::now());
+    while ra.try_recv().is_ok() {}
+    let taken = a_own.iter().next().unwrap().clone();
+    let mut held: BTreeSet<IpAddr> = b_own.iter().map(|ip| ip.parse().unwrap()).collect();
+    held.insert(taken.parse().unwrap());
+    let (tb, mut rb) = mpsc::channel(OUTBOX);
+    hub.attach_holding("b", tb, held);
+    let Msg::Delta(d) = next(&mut ra) else {
+        panic!("delta expected")
+    };
+    let removed: BTreeSet<String> = d.l2_remove.iter().cloned().collect();
+    assert_eq!(removed, b_own, "a lets b's own go");
+    let again: Vec<&str> = d.l2_set.iter().map(|x| x.ip.as_str()).collect();
+    assert_eq!(
+        again,
+        [taken.as_str()],
+        "and announces again the one b held"
+    );
+    assert!(!d.l2_set[0].quiet);
+    let Msg::Snapshot(sb) = next(&mut rb) else {
+        panic!("snapshot expected")
+    };
+    let back: BTreeSet<String> = sb.l2.iter().map(|x| x.ip.clone()).collect();
+    assert_eq!(back, b_own);
 }

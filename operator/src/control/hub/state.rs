@@ -55,6 +55,9 @@ struct Speaker {
     /// are superseded only once this one has applied all it was sent, so
     /// the node never stops answering (make before break).
     predecessors: Vec<Outbox>,
+    /// Layer-2 addresses it keeps that its next Delta gives again, so it
+    /// announces them again (`owners::reannounce_held_elsewhere`).
+    reannounce: BTreeSet<IpAddr>,
 }
 
 /// What a connecting speaker says of itself (its Hello).
@@ -284,6 +287,7 @@ impl Core {
                 holding,
                 started_ms,
                 predecessors,
+                reannounce: BTreeSet::new(),
             },
         );
         self.count_connected(&mut s);
@@ -450,10 +454,14 @@ impl Core {
                     &np,
                 )))
             }
-            Some(old) => messages::delta(sp.generation + 1, old, &np).map(|d| {
-                sp.generation += 1;
-                operator_message::Msg::Delta(d)
-            }),
+            Some(old) => {
+                let again = std::mem::take(&mut sp.reannounce);
+                let d = messages::delta(sp.generation + 1, old, &np);
+                messages::again(sp.generation + 1, d, old, &np, &again).map(|d| {
+                    sp.generation += 1;
+                    operator_message::Msg::Delta(d)
+                })
+            }
         };
         let gained = match &mut msg {
             Some(operator_message::Msg::Snapshot(s)) => s.l2.iter_mut(),

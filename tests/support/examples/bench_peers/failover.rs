@@ -403,10 +403,11 @@ fn settle(
     let mut last: Option<Owners> = None;
     let mut steady_since = Instant::now();
     let mut split = vec![Split::Clean; sides.len()];
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     loop {
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "the addresses did not settle on one node each in 300 s"
+            "the addresses did not settle on one node each in 300 s; the last round's answers (address → MACs): {seen:?}"
         );
         for s in sides {
             s.d.wait_ready();
@@ -417,6 +418,7 @@ fn settle(
         }
         let round = Instant::now();
         let answering = responders(client, vips);
+        seen.clone_from(&answering);
         if let Some(repaired) = repaired {
             note_split(sides, &answering, round - repaired, &mut split);
         }

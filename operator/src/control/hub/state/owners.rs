@@ -74,9 +74,8 @@ pub(super) fn reannounce_held_elsewhere(
         .collect();
     let mut count = 0;
     for (owner, ip) in elsewhere {
-        if let Some(sent) = s.speakers.get_mut(&owner).and_then(|sp| sp.sent.as_mut()) {
-            // Forgetting it was sent makes the next Delta give it again.
-            sent.plan.l2.remove(&ip);
+        if let Some(sp) = s.speakers.get_mut(&owner) {
+            sp.reannounce.insert(ip);
             count += 1;
         }
     }
