@@ -96,8 +96,13 @@ pub struct Outcome {
     pub no_candidate: usize,
     /// Runs after which the address did not come back to its node.
     pub not_home: usize,
-    /// Runs after whose repair two nodes answered for one address: from
-    /// the repair until they no longer did (an arping round's precision).
+    /// Repairs after which its addresses were watched: one per run, or,
+    /// for the controller's-node fault, one per implementation's turn
+    /// (each repair of either side's node can leave both answering twice).
+    pub repairs: usize,
+    /// Repairs after which two nodes answered for one of its addresses:
+    /// from the repair until they no longer did (an arping round's
+    /// precision).
     pub split: Vec<Duration>,
 }
 
@@ -456,6 +461,9 @@ fn settle(
             continue;
         }
         for (out, s) in outs.iter_mut().zip(split) {
+            if repaired.is_some() {
+                out.repairs += 1;
+            }
             if let Split::Ended(d) = s {
                 out.split.push(d);
             }

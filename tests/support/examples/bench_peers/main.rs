@@ -272,7 +272,7 @@ impl Table {
                 none(),
             );
             self.row(
-                "… after the repair, two nodes answering one address: runs; for p50 / max",
+                "… after the repair, two nodes answering one address: repairs; for p50 / max",
                 split(ob),
                 split(om),
                 none(),
@@ -395,7 +395,7 @@ fn split(o: &Outcome) -> String {
     format!(
         "{}/{}; {} / {} ms",
         o.split.len(),
-        o.runs - o.no_candidate,
+        o.repairs,
         ms(p(&o.split, 0.5)),
         ms(o.split.iter().max().copied())
     )
