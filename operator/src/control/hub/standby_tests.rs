@@ -9,17 +9,26 @@ use super::tests::{Inbox, holding, next, node, unit};
 use super::*;
 use barelb_control::v1::operator_message::Msg;
 
-#[test]
-fn each_address_s_standby_is_told_and_is_where_it_goes_when_its_owner_does() {
+/// A hub with no settle period, addresses 198.51.100.1..=`units` (one
+/// Service each) and `nodes`.
+fn planned(units: u8, nodes: &[&str]) -> Core {
     let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
     hub.set_inputs(
         Inputs {
-            units: (1..=30).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
-            nodes: vec![node("a"), node("b"), node("c")],
+            units: (1..=units)
+                .map(|i| unit(&format!("198.51.100.{i}")))
+                .collect(),
+            nodes: nodes.iter().map(|n| node(n)).collect(),
             ..Inputs::default()
         },
         "test",
     );
+    hub
+}
+
+#[test]
+fn each_address_s_standby_is_told_and_is_where_it_goes_when_its_owner_does() {
+    let hub = planned(30, &["a", "b", "c"]);
     let mut inbox = BTreeMap::new();
     let mut ids = BTreeMap::new();
     for n in ["a", "b", "c"] {
@@ -77,15 +86,7 @@ fn each_address_s_standby_is_told_and_is_where_it_goes_when_its_owner_does() {
 
 #[test]
 fn a_standby_that_took_an_address_over_gives_it_back_and_its_owner_announces_again() {
-    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
-    hub.set_inputs(
-        Inputs {
-            units: vec![unit("198.51.100.1")],
-            nodes: vec![node("a"), node("b")],
-            ..Inputs::default()
-        },
-        "test",
-    );
+    let hub = planned(1, &["a", "b"]);
     let (ta, mut ra) = mpsc::channel(OUTBOX);
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     hub.attach("a", ta);
@@ -121,15 +122,7 @@ fn a_standby_that_took_an_address_over_gives_it_back_and_its_owner_announces_aga
 
 #[test]
 fn the_owner_gives_back_what_it_kept_meanwhile_while_announcing_again_what_it_owns() {
-    let hub = Core::new(Metrics::new(), std::time::Duration::ZERO);
-    hub.set_inputs(
-        Inputs {
-            units: (1..=20).map(|i| unit(&format!("198.51.100.{i}"))).collect(),
-            nodes: vec![node("a"), node("b")],
-            ..Inputs::default()
-        },
-        "test",
-    );
+    let hub = planned(20, &["a", "b"]);
     let (ta, mut ra) = mpsc::channel(OUTBOX);
     let (tb, mut rb) = mpsc::channel(OUTBOX);
     hub.attach("a", ta);
