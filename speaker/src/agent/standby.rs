@@ -109,9 +109,25 @@ async fn run(
         }
         let now = Instant::now();
         watch.away(now);
-        for ip in watch.probes(&v.standbys, now) {
+        let due = watch.probes(&v.standbys, now);
+        // One read of the interfaces per round, not one per probe; none
+        // sent when they cannot be read.
+        let addrs = if due.is_empty() {
+            None
+        } else {
+            iface::addresses().ok()
+        };
+        for ip in due {
+            let Some(addrs) = addrs.as_deref() else { break };
             let named = v.standbys.get(&ip).map(|s| s.interfaces.as_slice());
-            let Some(p) = probe_for(&mut probes, &ip, named, &default_interfaces, &heard_tx) else {
+            let Some(p) = probe_for(
+                &mut probes,
+                &ip,
+                named,
+                &default_interfaces,
+                addrs,
+                &heard_tx,
+            ) else {
                 continue;
             };
             if let Err(e) = p.sock.send(&probe(ip, p.sock.mac)).await {
@@ -137,14 +153,14 @@ fn probe_for<'a>(
     ip: &IpAddr,
     named: Option<&[String]>,
     default_interfaces: &[String],
+    addrs: &[iface::IfAddr],
     heard: &mpsc::Sender<Heard>,
 ) -> Option<&'a Probe> {
     let explicit = match named {
         Some(n) if !n.is_empty() => n,
         _ => default_interfaces,
     };
-    let addrs = iface::addresses().ok()?;
-    let name = iface::choose(ip, explicit, &addrs, iface::default_route(ip).as_deref())?;
+    let name = iface::choose(ip, explicit, addrs, iface::default_route(ip).as_deref())?;
     if !probes.contains_key(&name) {
         match PacketSocket::open(&name) {
             Ok(sock) => {
