@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use barelb_api::{LabelSelector, LoadBalancerPolicy};
 use barelb_policies::{
     Action, CompiledPolicy, Engine, Inputs, NamespaceInput, PolicySource, PoolInput, PortInput,
-    RequestInput, ServiceInput, Verdict,
+    RequestInput, ServiceInput, Variables, Verdict,
 };
 
 use crate::index::{Index, NamespaceMeta};
@@ -205,7 +205,8 @@ impl CelPolicies {
     fn decide(&self, claim: &Claim<'_>, selecting: &[&(String, Loaded)]) -> Decision {
         let ns = &claim.request.key.namespace;
         let pool = &claim.pool.name;
-        let inputs = self.inputs(claim);
+        // Converted once for every policy that judges this claim.
+        let inputs = Variables::new(&self.inputs(claim));
         let mut warnings = Vec::new();
         for (name, loaded) in selecting.iter().copied() {
             let compiled = match &loaded.compiled {
@@ -219,7 +220,7 @@ impl CelPolicies {
                     });
                 }
             };
-            match self.engine.evaluate(compiled, &inputs) {
+            match self.engine.judge(compiled, &inputs) {
                 Verdict::Allow => {}
                 Verdict::Refuse {
                     action,

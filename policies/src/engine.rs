@@ -9,10 +9,16 @@ use kube_cel::{KubeCelExt, cel};
 
 use crate::inputs::Inputs;
 
+mod cost;
+mod meter;
+mod reads;
 mod shape;
 mod supported;
 mod text;
+mod variables;
 mod workers;
+
+pub use variables::Variables;
 
 use workers::Workers;
 
@@ -64,8 +70,13 @@ pub struct Limits {
     /// Evaluation threads.
     pub threads: usize,
     /// Rules allowed to keep running past `max_time` before evaluation is
-    /// refused outright (a runaway rule cannot be stopped, only abandoned).
+    /// refused outright (a rule past its time stops at its next metered
+    /// step; one call of the interpreter's cannot be cut short).
     pub max_runaway: usize,
+    /// Work one evaluation may do, in units of one value built (a number,
+    /// a list element, a map entry) or 32 bytes of text, each comprehension
+    /// iteration one more (`engine::cost`).
+    pub max_cost: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +91,7 @@ impl Default for Limits {
             max_inline_input: 16 * 1024,
             threads: 2,
             max_runaway: 4,
+            max_cost: 1_000_000,
         }
     }
 }
@@ -101,7 +113,8 @@ struct CompiledRule {
 
 /// A compiled expression, and whether it may run on the caller's thread.
 struct Compiled {
-    program: Arc<cel::Program>,
+    /// The parsed rule, metered (`engine::meter`).
+    program: Arc<cel::IdedExpr>,
     /// Deepest comprehension nesting. With none, evaluation time is linear
     /// in the (bounded) expression and input sizes; with one level over
     /// small inputs, nearly so. Such rules run on the caller's thread,
@@ -156,7 +169,7 @@ pub enum Verdict {
 
 /// What a worker hands back.
 enum Work {
-    Compiled(Result<cel::Program, String>),
+    Compiled(Result<cel::IdedExpr, String>),
     Value(Result<cel::Value, String>),
 }
 
@@ -264,7 +277,7 @@ impl Engine {
                     .map_err(|e| text::parse_error(&e, &owned))
                     .and_then(|p| match supported::unsupported(p.expression()) {
                         Some(why) => Err(why),
-                        None => Ok(p),
+                        None => Ok(meter::meter(p.expression().clone())),
                     }),
             )
         });
@@ -282,8 +295,14 @@ impl Engine {
     }
 
     /// Evaluates every rule of `policy`; the first that does not return true
-    /// refuses the claim.
+    /// refuses the claim. For several policies on one claim, convert the
+    /// inputs once ([`Variables::new`]) and call [`Engine::judge`].
     pub fn evaluate(&self, policy: &CompiledPolicy, inputs: &Inputs) -> Verdict {
+        self.judge(policy, &Variables::new(inputs))
+    }
+
+    /// [`Engine::evaluate`] on inputs already converted.
+    pub fn judge(&self, policy: &CompiledPolicy, inputs: &Variables) -> Verdict {
         let refuse = |rule: &str, message: String| Verdict::Refuse {
             action: policy.action,
             policy: policy.name.clone(),
@@ -320,7 +339,7 @@ impl Engine {
         Verdict::Allow
     }
 
-    fn message(&self, rule: &CompiledRule, inputs: &Inputs) -> String {
+    fn message(&self, rule: &CompiledRule, inputs: &Variables) -> String {
         if let Some(p) = &rule.message_program
             && let Ok(cel::Value::String(s)) = self.run(p, inputs)
         {
@@ -335,17 +354,20 @@ impl Engine {
 
     /// Runs a program, containing panics: inline when it cannot loop, else
     /// on a worker under the time limit.
-    fn run(&self, compiled: &Compiled, inputs: &Inputs) -> Result<cel::Value, String> {
+    fn run(&self, compiled: &Compiled, inputs: &Variables) -> Result<cel::Value, String> {
         let inline = compiled.depth == 0
             || (compiled.depth == 1 && inputs.size() <= self.limits.max_inline_input);
+        let limits = self.limits;
         if inline {
-            return catch_unwind(AssertUnwindSafe(|| execute(&compiled.program, inputs)))
-                .unwrap_or_else(|_| Err("the CEL interpreter failed on this rule".into()));
+            return catch_unwind(AssertUnwindSafe(|| {
+                execute(&compiled.program, inputs, &limits)
+            }))
+            .unwrap_or_else(|_| Err("the CEL interpreter failed on this rule".into()));
         }
         let program = compiled.program.clone();
         let inputs = inputs.clone();
         let work = self.workers.run(self.limits.max_time, move || {
-            Work::Value(execute(&program, &inputs))
+            Work::Value(execute(&program, &inputs, &limits))
         });
         match work {
             Ok(Work::Value(r)) => r,
@@ -356,31 +378,45 @@ impl Engine {
 }
 
 thread_local! {
-    // The standard library plus Kubernetes' extensions, registered once per
-    // worker thread: registering them is most of the cost of an evaluation.
-    static BASE: cel::Context<'static> = cel::Context::default().with_all();
+    // The standard library plus Kubernetes' extensions and the meter's
+    // functions, registered once per thread: registering them is most of
+    // the cost of an evaluation.
+    static BASE: cel::Context<'static> = {
+        let mut ctx = cel::Context::default().with_all();
+        cost::register(&mut ctx);
+        ctx
+    };
 }
 
-fn execute(program: &cel::Program, inputs: &Inputs) -> Result<cel::Value, String> {
-    BASE.with(|base| execute_in(base, program, inputs))
+fn execute(
+    program: &cel::IdedExpr,
+    inputs: &Variables,
+    limits: &Limits,
+) -> Result<cel::Value, String> {
+    BASE.with(|base| execute_in(base, program, inputs, limits))
 }
 
 fn execute_in(
     base: &cel::Context<'static>,
-    program: &cel::Program,
-    inputs: &Inputs,
+    program: &cel::IdedExpr,
+    inputs: &Variables,
+    limits: &Limits,
 ) -> Result<cel::Value, String> {
-    // Serialized straight into CEL values: through serde_json a
-    // non-negative integer (a port) would arrive as `uint`, where
-    // Kubernetes' CEL has `int` — and the detour cost most of an evaluation.
     let mut ctx = base.new_inner_scope();
-    let err = |e: cel::SerializationError| text::bounded(e);
-    ctx.add_variable("namespace", &inputs.namespace)
-        .map_err(err)?;
-    ctx.add_variable("service", &inputs.service).map_err(err)?;
-    ctx.add_variable("pool", &inputs.pool).map_err(err)?;
-    ctx.add_variable("request", &inputs.request).map_err(err)?;
-    program.execute(&ctx).map_err(text::bounded)
+    inputs.bind(&mut ctx)?;
+    match cost::metered(limits.max_cost, limits.max_time, inputs.reads(), || {
+        cel::Value::resolve(program, &ctx)
+    }) {
+        Ok(result) => result.map_err(text::bounded),
+        Err(cost::Spent::Cost) => Err(format!(
+            "rule exceeded its cost budget of {} units (a value built or 32 bytes of text, an iteration); simplify it",
+            limits.max_cost
+        )),
+        Err(cost::Spent::Time) => Err(format!(
+            "rule took longer than {:?}; simplify it",
+            limits.max_time
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod engine;
 mod inputs;
 
 pub use engine::{
-    Action, CompileError, CompiledPolicy, Engine, Limits, PolicySource, RuleSource, Verdict,
+    Action, CompileError, CompiledPolicy, Engine, Limits, PolicySource, RuleSource, Variables,
+    Verdict,
 };
 pub use inputs::{Inputs, NamespaceInput, PoolInput, PortInput, RequestInput, ServiceInput};

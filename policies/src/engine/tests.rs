@@ -299,3 +299,114 @@ fn ports_are_ints_as_in_kubernetes_cel() {
         .unwrap();
     assert_eq!(engine.evaluate(&compiled, &i), Verdict::Allow);
 }
+
+fn refusal(engine: &Engine, rule: &str, inputs: &Inputs) -> String {
+    // Named after the rule: the engine caches compiled policies by name.
+    let mut src = policy(&[("r", rule)]);
+    src.name = rule.to_string();
+    let p = engine.compile(&src).unwrap();
+    match engine.evaluate(&p, inputs) {
+        Verdict::Refuse { message, .. } => message,
+        Verdict::Allow => panic!("{rule}: allowed"),
+    }
+}
+
+/// One call that would allocate gigabytes is refused before it runs: on
+/// the caller's thread, where nothing else bounds it.
+#[test]
+fn calls_that_build_too_much_are_refused_before_they_run() {
+    // Out of reach: the budget alone must stop each.
+    let engine = Engine::new(Limits {
+        max_time: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    let mut i = inputs(&[], &[]);
+    i.namespace.name = "x".repeat(4000);
+    for rule in [
+        "lists.range(4000000000).size() > 0",
+        "namespace.name.replace('', namespace.name).size() > 0",
+        "'%.4000000000f'.format([1.0]).size() > 0",
+        "lists.range(4000).map(n, namespace.name).join(namespace.name).size() > 0",
+        "namespace.name.split('').distinct().size() > 0",
+        "sets.intersects(namespace.name.split(''), namespace.name.split(''))",
+    ] {
+        let message = refusal(&engine, rule, &i);
+        assert!(message.contains("cost budget"), "{rule}: {message}");
+    }
+}
+
+/// Errors a rule absorbs (`|| true`) do not turn a spent budget into an allow.
+#[test]
+fn a_spent_budget_refuses_even_when_the_rule_absorbs_the_error() {
+    let engine = Engine::default();
+    let message = refusal(
+        &engine,
+        "lists.range(2000000).size() > 0 || true",
+        &inputs(&[], &[]),
+    );
+    assert!(message.contains("cost budget"), "{message}");
+}
+
+/// The rule that kept its abandoned worker allocating: a nested `map` over
+/// 3,000 annotations. Refused by cost (the time limit is set out of reach:
+/// a debug build may need more than 100 ms to spend the budget), and the
+/// engine has no runaway left.
+#[test]
+fn nested_loops_over_large_inputs_stop_at_the_budget() {
+    let engine = Engine::new(Limits {
+        max_time: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    let mut i = inputs(&[], &[]);
+    i.service.annotations = (0..3000).map(|n| (format!("k{n}"), "v".into())).collect();
+    let message = refusal(
+        &engine,
+        "service.annotations.map(k, service.annotations.map(j, k + j + service.annotations[j])).size() == 0",
+        &i,
+    );
+    assert!(message.contains("cost budget"), "{message}");
+    assert_eq!(engine.workers.runaway(), 0);
+    // A loop over the same inputs passes. Reading the map inside it copies
+    // the map each time (the interpreter's way): with 3,000 entries that is
+    // past the budget, with 300 it is not.
+    let keys = "service.annotations.all(k, k.size() < 64)";
+    let values = "service.annotations.all(k, service.annotations[k].size() < 64)";
+    for (rule, n, allowed) in [
+        (keys, 3000, true),
+        (values, 3000, false),
+        (values, 300, true),
+    ] {
+        let mut src = policy(&[("r", rule)]);
+        src.name = format!("{rule} {n}");
+        let p = engine.compile(&src).unwrap();
+        i.service.annotations = (0..n).map(|n| (format!("k{n}"), "v".into())).collect();
+        let verdict = engine.evaluate(&p, &i);
+        assert_eq!(
+            verdict == Verdict::Allow,
+            allowed,
+            "{rule} over {n}: {verdict:?}"
+        );
+    }
+}
+
+/// A rule past its time limit stops at its next metered step instead of
+/// running on, abandoned, on its worker.
+#[test]
+fn a_rule_past_its_time_stops_by_itself() {
+    let engine = Engine::new(Limits {
+        max_time: Duration::from_millis(30),
+        max_expression: 16 * 1024,
+        max_cost: u64::MAX,
+        ..Limits::default()
+    });
+    let l = format!("[{}]", vec!["1"; 1500].join(","));
+    let slow = format!("{l}.all(a, {l}.all(b, a + b > 0 && string(a) + string(b) != 'x'))");
+    let message = refusal(&engine, &slow, &inputs(&[], &[]));
+    assert!(message.contains("longer than"), "{message}");
+    // The unmetered rule ran for seconds (see the runaway test above).
+    let start = std::time::Instant::now();
+    while engine.workers.runaway() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(1), "still running");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

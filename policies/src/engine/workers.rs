@@ -1,10 +1,12 @@
 //! Threads that run CEL programs under a time limit.
 //!
-//! The interpreter has no cancellation, so a rule that runs too long cannot
-//! be stopped; the caller gives up waiting, the worker is written off and a
-//! fresh one takes its place. Written-off workers still burn CPU until their
-//! rule ends, so at most `max_runaway` may exist; past that, evaluations are
-//! refused at once rather than piling up threads. Workers get a large stack:
+//! The interpreter has no cancellation: a rule past its deadline stops only
+//! at its next metered step (`super::cost`), which one slow call of the
+//! interpreter's can delay. The caller does not wait for that: it gives up
+//! at the deadline, the worker is written off and a fresh one takes its
+//! place. Written-off workers burn CPU until they stop, so at most
+//! `max_runaway` may exist; past that, evaluations are refused at once
+//! rather than piling up threads. Workers get a large stack:
 //! the interpreter recurses per nesting level, and a stack overflow aborts.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -125,10 +127,17 @@ fn worker<T: Send + 'static>(shared: &Shared<T>) {
     }
 }
 
+impl<T: Send + 'static> Workers<T> {
+    /// Workers given up on that are still running.
+    pub(crate) fn runaway(&self) -> usize {
+        self.shared.runaway.load(Ordering::Relaxed)
+    }
+}
+
 impl<T: Send + 'static> std::fmt::Debug for Workers<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workers")
-            .field("runaway", &self.shared.runaway.load(Ordering::Relaxed))
+            .field("runaway", &self.runaway())
             .finish_non_exhaustive()
     }
 }
