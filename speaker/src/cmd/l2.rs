@@ -51,6 +51,9 @@ pub async fn run(a: L2Args, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyhow
         count: a.announce_count.max(1),
         interval: Duration::from_millis(a.announce_interval_ms),
         refresh: a.refresh_interval_ms.map(Duration::from_millis),
+        // Addresses given on the command line move nowhere.
+        linger: Duration::ZERO,
+        linger_interval: Duration::from_secs(1),
     };
     let mut running = Vec::new();
     for (interface, owned) in by_interface {

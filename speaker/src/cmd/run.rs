@@ -42,6 +42,12 @@ pub struct RunArgs {
     announce_count: u32,
     #[arg(long, default_value_t = 500)]
     announce_interval_ms: u64,
+    /// After its first announcements, an address taken on is announced
+    /// once a second for this long, so a node that was cut off when it moved
+    /// and has healed since hears the new owner and yields within a second
+    /// (0s: announce only the first rounds).
+    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    announce_linger: Duration,
     /// HTTP/2 keepalive towards the operator (ms).
     #[arg(long, default_value_t = 500)]
     keepalive_ms: u64,
@@ -87,6 +93,8 @@ pub async fn run(a: RunArgs, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyho
         count: a.announce_count.max(1),
         interval: Duration::from_millis(a.announce_interval_ms),
         refresh: None,
+        linger: a.announce_linger,
+        linger_interval: Duration::from_secs(1),
     };
     let (l2, conflicts) = L2::new(cfg, metrics.l2.clone(), a.interfaces.clone());
     let (link_tx, link_rx) = mpsc::unbounded_channel();

@@ -24,6 +24,34 @@ pub struct AnnounceConfig {
     /// Re-announce every owned address this often, for switches that age
     /// out their MAC tables. None: never.
     pub refresh: Option<Duration>,
+    /// After those, go on announcing an acquired address every
+    /// `linger_interval` until this long after it was acquired: a node cut
+    /// off when the address moved here and healed since still answers for
+    /// it, and hears no one else claim it unless someone announces — with
+    /// no control stream yet, it yields on the first announcement it hears.
+    /// Zero: no lingering.
+    pub linger: Duration,
+    pub linger_interval: Duration,
+}
+
+/// How long after the `sent`-th announcement (counting from 0) of an
+/// address acquired `elapsed` ago the next one goes out; None: no more.
+pub fn next_announcement(cfg: &AnnounceConfig, sent: u32, elapsed: Duration) -> Option<Duration> {
+    if sent + 1 < cfg.count {
+        return Some(cfg.interval);
+    }
+    let gap = cfg.linger_interval.max(Duration::from_millis(100));
+    (elapsed + gap <= cfg.linger).then_some(gap)
+}
+
+/// One announcement due: the address, how many went before it, and when
+/// the address was acquired (a later acquisition or a kick starts a new
+/// sequence and ends this one).
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    ip: IpAddr,
+    sent: u32,
+    since: tokio::time::Instant,
 }
 
 /// Counters, for logs and metrics.
@@ -103,7 +131,15 @@ pub async fn run(
         count: 0,
     };
     let mut buf = vec![0u8; 65536];
-    let (ann_tx, mut ann_rx) = tokio::sync::mpsc::unbounded_channel::<(IpAddr, u32)>();
+    let (ann_tx, mut ann_rx) = tokio::sync::mpsc::unbounded_channel::<Due>();
+    // When each address's current announcement sequence started.
+    let mut sequences: std::collections::BTreeMap<IpAddr, tokio::time::Instant> =
+        std::collections::BTreeMap::new();
+    let start = |ip: IpAddr, sequences: &mut std::collections::BTreeMap<_, _>| {
+        let since = tokio::time::Instant::now();
+        sequences.insert(ip, since);
+        Due { ip, sent: 0, since }
+    };
     let mut changed = true;
     let mut refresh = cfg
         .refresh
@@ -120,11 +156,12 @@ pub async fn run(
                     continue;
                 }
                 tracing::info!(address = %ip, mac = %sock.mac, "acquired: announcing");
-                let _ = ann_tx.send((*ip, 0));
+                let _ = ann_tx.send(start(*ip, &mut sequences));
             }
             for ip in current.difference(&next) {
                 tracing::info!(address = %ip, "released: no longer answering");
                 metrics.forget(ip);
+                sequences.remove(ip);
             }
             held.set(next.len());
             current = next;
@@ -156,23 +193,23 @@ pub async fn run(
                 // repeated (it was just re-assigned to us: caches may point
                 // elsewhere).
                 if current.contains(&ip) {
-                    let _ = ann_tx.send((ip, 0));
+                    let _ = ann_tx.send(start(ip, &mut sequences));
                 }
             }
-            Some((ip, sent)) = ann_rx.recv() => {
-                // Announce only what is still owned: a release stops repeats.
-                if current.contains(&ip) {
-                    for f in announcement(ip, sock.mac) {
+            Some(due) = ann_rx.recv() => {
+                // Announce only what is still owned, in its latest sequence:
+                // a release stops repeats, a new sequence replaces the old.
+                if current.contains(&due.ip) && sequences.get(&due.ip) == Some(&due.since) {
+                    for f in announcement(due.ip, sock.mac) {
                         send(&sock, &f).await?;
                         counters.gratuitous += 1;
-                        metrics.gratuitous.get_or_create(&L2Metrics::addr(&ip)).inc();
+                        metrics.gratuitous.get_or_create(&L2Metrics::addr(&due.ip)).inc();
                     }
-                    if sent + 1 < cfg.count {
+                    if let Some(gap) = next_announcement(&cfg, due.sent, due.since.elapsed()) {
                         let tx = ann_tx.clone();
-                        let gap = cfg.interval;
                         tokio::spawn(async move {
                             tokio::time::sleep(gap).await;
-                            let _ = tx.send((ip, sent + 1));
+                            let _ = tx.send(Due { sent: due.sent + 1, ..due });
                         });
                     }
                 }
@@ -252,5 +289,39 @@ fn announcement(ip: IpAddr, mac: super::Mac) -> Vec<Vec<u8>> {
     match ip {
         IpAddr::V4(v4) => arp::gratuitous(v4, mac).to_vec(),
         IpAddr::V6(v6) => vec![ndp::unsolicited(v6, mac)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(linger: u64) -> AnnounceConfig {
+        AnnounceConfig {
+            count: 3,
+            interval: Duration::from_millis(500),
+            refresh: None,
+            linger: Duration::from_secs(linger),
+            linger_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// The announcement times of one acquisition, in ms.
+    fn schedule(cfg: &AnnounceConfig) -> Vec<u64> {
+        let (mut at, mut sent, mut out) = (Duration::ZERO, 0, vec![0]);
+        while let Some(gap) = next_announcement(cfg, sent, at) {
+            at += gap;
+            sent += 1;
+            out.push(at.as_millis() as u64);
+        }
+        out
+    }
+
+    #[test]
+    fn three_quick_rounds_then_one_a_second_until_the_linger_ends() {
+        assert_eq!(schedule(&cfg(0)), [0, 500, 1000]);
+        assert_eq!(schedule(&cfg(5)), [0, 500, 1000, 2000, 3000, 4000, 5000]);
+        let thirty = schedule(&cfg(30));
+        assert_eq!((thirty.len(), thirty.last()), (32, Some(&30_000)));
     }
 }
