@@ -100,6 +100,7 @@ impl L2 {
         for ip in ips {
             if let Some(s) = self.standbys.remove(ip) {
                 self.set(*ip, s.interfaces, false);
+                self.metrics.standby_takeovers.inc();
             }
         }
         self.apply()
@@ -212,5 +213,40 @@ impl L2 {
     /// Interfaces with an announcer.
     pub fn interfaces(&self) -> Vec<String> {
         self.running.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only addresses stood by for are taken, and each one taken is counted
+    /// (`barelb_l2_standby_takeovers_total`) — whether or not the announcer
+    /// can start (here it cannot: no such interface).
+    #[test]
+    fn take_overs_are_counted() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = L2Metrics::register(&mut registry);
+        let cfg = AnnounceConfig {
+            count: 1,
+            interval: std::time::Duration::from_millis(500),
+            refresh: None,
+            linger: std::time::Duration::ZERO,
+            linger_interval: std::time::Duration::from_secs(1),
+        };
+        let (mut l2, _conflicts) = L2::new(cfg, metrics.clone(), vec![]);
+        let standing = Standing {
+            owner: "node-a".into(),
+            interfaces: vec!["barelb-none0".into()],
+        };
+        let (a, b): (IpAddr, IpAddr) = (
+            "198.51.100.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+        );
+        l2.set_standby(a, standing);
+        let _ = l2.take_over(&BTreeSet::from([a, b]));
+        assert_eq!(metrics.standby_takeovers.get(), 1);
+        assert_eq!(l2.owned(), vec![a]);
+        assert!(l2.standbys().is_empty());
     }
 }

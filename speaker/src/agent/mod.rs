@@ -252,6 +252,30 @@ async fn meanwhile<T>(fut: impl Future<Output = T>, l2: &mut L2, link: &mut stan
     }
 }
 
+/// Awaits the Session call, whose Hello already went out naming what this
+/// node holds. A take-over that comes due meanwhile is held back — made
+/// now, the new leader would not know this node holds it: if the stream
+/// comes up the operator decides (as for any take-over not yet made), if
+/// the call fails it is made then.
+async fn opening<T, E>(
+    fut: impl Future<Output = Result<T, E>>,
+    l2: &mut L2,
+    link: &mut standby::Link,
+) -> Result<T, E> {
+    tokio::pin!(fut);
+    let mut held = std::collections::BTreeSet::new();
+    let result = loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            Some(ips) = link.takeovers.recv() => held.extend(ips),
+        }
+    };
+    if result.is_err() && !held.is_empty() {
+        take_over(l2, &held, link);
+    }
+    result
+}
+
 /// Runs until `shutdown` turns true. `links` carries carrier changes.
 pub async fn run(
     cfg: Config,
@@ -401,7 +425,7 @@ async fn session(
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
     req.metadata_mut()
         .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
-    let mut inbound = meanwhile(client.session(req), l2, standby)
+    let mut inbound = opening(client.session(req), l2, standby)
         .await?
         .into_inner();
     // "Up" once the operator has said something: a superseded or refused

@@ -34,6 +34,8 @@ pub struct L2Metrics {
     pub addresses: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub link_up: Family<InterfaceLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub carrier_changes: Family<InterfaceLabels, Counter<u64, AtomicU64>>,
+    /// Addresses this node took over as a standby (`l2::standby`).
+    pub standby_takeovers: Counter,
 }
 
 impl L2Metrics {
@@ -48,6 +50,7 @@ impl L2Metrics {
             addresses: Gauge::default(),
             link_up: Family::default(),
             carrier_changes: Family::default(),
+            standby_takeovers: Counter::default(),
         };
         registry.register(
             "l2_requests",
@@ -88,6 +91,11 @@ impl L2Metrics {
             "link_carrier_changes",
             "Carrier gained or lost on the announcing interface",
             m.carrier_changes.clone(),
+        );
+        registry.register(
+            "l2_standby_takeovers",
+            "Addresses taken over from a silent owner while the operator was unreachable",
+            m.standby_takeovers.clone(),
         );
         Arc::new(m)
     }
