@@ -359,15 +359,17 @@ impl Engine {
             || (compiled.depth == 1 && inputs.size() <= self.limits.max_inline_input);
         let limits = self.limits;
         if inline {
+            // Bounded by cost alone: a wall-clock limit would refuse a
+            // simple rule whenever the process is starved of CPU.
             return catch_unwind(AssertUnwindSafe(|| {
-                execute(&compiled.program, inputs, &limits)
+                execute(&compiled.program, inputs, &limits, None)
             }))
             .unwrap_or_else(|_| Err("the CEL interpreter failed on this rule".into()));
         }
         let program = compiled.program.clone();
         let inputs = inputs.clone();
         let work = self.workers.run(self.limits.max_time, move || {
-            Work::Value(execute(&program, &inputs, &limits))
+            Work::Value(execute(&program, &inputs, &limits, Some(limits.max_time)))
         });
         match work {
             Ok(Work::Value(r)) => r,
@@ -392,8 +394,9 @@ fn execute(
     program: &cel::IdedExpr,
     inputs: &Variables,
     limits: &Limits,
+    time: Option<Duration>,
 ) -> Result<cel::Value, String> {
-    BASE.with(|base| execute_in(base, program, inputs, limits))
+    BASE.with(|base| execute_in(base, program, inputs, limits, time))
 }
 
 fn execute_in(
@@ -401,10 +404,11 @@ fn execute_in(
     program: &cel::IdedExpr,
     inputs: &Variables,
     limits: &Limits,
+    time: Option<Duration>,
 ) -> Result<cel::Value, String> {
     let mut ctx = base.new_inner_scope();
     inputs.bind(&mut ctx)?;
-    match cost::metered(limits.max_cost, limits.max_time, inputs.reads(), || {
+    match cost::metered(limits.max_cost, time, inputs.reads(), || {
         cel::Value::resolve(program, &ctx)
     }) {
         Ok(result) => result.map_err(text::bounded),

@@ -42,7 +42,8 @@ pub(crate) enum Spent {
 #[derive(Clone, Copy)]
 struct Meter {
     remaining: u64,
-    deadline: Instant,
+    /// None: bounded by cost alone (an evaluation on the caller's thread).
+    deadline: Option<Instant>,
     spent: Option<Spent>,
     /// What reading each input costs (`super::reads`).
     reads: Weights,
@@ -53,18 +54,19 @@ thread_local! {
 }
 
 /// Runs `f` (one evaluation on this thread) under a budget of `units` and
-/// `time`; `Err` when either ran out, whatever `f` returned — an error the
-/// rule caught (`||`, `exists`) must not turn into an allow.
+/// `time` (None: units alone); `Err` when either ran out, whatever `f`
+/// returned — an error the rule caught (`||`, `exists`) must not turn into
+/// an allow.
 pub(crate) fn metered<T>(
     units: u64,
-    time: Duration,
+    time: Option<Duration>,
     reads: Weights,
     f: impl FnOnce() -> T,
 ) -> Result<T, Spent> {
     let outer = METER.with(|m| {
         m.replace(Some(Meter {
             remaining: units,
-            deadline: Instant::now() + time,
+            deadline: time.map(|t| Instant::now() + t),
             spent: None,
             reads,
         }))
@@ -86,7 +88,7 @@ fn spend(units: u64) -> Result<(), ExecutionError> {
         if meter.spent.is_none() {
             if units > meter.remaining {
                 meter.spent = Some(Spent::Cost);
-            } else if Instant::now() > meter.deadline {
+            } else if meter.deadline.is_some_and(|d| Instant::now() > d) {
                 meter.spent = Some(Spent::Time);
             } else {
                 meter.remaining -= units;
