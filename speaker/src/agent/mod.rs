@@ -20,6 +20,7 @@
 //!   leader's node is lost with the addresses it announced.
 
 mod apply;
+mod away;
 pub mod bgp;
 pub mod l2;
 pub mod standby;
@@ -39,6 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
+use self::away::{Away, meanwhile, opening, take_over};
 use self::bgp::Bgp;
 use self::l2::L2;
 
@@ -232,50 +234,6 @@ fn ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// Takes over what the prober found silent (only while away).
-fn take_over(l2: &mut L2, ips: &std::collections::BTreeSet<IpAddr>, link: &standby::Link) {
-    if let Err(e) = l2.take_over(ips) {
-        tracing::warn!(error = %e, "taking standby addresses over");
-    }
-    link.publish(true, l2);
-}
-
-/// Awaits `fut` (a connection attempt: seconds when an operator address
-/// does not answer), taking standby addresses over meanwhile.
-async fn meanwhile<T>(fut: impl Future<Output = T>, l2: &mut L2, link: &mut standby::Link) -> T {
-    tokio::pin!(fut);
-    loop {
-        tokio::select! {
-            r = &mut fut => return r,
-            Some(ips) = link.takeovers.recv() => take_over(l2, &ips, link),
-        }
-    }
-}
-
-/// Awaits the Session call, whose Hello already went out naming what this
-/// node holds. A take-over that comes due meanwhile is held back — made
-/// now, the new leader would not know this node holds it: if the stream
-/// comes up the operator decides (as for any take-over not yet made), if
-/// the call fails it is made then.
-async fn opening<T, E>(
-    fut: impl Future<Output = Result<T, E>>,
-    l2: &mut L2,
-    link: &mut standby::Link,
-) -> Result<T, E> {
-    tokio::pin!(fut);
-    let mut held = std::collections::BTreeSet::new();
-    let result = loop {
-        tokio::select! {
-            r = &mut fut => break r,
-            Some(ips) = link.takeovers.recv() => held.extend(ips),
-        }
-    };
-    if result.is_err() && !held.is_empty() {
-        take_over(l2, &held, link);
-    }
-    result
-}
-
 /// Runs until `shutdown` turns true. `links` carries carrier changes.
 pub async fn run(
     cfg: Config,
@@ -404,11 +362,17 @@ async fn session(
         .keep_alive_timeout(cfg.keepalive * 2)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    let channel = meanwhile(endpoint.connect(), l2, standby).await?;
+    let mut away = Away {
+        l2,
+        link: standby,
+        conflicts,
+        recent,
+    };
+    let channel = meanwhile(endpoint.connect(), &mut away).await?;
     let mut client = ControlClient::new(channel);
     let (out_tx, out_rx) = mpsc::channel::<SpeakerMessage>(64);
     let send = |m: speaker_message::Msg| SpeakerMessage { msg: Some(m) };
-    let mut names = l2.interfaces();
+    let mut names = away.l2.interfaces();
     names.extend(link_state.keys().cloned());
     names.sort();
     names.dedup();
@@ -418,16 +382,14 @@ async fn session(
             protocol: barelb_control::PROTOCOL,
             version: env!("CARGO_PKG_VERSION").into(),
             interfaces: interfaces(&names),
-            holding: l2.owned().iter().map(ToString::to_string).collect(),
+            holding: away.l2.owned().iter().map(ToString::to_string).collect(),
             started_unix_ms: cfg.started_unix_ms,
         })))
         .await?;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
     req.metadata_mut()
         .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
-    let mut inbound = opening(client.session(req), l2, standby)
-        .await?
-        .into_inner();
+    let mut inbound = opening(client.session(req), &mut away).await?.into_inner();
     // "Up" once the operator has said something: a superseded or refused
     // stream ends before its first message.
     let mut up = false;
