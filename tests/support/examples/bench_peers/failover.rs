@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use barelb_testsupport::chaos::{
+    ArpCapture, ArpPacket, answer_rounds, longest_double_answer, mac_of, unix_seconds,
+};
 use barelb_testsupport::cluster::{Client, Cluster, Fault as NodeFault, is_ready};
 use barelb_testsupport::install::{address, apply, backend_yaml};
 use barelb_testsupport::lab::output_text;
@@ -100,9 +103,9 @@ pub struct Outcome {
     /// for the controller's-node fault, one per implementation's turn
     /// (each repair of either side's node can leave both answering twice).
     pub repairs: usize,
-    /// Repairs after which two nodes answered for one of its addresses:
-    /// from the repair until they no longer did (an arping round's
-    /// precision).
+    /// Repairs after which two nodes answered for its address: the longest
+    /// run of 100-ms rounds (a broadcast ARP request each, every reply
+    /// captured on the LAN) in which two did.
     pub split: Vec<Duration>,
 }
 
@@ -200,13 +203,17 @@ pub fn measure(
     } else {
         vec![(0..sides.len()).collect()]
     };
+    let asker = mac_of(&client.ns);
     let mut home: Option<Owners> = None;
-    let mut repaired: Option<Instant> = None;
+    // Owners as the last repair's settling left them (steady already).
+    let mut settled: Option<Owners> = None;
     for run in 1..=runs {
         for turn in &turns {
-            let owners = settle(c, sides, client, &vips, home.as_ref(), repaired, &mut outs);
+            let owners = match settled.take() {
+                Some(o) => o,
+                None => settle(c, sides, client, &vips, home.as_ref(), &mut outs),
+            };
             home = Some(owners.clone());
-            repaired = None;
             let Some((node, picks)) = choose(sides, turn, &owners, fault) else {
                 eprintln!(
                     "bench-peers: {fault:?} run {run}: no node holds an address of each side in that role"
@@ -232,10 +239,25 @@ pub fn measure(
             // The client's view for a moment longer: what the move cost it.
             std::thread::sleep(Duration::from_secs(2));
             let polled = poller.stop();
+            let picked: Vec<String> = picks.iter().map(|(_, v)| v.clone()).collect();
+            let capture = ArpCapture::start(LAN_NS, &client.ns, &picked);
+            let repaired = unix_seconds();
             for r in repairs {
                 r.undo();
             }
-            repaired = Some(Instant::now());
+            settled = Some(settle(c, sides, client, &vips, home.as_ref(), &mut outs));
+            let packets = capture.stop();
+            for (i, vip) in &picks {
+                outs[*i].repairs += 1;
+                if let Some(d) = double_answer(&packets, vip, &asker, repaired) {
+                    eprintln!(
+                        "bench-peers: {} {fault:?} run {run}: after the repair two nodes answered {vip} for {} ms",
+                        sides[*i].d.peer.name(),
+                        d.as_millis()
+                    );
+                    outs[*i].split.push(d);
+                }
+            }
             for (((i, vip), moved), p) in picks.iter().zip(moved).zip(&polled) {
                 let (d, out) = (sides[*i].d, &mut outs[*i]);
                 out.requests += p.requests;
@@ -262,9 +284,21 @@ pub fn measure(
             assert_eq!(polled.len(), picks.len(), "one poll result per address");
         }
     }
-    // The last run's repair, too.
-    settle(c, sides, client, &vips, home.as_ref(), repaired, &mut outs);
     outs
+}
+
+/// The LAN bridge's namespace in the lab (`tests/kube-lab`).
+const LAN_NS: &str = "lc-lan";
+
+/// The longest run of 100-ms rounds after `repaired` (seconds since the
+/// epoch) in which two nodes answered `vip`, if any round had two.
+fn double_answer(packets: &[ArpPacket], vip: &str, asker: &str, repaired: f64) -> Option<Duration> {
+    let rounds: Vec<_> = answer_rounds(packets, vip, asker)
+        .into_iter()
+        .filter(|(at, _)| *at >= repaired)
+        .collect();
+    let (longest, doubled) = longest_double_answer(&rounds);
+    (doubled > 0).then(|| Duration::from_secs_f64(longest))
 }
 
 /// The node to fault and, for each side of `turn`, an address it answers
@@ -391,23 +425,17 @@ fn signal(sig: &str, pid: u32) {
 /// implementations give an address back to its node once that is healthy;
 /// a run must not start while one is still on its way). Past 180 s it takes
 /// what it finds and counts the run as `not_home` for every side.
-///
-/// After a repair (`repaired`) it also times, per side, how long two nodes
-/// went on answering for one of its addresses (split brain): from the
-/// repair to the first arping round with none, if any round saw one.
 fn settle(
     c: &Cluster,
     sides: &[Side],
     client: &Client,
     vips: &[String],
     home: Option<&Owners>,
-    repaired: Option<Instant>,
     outs: &mut [Outcome],
 ) -> Owners {
     let start = Instant::now();
     let mut last: Option<Owners> = None;
     let mut steady_since = Instant::now();
-    let mut split = vec![Split::Clean; sides.len()];
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     loop {
         assert!(
@@ -421,12 +449,8 @@ fn settle(
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
-        let round = Instant::now();
         let answering = responders(client, vips);
         seen.clone_from(&answering);
-        if let Some(repaired) = repaired {
-            note_split(sides, &answering, round - repaired, &mut split);
-        }
         let owners: Option<Owners> = answering
             .iter()
             .map(|(vip, macs)| {
@@ -445,63 +469,20 @@ fn settle(
         if steady_since.elapsed() < Duration::from_secs(3) {
             continue;
         }
-        let settled = match home {
-            Some(h) if *h != owners && start.elapsed() < Duration::from_secs(180) => false,
+        match home {
+            Some(h) if *h != owners && start.elapsed() < Duration::from_secs(180) => {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
             Some(h) if *h != owners => {
                 eprintln!("bench-peers: addresses did not return home in 180 s");
                 for out in outs.iter_mut() {
                     out.not_home += 1;
                 }
-                true
             }
-            _ => true,
-        };
-        if !settled {
-            std::thread::sleep(Duration::from_millis(500));
-            continue;
-        }
-        for (out, s) in outs.iter_mut().zip(split) {
-            if repaired.is_some() {
-                out.repairs += 1;
-            }
-            if let Split::Ended(d) = s {
-                out.split.push(d);
-            }
+            _ => {}
         }
         return owners;
-    }
-}
-
-/// One side's double answers after a repair, as the arping rounds see them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Split {
-    /// No round has seen two nodes answer one of its addresses.
-    Clean,
-    /// A round has, and every one since.
-    Seen,
-    /// They stopped: the time of the first round without.
-    Ended(Duration),
-}
-
-/// Per side, after a round at `at` since the repair: whether two nodes
-/// answered one of its addresses moves its [`Split`] on.
-fn note_split(
-    sides: &[Side],
-    answering: &BTreeMap<String, BTreeSet<String>>,
-    at: Duration,
-    split: &mut [Split],
-) {
-    for (s, state) in sides.iter().zip(split.iter_mut()) {
-        let dup = s
-            .target
-            .vips
-            .iter()
-            .any(|v| answering.get(v).is_some_and(|m| m.len() > 1));
-        *state = match (*state, dup) {
-            (Split::Clean, true) => Split::Seen,
-            (Split::Seen, false) => Split::Ended(at),
-            (other, _) => other,
-        };
     }
 }
 

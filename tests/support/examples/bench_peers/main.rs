@@ -272,7 +272,7 @@ impl Table {
                 none(),
             );
             self.row(
-                "… after the repair, two nodes answering one address: repairs; for p50 / max",
+                "… after the repair, two nodes answering the address (100-ms ARP rounds): repairs; longest run p50 / max",
                 split(ob),
                 split(om),
                 none(),
