@@ -368,13 +368,13 @@ fn nested_loops_over_large_inputs_stop_at_the_budget() {
     assert_eq!(engine.workers.runaway(), 0);
     // A loop over the same inputs passes. Reading the map inside it copies
     // the map each time (the interpreter's way): with 3,000 entries that is
-    // past the budget, with 300 it is not.
+    // past the budget, with 100 it is not.
     let keys = "service.annotations.all(k, k.size() < 64)";
     let values = "service.annotations.all(k, service.annotations[k].size() < 64)";
     for (rule, n, allowed) in [
         (keys, 3000, true),
         (values, 3000, false),
-        (values, 300, true),
+        (values, 100, true),
     ] {
         let mut src = policy(&[("r", rule)]);
         src.name = format!("{rule} {n}");
