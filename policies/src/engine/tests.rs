@@ -311,15 +311,20 @@ fn refusal(engine: &Engine, rule: &str, inputs: &Inputs) -> String {
     }
 }
 
+/// An engine whose time limit is out of reach (a debug build may need more
+/// than 100 ms to spend the budget): only the budget can stop a rule.
+fn stopped_by_cost_alone() -> Engine {
+    Engine::new(Limits {
+        max_time: Duration::from_secs(30),
+        ..Limits::default()
+    })
+}
+
 /// One call that would allocate gigabytes is refused before it runs: on
 /// the caller's thread, where nothing else bounds it.
 #[test]
 fn calls_that_build_too_much_are_refused_before_they_run() {
-    // Out of reach: the budget alone must stop each.
-    let engine = Engine::new(Limits {
-        max_time: Duration::from_secs(30),
-        ..Limits::default()
-    });
+    let engine = stopped_by_cost_alone();
     let mut i = inputs(&[], &[]);
     i.namespace.name = "x".repeat(4000);
     for rule in [
@@ -348,15 +353,10 @@ fn a_spent_budget_refuses_even_when_the_rule_absorbs_the_error() {
 }
 
 /// The rule that kept its abandoned worker allocating: a nested `map` over
-/// 3,000 annotations. Refused by cost (the time limit is set out of reach:
-/// a debug build may need more than 100 ms to spend the budget), and the
-/// engine has no runaway left.
+/// 3,000 annotations. Refused by cost, and the engine has no runaway left.
 #[test]
 fn nested_loops_over_large_inputs_stop_at_the_budget() {
-    let engine = Engine::new(Limits {
-        max_time: Duration::from_secs(30),
-        ..Limits::default()
-    });
+    let engine = stopped_by_cost_alone();
     let mut i = inputs(&[], &[]);
     i.service.annotations = (0..3000).map(|n| (format!("k{n}"), "v".into())).collect();
     let message = refusal(
