@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::lab::{Lab, output_text, record_in};
 
@@ -163,9 +163,61 @@ impl Cluster {
 
     /// A host on the cluster's LAN (its own network namespace, address
     /// 198.19.0.`host`), removed on drop: a client outside every node.
+    /// It starts with no history on the nodes: their connection tracking
+    /// forgets every flow of an earlier host with that address (see
+    /// [`Cluster::wait_programmed`] for what a stale one does).
     pub fn client(&self, host: u8) -> Client {
-        Client {
-            ns: lan_host("client", host),
+        let ns = lan_host("client", host);
+        let ip = format!("198.19.0.{host}");
+        for i in 1..=self.nodes {
+            // Exit status 1 when there is nothing to delete.
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.node_ns(i),
+                    "conntrack",
+                    "-D",
+                    "-s",
+                    &ip,
+                ])
+                .output();
+        }
+        Client { ns, host }
+    }
+
+    /// Waits until every node's kube-proxy routes `ip` (a LoadBalancer
+    /// address): its nat table has a rule for it. Why before the first
+    /// request: barelb announces an address as soon as it is allocated, and
+    /// kube-proxy programs it up to a sync period later. A SYN that reaches a
+    /// node before then is routed as plain traffic for an on-link address
+    /// (the node asks the LAN who has it) and leaves a conntrack entry
+    /// without DNAT; until it expires (120 s) a later connection from the
+    /// same client port matches it and hangs, however long after the rules
+    /// arrived — a lost request in a test that polls long enough for the
+    /// client's ports to come round again.
+    pub fn wait_programmed(&self, ip: &str) {
+        let (save, rule) = if ip.contains(':') {
+            ("ip6tables-save", format!("-d {ip}/128 "))
+        } else {
+            ("iptables-save", format!("-d {ip}/32 "))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 1..=self.nodes {
+            loop {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &self.node_ns(i), save, "-t", "nat"])
+                    .output()
+                    .expect("run iptables-save");
+                if String::from_utf8_lossy(&out.stdout).contains(&rule) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node-{i}'s kube-proxy has no rule for {ip} after 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 
@@ -201,6 +253,7 @@ impl Cluster {
             ns: ns.clone(),
             dir: dir.clone(),
             ip,
+            host,
         };
         ns_run(
             &ns,
@@ -260,7 +313,7 @@ fn lan_host(role: &str, host: u8) -> String {
         assert!(out.status.success(), "ip {args:?}: {}", output_text(&out));
     };
     let lan_if = format!("h{host}");
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    remove_lan_host(&ns, host);
     run(&["netns", "add", &ns]);
     run(&[
         "link", "add", &lan_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
@@ -283,11 +336,24 @@ fn lan_host(role: &str, host: u8) -> String {
     ns
 }
 
+/// Removes the namespace `lan_host` made and its leg on the LAN. The leg
+/// is deleted first, and at once: deleting a namespace frees its veth
+/// only when the kernel gets round to it (seconds on a loaded machine),
+/// and a test started meanwhile could not add a leg of the same name.
+fn remove_lan_host(ns: &str, host: u8) {
+    let leg = format!("h{host}");
+    let _ = Command::new("ip")
+        .args(["-n", "lc-lan", "link", "del", &leg])
+        .output();
+    let _ = Command::new("ip").args(["netns", "del", ns]).output();
+}
+
 /// A BIRD router on the cluster's LAN.
 #[derive(Debug)]
 pub struct LanRouter {
     pub ns: String,
     pub ip: String,
+    host: u8,
     dir: PathBuf,
 }
 
@@ -314,7 +380,7 @@ impl Drop for LanRouter {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
             let _ = Command::new("kill").arg(pid.trim()).output();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        remove_lan_host(&self.ns, self.host);
     }
 }
 
@@ -336,6 +402,7 @@ impl Drop for Injected {
 #[derive(Debug)]
 pub struct Client {
     pub ns: String,
+    host: u8,
 }
 
 impl Client {
@@ -480,7 +547,6 @@ impl Drop for Poller {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Deleting the namespace removes its veth and the peer on the LAN.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        remove_lan_host(&self.ns, self.host);
     }
 }

@@ -543,12 +543,14 @@ pub fn leader_pod(c: &Cluster) -> Option<serde_json::Value> {
     Some(c.json(&["-n", NS, "get", "pod", &holder]))
 }
 
-/// The Service's first ingress address, once it has one.
+/// The Service's first ingress address, once it has one and every node's
+/// kube-proxy routes it ([`Cluster::wait_programmed`]).
 pub fn address(c: &Cluster, ns: &str, svc: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = c.json(&["-n", ns, "get", "service", svc]);
         if let Some(ip) = s["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
+            c.wait_programmed(ip);
             return ip.to_string();
         }
         assert!(

@@ -92,6 +92,11 @@ impl NeighWatch {
         }
     }
 
+    /// Every change seen so far, oldest first.
+    pub fn events(&self) -> Vec<NeighEvent> {
+        self.events.lock().expect("events lock").clone()
+    }
+
     /// When any watched entry last changed (None: none since the watch
     /// started).
     pub fn last_change(&self) -> Option<Instant> {

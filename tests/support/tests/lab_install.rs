@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use barelb_testsupport::chaos::dump_logs;
 use barelb_testsupport::cluster::{Cluster, cluster};
 use barelb_testsupport::install::*;
 
@@ -162,6 +163,7 @@ fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls
     // Every Pod restarts: the operators (a new template), then one speaker
     // per node, while the client asks both Services every 10 ms.
     let poller = client.poll(&urls, 10);
+    let neigh = client.watch_neigh(std::slice::from_ref(&l2));
     std::thread::sleep(Duration::from_secs(1));
     let upgrade = Instant::now();
     helm_upgrade(&c, "0.1.0-next", &[]);
@@ -171,6 +173,23 @@ fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls
         "upgrade: rolled every Pod in {} ms; {polled:?}",
         upgrade.elapsed().as_millis()
     );
+    // The client's entry for the layer-2 address: an upgrade that moves
+    // nothing changes it never.
+    for (at, ip, mac) in neigh.events() {
+        let ms = at.saturating_duration_since(upgrade).as_millis();
+        eprintln!("client neighbour {ip}: {mac:?} at +{ms} ms");
+    }
+    if polled.iter().any(|p| p.failed > 0) {
+        // A failed run shows its own timeline: what the speakers and
+        // operators logged.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            - upgrade.elapsed().as_millis();
+        eprintln!("upgrade started at unix ms {unix_ms}");
+        dump_logs(&c);
+    }
     assert_eq!(polled.len(), 2, "{polled:?}");
     for p in &polled {
         assert!(p.requests > 100, "{p:?}");
