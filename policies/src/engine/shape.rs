@@ -4,8 +4,10 @@
 //! cannot contain it), nested comprehensions multiply evaluation work, and
 //! a repeated unary operator (`!!x`, `--x`) makes the parser walk its operand
 //! twice — nested, that doubles per level: a 251-byte rule took 1.4 s and
-//! reported 139,596 errors (found by the `cel` fuzz target). All are refused
-//! here, with the position of the offending token.
+//! reported 139,596 errors (found by the `cel` fuzz target); the parser's
+//! error recovery makes such pairs of a unary operator, junk and another
+//! (`(!,!(!,!(…`: minutes on a worker given up on, and its memory). All are
+//! refused here, with the position of the offending token.
 
 /// The macros that iterate over a list or map.
 const COMPREHENSIONS: [&str; 6] = [
@@ -35,12 +37,19 @@ pub(crate) fn check(
     while i < bytes.len() {
         let c = bytes[i];
         if !c.is_ascii_whitespace() {
-            if repeated_unary(bytes, i, previous) {
+            if let Some(after) = unary_operand(bytes, i, previous) {
                 let op = char::from(c);
-                return Err(format!(
-                    "{}: `{op}{op}` (a repeated unary operator) is not supported; drop the pair",
-                    position(expr, i)
-                ));
+                return Err(if after == Some(c) {
+                    format!(
+                        "{}: `{op}{op}` (a repeated unary operator) is not supported; drop the pair",
+                        position(expr, i)
+                    )
+                } else {
+                    format!(
+                        "{}: `{op}` is not followed by what it applies to (a name, a literal or a bracket); complete the expression",
+                        position(expr, i)
+                    )
+                });
             }
             previous = Some(c);
         }
@@ -89,10 +98,14 @@ pub(crate) fn check(
     Ok(deepest)
 }
 
-/// Whether `bytes[at]` is a unary `!` or `-` whose operand starts with the
-/// same operator (white space between allowed): the parser visits the
-/// operand of such a pair twice.
-fn repeated_unary(bytes: &[u8], at: usize, previous: Option<u8>) -> bool {
+/// For a unary `!` or `-` at `at` whose operand does not follow it: the
+/// next byte that is not white space (None at the end). The parser visits
+/// the operand of a pair (`!!x`, `--x`) twice, and its error recovery makes
+/// pairs of operators with junk between (`!,!`, `-)-`): nested, either
+/// doubles the work per level (`(!,!(!,!(…` took minutes, found by the
+/// `cel` fuzz target). In valid CEL an operand starts with a name, a
+/// literal, a bracket or a leading dot, never with an operator.
+fn unary_operand(bytes: &[u8], at: usize, previous: Option<u8>) -> Option<Option<u8>> {
     let c = bytes[at];
     let unary = match c {
         // `!=` is a comparison; any other `!` is a negation.
@@ -104,11 +117,17 @@ fn repeated_unary(bytes: &[u8], at: usize, previous: Option<u8>) -> bool {
         }),
         _ => false,
     };
-    unary
-        && bytes[at + 1..]
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|next| *next == c && !(c == b'!' && bytes.get(at + 2) == Some(&b'=')))
+    if !unary {
+        return None;
+    }
+    let next = bytes[at + 1..]
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace());
+    let operand = next.is_some_and(|n| {
+        n.is_ascii_alphanumeric() || matches!(n, b'_' | b'.' | b'(' | b'[' | b'{' | b'"' | b'\'')
+    });
+    (!operand).then_some(next)
 }
 
 /// Whether the `(` at `at` follows `.name` where name is a comprehension macro.
@@ -219,6 +238,35 @@ mod tests {
                 ("(--[1])", "1:2"),
             ],
             "repeated unary",
+        );
+    }
+
+    #[test]
+    fn unary_operators_without_an_operand_are_refused_with_position() {
+        for ok in [
+            "!has(x.y)",
+            "-x.y",
+            "-.5 < 1.0",
+            "![true][0]",
+            "!{'a': true}['a']",
+            "-(1)",
+            "!'a'.startsWith('b')",
+            "a-b",
+            "a !=b",
+        ] {
+            assert!(check(ok, 24, 2).is_ok(), "{ok}");
+        }
+        refused_at(
+            &[
+                ("!,!x", "1:1"),
+                ("(!,!(!,!(x)))", "1:2"),
+                ("a && !$!b", "1:6"),
+                ("1 + -)-1", "1:5"),
+                ("!-x", "1:1"),
+                ("-!x", "1:1"),
+                ("x == !", "1:6"),
+            ],
+            "not followed by what it applies to",
         );
     }
 
