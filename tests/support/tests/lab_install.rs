@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use barelb_testsupport::chaos::dump_logs;
+use barelb_testsupport::chaos::{dump_logs, unix_seconds};
 use barelb_testsupport::cluster::{Cluster, cluster};
 use barelb_testsupport::install::*;
 
@@ -182,12 +182,8 @@ fn helm_install_serves_l2_and_bgp_upgrades_without_a_lost_request_and_uninstalls
     if polled.iter().any(|p| p.failed > 0) {
         // A failed run shows its own timeline: what the speakers and
         // operators logged.
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            - upgrade.elapsed().as_millis();
-        eprintln!("upgrade started at unix ms {unix_ms}");
+        let began = unix_seconds() - upgrade.elapsed().as_secs_f64();
+        eprintln!("upgrade started at unix time {began:.3}");
         dump_logs(&c);
     }
     assert_eq!(polled.len(), 2, "{polled:?}");
