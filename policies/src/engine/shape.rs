@@ -4,10 +4,15 @@
 //! cannot contain it), nested comprehensions multiply evaluation work, and
 //! a repeated unary operator (`!!x`, `--x`) makes the parser walk its operand
 //! twice — nested, that doubles per level: a 251-byte rule took 1.4 s and
-//! reported 139,596 errors (found by the `cel` fuzz target); the parser's
-//! error recovery makes such pairs of a unary operator, junk and another
-//! (`(!,!(!,!(…`: minutes on a worker given up on, and its memory). All are
-//! refused here, with the position of the offending token.
+//! reported 139,596 errors (found by the `cel` fuzz target). Its error
+//! recovery does the same with what it makes of junk: pairs of a unary
+//! operator, junk and another (`(!,!(!,!(…`: minutes on a worker given up
+//! on, and its memory), the text of a string the lexer refused (a bad
+//! escape), mismatched brackets around characters CEL does not have (2 s,
+//! 1.2 GB). So every token is checked here — CEL's characters, whole
+//! operators, strings that lex, brackets closed by their own kind — and
+//! what is not refused with the position of the offending token. No valid
+//! expression is refused: valid CEL needs no recovery.
 
 /// The macros that iterate over a list or map.
 const COMPREHENSIONS: [&str; 6] = [
@@ -19,61 +24,56 @@ const COMPREHENSIONS: [&str; 6] = [
     "transformList",
 ];
 
-/// Checks bracket nesting and comprehension nesting against the limits;
-/// returns the deepest comprehension nesting seen (0: none).
+/// An open bracket: which, where, and whether it opened a comprehension.
+struct Open {
+    bracket: u8,
+    at: usize,
+    comprehension: bool,
+}
+
+/// Checks the expression's tokens and brackets: every character outside
+/// strings and comments is one of CEL's, every operator whole (`==`, `&&`),
+/// every bracket closed by its own kind, nesting and comprehension nesting
+/// within the limits. Returns the deepest comprehension nesting (0: none).
+/// What the lexer would drop or the parser would recover from is refused
+/// here: that recovery is where the parser's time goes (see the module's
+/// documentation), and no valid rule needs it.
 pub(crate) fn check(
     expr: &str,
     max_nesting: usize,
     max_comprehensions: usize,
 ) -> Result<usize, String> {
     let bytes = expr.as_bytes();
-    // One entry per open bracket: whether it opened a comprehension.
-    let mut open: Vec<bool> = Vec::new();
+    let mut open: Vec<Open> = Vec::new();
     let mut comprehensions = 0usize;
     let mut deepest = 0usize;
-    // The last byte that is not white space: tells a unary `-` from a binary one.
+    // The last token byte: tells a unary `-` from a binary one.
     let mut previous: Option<u8> = None;
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
-        if !c.is_ascii_whitespace() {
-            if let Some(after) = unary_operand(bytes, i, previous) {
-                let op = char::from(c);
-                return Err(if after == Some(c) {
-                    format!(
-                        "{}: `{op}{op}` (a repeated unary operator) is not supported; drop the pair",
-                        position(expr, i)
-                    )
-                } else {
-                    format!(
-                        "{}: `{op}` is not followed by what it applies to (a name, a literal or a bracket); complete the expression",
-                        position(expr, i)
-                    )
-                });
-            }
-            previous = Some(c);
+        if c.is_ascii_whitespace() || c == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            i = skip_blank(bytes, i);
+            continue;
         }
+        token(expr, i, previous)?;
+        previous = Some(c);
         match c {
             b'"' | b'\'' => {
-                // The lexer fails on an unterminated string and the parser
-                // then takes its text as tokens, unchecked here and costly
-                // to recover from (a 1.8-KB rule: 360 ms, 1,003 errors).
-                i = skip_string(bytes, i).map_err(|e| match e {
-                    StringError::Unclosed => format!(
-                        "{}: this string is not closed on its line; close it",
-                        position(expr, i)
-                    ),
-                    StringError::Escape(at) => format!(
-                        "{}: `\\{}` is not an escape CEL knows (\\n, \\t, \\\\, \\\", \\xHH, \\uHHHH, …); write `\\\\` for a backslash",
-                        position(expr, at),
-                        expr[at + 1..].chars().next().unwrap_or(' ')
-                    ),
-                })?;
+                i = skip_string(bytes, i).map_err(|e| string_error(expr, i, e))?;
+                continue;
+            }
+            b'=' | b'&' | b'|' | b'<' | b'>' | b'!' if bytes.get(i + 1) == Some(&b'=') => {
+                i += 2;
+                continue;
+            }
+            b'&' | b'|' => {
+                i += 2; // `token` checked the pair
                 continue;
             }
             b'(' | b'[' | b'{' => {
-                let is_comp = c == b'(' && preceding_macro(bytes, i);
-                if is_comp {
+                let comprehension = c == b'(' && preceding_macro(bytes, i);
+                if comprehension {
                     comprehensions += 1;
                     deepest = deepest.max(comprehensions);
                     if comprehensions > max_comprehensions {
@@ -83,7 +83,11 @@ pub(crate) fn check(
                         ));
                     }
                 }
-                open.push(is_comp);
+                open.push(Open {
+                    bracket: c,
+                    at: i,
+                    comprehension,
+                });
                 if open.len() > max_nesting {
                     return Err(format!(
                         "{}: brackets nested {} deep; the limit is {max_nesting}",
@@ -93,14 +97,130 @@ pub(crate) fn check(
                 }
             }
             b')' | b']' | b'}' => {
-                let closed_comprehension = open.pop() == Some(true);
-                comprehensions -= usize::from(closed_comprehension);
+                let closed = close(expr, open.pop(), i)?;
+                comprehensions -= usize::from(closed.comprehension);
             }
             _ => {}
         }
         i += 1;
     }
-    Ok(deepest)
+    match open.last() {
+        Some(o) => Err(format!(
+            "{}: this `{}` is not closed; close it",
+            position(expr, o.at),
+            char::from(o.bracket)
+        )),
+        None => Ok(deepest),
+    }
+}
+
+/// The index past the white space and `//` comments starting at `at`.
+fn skip_blank(bytes: &[u8], mut at: usize) -> usize {
+    while at < bytes.len() {
+        if bytes[at].is_ascii_whitespace() {
+            at += 1;
+        } else if bytes[at..].starts_with(b"//") {
+            at = bytes[at..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |n| at + n);
+        } else {
+            break;
+        }
+    }
+    at
+}
+
+/// Checks the token starting at `at` (outside strings and comments): a
+/// character of CEL's, an operator whole, a unary operator followed by its
+/// operand.
+fn token(expr: &str, at: usize, previous: Option<u8>) -> Result<(), String> {
+    let bytes = expr.as_bytes();
+    let c = bytes[at];
+    let next = bytes.get(at + 1).copied();
+    let known = c.is_ascii_alphanumeric() || b"_.,?:()[]{}+-*/%!=<>&|\"'`".contains(&c);
+    if !known {
+        let ch = expr[at..].chars().next().unwrap_or('?');
+        return Err(format!(
+            "{}: `{}` is not part of CEL outside a string or comment; remove it or quote it",
+            position(expr, at),
+            ch.escape_default()
+        ));
+    }
+    let whole = match c {
+        b'=' => next == Some(b'='),
+        b'&' | b'|' => next == Some(c),
+        _ => true,
+    };
+    if !whole {
+        let op = char::from(c);
+        let fix = if c == b'=' { "==".to_string() } else { format!("{op}{op}") };
+        return Err(format!(
+            "{}: `{op}` alone is not a CEL operator; write `{fix}`",
+            position(expr, at)
+        ));
+    }
+    match unary_operand(bytes, at, previous) {
+        None => Ok(()),
+        Some(after) => {
+            let op = char::from(c);
+            Err(if after == Some(c) {
+                format!(
+                    "{}: `{op}{op}` (a repeated unary operator) is not supported; drop the pair",
+                    position(expr, at)
+                )
+            } else {
+                format!(
+                    "{}: `{op}` is not followed by what it applies to (a name, a literal or a bracket); complete the expression",
+                    position(expr, at)
+                )
+            })
+        }
+    }
+}
+
+/// The bracket `open` that the closing one at `at` closes, if it is of its
+/// kind.
+fn close(expr: &str, open: Option<Open>, at: usize) -> Result<Open, String> {
+    let c = expr.as_bytes()[at];
+    let want = match c {
+        b')' => b'(',
+        b']' => b'[',
+        _ => b'{',
+    };
+    match open {
+        Some(o) if o.bracket == want => Ok(o),
+        Some(o) => Err(format!(
+            "{}: `{}` does not close the `{}` at {}; match the brackets",
+            position(expr, at),
+            char::from(c),
+            char::from(o.bracket),
+            position(expr, o.at)
+        )),
+        None => Err(format!(
+            "{}: `{}` closes no bracket; remove it",
+            position(expr, at),
+            char::from(c)
+        )),
+    }
+}
+
+/// The refusal of the string literal at `at`.
+fn string_error(expr: &str, at: usize, e: StringError) -> String {
+    match e {
+        // The lexer fails on an unterminated string or a bad escape and the
+        // parser then takes the string's text as tokens, unchecked here and
+        // costly to recover from (a 1.8-KB rule: 360 ms, 1,003 errors).
+        StringError::Unclosed => format!(
+            "{}: this string is not closed on its line; close it",
+            position(expr, at)
+        ),
+        StringError::Escape(esc) => format!(
+            "{}: `\\{}` is not an escape CEL knows (\\n, \\t, \\\\, \\\", \\xHH, \\uHHHH, …); write `\\\\` for a backslash",
+            position(expr, esc),
+            expr[esc + 1..].chars().next().unwrap_or(' ')
+        ),
+    }
 }
 
 /// For a unary `!` or `-` at `at` whose operand does not follow it: the
@@ -125,10 +245,7 @@ fn unary_operand(bytes: &[u8], at: usize, previous: Option<u8>) -> Option<Option
     if !unary {
         return None;
     }
-    let next = bytes[at + 1..]
-        .iter()
-        .copied()
-        .find(|b| !b.is_ascii_whitespace());
+    let next = bytes.get(skip_blank(bytes, at + 1)).copied();
     let operand = next.is_some_and(|n| {
         n.is_ascii_alphanumeric() || matches!(n, b'_' | b'.' | b'(' | b'[' | b'{' | b'"' | b'\'')
     });
@@ -356,6 +473,40 @@ mod tests {
         );
         let err = check(r"'\s'", 24, 2).unwrap_err();
         assert!(err.contains(r"`\s` is not an escape"), "{err}");
+    }
+
+    #[test]
+    fn tokens_outside_strings_and_comments_are_cels() {
+        for ok in [
+            "a == b && c != d || e <= f && g >= h",
+            "x // it's a comment, with `!` and (\n == 'y'",
+            "! // why\n x",
+            "- // a comment\n 1 > x",
+            "a.`b-c/d` == 1",
+            "1 // only a comment",
+        ] {
+            assert!(check(ok, 24, 2).is_ok(), "{ok}");
+        }
+        refused_at(&[("a # b", "1:3"), ("'é' == é", "1:8"), ("x\\y", "1:2")], "is not part of CEL");
+        refused_at(
+            &[("a = b", "1:3"), ("a & b", "1:3"), ("a | b", "1:3"), ("a === b", "1:5")],
+            "alone is not a CEL operator",
+        );
+        let err = check("a ; b", 24, 2).unwrap_err();
+        assert!(err.starts_with("1:3:") && err.contains("`;`"), "{err}");
+        let err = check("é", 24, 2).unwrap_err();
+        assert!(err.contains(r"`\u{e9}`"), "{err}");
+    }
+
+    #[test]
+    fn brackets_close_their_own_kind() {
+        assert!(check("[(a), {b: [c]}] == x", 24, 2).is_ok());
+        refused_at(&[("(a]", "1:3"), ("{a: (b})", "1:7")], "does not close the");
+        refused_at(&[("a)", "1:2"), ("'(' )", "1:5")], "closes no bracket");
+        refused_at(&[("(a", "1:1"), ("[(a)", "1:1"), ("x(\n(y)", "1:2")], "is not closed");
+        // The slow input the `cel` target found after the escapes: junk and
+        // a mismatched `}` inside a bracket, repeated (2 s, 1.2 GB).
+        assert!(check("(\u{1}}--(x)", 24, 2).is_err());
     }
 
     #[test]
