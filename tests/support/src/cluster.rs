@@ -24,7 +24,7 @@ pub struct Cluster {
     pub lab: Lab,
     /// How many nodes it has: `node-1` … `node-N`.
     pub nodes: usize,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 /// A fault on one node (see `tests/lab node`).
@@ -228,6 +228,12 @@ impl Cluster {
     /// 8326: such a path gets LOCAL_PREF 0, so it leaves the ECMP set while
     /// other nodes' paths remain). Stopped (by PID) on drop.
     pub fn router(&self, host: u8, asn: u32, node_asn: u32) -> LanRouter {
+        self.router_to(host, asn, node_asn, self.nodes)
+    }
+
+    /// [`Cluster::router`] with a session to each of the first `nodes`
+    /// node addresses (hollow nodes' too: `crate::hollow`).
+    pub fn router_to(&self, host: u8, asn: u32, node_asn: u32, nodes: usize) -> LanRouter {
         let ns = lan_host("router", host);
         let dir = self.dir.join(format!("router-{host}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -240,7 +246,7 @@ impl Cluster {
              if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }}\n",
             dir.display()
         );
-        for i in 1..=self.nodes {
+        for i in 1..=nodes {
             conf += &format!(
                 "protocol bgp node{i} {{\n  local {ip} as {asn};\n  neighbor {} as {node_asn};\n  \
                  hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5;\n  \
@@ -306,7 +312,7 @@ fn ns_run(ns: &str, args: &[&str]) {
 
 /// A namespace `lc-ROLE-HOST` on the cluster's LAN with address
 /// 198.19.0.`host` (any stale one of that name is replaced).
-fn lan_host(role: &str, host: u8) -> String {
+pub(crate) fn lan_host(role: &str, host: u8) -> String {
     let ns = format!("lc-{role}-{host}");
     let run = |args: &[&str]| {
         let out = Command::new("ip").args(args).output().expect("run ip");
@@ -340,7 +346,7 @@ fn lan_host(role: &str, host: u8) -> String {
 /// is deleted first, and at once: deleting a namespace frees its veth
 /// only when the kernel gets round to it (seconds on a loaded machine),
 /// and a test started meanwhile could not add a leg of the same name.
-fn remove_lan_host(ns: &str, host: u8) {
+pub(crate) fn remove_lan_host(ns: &str, host: u8) {
     let leg = format!("h{host}");
     let _ = Command::new("ip")
         .args(["-n", "lc-lan", "link", "del", &leg])

@@ -4,6 +4,8 @@
 //!   with pool repos served by `git daemon` on loopback.
 //! - [`chaos`]: what the `scripts/chaos-*` runs share (operator metrics,
 //!   control-plane outages, ARP answers captured on the LAN).
+//! - [`hollow`]: hollow nodes — Node objects kept Ready by the harness,
+//!   whose speaker Pods it runs as processes on the LAN (50-speaker rows).
 //! - [`jaeger`]: a real Jaeger receiving OTLP, its traces read back.
 //! - [`lab`]: the real kube-apiserver started by `tests/lab up` — find it,
 //!   run the version-matched kubectl against it, get a client. A test that
@@ -22,6 +24,7 @@ pub mod bulk;
 pub mod capture;
 pub mod chaos;
 pub mod cluster;
+pub mod hollow;
 pub mod install;
 pub mod jaeger;
 pub mod lab;

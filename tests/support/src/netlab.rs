@@ -151,6 +151,13 @@ impl Process {
     }
 }
 
+impl From<Child> for Process {
+    /// Takes charge of a child started elsewhere (killed on drop).
+    fn from(child: Child) -> Self {
+        Process { child }
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();

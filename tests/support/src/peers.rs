@@ -157,7 +157,7 @@ impl Peer {
     }
 
     /// (namespace, Deployment, DaemonSet, speaker Pod label).
-    fn objects(self) -> (&'static str, &'static str, &'static str, &'static str) {
+    pub(crate) fn objects(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
             Peer::Barelb => (
                 install::NS,

@@ -27,8 +27,15 @@ pub struct BgpFigures {
 
 const WITHIN: Duration = Duration::from_secs(600);
 
-pub async fn measure(c: &Cluster, d: &Deployed, n: usize) -> anyhow::Result<BgpFigures> {
-    let router = c.router(ROUTER_HOST, ROUTER_ASN, NODE_ASN);
+/// `n` Services announced by `speakers` speakers (the real nodes' and,
+/// beyond them, hollow nodes').
+pub async fn measure(
+    c: &Cluster,
+    d: &Deployed,
+    n: usize,
+    speakers: usize,
+) -> anyhow::Result<BgpFigures> {
+    let router = c.router_to(ROUTER_HOST, ROUTER_ASN, NODE_ASN, speakers);
     let _peer = RouterPeer::apply(c, d);
     let ns = unique_name("peers-bgp");
     let _gone = crate::scale::NamespaceGuard(c.clone(), ns.clone());
@@ -45,21 +52,20 @@ pub async fn measure(c: &Cluster, d: &Deployed, n: usize) -> anyhow::Result<BgpF
     // with every session up: barelb's speakers open a session only once a
     // route needs it, MetalLB's as soon as the peer exists.
     bulk::create(&api, "warm", 1, &spec).await?;
-    wait_sessions(&router, c.nodes).await?;
-    wait_routes(&router, 1, c.nodes, Instant::now() + WITHIN).await?;
+    wait_sessions(&router, speakers).await?;
+    wait_routes(&router, 1, speakers, Instant::now() + WITHIN).await?;
     let t = Instant::now();
     bulk::create(&api, "bgp", n, &spec).await?;
-    wait_routes(&router, n + 1, (n + 1) * c.nodes, t + WITHIN).await?;
+    wait_routes(&router, n + 1, (n + 1) * speakers, t + WITHIN).await?;
     let announced = t.elapsed();
     eprintln!(
-        "bench-peers: {} BGP: {n} Services × {} nodes on the router in {} ms",
+        "bench-peers: {} BGP: {n} Services × {speakers} speakers on the router in {} ms",
         d.peer.name(),
-        c.nodes,
         announced.as_millis()
     );
     let t = Instant::now();
     bulk::delete(&api, "bgp", n).await?;
-    wait_routes(&router, 1, c.nodes, t + WITHIN).await?;
+    wait_routes(&router, 1, speakers, t + WITHIN).await?;
     let withdrawn = t.elapsed();
     eprintln!(
         "bench-peers: {} BGP: withdrawn from the router in {} ms",

@@ -34,6 +34,7 @@ mod bgp;
 mod failover;
 mod load;
 mod scale;
+mod wide;
 
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ struct Results {
     failover: Vec<(Fault, Outcome)>,
     load: Load,
     bgp: BgpFigures,
+    /// The apiserver-load and BGP rows again with SPEAKERS speakers.
+    wide: Option<(Load, BgpFigures)>,
     scale: Figures,
 }
 
@@ -80,6 +83,7 @@ fn main() {
         restarts: arg(5, 5, 1),
     };
     let bgp_services = arg(6, 1000, 10);
+    let speakers = arg(7, 50, 5);
     let c = cluster("bench_peers");
     load_images_built(if smoke { &["--debug"] } else { &[] });
     let client = c.client(105);
@@ -104,7 +108,7 @@ fn main() {
         &rt,
         &peers,
         runs,
-        bgp_services,
+        (bgp_services, speakers),
         smoke,
         &mut results,
     );
@@ -122,6 +126,7 @@ fn main() {
         nodes: c.nodes,
         sizes,
         bgp_services,
+        speakers,
         alone: (peers.len() == 1).then(|| peers[0].name()),
     };
     match results.as_slice() {
@@ -133,7 +138,8 @@ fn main() {
 }
 
 /// Both installed at once: the failover rows (one fault, both timed), the
-/// apiserver-load rows and, one after the other, the BGP rows.
+/// apiserver-load rows and, one after the other, the BGP rows (`bgp`:
+/// Services; speakers for the wide rows, none when not above the nodes).
 #[allow(clippy::too_many_arguments)] // one call, from main
 fn side_by_side(
     c: &barelb_testsupport::cluster::Cluster,
@@ -141,7 +147,7 @@ fn side_by_side(
     rt: &tokio::runtime::Runtime,
     peers: &[Peer],
     runs: usize,
-    bgp_services: usize,
+    (bgp_services, speakers): (usize, usize),
     smoke: bool,
     results: &mut [Results],
 ) {
@@ -179,7 +185,8 @@ fn side_by_side(
         } else {
             Fault::ALL.to_vec()
         };
-        for f in faults {
+        // RUNS=0: no failover rows (a run of the other rows alone).
+        for f in faults.into_iter().filter(|_| runs > 0) {
             let n = match f {
                 Fault::KubeletStopped => runs.min(KUBELET_RUNS),
                 Fault::BlackholedControllerNode => runs.min(CONTROLLER_NODE_RUNS),
@@ -192,28 +199,16 @@ fn side_by_side(
         }
     }
     let idle = if smoke { Duration::from_secs(5) } else { IDLE };
-    let idle_from = load::mark();
-    std::thread::sleep(idle);
-    let idle_to = load::mark();
-    for ((d, since), r) in installed.iter().zip(results.iter_mut()) {
-        let busy_from = load::mark();
-        r.bgp = rt
-            .block_on(bgp::measure(c, d, bgp_services))
-            .unwrap_or_else(|e| panic!("{} BGP: {e:#}", d.peer.name()));
-        std::thread::sleep(Duration::from_secs(2)); // the audit log's batch
-        let now = load::mark();
-        r.load = load::load(
-            &load::speaker_requests(d.peer, *since, now),
-            &load::speaker_requests(d.peer, idle_from, idle_to),
-            idle.as_secs_f64() / 60.0,
-            &load::speaker_requests(d.peer, busy_from, now),
-            c.nodes,
-        );
-        eprintln!(
-            "bench-peers: {} apiserver load: {:?}",
-            d.peer.name(),
-            r.load
-        );
+    let rows = wide::apiserver_and_bgp(c, rt, &installed, c.nodes, bgp_services, idle);
+    for (r, (load, bgp)) in results.iter_mut().zip(rows) {
+        (r.load, r.bgp) = (load, bgp);
+    }
+    if speakers > c.nodes {
+        let services = bgp_services.min(wide::WIDE_SERVICES);
+        let rows = wide::with_hollow_nodes(c, rt, &installed, speakers, services, idle, smoke);
+        for (r, row) in results.iter_mut().zip(rows) {
+            r.wide = Some(row);
+        }
     }
 }
 
@@ -221,6 +216,8 @@ struct Table {
     nodes: usize,
     sizes: Sizes,
     bgp_services: usize,
+    /// Speakers of the wide rows (real and hollow nodes').
+    speakers: usize,
     /// A partial run (`BARELB_PEERS`): the one implementation measured,
     /// printed in a column of its own (no second column, no ratio).
     alone: Option<&'static str>,
@@ -278,23 +275,48 @@ impl Table {
                 none(),
             );
         }
-        let (lb, lm) = (&b.load, &m.load);
+        let what = format!("{nodes} nodes");
+        let services = self.bgp_services;
+        self.print_load(&what, services, (&b.load, &b.bgp), (&m.load, &m.bgp));
+        if let (Some((lb, bb)), Some((lm, bm))) = (&b.wide, &m.wide) {
+            let what = format!(
+                "{} speakers: {nodes} nodes, {} hollow",
+                self.speakers,
+                self.speakers - nodes
+            );
+            let services = services.min(wide::WIDE_SERVICES);
+            self.print_load(&what, services, (lb, bb), (lm, bm));
+        }
+        if sizes.any() {
+            self.print_scale(&b.scale, &m.scale);
+        }
+    }
+
+    /// The apiserver-load and BGP rows of one window (`what`: its
+    /// speakers), barelb's and MetalLB's figures.
+    fn print_load(
+        &self,
+        what: &str,
+        services: usize,
+        (lb, bb): (&Load, &BgpFigures),
+        (lm, bm): (&Load, &BgpFigures),
+    ) {
+        let none = String::new;
         self.row(
-            &format!("apiserver: watches held per speaker ({nodes} nodes; speakers seen)"),
+            &format!("apiserver: watches held per speaker ({what}; speakers seen)"),
             format!("{:.1} ({})", lb.watches, lb.speakers),
             format!("{:.1} ({})", lm.watches, lm.speakers),
             none(),
         );
         self.row(
-            "apiserver: requests per speaker per minute, idle (watches aside)",
+            &format!("apiserver: requests per speaker per minute, idle (watches aside; {what})"),
             format!("{:.1}", lb.idle_per_min),
             format!("{:.1}", lm.idle_per_min),
             none(),
         );
         self.row(
             &format!(
-                "apiserver: requests per speaker while {} BGP Services came and went",
-                self.bgp_services
+                "apiserver: requests per speaker while {services} BGP Services came and went ({what})"
             ),
             format!("{:.0}", lb.busy),
             format!("{:.0}", lm.busy),
@@ -308,22 +330,18 @@ impl Table {
         );
         self.row(
             &format!(
-                "BGP: {} Services → the router has each /32 from all {nodes} nodes",
-                self.bgp_services
+                "BGP: {services} Services → the router has each /32 from every speaker ({what})"
             ),
-            secs(b.bgp.announced),
-            secs(m.bgp.announced),
-            ratio(Some(m.bgp.announced), Some(b.bgp.announced)),
+            secs(bb.announced),
+            secs(bm.announced),
+            ratio(Some(bm.announced), Some(bb.announced)),
         );
         self.row(
             "BGP: … deleted → the router has none",
-            secs(b.bgp.withdrawn),
-            secs(m.bgp.withdrawn),
-            ratio(Some(m.bgp.withdrawn), Some(b.bgp.withdrawn)),
+            secs(bb.withdrawn),
+            secs(bm.withdrawn),
+            ratio(Some(bm.withdrawn), Some(bb.withdrawn)),
         );
-        if sizes.any() {
-            self.print_scale(&b.scale, &m.scale);
-        }
     }
 
     fn print_scale(&self, sb: &Figures, sm: &Figures) {

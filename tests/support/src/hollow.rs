@@ -1,0 +1,592 @@
+//! Hollow nodes (kubemark's word): Node objects with no kubelet behind
+//! them, so a benchmark can count what 50 speakers ask of the apiserver on
+//! two cores. The harness plays each one's kubelet for the little that
+//! matters here: it renews the node's Lease (so the node stays Ready), and
+//! it runs the speaker Pods the DaemonSets place there — the speaker binary
+//! the image was built from, as a process in a namespace on the LAN at the
+//! node's address, with its Pod's arguments and environment and a token
+//! bound to its Pod — and reports them Running and Ready.
+//!
+//! The nodes are cordoned: a DaemonSet places its Pods on a cordoned node,
+//! nothing else does, so no workload lands where nothing would run it.
+//! Neither load balancer skips a cordoned node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, lan_host, remove_lan_host};
+use crate::install::ok;
+use crate::netlab::Process;
+use crate::peers::Peer;
+use crate::repo_root;
+
+/// How often the harness renews a hollow node's Lease (the lab declares a
+/// silent node NotReady after 20 s).
+const HEARTBEAT: Duration = Duration::from_secs(4);
+
+/// Hollow nodes `hollow-I` (I after the real nodes' numbers, address
+/// 198.19.0.(10 + I) as the real ones'), removed with everything they ran
+/// on drop.
+#[derive(Debug)]
+pub struct HollowNodes {
+    c: Cluster,
+    nodes: Vec<Hollow>,
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    heartbeat: Option<JoinHandle<()>>,
+    speakers: Vec<Process>,
+}
+
+impl HollowNodes {
+    /// Adds hollow nodes until the cluster has `total` nodes, and waits
+    /// until every one is Ready.
+    pub fn add(c: &Cluster, total: usize) -> HollowNodes {
+        let dir = c.dir.join("hollow");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("hollow nodes' directory");
+        let nodes: Vec<_> = (c.nodes + 1..=total)
+            .map(|i| {
+                let host = u8::try_from(10 + i).expect("at most 245 nodes on the /24");
+                let ns = lan_host("hollow", host);
+                // Their speakers reach the operator's Pods (barelb's control
+                // channel) as the real nodes do: through the Pods' node.
+                for j in 1..=c.nodes {
+                    let via = c.node_ip(j).to_string();
+                    let out = Command::new("ip")
+                        .args(["-n", &ns, "route", "replace", &c.pod_cidr(j), "via", &via])
+                        .output()
+                        .expect("run ip route");
+                    ok(out, "a hollow node's route to a node's Pods");
+                }
+                Hollow {
+                    name: format!("hollow-{i}"),
+                    ip: format!("198.19.0.{host}"),
+                    ns,
+                    host,
+                }
+            })
+            .collect();
+        let mut hollow = HollowNodes {
+            c: c.clone(),
+            nodes,
+            dir,
+            stop: Arc::new(AtomicBool::new(false)),
+            heartbeat: None,
+            speakers: Vec::new(),
+        };
+        let rt = runtime();
+        rt.block_on(hollow.register())
+            .expect("register hollow nodes");
+        let (c2, names, stop) = (c.clone(), hollow.names(), hollow.stop.clone());
+        hollow.heartbeat = Some(std::thread::spawn(move || heartbeat(&c2, &names, &stop)));
+        hollow.wait_ready_nodes();
+        hollow
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// Creates each Node (cordoned), its status (Ready, its address, room
+    /// for Pods) and its Lease.
+    async fn register(&self) -> anyhow::Result<()> {
+        let client = self.c.lab.client().await?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+        let now = Timestamp::now().to_string();
+        for Hollow { name, ip, .. } in &self.nodes {
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {
+                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                    "barelb.io/hollow": "true"}},
+                "spec": {"unschedulable": true},
+            }))?;
+            nodes.create(&PostParams::default(), &node).await?;
+            let room = json!({"cpu": "2", "memory": "4Gi", "pods": "110"});
+            let status = json!({"status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "hollow: the benchmark harness stands in for its kubelet",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                "addresses": [{"type": "InternalIP", "address": ip},
+                              {"type": "Hostname", "address": name}],
+                "capacity": room, "allocatable": room,
+            }});
+            nodes
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await?;
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                         "renewTime": MicroTime(Timestamp::now())},
+            }))?;
+            leases.create(&PostParams::default(), &lease).await?;
+        }
+        Ok(())
+    }
+
+    fn wait_ready_nodes(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let all = self
+                .c
+                .json(&["get", "nodes", "-l", "barelb.io/hollow=true"]);
+            let ready = all["items"]
+                .as_array()
+                .map_or(0, |ns| ns.iter().filter(|n| untainted_ready(n)).count());
+            if ready == self.nodes.len() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ready} of {} hollow nodes Ready after 120 s",
+                self.nodes.len()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Runs `peer`'s speaker Pods on the hollow nodes (`debug`: the debug
+    /// build of barelb's speaker, as in the suite's images) and waits until
+    /// each answers on its metrics port.
+    pub fn run_speakers(&mut self, peer: Peer, debug: bool) {
+        let (ns, _, _, label) = peer.objects();
+        let pods = self.wait_pods(ns, label);
+        let rt = runtime();
+        // All Running first: MetalLB's speakers join the memberlist at
+        // their Pods' addresses, read when each starts.
+        for (h, pod) in self.nodes.iter().zip(&pods) {
+            rt.block_on(report_running(&self.c, ns, pod_name(pod), &h.ip))
+                .unwrap_or_else(|e| panic!("{}: report it Running: {e:#}", pod_name(pod)));
+        }
+        let mut serving = Vec::new();
+        for (h, pod) in self.nodes.clone().iter().zip(&pods) {
+            let dir = self.dir.join(format!("{}-{}", peer.name(), h.name));
+            std::fs::create_dir_all(&dir).expect("a hollow speaker's directory");
+            let token = self.token(peer, ns, pod_name(pod));
+            let (image, mut args, mut env) = launch(pod, &h.ip);
+            match peer {
+                Peer::Barelb => args.extend(self.barelb_files(&rt, ns, &dir, &token)),
+                Peer::MetalLb => env.extend(self.metallb_files(&rt, ns, &dir, &token)),
+            }
+            let url = metrics_url(peer, &args, &h.ip);
+            let bin = speaker_binary(peer, debug, &image);
+            let log = dir.join("log");
+            self.speakers.push(spawn(&h.ns, &bin, &args, &env, &log));
+            serving.push((h.ns.clone(), url, log));
+        }
+        wait_serving(&serving);
+    }
+
+    /// What barelb's speaker Pod mounts (its token, the control channel's
+    /// CA), written to `dir`, and the operators' endpoints (no Service
+    /// address without kube-proxy): its extra arguments.
+    fn barelb_files(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        ns: &str,
+        dir: &Path,
+        token: &str,
+    ) -> Vec<String> {
+        std::fs::write(dir.join("token"), token).expect("write the token");
+        let ca = rt.block_on(config_value(&self.c, ns, "barelb-control-ca", "ca.crt"));
+        std::fs::write(dir.join("ca.crt"), ca.expect("barelb's control CA")).expect("write the CA");
+        let mut args = vec![
+            format!("--token-file={}", dir.join("token").display()),
+            format!("--ca-file={}", dir.join("ca.crt").display()),
+        ];
+        args.extend(self.operator_endpoints(ns));
+        args
+    }
+
+    /// What MetalLB's speaker Pod mounts (its memberlist key) and what it
+    /// finds in a Pod (its credentials, its namespace), written to `dir`:
+    /// its extra environment (later entries win).
+    fn metallb_files(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        ns: &str,
+        dir: &Path,
+        token: &str,
+    ) -> Vec<(String, String)> {
+        std::fs::write(dir.join("kubeconfig"), self.kubeconfig(token))
+            .expect("write the kubeconfig");
+        let key = rt.block_on(secret_value(&self.c, ns, "memberlist", "secretkey"));
+        std::fs::create_dir_all(dir.join("ml")).expect("memberlist key dir");
+        std::fs::write(
+            dir.join("ml/secretkey"),
+            key.expect("MetalLB's memberlist key"),
+        )
+        .expect("write the key");
+        let path = |p: &str| dir.join(p).display().to_string();
+        vec![
+            ("METALLB_ML_SECRET_KEY_PATH".into(), path("ml")),
+            ("KUBECONFIG".into(), path("kubeconfig")),
+            ("METALLB_NAMESPACE".into(), ns.into()),
+        ]
+    }
+
+    /// The speaker Pods `ns`/`label` the DaemonSet placed on the hollow
+    /// nodes, in the nodes' order.
+    fn wait_pods(&self, ns: &str, label: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let all = self.c.json(&["-n", ns, "get", "pods", "-l", label]);
+            let items = all["items"].as_array().cloned().unwrap_or_default();
+            let on = |node: &str| {
+                items
+                    .iter()
+                    .find(|p| p["spec"]["nodeName"] == node)
+                    .cloned()
+            };
+            let pods: Vec<Value> = self.nodes.iter().filter_map(|h| on(&h.name)).collect();
+            if pods.len() == self.nodes.len() {
+                return pods;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ns}: {} of {} hollow nodes have a speaker Pod after 120 s",
+                pods.len(),
+                self.nodes.len()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A token for `peer`'s speaker ServiceAccount bound to `pod`, as the
+    /// kubelet projects into the Pod (barelb's with its audience).
+    fn token(&self, peer: Peer, ns: &str, pod: &str) -> String {
+        let (sa, audience) = match peer {
+            Peer::Barelb => ("barelb-speaker", Some("barelb-control")),
+            Peer::MetalLb => ("speaker", None),
+        };
+        let mut args = vec!["-n", ns, "create", "token", sa, "--duration=1h"];
+        args.extend(["--bound-object-kind=Pod", "--bound-object-name", pod]);
+        if let Some(a) = audience {
+            args.extend(["--audience", a]);
+        }
+        ok(self.c.lab.kubectl(&args), "kubectl create token")
+            .trim()
+            .to_string()
+    }
+
+    /// `--operator` for every operator Pod (only the leader accepts).
+    fn operator_endpoints(&self, ns: &str) -> Vec<String> {
+        let slices = self.c.json(&[
+            "-n",
+            ns,
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=barelb-control",
+        ]);
+        let mut out = Vec::new();
+        for s in slices["items"].as_array().into_iter().flatten() {
+            let port = s["ports"][0]["port"]
+                .as_u64()
+                .expect("barelb-control's port");
+            for e in s["endpoints"].as_array().into_iter().flatten() {
+                for a in e["addresses"].as_array().into_iter().flatten() {
+                    out.push(format!(
+                        "--operator=https://{}:{port}",
+                        a.as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        assert!(!out.is_empty(), "barelb-control has no endpoint");
+        out
+    }
+
+    /// The lab's kubeconfig (its server and CA) with `token` as its user.
+    fn kubeconfig(&self, token: &str) -> String {
+        let text = std::fs::read_to_string(&self.c.lab.kubeconfig).expect("read the kubeconfig");
+        let mut config: serde_yaml::Value =
+            serde_yaml::from_str(&text).expect("the kubeconfig is YAML");
+        let mut user = serde_yaml::Mapping::new();
+        user.insert("token".into(), token.into());
+        config["users"][0]["user"] = user.into();
+        serde_yaml::to_string(&config).expect("a kubeconfig")
+    }
+}
+
+impl Drop for HollowNodes {
+    fn drop(&mut self) {
+        for p in &mut self.speakers {
+            p.kill();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        for Hollow { name, ns, host, .. } in &self.nodes {
+            let _ = self
+                .c
+                .lab
+                .kubectl(&["delete", "node", name, "--wait=false"]);
+            let _ = self.c.lab.kubectl(&[
+                "-n",
+                "kube-node-lease",
+                "delete",
+                "lease",
+                name,
+                "--ignore-not-found",
+            ]);
+            let field = format!("spec.nodeName={name}");
+            // No kubelet confirms these Pods' end: force them gone.
+            let _ = self.c.lab.kubectl(&[
+                "delete",
+                "pods",
+                "-A",
+                "--field-selector",
+                &field,
+                "--force",
+                "--grace-period=0",
+            ]);
+            remove_lan_host(ns, *host);
+        }
+    }
+}
+
+/// Waits until each speaker (namespace, URL, log) answers on its metrics
+/// port (barelb's `/readyz`: connected to the operator).
+fn wait_serving(speakers: &[(String, String, PathBuf)]) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for (netns, url, log) in speakers {
+        loop {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    netns,
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    url,
+                ])
+                .output()
+                .expect("run curl");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a hollow speaker does not serve {url} in {netns} (log: {})",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Where a speaker started with `args` on `ip` says it is up: barelb's
+/// `/readyz` on `--metrics-addr`, MetalLB's `/metrics` on `--port` (its
+/// probes'; it listens on its host's address).
+fn metrics_url(peer: Peer, args: &[String], ip: &str) -> String {
+    let (flag, path) = match peer {
+        Peer::Barelb => ("--metrics-addr=", "readyz"),
+        Peer::MetalLb => ("--port=", "metrics"),
+    };
+    let port = args
+        .iter()
+        .find_map(|a| a.strip_prefix(flag))
+        .and_then(|v| v.rsplit(':').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} speaker's arguments have no {flag}: {args:?}",
+                peer.name()
+            )
+        });
+    format!("http://{ip}:{port}/{path}")
+}
+
+/// One hollow node: its Node's name, its address (198.19.0.`host`) and its
+/// namespace on the LAN.
+#[derive(Clone, Debug)]
+struct Hollow {
+    name: String,
+    ip: String,
+    ns: String,
+    host: u8,
+}
+
+/// A runtime for the few kube-rs calls (the benchmark's is busy elsewhere).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Renews every hollow node's Lease each HEARTBEAT until `stop`.
+fn heartbeat(c: &Cluster, names: &[String], stop: &AtomicBool) {
+    let rt = runtime();
+    let Ok(client) = rt.block_on(c.lab.client()) else {
+        return;
+    };
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    while !stop.load(Ordering::Relaxed) {
+        let patch = Patch::Merge(json!({"spec": {"renewTime": MicroTime(Timestamp::now())}}));
+        let params = PatchParams::default();
+        for name in names {
+            if let Err(e) = rt.block_on(leases.patch(name, &params, &patch)) {
+                eprintln!("hollow: renew {name}'s Lease: {e}");
+            }
+        }
+        let until = Instant::now() + HEARTBEAT;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Ready, and no longer tainted not-ready (the node controller's taint
+/// goes a moment after the first Ready).
+fn untainted_ready(node: &Value) -> bool {
+    let tainted = node["spec"]["taints"].as_array().is_some_and(|ts| {
+        ts.iter()
+            .any(|t| t["key"].as_str().is_some_and(|k| k.ends_with("not-ready")))
+    });
+    crate::cluster::is_ready(node) && !tainted
+}
+
+/// The Pod's first container as a process: its image's binary name, its
+/// arguments and its environment (literal values and the downward API's
+/// fields; `$(VAR)` expanded as the kubelet does).
+fn launch(pod: &Value, ip: &str) -> (String, Vec<String>, Vec<(String, String)>) {
+    let container = &pod["spec"]["containers"][0];
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default().to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            expand(v, &env)
+        } else {
+            match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("spec.nodeName") => {
+                    pod["spec"]["nodeName"].as_str().unwrap_or_default().into()
+                }
+                Some("metadata.name") => {
+                    pod["metadata"]["name"].as_str().unwrap_or_default().into()
+                }
+                Some("metadata.namespace") => pod["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+                Some("status.podIP" | "status.hostIP") => ip.into(),
+                _ => continue,
+            }
+        };
+        env.push((name, value));
+    }
+    let args = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|a| expand(a, &env))
+        .collect();
+    let image = container["image"].as_str().unwrap_or_default().to_string();
+    (image, args, env)
+}
+
+/// `$(NAME)` replaced by the value of an earlier variable.
+fn expand(s: &str, env: &[(String, String)]) -> String {
+    env.iter()
+        .fold(s.to_string(), |s, (k, v)| s.replace(&format!("$({k})"), v))
+}
+
+/// The binary `image` was built from (the images hold nothing else).
+fn speaker_binary(peer: Peer, debug: bool, image: &str) -> PathBuf {
+    let root = repo_root();
+    match peer {
+        Peer::Barelb if debug => root.join("target/debug/barelb-speaker"),
+        Peer::Barelb => root.join("target/image-build/release/barelb-speaker"),
+        Peer::MetalLb => {
+            assert!(
+                image.contains("metallb/speaker"),
+                "MetalLB's speaker image: {image}"
+            );
+            root.join("target/metallb/speaker")
+        }
+    }
+}
+
+/// Starts `bin ARGS` in `netns` with `env`, its output to `log`.
+fn spawn(
+    netns: &str,
+    bin: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Process {
+    let file = std::fs::File::create(log).expect("create a speaker log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(bin)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone the log's handle"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    Process::from(child)
+}
+
+fn pod_name(pod: &Value) -> &str {
+    pod["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// Reports the Pod Running and Ready on `ip` (host network), as its kubelet
+/// would once the container started.
+async fn report_running(c: &Cluster, ns: &str, pod: &str, ip: &str) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(c.lab.client().await?, ns);
+    let now = Timestamp::now().to_string();
+    let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
+    let current = pods.get(pod).await?;
+    let container = current.spec.as_ref().map(|s| s.containers[0].clone());
+    let (cname, image) = container.map_or((String::new(), String::new()), |c| {
+        (c.name, c.image.unwrap_or_default())
+    });
+    let status = json!({"status": {
+        "phase": "Running", "hostIP": ip, "hostIPs": [{"ip": ip}],
+        "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
+        "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
+        "containerStatuses": [{"name": cname, "image": image, "imageID": "", "ready": true,
+            "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}}],
+    }});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// Key `key` of ConfigMap `ns`/`name`.
+async fn config_value(c: &Cluster, ns: &str, name: &str, key: &str) -> anyhow::Result<String> {
+    let maps: Api<ConfigMap> = Api::namespaced(c.lab.client().await?, ns);
+    let map = maps.get(name).await?;
+    map.data
+        .and_then(|mut d| d.remove(key))
+        .ok_or_else(|| anyhow::anyhow!("ConfigMap {ns}/{name} has no {key}"))
+}
+
+/// Key `key` of Secret `ns`/`name`, decoded.
+async fn secret_value(c: &Cluster, ns: &str, name: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+    let secrets: Api<Secret> = Api::namespaced(c.lab.client().await?, ns);
+    let secret = secrets.get(name).await?;
+    secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .map(|b| b.0)
+        .ok_or_else(|| anyhow::anyhow!("Secret {ns}/{name} has no {key}"))
+}
