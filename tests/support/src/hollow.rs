@@ -45,7 +45,8 @@ pub struct HollowNodes {
     dir: PathBuf,
     stop: Arc<AtomicBool>,
     heartbeat: Option<JoinHandle<()>>,
-    speakers: Vec<Process>,
+    /// Each speaker started, with its log.
+    speakers: Vec<(Process, PathBuf)>,
 }
 
 impl HollowNodes {
@@ -169,7 +170,9 @@ impl HollowNodes {
             rt.block_on(report_running(&self.c, ns, pod_name(pod), &h.ip))
                 .unwrap_or_else(|e| panic!("{}: report it Running: {e:#}", pod_name(pod)));
         }
-        let mut serving = Vec::new();
+        // One at a time, each serving before the next starts: 47 speakers
+        // starting at once on two cores time out reaching the apiserver
+        // (MetalLB's then exits, and no kubelet would restart it).
         for (h, pod) in self.nodes.clone().iter().zip(&pods) {
             let dir = self.dir.join(format!("{}-{}", peer.name(), h.name));
             std::fs::create_dir_all(&dir).expect("a hollow speaker's directory");
@@ -182,10 +185,21 @@ impl HollowNodes {
             let url = metrics_url(peer, &args, &h.ip);
             let bin = speaker_binary(peer, debug, &image);
             let log = dir.join("log");
-            self.speakers.push(spawn(&h.ns, &bin, &args, &env, &log));
-            serving.push((h.ns.clone(), url, log));
+            let mut speaker = spawn(&h.ns, &bin, &args, &env, &log);
+            wait_serving(&h.ns, &url, &log, &mut speaker);
+            self.speakers.push((speaker, log));
         }
-        wait_serving(&serving);
+    }
+
+    /// Panics naming every hollow speaker that is no longer running (its
+    /// log): a figure of N speakers must have had N.
+    pub fn assert_running(&mut self) {
+        let dead: Vec<String> = self
+            .speakers
+            .iter_mut()
+            .filter_map(|(p, log)| (!p.is_running()).then(|| log.display().to_string()))
+            .collect();
+        assert!(dead.is_empty(), "hollow speakers stopped: {dead:?}");
     }
 
     /// What barelb's speaker Pod mounts (its token, the control channel's
@@ -322,7 +336,7 @@ impl HollowNodes {
 
 impl Drop for HollowNodes {
     fn drop(&mut self) {
-        for p in &mut self.speakers {
+        for (p, _) in &mut self.speakers {
             p.kill();
         }
         self.stop.store(true, Ordering::Relaxed);
@@ -358,35 +372,38 @@ impl Drop for HollowNodes {
     }
 }
 
-/// Waits until each speaker (namespace, URL, log) answers on its metrics
-/// port (barelb's `/readyz`: connected to the operator).
-fn wait_serving(speakers: &[(String, String, PathBuf)]) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    for (netns, url, log) in speakers {
-        loop {
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    netns,
-                    "curl",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    url,
-                ])
-                .output()
-                .expect("run curl");
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a hollow speaker does not serve {url} in {netns} (log: {})",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(500));
+/// Waits until `speaker` answers `url` in `netns` (barelb's `/readyz`:
+/// connected to the operator); panics if it stops first.
+fn wait_serving(netns: &str, url: &str, log: &Path, speaker: &mut Process) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "curl",
+                "-sf",
+                "-o",
+                "/dev/null",
+                url,
+            ])
+            .output()
+            .expect("run curl");
+        if out.status.success() {
+            return;
         }
+        assert!(
+            speaker.is_running(),
+            "a hollow speaker stopped before serving {url} (log: {})",
+            log.display()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "a hollow speaker does not serve {url} in {netns} after 120 s (log: {})",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

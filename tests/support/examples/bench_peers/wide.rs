@@ -83,6 +83,7 @@ pub fn with_hollow_nodes(
     // not what a running speaker asks: let it pass before the idle window.
     std::thread::sleep(idle);
     let rows = apiserver_and_bgp(c, rt, installed, speakers, services, idle);
+    hollow.assert_running();
     drop(hollow);
     rows
 }
