@@ -154,7 +154,11 @@ fn token(expr: &str, at: usize, previous: Option<u8>) -> Result<(), String> {
     };
     if !whole {
         let op = char::from(c);
-        let fix = if c == b'=' { "==".to_string() } else { format!("{op}{op}") };
+        let fix = if c == b'=' {
+            "==".to_string()
+        } else {
+            format!("{op}{op}")
+        };
         return Err(format!(
             "{}: `{op}` alone is not a CEL operator; write `{fix}`",
             position(expr, at)
@@ -487,9 +491,17 @@ mod tests {
         ] {
             assert!(check(ok, 24, 2).is_ok(), "{ok}");
         }
-        refused_at(&[("a # b", "1:3"), ("'é' == é", "1:8"), ("x\\y", "1:2")], "is not part of CEL");
         refused_at(
-            &[("a = b", "1:3"), ("a & b", "1:3"), ("a | b", "1:3"), ("a === b", "1:5")],
+            &[("a # b", "1:3"), ("'é' == é", "1:8"), ("x\\y", "1:2")],
+            "is not part of CEL",
+        );
+        refused_at(
+            &[
+                ("a = b", "1:3"),
+                ("a & b", "1:3"),
+                ("a | b", "1:3"),
+                ("a === b", "1:5"),
+            ],
             "alone is not a CEL operator",
         );
         let err = check("a ; b", 24, 2).unwrap_err();
@@ -503,7 +515,10 @@ mod tests {
         assert!(check("[(a), {b: [c]}] == x", 24, 2).is_ok());
         refused_at(&[("(a]", "1:3"), ("{a: (b})", "1:7")], "does not close the");
         refused_at(&[("a)", "1:2"), ("'(' )", "1:5")], "closes no bracket");
-        refused_at(&[("(a", "1:1"), ("[(a)", "1:1"), ("x(\n(y)", "1:2")], "is not closed");
+        refused_at(
+            &[("(a", "1:1"), ("[(a)", "1:1"), ("x(\n(y)", "1:2")],
+            "is not closed",
+        );
         // The slow input the `cel` target found after the escapes: junk and
         // a mismatched `}` inside a bracket, repeated (2 s, 1.2 GB).
         assert!(check("(\u{1}}--(x)", 24, 2).is_err());
