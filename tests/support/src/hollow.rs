@@ -44,6 +44,8 @@ pub struct HollowNodes {
     nodes: Vec<Hollow>,
     dir: PathBuf,
     stop: Arc<AtomicBool>,
+    /// The neighbour-table ceilings before they were raised, restored on drop.
+    neighbours: Vec<(PathBuf, String)>,
     heartbeat: Option<JoinHandle<()>>,
     /// Each speaker started, with its log.
     speakers: Vec<(Process, PathBuf)>,
@@ -56,6 +58,7 @@ impl HollowNodes {
         let dir = c.dir.join("hollow");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("hollow nodes' directory");
+        let neighbours = raise_neighbour_ceilings(total);
         let nodes: Vec<_> = (c.nodes + 1..=total)
             .map(|i| {
                 let host = u8::try_from(10 + i).expect("at most 245 nodes on the /24");
@@ -85,6 +88,7 @@ impl HollowNodes {
             stop: Arc::new(AtomicBool::new(false)),
             heartbeat: None,
             speakers: Vec::new(),
+            neighbours,
         };
         let rt = runtime();
         rt.block_on(hollow.register())
@@ -369,6 +373,9 @@ impl Drop for HollowNodes {
             ]);
             remove_lan_host(ns, *host);
         }
+        for (path, was) in &self.neighbours {
+            let _ = std::fs::write(path, was);
+        }
     }
 }
 
@@ -436,6 +443,34 @@ struct Hollow {
     ip: String,
     ns: String,
     host: u8,
+}
+
+/// Raises the kernel's neighbour-table ceilings (`gc_thresh1..3`, IPv4 and
+/// IPv6) for `nodes` nodes' full mesh; returns each one's former value.
+/// Why: the table is one for every namespace on the machine, its default
+/// ceiling 1,024 entries. 50 speakers that all talk to each other (MetalLB's
+/// memberlist) need ~2,500 — each machine of a real cluster has its own —
+/// and past the ceiling a namespace cannot resolve even the apiserver's
+/// address: a MetalLB speaker failed to start with "no route to host" or a
+/// 30-s dial timeout (`/proc/net/stat/arp_cache`: 7,041 `table_fulls`).
+fn raise_neighbour_ceilings(nodes: usize) -> Vec<(PathBuf, String)> {
+    let need = nodes * nodes * 4;
+    let mut former = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        for (name, share) in [("gc_thresh1", 8), ("gc_thresh2", 2), ("gc_thresh3", 1)] {
+            let path = PathBuf::from(format!("/proc/sys/net/{family}/neigh/default/{name}"));
+            let Ok(was) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let want = need / share;
+            if was.trim().parse::<usize>().is_ok_and(|v| v < want) {
+                std::fs::write(&path, want.to_string())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                former.push((path, was.trim().to_string()));
+            }
+        }
+    }
+    former
 }
 
 /// A runtime for the few kube-rs calls (the benchmark's is busy elsewhere).
