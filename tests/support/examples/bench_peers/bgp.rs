@@ -56,7 +56,16 @@ pub async fn measure(
     wait_routes(&router, 1, speakers, Instant::now() + WITHIN).await?;
     let t = Instant::now();
     bulk::create(&api, "bgp", n, &spec).await?;
+    let created = t.elapsed();
+    bulk::wait_allocated(&api, "bgp", n, WITHIN).await?;
+    let allocated = t.elapsed();
     wait_routes(&router, n + 1, (n + 1) * speakers, t + WITHIN).await?;
+    eprintln!(
+        "bench-peers: {} BGP stages: created {} ms, all addressed {} ms",
+        d.peer.name(),
+        created.as_millis(),
+        allocated.as_millis()
+    );
     let announced = t.elapsed();
     eprintln!(
         "bench-peers: {} BGP: {n} Services × {speakers} speakers on the router in {} ms",
@@ -65,6 +74,11 @@ pub async fn measure(
     );
     let t = Instant::now();
     bulk::delete(&api, "bgp", n).await?;
+    eprintln!(
+        "bench-peers: {} BGP stages: deleted {} ms",
+        d.peer.name(),
+        t.elapsed().as_millis()
+    );
     wait_routes(&router, 1, speakers, t + WITHIN).await?;
     let withdrawn = t.elapsed();
     eprintln!(
