@@ -63,7 +63,7 @@ pub(crate) fn check(
                 i = skip_string(bytes, i).map_err(|e| string_error(expr, i, e))?;
                 continue;
             }
-            b'=' | b'&' | b'|' | b'<' | b'>' | b'!' if bytes.get(i + 1) == Some(&b'=') => {
+            b'=' | b'<' | b'>' | b'!' if bytes.get(i + 1) == Some(&b'=') => {
                 i += 2;
                 continue;
             }

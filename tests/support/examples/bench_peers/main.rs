@@ -205,7 +205,10 @@ fn side_by_side(
     }
     if speakers > c.nodes {
         let services = bgp_services.min(wide::WIDE_SERVICES);
-        let rows = wide::with_hollow_nodes(c, rt, &installed, speakers, services, idle, smoke);
+        let mut hollow = wide::hollow_speakers(c, &installed, speakers, idle, smoke);
+        let rows = wide::apiserver_and_bgp(c, rt, &installed, speakers, services, idle);
+        hollow.assert_running();
+        drop(hollow);
         for (r, row) in results.iter_mut().zip(rows) {
             r.wide = Some(row);
         }

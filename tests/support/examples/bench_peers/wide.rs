@@ -59,18 +59,17 @@ pub fn apiserver_and_bgp(
     out
 }
 
-/// The same rows with hollow nodes added until `speakers` speakers run
-/// (each implementation's on every node), removed afterwards. `debug`:
-/// barelb's speaker from the debug build (the smoke run's images).
-pub fn with_hollow_nodes(
+/// Hollow nodes added until `speakers` speakers run (each
+/// implementation's on every node), their start-up let pass; removed when
+/// the returned guard drops. `debug`: barelb's speaker from the debug
+/// build (the smoke run's images).
+pub fn hollow_speakers(
     c: &Cluster,
-    rt: &tokio::runtime::Runtime,
     installed: &[(Deployed, u64)],
     speakers: usize,
-    services: usize,
-    idle: Duration,
+    settle: Duration,
     debug: bool,
-) -> Vec<(Load, BgpFigures)> {
+) -> HollowNodes {
     eprintln!(
         "bench-peers: {} hollow nodes, {speakers} speakers each",
         speakers - c.nodes
@@ -81,9 +80,6 @@ pub fn with_hollow_nodes(
     }
     // Their start-up (each informer's first list, memberlist's join) is
     // not what a running speaker asks: let it pass before the idle window.
-    std::thread::sleep(idle);
-    let rows = apiserver_and_bgp(c, rt, installed, speakers, services, idle);
-    hollow.assert_running();
-    drop(hollow);
-    rows
+    std::thread::sleep(settle);
+    hollow
 }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -174,12 +174,15 @@ impl HollowNodes {
         let (ns, _, _, label) = peer.objects();
         let pods = self.wait_pods(ns, label);
         let rt = runtime();
+        let client = rt.block_on(self.c.lab.client()).expect("a lab client");
+        let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
         // All Running first: MetalLB's speakers join the memberlist at
         // their Pods' addresses, read when each starts.
         for (h, pod) in self.nodes.iter().zip(&pods) {
-            rt.block_on(report_running(&self.c, ns, pod_name(pod), &h.ip))
+            rt.block_on(report_running(&pods_api, pod, &h.ip))
                 .unwrap_or_else(|e| panic!("{}: report it Running: {e:#}", pod_name(pod)));
         }
+        let given = self.given(&rt, &client, peer, ns);
         // One at a time, each serving before the next starts: 47 speakers
         // starting at once on two cores time out reaching the apiserver
         // (MetalLB's then exits, and no kubelet would restart it).
@@ -188,10 +191,7 @@ impl HollowNodes {
             std::fs::create_dir_all(&dir).expect("a hollow speaker's directory");
             let token = self.token(peer, ns, pod_name(pod));
             let (image, mut args, mut env) = launch(pod, &h.ip);
-            match peer {
-                Peer::Barelb => args.extend(self.barelb_files(&rt, ns, &dir, &token)),
-                Peer::MetalLb => env.extend(self.metallb_files(&rt, ns, &dir, &token)),
-            }
+            given.write(&dir, &token, ns, &mut args, &mut env);
             let url = metrics_url(peer, &args, &h.ip);
             let bin = speaker_binary(peer, debug, &image);
             let log = dir.join("log");
@@ -212,52 +212,31 @@ impl HollowNodes {
         assert!(dead.is_empty(), "hollow speakers stopped: {dead:?}");
     }
 
-    /// What barelb's speaker Pod mounts (its token, the control channel's
-    /// CA), written to `dir`, and the operators' endpoints (no Service
-    /// address without kube-proxy): its extra arguments.
-    fn barelb_files(
+    /// What every one of `peer`'s speaker Pods is given alike, read once.
+    fn given(
         &self,
         rt: &tokio::runtime::Runtime,
+        client: &kube::Client,
+        peer: Peer,
         ns: &str,
-        dir: &Path,
-        token: &str,
-    ) -> Vec<String> {
-        std::fs::write(dir.join("token"), token).expect("write the token");
-        let ca = rt.block_on(config_value(&self.c, ns, "barelb-control-ca", "ca.crt"));
-        std::fs::write(dir.join("ca.crt"), ca.expect("barelb's control CA")).expect("write the CA");
-        let mut args = vec![
-            format!("--token-file={}", dir.join("token").display()),
-            format!("--ca-file={}", dir.join("ca.crt").display()),
-        ];
-        args.extend(self.operator_endpoints(ns));
-        args
-    }
-
-    /// What MetalLB's speaker Pod mounts (its memberlist key) and what it
-    /// finds in a Pod (its credentials, its namespace), written to `dir`:
-    /// its extra environment (later entries win).
-    fn metallb_files(
-        &self,
-        rt: &tokio::runtime::Runtime,
-        ns: &str,
-        dir: &Path,
-        token: &str,
-    ) -> Vec<(String, String)> {
-        std::fs::write(dir.join("kubeconfig"), self.kubeconfig(token))
-            .expect("write the kubeconfig");
-        let key = rt.block_on(secret_value(&self.c, ns, "memberlist", "secretkey"));
-        std::fs::create_dir_all(dir.join("ml")).expect("memberlist key dir");
-        std::fs::write(
-            dir.join("ml/secretkey"),
-            key.expect("MetalLB's memberlist key"),
-        )
-        .expect("write the key");
-        let path = |p: &str| dir.join(p).display().to_string();
-        vec![
-            ("METALLB_ML_SECRET_KEY_PATH".into(), path("ml")),
-            ("KUBECONFIG".into(), path("kubeconfig")),
-            ("METALLB_NAMESPACE".into(), ns.into()),
-        ]
+    ) -> Given {
+        match peer {
+            Peer::Barelb => Given::Barelb {
+                ca: rt
+                    .block_on(config_value(client, ns, "barelb-control-ca", "ca.crt"))
+                    .expect("barelb's control CA"),
+                operators: self.operator_endpoints(ns),
+            },
+            Peer::MetalLb => Given::MetalLb {
+                key: rt
+                    .block_on(secret_value(client, ns, "memberlist", "secretkey"))
+                    .expect("MetalLB's memberlist key"),
+                kubeconfig: serde_yaml::from_str(
+                    &std::fs::read_to_string(&self.c.lab.kubeconfig).expect("read the kubeconfig"),
+                )
+                .expect("the kubeconfig is YAML"),
+            },
+        }
     }
 
     /// The speaker Pods `ns`/`label` the DaemonSet placed on the hollow
@@ -331,17 +310,6 @@ impl HollowNodes {
         assert!(!out.is_empty(), "barelb-control has no endpoint");
         out
     }
-
-    /// The lab's kubeconfig (its server and CA) with `token` as its user.
-    fn kubeconfig(&self, token: &str) -> String {
-        let text = std::fs::read_to_string(&self.c.lab.kubeconfig).expect("read the kubeconfig");
-        let mut config: serde_yaml::Value =
-            serde_yaml::from_str(&text).expect("the kubeconfig is YAML");
-        let mut user = serde_yaml::Mapping::new();
-        user.insert("token".into(), token.into());
-        config["users"][0]["user"] = user.into();
-        serde_yaml::to_string(&config).expect("a kubeconfig")
-    }
 }
 
 impl Drop for HollowNodes {
@@ -381,6 +349,61 @@ impl Drop for HollowNodes {
         }
         for (path, was) in &self.neighbours {
             let _ = std::fs::write(path, was);
+        }
+    }
+}
+
+/// What a speaker Pod of one implementation mounts or finds in a Pod, the
+/// same for every one of them (its token aside).
+enum Given {
+    /// The control channel's CA; the operators' endpoints (no Service
+    /// address without kube-proxy).
+    Barelb { ca: String, operators: Vec<String> },
+    /// The memberlist key; the lab's kubeconfig (its server and CA).
+    MetalLb {
+        key: Vec<u8>,
+        kubeconfig: serde_yaml::Value,
+    },
+}
+
+impl Given {
+    /// Writes what the Pod mounts, with `token`, to `dir`, and adds what
+    /// points the speaker there to its arguments or environment (later
+    /// environment entries win).
+    fn write(
+        &self,
+        dir: &Path,
+        token: &str,
+        ns: &str,
+        args: &mut Vec<String>,
+        env: &mut Vec<(String, String)>,
+    ) {
+        let path = |p: &str| dir.join(p).display().to_string();
+        match self {
+            Given::Barelb { ca, operators } => {
+                std::fs::write(dir.join("token"), token).expect("write the token");
+                std::fs::write(dir.join("ca.crt"), ca).expect("write the CA");
+                args.push(format!("--token-file={}", path("token")));
+                args.push(format!("--ca-file={}", path("ca.crt")));
+                args.extend(operators.iter().cloned());
+            }
+            Given::MetalLb { key, kubeconfig } => {
+                // The lab's kubeconfig with the Pod's token as its user.
+                let mut config = kubeconfig.clone();
+                let mut user = serde_yaml::Mapping::new();
+                user.insert("token".into(), token.into());
+                config["users"][0]["user"] = user.into();
+                let text = serde_yaml::to_string(&config).expect("a kubeconfig");
+                std::fs::write(dir.join("kubeconfig"), text).expect("write the kubeconfig");
+                std::fs::create_dir_all(dir.join("ml")).expect("memberlist key dir");
+                std::fs::write(dir.join("ml/secretkey"), key).expect("write the key");
+                env.extend([
+                    ("METALLB_ML_SECRET_KEY_PATH".into(), path("ml")),
+                    ("KUBECONFIG".into(), path("kubeconfig")),
+                    // In a Pod it reads its ServiceAccount's namespace file.
+                    ("METALLB_NAMESPACE".into(), ns.into()),
+                ]);
+            }
         }
     }
 }

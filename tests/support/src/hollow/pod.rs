@@ -11,7 +11,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
 use crate::netlab::Process;
 use crate::peers::Peer;
 use crate::repo_root;
@@ -161,40 +160,34 @@ pub(super) fn pod_name(pod: &Value) -> &str {
 
 /// Reports the Pod Running and Ready on `ip` (host network), as its kubelet
 /// would once the container started.
-pub(super) async fn report_running(
-    c: &Cluster,
-    ns: &str,
-    pod: &str,
-    ip: &str,
-) -> anyhow::Result<()> {
-    let pods: Api<Pod> = Api::namespaced(c.lab.client().await?, ns);
+pub(super) async fn report_running(pods: &Api<Pod>, pod: &Value, ip: &str) -> anyhow::Result<()> {
     let now = Timestamp::now().to_string();
     let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
-    let current = pods.get(pod).await?;
-    let container = current.spec.as_ref().map(|s| s.containers[0].clone());
-    let (cname, image) = container.map_or((String::new(), String::new()), |c| {
-        (c.name, c.image.unwrap_or_default())
-    });
+    let container = &pod["spec"]["containers"][0];
     let status = json!({"status": {
         "phase": "Running", "hostIP": ip, "hostIPs": [{"ip": ip}],
         "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
         "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
-        "containerStatuses": [{"name": cname, "image": image, "imageID": "", "ready": true,
-            "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}}],
+        "containerStatuses": [{"name": container["name"], "image": container["image"], "imageID": "",
+            "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}}],
     }});
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
+    pods.patch_status(
+        pod_name(pod),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await?;
     Ok(())
 }
 
 /// Key `key` of ConfigMap `ns`/`name`.
 pub(super) async fn config_value(
-    c: &Cluster,
+    client: &kube::Client,
     ns: &str,
     name: &str,
     key: &str,
 ) -> anyhow::Result<String> {
-    let maps: Api<ConfigMap> = Api::namespaced(c.lab.client().await?, ns);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let map = maps.get(name).await?;
     map.data
         .and_then(|mut d| d.remove(key))
@@ -203,12 +196,12 @@ pub(super) async fn config_value(
 
 /// Key `key` of Secret `ns`/`name`, decoded.
 pub(super) async fn secret_value(
-    c: &Cluster,
+    client: &kube::Client,
     ns: &str,
     name: &str,
     key: &str,
 ) -> anyhow::Result<Vec<u8>> {
-    let secrets: Api<Secret> = Api::namespaced(c.lab.client().await?, ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = secrets.get(name).await?;
     secret
         .data
