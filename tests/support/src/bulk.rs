@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -113,9 +114,7 @@ pub async fn plain_patches(api: &Api<Service>, prefix: &str, n: usize) -> anyhow
 }
 
 /// Waits (≤ `within`) until `n` Services labelled `BENCH_LABEL=prefix` have
-/// an ingress address. One list and then a watch: polling lists of
-/// thousands of Services would load the apiserver (and this process, on the
-/// same cores) far more than the controller being measured.
+/// an ingress address.
 pub async fn wait_allocated(
     api: &Api<Service>,
     prefix: &str,
@@ -123,34 +122,88 @@ pub async fn wait_allocated(
     within: Duration,
 ) -> anyhow::Result<()> {
     let config = watcher::Config::default().labels(&format!("{BENCH_LABEL}={prefix}"));
+    let done = |s: &Service| ingress(s).is_some();
+    let name = |s: &Service| s.metadata.name.clone();
+    wait_for(api, config, n, within, name, done)
+        .await
+        .map_err(|e| anyhow::anyhow!("{prefix}-* Services allocated: {e}"))
+}
+
+/// Waits until `n` Services named `prefix-*` in the namespace of `api` have
+/// a ready endpoint in an EndpointSlice (the endpointslice controller
+/// writes them at kube-controller-manager's client rate).
+pub async fn wait_endpoints(
+    api: &Api<EndpointSlice>,
+    prefix: &str,
+    n: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let service = |s: &EndpointSlice| {
+        let name = s
+            .metadata
+            .labels
+            .as_ref()?
+            .get("kubernetes.io/service-name")?;
+        name.starts_with(&format!("{prefix}-"))
+            .then(|| name.clone())
+    };
+    let ready = |s: &EndpointSlice| {
+        s.endpoints
+            .iter()
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+    };
+    wait_for(api, watcher::Config::default(), n, within, service, ready)
+        .await
+        .map_err(|e| anyhow::anyhow!("{prefix}-* Services with a ready endpoint: {e}"))
+}
+
+/// Watches `api` until `n` distinct keys (`key` of an object; None: not
+/// counted) have an object for which `done` holds. One list and then a
+/// watch: polling lists of thousands of objects would load the apiserver
+/// (and this process, on the same cores) far more than the controller
+/// being measured.
+async fn wait_for<K>(
+    api: &Api<K>,
+    config: watcher::Config,
+    n: usize,
+    within: Duration,
+    key: impl Fn(&K) -> Option<String>,
+    done: impl Fn(&K) -> bool,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     let stream = watcher(api.clone(), config);
     let mut stream = std::pin::pin!(stream);
-    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let deadline = tokio::time::sleep(within);
     let mut deadline = std::pin::pin!(deadline);
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
-            () = &mut deadline => bail!("{} of {n} {prefix}-* Services allocated", done.len()),
+            () = &mut deadline => bail!("{} of {n} within {within:?}", seen.len()),
         };
         let Some(ev) = ev else {
-            bail!("the watch of {prefix}-* Services ended");
+            bail!("the watch ended");
         };
         match ev? {
-            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                let name = s.metadata.name.clone().unwrap_or_default();
-                if ingress(&s).is_some() {
-                    done.insert(name);
-                } else {
-                    done.remove(&name);
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                if let Some(k) = key(&o) {
+                    if done(&o) {
+                        seen.insert(k);
+                    } else {
+                        seen.remove(&k);
+                    }
                 }
             }
-            watcher::Event::Delete(s) => {
-                done.remove(s.metadata.name.as_deref().unwrap_or(""));
+            watcher::Event::Delete(o) => {
+                if let Some(k) = key(&o) {
+                    seen.remove(&k);
+                }
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
-        if done.len() >= n {
+        if seen.len() >= n {
             return Ok(());
         }
     }
