@@ -295,8 +295,9 @@ pub struct Held {
 /// not ours or holds nothing. The one reading of "what a Service has" for
 /// the allocator's rebuild, the webhook's view, planning and status. A
 /// Service whose deletion has begun still holds its addresses until it is
-/// gone: its status shows them and kube-proxy still serves it, so they
-/// stay announced and no other Service is given them meanwhile.
+/// gone: its status shows them, so no other Service is given them
+/// meanwhile (planning withdraws them at once: the operator's
+/// `Index::pooled`).
 pub fn held(svc: &Service, class: &ClassPolicy) -> Option<Held> {
     if !of_class(svc, class) {
         return None;

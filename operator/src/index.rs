@@ -387,8 +387,11 @@ impl Index {
     }
 
     /// Every Service this instance handles that holds addresses of a pool
-    /// (the one that owns its first address, `pools::owner`): what planning
-    /// and the Announced condition start from.
+    /// (the one that owns its first address, `pools::owner`) and is not
+    /// being deleted: what planning and the Announced condition start from.
+    /// A deleting Service is withdrawn at once, as a cloud's service
+    /// controller deletes the load balancer when deletion begins; it keeps
+    /// its addresses (no other Service is given them) until it is gone.
     pub fn pooled<'a>(
         &'a self,
         class: &'a ClassPolicy,
@@ -397,6 +400,9 @@ impl Index {
         let defs = self.pool_defs();
         let ready = barelb_core::pools::readiness(&defs);
         self.services.iter().filter_map(move |(key, svc)| {
+            if svc.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
             let held = held(svc, class)?;
             let first = held.ips.first()?;
             let containing = defs

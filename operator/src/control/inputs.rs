@@ -509,4 +509,46 @@ mod tests {
                 .any(|a| a.nodes.is_empty() && a.message.starts_with("not announced"))
         );
     }
+
+    /// A Service whose deletion has begun is withdrawn at once; an address
+    /// it shares with a live Service stays announced for that one.
+    #[test]
+    fn a_deleting_service_is_not_planned() {
+        use crate::index::{Change, Touched};
+        use kube::runtime::watcher::Event;
+        let class = ClassPolicy::default();
+        let mut index = Index::default();
+        let mut touched = Touched::default();
+        let pool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "barelb.io/v1alpha1", "kind": "AddressPool",
+            "metadata": {"name": "bgp", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"addresses": ["203.0.113.0/29"], "announce": {"mode": "BGP"}}
+        }))
+        .unwrap();
+        index.apply(
+            Change::Pool(Event::Apply(kube::core::DeserializeGuard(Ok(pool)))),
+            &mut touched,
+        );
+        for (name, ip, deleting) in [
+            ("kept", "203.0.113.1", false),
+            ("going", "203.0.113.2", true),
+            ("shared-going", "203.0.113.3", true),
+            ("shared-kept", "203.0.113.3", false),
+        ] {
+            let deletion = deleting.then_some("2026-01-02T00:00:00Z");
+            let svc = serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "app", "name": name, "deletionTimestamp": deletion,
+                             "finalizers": ["service.kubernetes.io/load-balancer-cleanup"]},
+                "spec": {"type": "LoadBalancer"},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
+            }))
+            .unwrap();
+            index.apply(Change::Service(Event::Apply(svc)), &mut touched);
+        }
+        let planned: Vec<String> = units(&index, &class)
+            .iter()
+            .flat_map(|u| u.ips.iter().map(ToString::to_string))
+            .collect();
+        assert_eq!(planned, ["203.0.113.1", "203.0.113.3"]);
+    }
 }
