@@ -38,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::status::announced::{self, Announced};
 use crate::webhook::SharedView;
 use reconcile::Leading;
+use writes::InFlight;
 
 /// How the controller behaves.
 #[derive(Clone, Debug)]
@@ -71,12 +72,19 @@ struct Controller {
     leading: Option<Leading>,
     /// Refused Services come back here after their backoff.
     retry: mpsc::UnboundedSender<ServiceKey>,
+    /// What the control hub is given from the index.
+    feed: HubFeed,
+    /// The Announced condition last written per Service.
+    announced: HashMap<ServiceKey, Announced>,
+}
+
+/// Keeps the control hub's inputs current from the index. Every replica
+/// does, so a new leader plans at once from the same data.
+struct HubFeed {
     hub: Option<Arc<Hub>>,
     /// The hub's BGPPeer configurations, re-read when peers or their Secrets change.
     peer_configs: BTreeMap<String, barelb_control::v1::BgpPeer>,
     peers_read: bool,
-    /// The Announced condition last written per Service.
-    announced: HashMap<ServiceKey, Announced>,
     /// `barelb_nodes_ready` has been set once.
     nodes_counted: bool,
     /// The hub has had the nodes' addresses once.
@@ -98,8 +106,8 @@ pub async fn run(
     drop(tx);
     let (retry, mut retries) = mpsc::unbounded_channel::<ServiceKey>();
     let mut c = Controller::new(client, settings, metrics, view, hub, retry);
-    let mut plans = c.hub.as_ref().map(|h| h.plans());
-    let mut sessions = c.hub.as_ref().map(|h| h.sessions_watch());
+    let mut plans = c.feed.hub.as_ref().map(|h| h.plans());
+    let mut sessions = c.feed.hub.as_ref().map(|h| h.sessions_watch());
     let mut plan_changed = false;
     let mut peers_changed = false;
     loop {
@@ -134,7 +142,7 @@ pub async fn run(
             continue;
         }
         c.publish();
-        c.feed_hub();
+        c.feed.feed(&c.index, &c.touched, &c.settings, &c.metrics);
         c.metrics.set_ready(true);
         if !*leader.borrow() {
             c.follow();
@@ -161,6 +169,43 @@ pub async fn run(
             let now = s.borrow_and_update().clone();
             c.write_peers(&plan, &now).await;
         }
+    }
+}
+
+impl HubFeed {
+    /// Passes on what `touched` says changed in `index`.
+    fn feed(&mut self, index: &Index, touched: &Touched, settings: &Settings, metrics: &Metrics) {
+        if touched.nodes || !self.nodes_counted {
+            // Counted when Nodes change, not on every batch.
+            let ready = index.nodes.iter().filter(|(_, n)| n.ready).count();
+            metrics
+                .nodes_ready
+                .set(i64::try_from(ready).unwrap_or(i64::MAX));
+            self.nodes_counted = true;
+        }
+        let Some(hub) = &self.hub else { return };
+        if index.nodes.synced() && (touched.nodes || !self.sources_published) {
+            hub.set_node_sources(inputs::node_sources(index));
+            self.sources_published = true;
+        }
+        if (touched.peers || !self.peers_read) && index.secrets.synced() {
+            self.peer_configs = inputs::peer_configs(index, &settings.namespace);
+            self.peers_read = true;
+        }
+        if !self.peers_read {
+            // Without the peers' Secrets a plan would send sessions without
+            // their passwords; the hub sends nothing before its first inputs.
+            return;
+        }
+        hub.set_inputs(
+            crate::control::hub::Inputs {
+                units: inputs::units(index, &settings.class),
+                nodes: inputs::nodes(index),
+                peers: inputs::peers(index),
+                peer_configs: self.peer_configs.clone(),
+            },
+            "cluster-change",
+        );
     }
 }
 
@@ -199,12 +244,14 @@ impl Controller {
             publisher,
             leading: None,
             retry,
-            hub,
-            peer_configs: BTreeMap::new(),
-            peers_read: false,
+            feed: HubFeed {
+                hub,
+                peer_configs: BTreeMap::new(),
+                peers_read: false,
+                nodes_counted: false,
+                sources_published: false,
+            },
             announced: HashMap::new(),
-            nodes_counted: false,
-            sources_published: false,
         }
     }
 
@@ -217,42 +264,6 @@ impl Controller {
     fn publish(&mut self) {
         self.publisher.note(&self.index, &self.touched);
         self.publisher.publish_if_due(&self.index);
-    }
-
-    /// Keeps the control hub's inputs current. Every replica does, so a
-    /// new leader plans at once from the same data.
-    fn feed_hub(&mut self) {
-        if self.touched.nodes || !self.nodes_counted {
-            // Counted when Nodes change, not on every batch.
-            let ready = self.index.nodes.iter().filter(|(_, n)| n.ready).count();
-            self.metrics
-                .nodes_ready
-                .set(i64::try_from(ready).unwrap_or(i64::MAX));
-            self.nodes_counted = true;
-        }
-        let Some(hub) = &self.hub else { return };
-        if self.index.nodes.synced() && (self.touched.nodes || !self.sources_published) {
-            hub.set_node_sources(inputs::node_sources(&self.index));
-            self.sources_published = true;
-        }
-        if (self.touched.peers || !self.peers_read) && self.index.secrets.synced() {
-            self.peer_configs = inputs::peer_configs(&self.index, &self.settings.namespace);
-            self.peers_read = true;
-        }
-        if !self.peers_read {
-            // Without the peers' Secrets a plan would send sessions without
-            // their passwords; the hub sends nothing before its first inputs.
-            return;
-        }
-        hub.set_inputs(
-            crate::control::hub::Inputs {
-                units: inputs::units(&self.index, &self.settings.class),
-                nodes: inputs::nodes(&self.index),
-                peers: inputs::peers(&self.index),
-                peer_configs: self.peer_configs.clone(),
-            },
-            "cluster-change",
-        );
     }
 
     /// Not leading: drop the leader's state, and what was touched meanwhile
@@ -285,7 +296,7 @@ impl Controller {
                         millis = started.elapsed().as_millis() as u64,
                         "read every Service before rebuilding"
                     );
-                    if let Some(hub) = &self.hub {
+                    if let Some(hub) = &self.feed.hub {
                         hub.set_last_owners(inputs::last_owners(&self.index, &self.settings.class));
                     }
                     self.announced = announced::current(&self.index, &self.settings.class);
@@ -333,7 +344,7 @@ impl Controller {
         }
         let writes =
             reconcile::reconcile_keys(state, &self.index, &self.settings, keys, &self.metrics);
-        if let Some(hub) = &self.hub {
+        if let Some(hub) = &self.feed.hub {
             note_traces(hub, &writes);
         }
         self.metrics
@@ -345,10 +356,18 @@ impl Controller {
             events: &self.events,
             metrics: &self.metrics,
         };
-        let (index, touched) = (&mut self.index, &mut self.touched);
-        writes::execute(&ctx, state, writes, &self.retry, incoming, |change| {
-            index.apply(change, touched);
-        })
+        let (index, touched, feed) = (&mut self.index, &mut self.touched, &mut self.feed);
+        writes::execute(
+            &ctx,
+            state,
+            writes,
+            &self.retry,
+            incoming,
+            |now| match now {
+                InFlight::Change(change) => index.apply(change, touched),
+                InFlight::Feed => feed.feed(index, touched, ctx.settings, ctx.metrics),
+            },
+        )
         .await;
         writes::write_pools(&ctx, state, &*index).await;
         if fresh || batch.pools || batch.policies {
@@ -367,8 +386,15 @@ impl Controller {
             events: &self.events,
             metrics: &self.metrics,
         };
-        resource_status::write_peers(&ctx, state, &self.index, plan, sessions, &self.peer_configs)
-            .await;
+        resource_status::write_peers(
+            &ctx,
+            state,
+            &self.index,
+            plan,
+            sessions,
+            &self.feed.peer_configs,
+        )
+        .await;
     }
 
     /// The Announced condition of every Service whose announcers changed.

@@ -10,7 +10,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Client, Resource};
 use serde_json::Value;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -33,19 +33,41 @@ pub(super) struct Context<'a> {
     pub metrics: &'a Metrics,
 }
 
+/// What happens while writes are in flight (see [`execute`]).
+// Made and consumed at once, never stored: boxing the event would only add
+// an allocation per event.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum InFlight {
+    /// A watch event, to absorb.
+    Change(Change),
+    /// Events were absorbed: time to pass on what they changed (the
+    /// planner's inputs). At most every [`FEED_EVERY`].
+    Feed,
+}
+
+/// How often changes absorbed during writes are passed on: often enough
+/// that an address is announced (or withdrawn) without waiting for the
+/// rest of the batch's writes, seldom enough that recomputing the
+/// planner's inputs (every Service) stays a small part of a 10,000-write
+/// batch.
+const FEED_EVERY: Duration = Duration::from_millis(50);
+
 /// Carries out `writes` (at most `write_concurrency` at once); a refused
 /// one is retried through `retry` after its backoff. While they are in
-/// flight, watch events keep arriving from `incoming` into `absorb`: a
+/// flight, watch events keep arriving from `incoming` into `on`: a
 /// batch of 10,000 writes takes many seconds, and a watch that is not read
 /// meanwhile backs up into the apiserver (whose echoes of these very writes
-/// would otherwise fill the channel and stall every watch).
+/// would otherwise fill the channel and stall every watch); and what they
+/// change is passed on meanwhile ([`InFlight::Feed`]), so that a deleted
+/// Service is withdrawn, and an addressed one announced, without waiting
+/// for the other writes.
 pub(super) async fn execute(
     ctx: &Context<'_>,
     state: &mut Leading,
     writes: Vec<Write>,
     retry: &mpsc::UnboundedSender<ServiceKey>,
     incoming: &mut mpsc::Receiver<Change>,
-    mut absorb: impl FnMut(Change),
+    mut on: impl FnMut(InFlight),
 ) {
     let Context {
         client,
@@ -69,6 +91,9 @@ pub(super) async fn execute(
             .buffer_unordered(settings.write_concurrency.max(1))
     );
     let mut watching = true;
+    // When absorbed changes are next passed on; None: none waiting.
+    let mut feed_at: Option<Instant> = None;
+    let mut last_feed = Instant::now();
     loop {
         let (key, desired, precondition, res) = tokio::select! {
             r = results.next() => match r {
@@ -77,10 +102,19 @@ pub(super) async fn execute(
             },
             change = incoming.recv(), if watching => {
                 match change {
-                    Some(change) => absorb(change),
+                    Some(change) => {
+                        on(InFlight::Change(change));
+                        feed_at.get_or_insert(last_feed + FEED_EVERY);
+                    }
                     // The main loop sees the end on its next receive.
                     None => watching = false,
                 }
+                continue;
+            }
+            () = super::sleep_until(feed_at) => {
+                on(InFlight::Feed);
+                feed_at = None;
+                last_feed = Instant::now();
                 continue;
             }
         };
