@@ -45,12 +45,16 @@ pub(super) enum InFlight {
     Feed,
 }
 
-/// How often changes absorbed during writes are passed on: often enough
-/// that an address is announced (or withdrawn) without waiting for the
-/// rest of the batch's writes, seldom enough that recomputing the
-/// planner's inputs (every Service) stays a small part of a 10,000-write
-/// batch.
+/// How often changes absorbed during writes are passed on at most: often
+/// enough that an address is announced (or withdrawn) without waiting for
+/// the rest of the batch's writes. Passing them on recomputes the planner's
+/// inputs from every Service (milliseconds at 10,000), so the interval is
+/// also at least [`FEED_SHARE`] times what the last one took.
 const FEED_EVERY: Duration = Duration::from_millis(50);
+
+/// The interval between passings-on, in multiples of the last one's
+/// duration: keeps them to a fifth of the writer's time at most.
+const FEED_SHARE: u32 = 5;
 
 /// Carries out `writes` (at most `write_concurrency` at once); a refused
 /// one is retried through `retry` after its backoff. While they are in
@@ -93,7 +97,8 @@ pub(super) async fn execute(
     let mut watching = true;
     // When absorbed changes are next passed on; None: none waiting.
     let mut feed_at: Option<Instant> = None;
-    let mut last_feed = Instant::now();
+    // The earliest the next passing-on may be.
+    let mut next_feed = Instant::now();
     loop {
         let (key, desired, precondition, res) = tokio::select! {
             r = results.next() => match r {
@@ -104,7 +109,7 @@ pub(super) async fn execute(
                 match change {
                     Some(change) => {
                         on(InFlight::Change(change));
-                        feed_at.get_or_insert(last_feed + FEED_EVERY);
+                        feed_at.get_or_insert(next_feed);
                     }
                     // The main loop sees the end on its next receive.
                     None => watching = false,
@@ -112,9 +117,10 @@ pub(super) async fn execute(
                 continue;
             }
             () = super::sleep_until(feed_at) => {
+                let started = Instant::now();
                 on(InFlight::Feed);
                 feed_at = None;
-                last_feed = Instant::now();
+                next_feed = Instant::now() + FEED_EVERY.max(started.elapsed() * FEED_SHARE);
                 continue;
             }
         };
