@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
-use barelb_core::request::{ClassPolicy, ServiceKey, held};
+use barelb_core::request::{ClassPolicy, ServiceKey, held, qualifies};
 
 /// One watch event, tagged by kind. Each is moved once, through a channel,
 /// so the size difference between variants costs nothing worth a Box.
@@ -400,7 +400,7 @@ impl Index {
         let defs = self.pool_defs();
         let ready = barelb_core::pools::readiness(&defs);
         self.services.iter().filter_map(move |(key, svc)| {
-            if svc.metadata.deletion_timestamp.is_some() {
+            if !qualifies(svc, class) {
                 return None;
             }
             let held = held(svc, class)?;

@@ -138,14 +138,14 @@ pub async fn wait_endpoints(
     n: usize,
     within: Duration,
 ) -> anyhow::Result<()> {
+    let named = format!("{prefix}-");
     let service = |s: &EndpointSlice| {
         let name = s
             .metadata
             .labels
             .as_ref()?
             .get("kubernetes.io/service-name")?;
-        name.starts_with(&format!("{prefix}-"))
-            .then(|| name.clone())
+        name.starts_with(&named).then(|| name.clone())
     };
     let ready = |s: &EndpointSlice| {
         s.endpoints
