@@ -316,7 +316,11 @@ pub(crate) fn lan_host(role: &str, host: u8) -> String {
     let ns = format!("lc-{role}-{host}");
     let run = |args: &[&str]| {
         let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(out.status.success(), "ip {args:?}: {}", output_text(&out));
+        if !out.status.success() {
+            // What was made so far goes too: the caller never gets the name.
+            remove_lan_host(&ns, host);
+            panic!("ip {args:?}: {}", output_text(&out));
+        }
     };
     let lan_if = format!("h{host}");
     remove_lan_host(&ns, host);

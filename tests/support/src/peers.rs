@@ -1,9 +1,12 @@
 //! barelb and MetalLB installed on the lab cluster behind one interface, so
 //! `scripts/bench-peers` puts both through the same faults on the same clock.
-//! One at a time: each is installed the way its users install it (barelb's
-//! Helm chart; MetalLB's `metallb-native.yaml` from its module source, with
-//! images built here by `tests/lab build`), measured, and removed before the
-//! other starts, so neither shares the two cores with the other.
+//! Each is installed the way its users install it (barelb's Helm chart;
+//! MetalLB's `metallb-native.yaml` from its module source, with images built
+//! here by `tests/lab build`, and `--lb-class` so that both can serve one
+//! cluster). Both run at once for the failover, apiserver and BGP rows (one
+//! fault hits both); for the rows with thousands of Services each runs alone,
+//! removed before the other is installed, so neither caches the other's
+//! objects or shares the two cores with it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

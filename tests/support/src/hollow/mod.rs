@@ -64,38 +64,39 @@ impl HollowNodes {
         let dir = c.dir.join("hollow");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("hollow nodes' directory");
-        let neighbours = raise_neighbour_ceilings(total);
-        let nodes: Vec<_> = (c.nodes + 1..=total)
-            .map(|i| {
-                let host = u8::try_from(10 + i).expect("at most 245 nodes on the /24");
-                let ns = lan_host("hollow", host);
-                // Their speakers reach the operator's Pods (barelb's control
-                // channel) as the real nodes do: through the Pods' node.
-                for j in 1..=c.nodes {
-                    let via = c.node_ip(j).to_string();
-                    let out = Command::new("ip")
-                        .args(["-n", &ns, "route", "replace", &c.pod_cidr(j), "via", &via])
-                        .output()
-                        .expect("run ip route");
-                    ok(out, "a hollow node's route to a node's Pods");
-                }
-                Hollow {
-                    name: format!("hollow-{i}"),
-                    ip: format!("198.19.0.{host}"),
-                    ns,
-                    host,
-                }
-            })
-            .collect();
+        // The struct exists before anything is made, and each thing is
+        // recorded as it is made: a panic from here on drops it, which
+        // removes what was made so far (namespaces, ceilings, Nodes).
         let mut hollow = HollowNodes {
             c: c.clone(),
-            nodes,
+            nodes: Vec::new(),
             dir,
             stop: Arc::new(AtomicBool::new(false)),
             heartbeat: None,
             speakers: Vec::new(),
-            neighbours,
+            neighbours: Vec::new(),
         };
+        raise_neighbour_ceilings(total, &mut hollow.neighbours);
+        for i in c.nodes + 1..=total {
+            let host = u8::try_from(10 + i).expect("at most 245 nodes on the /24");
+            let ns = lan_host("hollow", host);
+            hollow.nodes.push(Hollow {
+                name: format!("hollow-{i}"),
+                ip: format!("198.19.0.{host}"),
+                ns: ns.clone(),
+                host,
+            });
+            // Their speakers reach the operator's Pods (barelb's control
+            // channel) as the real nodes do: through the Pods' node.
+            for j in 1..=c.nodes {
+                let via = c.node_ip(j).to_string();
+                let out = Command::new("ip")
+                    .args(["-n", &ns, "route", "replace", &c.pod_cidr(j), "via", &via])
+                    .output()
+                    .expect("run ip route");
+                ok(out, "a hollow node's route to a node's Pods");
+            }
+        }
         let rt = runtime();
         rt.block_on(hollow.register())
             .expect("register hollow nodes");
@@ -395,6 +396,11 @@ impl Given {
                 config["users"][0]["user"] = user.into();
                 let text = serde_yaml::to_string(&config).expect("a kubeconfig");
                 std::fs::write(dir.join("kubeconfig"), text).expect("write the kubeconfig");
+                // Not given: the ConfigMap `metallb-excludel2` the DaemonSet
+                // mounts at /etc/metallb, a path the speaker fixes. Without it
+                // the speaker excludes no interface from layer-2 announcing;
+                // a hollow node has only `lo` and `eth0`, and the hollow rows
+                // announce by BGP only, so nothing measured depends on it.
                 std::fs::create_dir_all(dir.join("ml")).expect("memberlist key dir");
                 std::fs::write(dir.join("ml/secretkey"), key).expect("write the key");
                 env.extend([
@@ -419,16 +425,16 @@ struct Hollow {
 }
 
 /// Raises the kernel's neighbour-table ceilings (`gc_thresh1..3`, IPv4 and
-/// IPv6) for `nodes` nodes' full mesh; returns each one's former value.
+/// IPv6) for `nodes` nodes' full mesh; records each raised one's former
+/// value in `former` as it goes, so a failure part-way restores the rest.
 /// Why: the table is one for every namespace on the machine, its default
 /// ceiling 1,024 entries. 50 speakers that all talk to each other (MetalLB's
 /// memberlist) need ~2,500 — each machine of a real cluster has its own —
 /// and past the ceiling a namespace cannot resolve even the apiserver's
 /// address: a MetalLB speaker failed to start with "no route to host" or a
 /// 30-s dial timeout (`/proc/net/stat/arp_cache`: 7,041 `table_fulls`).
-fn raise_neighbour_ceilings(nodes: usize) -> Vec<(PathBuf, String)> {
+fn raise_neighbour_ceilings(nodes: usize, former: &mut Vec<(PathBuf, String)>) {
     let need = nodes * nodes * 4;
-    let mut former = Vec::new();
     for family in ["ipv4", "ipv6"] {
         for (name, share) in [("gc_thresh1", 8), ("gc_thresh2", 2), ("gc_thresh3", 1)] {
             let path = PathBuf::from(format!("/proc/sys/net/{family}/neigh/default/{name}"));
@@ -443,7 +449,6 @@ fn raise_neighbour_ceilings(nodes: usize) -> Vec<(PathBuf, String)> {
             }
         }
     }
-    former
 }
 
 /// A runtime for the few kube-rs calls (the benchmark's is busy elsewhere).
