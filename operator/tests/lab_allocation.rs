@@ -4,8 +4,13 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use barelb_core::request::has_cleanup_finalizer;
 use common::{Instance, allocated, free_local_addr, http_get, ip, ips};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 #[tokio::test]
@@ -54,7 +59,7 @@ async fn allocates_releases_and_respects_the_class() {
         json!({}),
     )
     .await;
-    let classless: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+    let classless: Service = serde_json::from_value(json!({
         "metadata": {"name": "classless"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
     }))
     .unwrap();
@@ -356,6 +361,73 @@ async fn dual_stack_single_prefer_and_require() {
         .await;
     assert_eq!(st["ipv6"]["total"], "18446744073709551616");
     assert_eq!(st["usage"], "2/4 3/2^64");
+}
+
+#[tokio::test]
+async fn a_batch_pending_at_start_is_addressed_before_any_finalizer_is_added() {
+    let mut t = Instance::new("operator::a_batch_pending_at_start").await;
+    t.pool(
+        "batch",
+        r#"{addresses: ["198.51.100.32/27"], announce: {mode: L2}}"#,
+    );
+    let names: Vec<String> = (0..12).map(|i| format!("pending-{i}")).collect();
+    for name in &names {
+        t.service(name, json!({}), json!({})).await;
+    }
+    // Every version of the Services, in the apiserver's order.
+    let versions = watch_versions(t.services());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while versions.lock().unwrap().len() < names.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch's first list"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Two writes in flight: with a Service's status and finalizer written
+    // one after the other, the first finalizer would come long before the
+    // last status.
+    let _op = t.operator(&["--write-concurrency=2"]);
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        let got = t.wait_ips(name, 1).await;
+        assert!(seen.insert(got[0]), "{name}: {got:?} given twice");
+    }
+    for name in &names {
+        t.wait_for(name, "the cleanup finalizer", has_cleanup_finalizer)
+            .await;
+    }
+    let versions = versions.lock().unwrap().clone();
+    let first = |pred: &dyn Fn(&Service) -> bool| -> Vec<usize> {
+        names
+            .iter()
+            .map(|n| {
+                let at = versions
+                    .iter()
+                    .position(|s| s.metadata.name.as_ref() == Some(n) && pred(s));
+                at.unwrap_or_else(|| panic!("{n}: never seen so"))
+            })
+            .collect()
+    };
+    let addressed = first(&|s| !ips(s).is_empty());
+    let finalized = first(&|s| has_cleanup_finalizer(s));
+    assert!(
+        addressed.iter().max() < finalized.iter().min(),
+        "a finalizer was added before every status was written: addressed at {addressed:?}, finalizers at {finalized:?} (watch event numbers)"
+    );
+}
+
+/// Every Service version `api`'s watch delivers, in order, from now on.
+fn watch_versions(api: kube::Api<Service>) -> Arc<Mutex<Vec<Service>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let into = seen.clone();
+    let mut events = Box::pin(watcher(api, watcher::Config::default()).applied_objects());
+    tokio::spawn(async move {
+        while let Some(Ok(svc)) = events.next().await {
+            into.lock().unwrap().push(svc);
+        }
+    });
+    seen
 }
 
 #[tokio::test]

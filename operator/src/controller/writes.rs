@@ -1,4 +1,5 @@
-//! The leader's writes: Service status (one write per Service), the events
+//! The leader's writes: Service status (one write per Service, and its
+//! cleanup finalizer once the batch's statuses are written), the events
 //! that go with a change (queued, see `events`), and AddressPool status,
 //! with a bounded number of writes in flight and per-Service backoff on
 //! refusals.
@@ -65,6 +66,12 @@ const FEED_SHARE: u32 = 5;
 /// change is passed on meanwhile ([`InFlight::Feed`]), so that a deleted
 /// Service is withdrawn, and an addressed one announced, without waiting
 /// for the other writes.
+///
+/// Statuses first: the cleanup finalizer a newly addressed Service still
+/// needs is added once every status of the batch is written, so 2,000
+/// pending Services are addressed at the rate of one write each, not two.
+/// Until then the Service is barelb's as its status says, and a deletion
+/// meanwhile is seen through the watch.
 pub(super) async fn execute(
     ctx: &Context<'_>,
     state: &mut Leading,
@@ -73,6 +80,55 @@ pub(super) async fn execute(
     incoming: &mut mpsc::Receiver<Change>,
     mut on: impl FnMut(InFlight),
 ) {
+    let _busy = (!writes.is_empty()).then(|| ctx.events.busy());
+    let mut io = Io {
+        retry,
+        incoming,
+        on: &mut on,
+        watching: true,
+    };
+    let statuses = writes.into_iter().map(|w| (w, Part::Status)).collect();
+    let owing = run(ctx, state, statuses, &mut io).await;
+    let finalizers = owing.into_iter().map(|w| (w, Part::AddFinalizer)).collect();
+    run(ctx, state, finalizers, &mut io).await;
+}
+
+/// Which of a [`Write`]'s requests one job makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Its status (the finalizer taken off first when due, or added when
+    /// no status is to be written): all but a finalizer a newly written
+    /// status still owes.
+    Status,
+    /// The cleanup finalizer its written status owes.
+    AddFinalizer,
+}
+
+impl Part {
+    /// Whether `w`, its status written by this part, still owes the
+    /// finalizer.
+    fn owes_finalizer(self, w: &Write) -> bool {
+        self == Part::Status && w.finalizer == FinalizerStep::Add && w.desired != w.observed
+    }
+}
+
+/// What [`run`] listens to and reports to while its writes are in flight.
+struct Io<'a, F> {
+    retry: &'a mpsc::UnboundedSender<ServiceKey>,
+    incoming: &'a mut mpsc::Receiver<Change>,
+    on: &'a mut F,
+    /// Whether `incoming` is still open.
+    watching: bool,
+}
+
+/// Carries out one round of [`execute`]'s writes; returns those whose
+/// written status owes its finalizer.
+async fn run<F: FnMut(InFlight)>(
+    ctx: &Context<'_>,
+    state: &mut Leading,
+    jobs: Vec<(Write, Part)>,
+    io: &mut Io<'_, F>,
+) -> Vec<Write> {
     let Context {
         client,
         settings,
@@ -80,54 +136,58 @@ pub(super) async fn execute(
         metrics,
     } = *ctx;
     let now = now_rfc3339();
-    let _busy = (!writes.is_empty()).then(|| events.busy());
+    let mut owing = Vec::new();
     let mut results = std::pin::pin!(
-        futures::stream::iter(writes)
-            .map(|w| {
+        futures::stream::iter(jobs)
+            .map(|(w, part)| {
                 let now = now.clone();
                 let span = tracing::info_span!(parent: &w.span, "status_write");
                 async move {
-                    let res = write_service(client, settings, events, metrics, &w, &now).await;
-                    (w.key, w.desired, w.precondition, res)
+                    let res =
+                        write_service(client, settings, events, metrics, &w, part, &now).await;
+                    (w, part, res)
                 }
                 .instrument(span)
             })
             .buffer_unordered(settings.write_concurrency.max(1))
     );
-    let mut watching = true;
     // When absorbed changes are next passed on; None: none waiting.
     let mut feed_at: Option<Instant> = None;
     // The earliest the next passing-on may be.
     let mut next_feed = Instant::now();
     loop {
-        let (key, desired, precondition, res) = tokio::select! {
+        let (w, part, res) = tokio::select! {
             r = results.next() => match r {
                 Some(r) => r,
-                None => return,
+                None => return owing,
             },
-            change = incoming.recv(), if watching => {
+            change = io.incoming.recv(), if io.watching => {
                 match change {
                     Some(change) => {
-                        on(InFlight::Change(change));
+                        (io.on)(InFlight::Change(change));
                         feed_at.get_or_insert(next_feed);
                     }
                     // The main loop sees the end on its next receive.
-                    None => watching = false,
+                    None => io.watching = false,
                 }
                 continue;
             }
             () = super::sleep_until(feed_at) => {
                 let started = Instant::now();
-                on(InFlight::Feed);
+                (io.on)(InFlight::Feed);
                 feed_at = None;
                 next_feed = Instant::now() + FEED_EVERY.max(started.elapsed() * FEED_SHARE);
                 continue;
             }
         };
+        let key = w.key.clone();
         match res {
             Ok(rv) => {
                 state.backoff.succeeded(&key);
-                state.written.insert(key, (desired, rv));
+                state.written.insert(key, (w.desired.clone(), rv));
+                if part.owes_finalizer(&w) {
+                    owing.push(w);
+                }
             }
             Err(e) if is_conflict(&e) => {
                 // Someone wrote the Service since this replica last saw it
@@ -135,7 +195,7 @@ pub(super) async fn execute(
                 // wins, taken again when the watch delivers it.
                 tracing::info!(service = %key, "status changed since it was read; taking it again");
                 state.written.remove(&key);
-                state.resync.insert(key, precondition);
+                state.resync.insert(key, w.precondition);
             }
             Err(e) => {
                 let summary =
@@ -147,7 +207,7 @@ pub(super) async fn execute(
                 }
                 state.written.remove(&key);
                 let delay = state.backoff.failed(key.clone(), Instant::now());
-                let retry = retry.clone();
+                let retry = io.retry.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _ = retry.send(key);
@@ -163,9 +223,13 @@ async fn write_service(
     events: &Events,
     metrics: &Metrics,
     w: &Write,
+    part: Part,
     now: &str,
 ) -> Result<u64, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
+    if part == Part::AddFinalizer {
+        return write_finalizer(&api, settings, metrics, events, w).await;
+    }
     let mut rv = w.precondition;
     if w.finalizer == FinalizerStep::Remove {
         rv = write_finalizer(&api, settings, metrics, events, w).await?;
@@ -173,8 +237,8 @@ async fn write_service(
     if w.desired != w.observed {
         // From what the removal left, if it came first.
         rv = write_status(&api, settings, metrics, events, w, rv, now).await?;
-    }
-    if w.finalizer == FinalizerStep::Add {
+    } else if w.finalizer == FinalizerStep::Add {
+        // Nothing else to write: the finalizer alone, at once.
         rv = write_finalizer(&api, settings, metrics, events, w).await?;
     }
     Ok(rv)
