@@ -86,6 +86,8 @@ pub(super) async fn execute(
         incoming,
         on: &mut on,
         watching: true,
+        feed_at: None,
+        next_feed: Instant::now(),
     };
     let statuses = writes.into_iter().map(|w| (w, Part::Status)).collect();
     let owing = run(ctx, state, statuses, &mut io).await;
@@ -112,13 +114,19 @@ impl Part {
     }
 }
 
-/// What [`run`] listens to and reports to while its writes are in flight.
+/// What [`run`] listens to and reports to while its writes are in flight,
+/// kept across [`execute`]'s rounds: changes absorbed as one round ends are
+/// passed on in the next on the same schedule.
 struct Io<'a, F> {
     retry: &'a mpsc::UnboundedSender<ServiceKey>,
     incoming: &'a mut mpsc::Receiver<Change>,
     on: &'a mut F,
     /// Whether `incoming` is still open.
     watching: bool,
+    /// When absorbed changes are next passed on; None: none waiting.
+    feed_at: Option<Instant>,
+    /// The earliest the next passing-on may be.
+    next_feed: Instant,
 }
 
 /// Carries out one round of [`execute`]'s writes; returns those whose
@@ -151,10 +159,6 @@ async fn run<F: FnMut(InFlight)>(
             })
             .buffer_unordered(settings.write_concurrency.max(1))
     );
-    // When absorbed changes are next passed on; None: none waiting.
-    let mut feed_at: Option<Instant> = None;
-    // The earliest the next passing-on may be.
-    let mut next_feed = Instant::now();
     loop {
         let (w, part, res) = tokio::select! {
             r = results.next() => match r {
@@ -165,18 +169,18 @@ async fn run<F: FnMut(InFlight)>(
                 match change {
                     Some(change) => {
                         (io.on)(InFlight::Change(change));
-                        feed_at.get_or_insert(next_feed);
+                        io.feed_at.get_or_insert(io.next_feed);
                     }
                     // The main loop sees the end on its next receive.
                     None => io.watching = false,
                 }
                 continue;
             }
-            () = super::sleep_until(feed_at) => {
+            () = super::sleep_until(io.feed_at) => {
                 let started = Instant::now();
                 (io.on)(InFlight::Feed);
-                feed_at = None;
-                next_feed = Instant::now() + FEED_EVERY.max(started.elapsed() * FEED_SHARE);
+                io.feed_at = None;
+                io.next_feed = Instant::now() + FEED_EVERY.max(started.elapsed() * FEED_SHARE);
                 continue;
             }
         };
