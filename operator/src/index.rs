@@ -247,6 +247,24 @@ impl Touched {
         } = self;
         services.is_empty() && !(*pools || *policies || *namespaces || *peers || *nodes)
     }
+
+    /// Adds what `other` touched.
+    pub fn merge(&mut self, other: Touched) {
+        let Touched {
+            services,
+            pools,
+            policies,
+            namespaces,
+            peers,
+            nodes,
+        } = other;
+        self.services.extend(services);
+        self.pools |= pools;
+        self.policies |= policies;
+        self.namespaces |= namespaces;
+        self.peers |= peers;
+        self.nodes |= nodes;
+    }
 }
 
 /// Everything the operator watches.

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub allocation_failures: MetricFamily<ReasonLabels, Counter>,
     pub reconciles: Counter,
     pub reconcile_duration: Histogram,
+    /// Recomputations of the planner's inputs from the index.
+    pub planner_inputs_duration: Histogram,
     pub writes: MetricFamily<ResultLabels, Counter>,
     pub leader: Gauge,
     pub services_managed: Gauge,
@@ -119,6 +121,7 @@ impl Metrics {
             allocation_failures: MetricFamily::default(),
             reconciles: Counter::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.000_01, 4.0, 12)),
+            planner_inputs_duration: Histogram::new(exponential_buckets(0.000_01, 4.0, 12)),
             writes: MetricFamily::default(),
             leader: Gauge::default(),
             services_managed: Gauge::default(),
@@ -177,6 +180,12 @@ impl Metrics {
             "Time to reconcile one batch of changes",
             prometheus_client::registry::Unit::Seconds,
             m.reconcile_duration.clone(),
+        );
+        registry.register_with_unit(
+            "planner_inputs_duration",
+            "Time to recompute the planner's inputs from every Service (once per passing-on of cluster changes, at most every 50 ms)",
+            prometheus_client::registry::Unit::Seconds,
+            m.planner_inputs_duration.clone(),
         );
         registry.register(
             "api_writes",

@@ -1,4 +1,5 @@
-//! Addresses never move because the operator restarts or the leader changes.
+//! Addresses never move because the operator restarts or the leader changes,
+//! and the operator's work per change stays bounded as Services arrive.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 mod common;
@@ -294,4 +295,36 @@ async fn refused_status_writes_back_off_and_are_logged_once_per_interval() {
         "{lines} summary lines in 8 s (one per 10 s interval expected):\n{log}"
     );
     assert!(log.contains("refused by the test"), "{log}");
+}
+
+/// Every watch event used to recompute the planner's inputs from every
+/// Service: creating N Services cost time quadratic in N. They are now
+/// passed on at most every 50 ms, whatever the rate of events.
+#[tokio::test]
+async fn the_planners_inputs_are_recomputed_at_most_every_50_ms_while_services_arrive() {
+    let mut t = Instance::new("operator::planner_inputs_paced").await;
+    t.pool(
+        "p",
+        r#"{addresses: ["198.18.16.0/22"], announce: {mode: L2}}"#,
+    );
+    let metrics = common::free_local_addr();
+    let started = Instant::now();
+    // The control channel on (with no speaker): the hub is fed.
+    let _op = t.operator_at(&metrics, &["--control-addr", "127.0.0.1:0"]);
+    create_many(&t, "svc", 400).await;
+    wait_all(&t, "svc", 400, Duration::from_secs(120)).await;
+    let text = common::http_get(&metrics, "/metrics");
+    let lived = started.elapsed();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("barelb_planner_inputs_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no planner inputs count in:\n{text}"));
+    let bound = 1 + lived.as_millis() / 50;
+    eprintln!("planner inputs recomputed {count} times in {lived:?} (at most {bound})");
+    assert!(count > 0, "the hub was never fed");
+    assert!(
+        u128::from(count) <= bound,
+        "recomputed {count} times in {lived:?}: more than once per 50 ms"
+    );
 }

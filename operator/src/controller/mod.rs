@@ -8,6 +8,7 @@
 //! differs ([`writes`]). On becoming leader it first rebuilds every
 //! allocation from Service status.
 
+mod feed;
 mod reconcile;
 mod resource_status;
 pub mod simulate;
@@ -16,7 +17,7 @@ mod tests;
 mod watches;
 mod writes;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +26,6 @@ use barelb_policies::Engine;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 
 use crate::events::Events;
 use tokio::sync::{mpsc, watch};
@@ -37,6 +37,7 @@ use crate::index::{Change, Index, Touched};
 use crate::metrics::Metrics;
 use crate::status::announced::{self, Announced};
 use crate::webhook::SharedView;
+use feed::HubFeed;
 use reconcile::Leading;
 use writes::InFlight;
 
@@ -76,19 +77,6 @@ struct Controller {
     feed: HubFeed,
     /// The Announced condition last written per Service.
     announced: HashMap<ServiceKey, Announced>,
-}
-
-/// Keeps the control hub's inputs current from the index. Every replica
-/// does, so a new leader plans at once from the same data.
-struct HubFeed {
-    hub: Option<Arc<Hub>>,
-    /// The hub's BGPPeer configurations, re-read when peers or their Secrets change.
-    peer_configs: BTreeMap<String, barelb_control::v1::BgpPeer>,
-    peers_read: bool,
-    /// `barelb_nodes_ready` has been set once.
-    nodes_counted: bool,
-    /// The hub has had the nodes' addresses once.
-    sources_published: bool,
 }
 
 /// Runs until `shutdown` turns true.
@@ -137,12 +125,13 @@ pub async fn run(
             _ = leader.changed() => {}
             _ = shutdown.changed() => return Ok(()),
             _ = sleep_until(c.publisher.due()) => {}
+            _ = sleep_until(c.feed.due()) => {}
         }
         if !c.index.synced() {
             continue;
         }
         c.publish();
-        c.feed.feed(&c.index, &c.touched, &c.settings, &c.metrics);
+        c.feed.feed_if_due(&c.index, &c.settings, &c.metrics);
         c.metrics.set_ready(true);
         if !*leader.borrow() {
             c.follow();
@@ -172,43 +161,6 @@ pub async fn run(
     }
 }
 
-impl HubFeed {
-    /// Passes on what `touched` says changed in `index`.
-    fn feed(&mut self, index: &Index, touched: &Touched, settings: &Settings, metrics: &Metrics) {
-        if touched.nodes || !self.nodes_counted {
-            // Counted when Nodes change, not on every batch.
-            let ready = index.nodes.iter().filter(|(_, n)| n.ready).count();
-            metrics
-                .nodes_ready
-                .set(i64::try_from(ready).unwrap_or(i64::MAX));
-            self.nodes_counted = true;
-        }
-        let Some(hub) = &self.hub else { return };
-        if index.nodes.synced() && (touched.nodes || !self.sources_published) {
-            hub.set_node_sources(inputs::node_sources(index));
-            self.sources_published = true;
-        }
-        if (touched.peers || !self.peers_read) && index.secrets.synced() {
-            self.peer_configs = inputs::peer_configs(index, &settings.namespace);
-            self.peers_read = true;
-        }
-        if !self.peers_read {
-            // Without the peers' Secrets a plan would send sessions without
-            // their passwords; the hub sends nothing before its first inputs.
-            return;
-        }
-        hub.set_inputs(
-            crate::control::hub::Inputs {
-                units: inputs::units(index, &settings.class),
-                nodes: inputs::nodes(index),
-                peers: inputs::peers(index),
-                peer_configs: self.peer_configs.clone(),
-            },
-            "cluster-change",
-        );
-    }
-}
-
 impl Controller {
     fn new(
         client: Client,
@@ -218,13 +170,7 @@ impl Controller {
         hub: Option<Arc<Hub>>,
         retry: mpsc::UnboundedSender<ServiceKey>,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "barelb-operator".into(),
-                instance: Some(settings.identity.clone()),
-            },
-        );
+        let writer = crate::events::Writer::new(client.clone(), &settings.identity);
         let engine = Arc::new(Engine::default());
         let publisher = Publisher::new(
             view,
@@ -237,27 +183,21 @@ impl Controller {
             client,
             settings,
             metrics,
-            events: Events::start(recorder),
+            events: Events::start(writer),
             engine,
             index: Index::default(),
             touched: Touched::default(),
             publisher,
             leading: None,
             retry,
-            feed: HubFeed {
-                hub,
-                peer_configs: BTreeMap::new(),
-                peers_read: false,
-                nodes_counted: false,
-                sources_published: false,
-            },
+            feed: HubFeed::new(hub),
             announced: HashMap::new(),
         }
     }
 
     /// One watch event into the index.
     fn absorb(&mut self, change: Change) {
-        self.index.apply(change, &mut self.touched);
+        absorb(&mut self.index, &mut self.touched, &mut self.feed, change);
     }
 
     /// Keeps the webhook's view current (every replica answers admission).
@@ -364,8 +304,8 @@ impl Controller {
             &self.retry,
             incoming,
             |now| match now {
-                InFlight::Change(change) => index.apply(change, touched),
-                InFlight::Feed => feed.feed(index, touched, ctx.settings, ctx.metrics),
+                InFlight::Change(change) => absorb(index, touched, feed, change),
+                InFlight::Feed => feed.feed_if_due(index, ctx.settings, ctx.metrics),
             },
         )
         .await;
@@ -409,6 +349,22 @@ impl Controller {
         )
         .await;
     }
+}
+
+/// One watch event into `index`: what it touched joins `touched` (what the
+/// leader reconciles next) and is noted for the hub. Returns when the hub
+/// is next due to be given it.
+fn absorb(
+    index: &mut Index,
+    touched: &mut Touched,
+    feed: &mut HubFeed,
+    change: Change,
+) -> Option<Instant> {
+    let mut now = Touched::default();
+    index.apply(change, &mut now);
+    feed.note(&now);
+    touched.merge(now);
+    feed.due()
 }
 
 /// Addresses a traced reconcile gives a Service: the plan that places them

@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Client, Resource};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -41,21 +41,10 @@ pub(super) struct Context<'a> {
 pub(super) enum InFlight {
     /// A watch event, to absorb.
     Change(Change),
-    /// Events were absorbed: time to pass on what they changed (the
-    /// planner's inputs). At most every [`FEED_EVERY`].
+    /// What absorbed events changed is due to be passed on (the planner's
+    /// inputs, on the schedule of `feed`).
     Feed,
 }
-
-/// How often changes absorbed during writes are passed on at most: often
-/// enough that an address is announced (or withdrawn) without waiting for
-/// the rest of the batch's writes. Passing them on recomputes the planner's
-/// inputs from every Service (milliseconds at 10,000), so the interval is
-/// also at least [`FEED_SHARE`] times what the last one took.
-const FEED_EVERY: Duration = Duration::from_millis(50);
-
-/// The interval between passings-on, in multiples of the last one's
-/// duration: keeps them to a fifth of the writer's time at most.
-const FEED_SHARE: u32 = 5;
 
 /// Carries out `writes` (at most `write_concurrency` at once); a refused
 /// one is retried through `retry` after its backoff. While they are in
@@ -63,7 +52,8 @@ const FEED_SHARE: u32 = 5;
 /// batch of 10,000 writes takes many seconds, and a watch that is not read
 /// meanwhile backs up into the apiserver (whose echoes of these very writes
 /// would otherwise fill the channel and stall every watch); and what they
-/// change is passed on meanwhile ([`InFlight::Feed`]), so that a deleted
+/// change is passed on meanwhile ([`InFlight::Feed`], when `on` last said
+/// it is due), so that a deleted
 /// Service is withdrawn, and an addressed one announced, without waiting
 /// for the other writes.
 ///
@@ -78,7 +68,7 @@ pub(super) async fn execute(
     writes: Vec<Write>,
     retry: &mpsc::UnboundedSender<ServiceKey>,
     incoming: &mut mpsc::Receiver<Change>,
-    mut on: impl FnMut(InFlight),
+    mut on: impl FnMut(InFlight) -> Option<Instant>,
 ) {
     let _busy = (!writes.is_empty()).then(|| ctx.events.busy());
     let mut io = Io {
@@ -87,7 +77,6 @@ pub(super) async fn execute(
         on: &mut on,
         watching: true,
         feed_at: None,
-        next_feed: Instant::now(),
     };
     let statuses = writes.into_iter().map(|w| (w, Part::Status)).collect();
     let owing = run(ctx, state, statuses, &mut io).await;
@@ -116,7 +105,7 @@ impl Part {
 
 /// What [`run`] listens to and reports to while its writes are in flight,
 /// kept across [`execute`]'s rounds: changes absorbed as one round ends are
-/// passed on in the next on the same schedule.
+/// passed on in the next when due.
 struct Io<'a, F> {
     retry: &'a mpsc::UnboundedSender<ServiceKey>,
     incoming: &'a mut mpsc::Receiver<Change>,
@@ -125,13 +114,11 @@ struct Io<'a, F> {
     watching: bool,
     /// When absorbed changes are next passed on; None: none waiting.
     feed_at: Option<Instant>,
-    /// The earliest the next passing-on may be.
-    next_feed: Instant,
 }
 
 /// Carries out one round of [`execute`]'s writes; returns those whose
 /// written status owes its finalizer.
-async fn run<F: FnMut(InFlight)>(
+async fn run<F: FnMut(InFlight) -> Option<Instant>>(
     ctx: &Context<'_>,
     state: &mut Leading,
     jobs: Vec<(Write, Part)>,
@@ -167,20 +154,14 @@ async fn run<F: FnMut(InFlight)>(
             },
             change = io.incoming.recv(), if io.watching => {
                 match change {
-                    Some(change) => {
-                        (io.on)(InFlight::Change(change));
-                        io.feed_at.get_or_insert(io.next_feed);
-                    }
+                    Some(change) => io.feed_at = (io.on)(InFlight::Change(change)),
                     // The main loop sees the end on its next receive.
                     None => io.watching = false,
                 }
                 continue;
             }
             () = super::sleep_until(io.feed_at) => {
-                let started = Instant::now();
-                (io.on)(InFlight::Feed);
-                io.feed_at = None;
-                io.next_feed = Instant::now() + FEED_EVERY.max(started.elapsed() * FEED_SHARE);
+                io.feed_at = (io.on)(InFlight::Feed);
                 continue;
             }
         };
