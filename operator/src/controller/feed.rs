@@ -60,7 +60,8 @@ impl Schedule {
     }
 }
 
-/// The hub's inputs as last passed on, and what is noted since.
+/// The hub's inputs as last passed on, and what is noted since. Every
+/// replica keeps them, so a new leader plans at once from the same data.
 pub(super) struct HubFeed {
     pub hub: Option<Arc<Hub>>,
     /// The hub's BGPPeer configurations, re-read when peers or their Secrets change.

@@ -125,7 +125,8 @@ pub async fn run(
             _ = leader.changed() => {}
             _ = shutdown.changed() => return Ok(()),
             _ = sleep_until(c.publisher.due()) => {}
-            _ = sleep_until(c.feed.due()) => {}
+            // Only once synced: nothing is passed on before (the loop would spin).
+            _ = sleep_until(c.feed.due()), if c.index.synced() => {}
         }
         if !c.index.synced() {
             continue;
