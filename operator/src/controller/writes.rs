@@ -71,12 +71,16 @@ pub(super) async fn execute(
     mut on: impl FnMut(InFlight) -> Option<Instant>,
 ) {
     let _busy = (!writes.is_empty()).then(|| ctx.events.busy());
+    // Changes noted before the batch and not yet passed on keep their time
+    // (passed on now if it has come): else they would wait for the next
+    // change absorbed during the writes, or for the batch's end.
+    let feed_at = on(InFlight::Feed);
     let mut io = Io {
         retry,
         incoming,
         on: &mut on,
         watching: true,
-        feed_at: None,
+        feed_at,
     };
     let statuses = writes.into_iter().map(|w| (w, Part::Status)).collect();
     let owing = run(ctx, state, statuses, &mut io).await;
