@@ -102,16 +102,21 @@ fn main() {
         "BARELB_PEERS={only}: names neither barelb nor metallb"
     );
     let mut results: Vec<Results> = peers.iter().map(|_| Results::default()).collect();
-    side_by_side(
-        &c,
-        &client,
-        &rt,
-        &peers,
-        runs,
-        (bgp_services, speakers),
-        smoke,
-        &mut results,
-    );
+    // RUNS=0 and BGP=0: neither the failover nor the apiserver and BGP
+    // rows (which need BGP Services to come and go), so no side-by-side
+    // install at all.
+    if runs > 0 || bgp_services > 0 {
+        side_by_side(
+            &c,
+            &client,
+            &rt,
+            &peers,
+            runs,
+            (bgp_services, speakers),
+            smoke,
+            &mut results,
+        );
+    }
 
     // Alone: the rows with thousands of Services (all sizes 0: left out,
     // as when another invocation measures them).
@@ -198,6 +203,9 @@ fn side_by_side(
             }
         }
     }
+    if bgp_services == 0 {
+        return; // the apiserver and BGP rows left out (BGP=0)
+    }
     let idle = if smoke { Duration::from_secs(5) } else { IDLE };
     let rows = wide::apiserver_and_bgp(c, rt, &installed, c.nodes, bgp_services, idle);
     for (r, (load, bgp)) in results.iter_mut().zip(rows) {
@@ -280,7 +288,9 @@ impl Table {
         }
         let what = format!("{nodes} nodes");
         let services = self.bgp_services;
-        self.print_load(&what, services, (&b.load, &b.bgp), (&m.load, &m.bgp));
+        if services > 0 {
+            self.print_load(&what, services, (&b.load, &b.bgp), (&m.load, &m.bgp));
+        }
         if let (Some((lb, bb)), Some((lm, bm))) = (&b.wide, &m.wide) {
             let what = format!(
                 "{} speakers: {nodes} nodes, {} hollow",
