@@ -118,7 +118,7 @@ pub fn judged(
     let (base, head) = (memo(base, true), memo(head, false));
     let ours: Vec<&Service> = services
         .iter()
-        .filter(|s| request::qualifies(s, class))
+        .filter(|s| request::qualifies(&request::ServiceRecord::of(s), class))
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let chunk = ours.len().div_ceil(threads).max(1);

@@ -106,16 +106,11 @@ pub fn status(c: &Cluster) -> Status {
     let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for svc in c.index.services.values() {
         let announced = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| {
-                cs.iter()
-                    .find(|x| x.type_ == conditions::ANNOUNCED && x.status == "True")
-            });
+            .condition(conditions::ANNOUNCED)
+            .filter(|x| x.status == "True");
         if let Some(a) = announced {
             for node in barelb_operator::status::announced::nodes_in(&a.message) {
-                for ip in barelb_core::request::ingress_ips(svc) {
+                for ip in &svc.ingress {
                     held.entry(node.clone()).or_default().push(ip.to_string());
                 }
             }

@@ -9,9 +9,8 @@ use std::fmt::Write as _;
 use barelb_core::candidates::{self, Unfit};
 use barelb_core::planner::{self, Ineligible};
 use barelb_core::policy::{Claim, Decision};
-use barelb_core::request::{self, ClassPolicy, ServiceKey};
+use barelb_core::request::{self, ClassPolicy, ServiceKey, ServiceRecord};
 use barelb_operator::control::inputs;
-use k8s_openapi::api::core::v1::Service;
 use serde::Serialize;
 
 use crate::cluster::Cluster;
@@ -59,20 +58,17 @@ pub struct NodeVerdict {
 }
 
 /// Why barelb does not serve `svc`, or None when it does.
-fn not_served(svc: &Service, class: &ClassPolicy) -> Option<String> {
+fn not_served(svc: &ServiceRecord, class: &ClassPolicy) -> Option<String> {
     if request::qualifies(svc, class) {
         return None;
     }
-    let spec = svc.spec.clone().unwrap_or_default();
-    Some(if spec.type_.as_deref() != Some("LoadBalancer") {
-        format!(
-            "type {} is not LoadBalancer",
-            spec.type_.unwrap_or_else(|| "ClusterIP".into())
-        )
-    } else if svc.metadata.deletion_timestamp.is_some() {
+    let Some(lb) = &svc.load_balancer else {
+        return Some("its spec.type is not LoadBalancer".into());
+    };
+    Some(if svc.deleting {
         "it is being deleted".into()
     } else {
-        match spec.load_balancer_class {
+        match &lb.class {
             Some(c) => format!(
                 "spec.loadBalancerClass {c} is not the operator's ({}): another controller serves it",
                 class.class
@@ -99,7 +95,11 @@ pub fn why(
         .ok_or_else(|| anyhow::anyhow!("service {key} not found"))?;
     let view = view_of(&cluster.index, flags);
     let not_served = not_served(svc, &view.class);
-    let parsed = request::parse(svc).map_err(|e| e.0);
+    let parsed = match svc.request() {
+        Some(Ok(r)) => Ok(r.as_ref()),
+        Some(Err(e)) => Err(e.0.clone()),
+        None => Err("not a LoadBalancer".to_string()),
+    };
     let request = parsed.as_ref().map(|r| RequestView {
         pool: r.pool.clone(),
         ips: r.ips.iter().map(ToString::to_string).collect(),
@@ -111,28 +111,19 @@ pub fn why(
             .collect(),
         external_traffic_policy: r.external_traffic_policy.clone(),
     });
-    let held = request::ingress_ips(svc);
+    let held = svc.ingress.clone();
     let pools = match (&parsed, &not_served) {
         (Ok(req), None) => pool_verdicts(&view, req, &held),
         _ => Vec::new(),
     };
     let condition = |t: &str| {
-        svc.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+        svc.condition(t)
             .map(|c| format!("{} {}: {}", c.status, c.reason, c.message))
     };
     // Who announces is the operator's word (it alone knows which speakers
     // hold a stream); the planner's rule explains the rest.
     let actual: Option<Vec<String>> = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.type_ == barelb_api::conditions::ANNOUNCED)
-        })
+        .condition(barelb_api::conditions::ANNOUNCED)
         .map(|c| barelb_operator::status::announced::nodes_in(&c.message));
     let nodes = if not_served.is_none() && !held.is_empty() {
         node_verdicts(cluster, &view.class, &held, actual.as_deref())

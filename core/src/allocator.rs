@@ -8,7 +8,7 @@
 //! IPs, else the named pool, else auto-assign pools the policy allows, by
 //! priority then name, lowest free address first.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -18,11 +18,13 @@ use crate::pools::{PoolDef, readiness};
 use crate::request::{Request, ServiceKey};
 
 mod claims;
+mod holders;
 
 #[cfg(test)]
 mod tests;
 
 use crate::sharing::{SharingMeta, compatible};
+use holders::Holders;
 
 /// Why a Service got no (or not all of its) addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,7 +101,7 @@ struct PoolState {
 pub struct Allocator {
     pools: BTreeMap<String, PoolState>,
     held: HashMap<ServiceKey, Vec<IpAddr>>,
-    holders: HashMap<IpAddr, BTreeSet<ServiceKey>>,
+    holders: HashMap<IpAddr, Holders>,
     meta: HashMap<ServiceKey, SharingMeta>,
     policy: Arc<dyn PolicyCheck>,
     /// Services that lost an address to an older explicit claim and must be
@@ -382,7 +384,7 @@ impl Allocator {
     }
 
     fn hold(&mut self, key: &ServiceKey, ip: IpAddr) {
-        let first = self.holders.get(&ip).is_none_or(BTreeSet::is_empty);
+        let first = self.holders.get(&ip).is_none_or(Holders::is_empty);
         self.holders.entry(ip).or_default().insert(key.clone());
         let held = self.held.entry(key.clone()).or_default();
         if !held.contains(&ip) {

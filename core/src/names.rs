@@ -14,6 +14,10 @@ pub const LOAD_BALANCER_CLASS: &str = "barelb.io/lb";
 /// the one cloud providers' load balancers use and its e2e suite checks).
 pub const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
 
+/// kubectl's copy of the last object it applied: an annotation as large as
+/// the object, never read by barelb nor shown to policies.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Service annotations a user writes to shape the request.
 pub mod annotations {
     /// Take the address from this AddressPool.

@@ -4,15 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::names::{LOAD_BALANCER_CLASS, annotations};
+use crate::names::{LAST_APPLIED_ANNOTATION, LOAD_BALANCER_CLASS, annotations};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::ipam::Family;
 
 mod cleanup;
-pub use cleanup::{FinalizerStep, finalizer_step, has_cleanup_finalizer};
+mod record;
+pub use cleanup::{FinalizerStep, finalizer_step};
+pub use record::{LoadBalancer, ServiceRecord};
 
 /// `namespace/name` of a Service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,17 +100,16 @@ impl Default for ClassPolicy {
 
 /// Whether barelb is responsible for `svc`: a LoadBalancer of its class
 /// whose deletion has not begun.
-pub fn qualifies(svc: &Service, class: &ClassPolicy) -> bool {
-    svc.metadata.deletion_timestamp.is_none() && of_class(svc, class)
+pub fn qualifies(svc: &ServiceRecord, class: &ClassPolicy) -> bool {
+    !svc.deleting && of_class(svc, class)
 }
 
 /// A LoadBalancer Service of a class this instance serves, deleting or not.
-fn of_class(svc: &Service, class: &ClassPolicy) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    if spec.type_.as_deref() != Some("LoadBalancer") {
+fn of_class(svc: &ServiceRecord, class: &ClassPolicy) -> bool {
+    let Some(lb) = &svc.load_balancer else {
         return false;
-    }
-    match spec.load_balancer_class.as_deref() {
+    };
+    match lb.class.as_deref() {
         Some(c) => c == class.class,
         None => class.handle_classless,
     }
@@ -256,19 +258,23 @@ pub fn parse(svc: &Service) -> Result<Request, InvalidRequest> {
             .external_traffic_policy
             .unwrap_or_else(|| "Cluster".into()),
         labels: svc.metadata.labels.clone().unwrap_or_default(),
-        annotations: ann.clone(),
+        annotations: ann
+            .iter()
+            .filter(|(k, _)| *k != LAST_APPLIED_ANNOTATION)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         class: spec.load_balancer_class.unwrap_or_default(),
     })
 }
 
 /// A request that holds exactly `ips` and shares nothing: how a Service
 /// whose annotations cannot be read is restored, so it keeps its addresses.
-pub fn minimal(svc: &Service, ips: &[IpAddr]) -> Request {
+pub fn minimal(svc: &ServiceRecord, ips: &[IpAddr]) -> Request {
     let mut families: Vec<Family> = ips.iter().map(Family::of).collect();
     families.dedup();
     Request {
-        key: ServiceKey::of(svc),
-        created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        key: svc.key.clone(),
+        created: svc.created,
         families,
         require_all_families: true,
         pool: None,
@@ -298,20 +304,24 @@ pub struct Held {
 /// gone: its status shows them, so no other Service is given them
 /// meanwhile (planning withdraws them at once: the operator's
 /// `Index::pooled`).
-pub fn held(svc: &Service, class: &ClassPolicy) -> Option<Held> {
-    if !of_class(svc, class) {
+pub fn held(svc: &ServiceRecord, class: &ClassPolicy) -> Option<Held> {
+    if !of_class(svc, class) || svc.ingress.is_empty() {
         return None;
     }
-    let ips = ingress_ips(svc);
-    (!ips.is_empty()).then_some(Held { ips })
+    Some(Held {
+        ips: svc.ingress.clone(),
+    })
 }
 
 impl Held {
     /// The request this holding is restored by: the Service's own, or a
     /// minimal one when its annotations cannot be read, so it keeps its
     /// addresses either way.
-    pub fn request(&self, svc: &Service) -> Request {
-        parse(svc).unwrap_or_else(|_| minimal(svc, &self.ips))
+    pub fn request(&self, svc: &ServiceRecord) -> Arc<Request> {
+        match svc.request() {
+            Some(Ok(req)) => req.clone(),
+            _ => Arc::new(minimal(svc, &self.ips)),
+        }
     }
 }
 

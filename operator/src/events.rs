@@ -12,6 +12,7 @@
 
 mod series;
 
+use barelb_core::request::ServiceRecord;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::Event;
@@ -101,5 +102,19 @@ impl Events {
         }
         // Fails only once the runtime (and its task) is gone.
         let _ = self.tx.send((event, on));
+    }
+}
+
+/// The reference an event about `svc` names (as `Resource::object_ref` would
+/// build from the whole object).
+pub fn service_ref(svc: &ServiceRecord) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: Some(svc.key.name.clone()),
+        namespace: Some(svc.key.namespace.clone()),
+        uid: svc.uid.clone(),
+        resource_version: (svc.resource_version > 0).then(|| svc.resource_version.to_string()),
+        field_path: None,
     }
 }

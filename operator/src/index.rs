@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
-use barelb_core::request::{ClassPolicy, ServiceKey, held, qualifies};
+use barelb_core::names::LAST_APPLIED_ANNOTATION;
+use barelb_core::request::{ClassPolicy, ServiceKey, ServiceRecord, held, qualifies};
 
 /// One watch event, tagged by kind. Each is moved once, through a channel,
 /// so the size difference between variants costs nothing worth a Box.
@@ -36,8 +37,6 @@ pub struct NamespaceMeta {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
 }
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A keyed store that follows a watch, buffering a re-list so that objects
 /// deleted while the watch was down are noticed.
@@ -270,7 +269,8 @@ impl Touched {
 /// Everything the operator watches.
 #[derive(Debug, Default)]
 pub struct Index {
-    pub services: Store<ServiceKey, Service>,
+    /// Services as barelb reads them, not whole (memory: docs/benchmarks.md).
+    pub services: Store<ServiceKey, ServiceRecord>,
     pub pools: Store<String, AddressPool>,
     pub policies: Store<String, LoadBalancerPolicy>,
     pub namespaces: Store<String, NamespaceMeta>,
@@ -291,7 +291,10 @@ impl Index {
                 }
                 let keys = self.services.handle(
                     ev,
-                    |s| Some((ServiceKey::of(&s), trim(s))),
+                    |s| {
+                        let record = ServiceRecord::of(&s);
+                        Some((record.key.clone(), record))
+                    },
                     |s| Some(ServiceKey::of(s)),
                 );
                 touched.services.extend(keys);
@@ -332,7 +335,7 @@ impl Index {
                     ev,
                     |n| {
                         let mut annotations = n.metadata.annotations.unwrap_or_default();
-                        annotations.remove(LAST_APPLIED);
+                        annotations.remove(LAST_APPLIED_ANNOTATION);
                         Some((
                             n.metadata.name.clone().unwrap_or_default(),
                             NamespaceMeta {
@@ -413,8 +416,14 @@ impl Index {
     pub fn pooled<'a>(
         &'a self,
         class: &'a ClassPolicy,
-    ) -> impl Iterator<Item = (&'a ServiceKey, &'a Service, Vec<std::net::IpAddr>, String)> + 'a
-    {
+    ) -> impl Iterator<
+        Item = (
+            &'a ServiceKey,
+            &'a ServiceRecord,
+            Vec<std::net::IpAddr>,
+            String,
+        ),
+    > + 'a {
         let defs = self.pool_defs();
         let ready = barelb_core::pools::readiness(&defs);
         self.services.iter().filter_map(move |(key, svc)| {
@@ -450,7 +459,7 @@ impl Index {
         let held = self
             .services
             .get(&ServiceKey::of(svc))
-            .map(resource_version);
+            .map(|r| r.resource_version);
         held.is_some_and(|held| held > resource_version(svc))
     }
 
@@ -459,13 +468,12 @@ impl Index {
     /// the read stay until their watch deletion arrives (keeping a deleted
     /// Service's addresses a moment longer moves nothing). Returns how many
     /// were newer.
-    pub fn refresh_services(&mut self, read: Vec<Service>) -> usize {
+    pub fn refresh_services(&mut self, read: Vec<ServiceRecord>) -> usize {
         let mut newer = 0;
-        for svc in read {
-            let key = ServiceKey::of(&svc);
-            let held = self.services.get(&key).map(resource_version);
-            if held.is_none_or(|held| held < resource_version(&svc)) {
-                self.services.items.insert(key, trim(svc));
+        for record in read {
+            let held = self.services.get(&record.key).map(|r| r.resource_version);
+            if held.is_none_or(|held| held < record.resource_version) {
+                self.services.items.insert(record.key.clone(), record);
                 newer += 1;
             }
         }
@@ -493,17 +501,11 @@ pub fn resource_version<K: kube::Resource>(o: &K) -> u64 {
         .unwrap_or(0)
 }
 
-/// Drops what the operator never reads from a Service, to keep the index
-/// small with many Services: field ownership details (only who wrote the
-/// status matters) and kubectl's copy of the last applied object. Also
-/// applied in the watch stream ([`crate::controller`]), before events wait
-/// in the controller's channel.
-pub(crate) fn trim(mut svc: Service) -> Service {
-    trim_in_place(&mut svc);
-    svc
-}
-
-/// [`trim`] on a Service in place.
+/// Drops the largest parts of a Service the operator never reads — field
+/// ownership details (only who wrote the status matters) and kubectl's copy
+/// of the last applied object — in the watch stream
+/// ([`crate::controller`]), before events wait in the controller's channel
+/// (the index keeps a [`ServiceRecord`]).
 pub(crate) fn trim_in_place(svc: &mut Service) {
     if let Some(mf) = svc.metadata.managed_fields.as_mut() {
         mf.retain(|m| m.subresource.as_deref() == Some("status"));
@@ -512,7 +514,7 @@ pub(crate) fn trim_in_place(svc: &mut Service) {
         }
     }
     if let Some(a) = svc.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        a.remove(LAST_APPLIED_ANNOTATION);
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use barelb_core::request::has_cleanup_finalizer;
+use barelb_core::request::ServiceRecord;
 use common::{Instance, allocated, free_local_addr, http_get, ip, ips};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -660,4 +660,9 @@ async fn with_log_format_json_every_log_line_is_one_object_with_its_fields() {
         .unwrap_or_else(|| panic!("no rebuild line in:\n{log}"));
     assert!(rebuilt["fields"]["pools"].is_u64(), "{rebuilt}");
     drop(op);
+}
+
+/// Whether `svc` carries barelb's cleanup finalizer, as the operator reads it.
+fn has_cleanup_finalizer(svc: &Service) -> bool {
+    ServiceRecord::of(svc).cleanup_finalizer
 }

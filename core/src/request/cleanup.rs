@@ -2,10 +2,7 @@
 //! barelb serves, taken off once barelb has released it — when the Service
 //! is being deleted, or stops being a LoadBalancer of barelb's class.
 
-use k8s_openapi::api::core::v1::Service;
-
-use super::{ClassPolicy, of_class, qualifies};
-use crate::names::CLEANUP_FINALIZER;
+use super::{ClassPolicy, ServiceRecord, of_class, qualifies};
 
 /// What a Service's cleanup finalizer needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +21,8 @@ pub enum FinalizerStep {
 /// a Service that was barelb's once its type changed, since the apiserver
 /// drops `loadBalancerClass` with the type. Another load balancer's
 /// finalizer (a Service of another class, never served here) is left alone.
-pub fn finalizer_step(svc: &Service, class: &ClassPolicy, served: bool) -> FinalizerStep {
-    let has = has_cleanup_finalizer(svc);
+pub fn finalizer_step(svc: &ServiceRecord, class: &ClassPolicy, served: bool) -> FinalizerStep {
+    let has = svc.cleanup_finalizer;
     if qualifies(svc, class) {
         return if has {
             FinalizerStep::Keep
@@ -33,29 +30,21 @@ pub fn finalizer_step(svc: &Service, class: &ClassPolicy, served: bool) -> Final
             FinalizerStep::Add
         };
     }
-    let deleting = svc.metadata.deletion_timestamp.is_some();
-    if has && (served || (deleting && of_class(svc, class))) {
+    if has && (served || (svc.deleting && of_class(svc, class))) {
         FinalizerStep::Remove
     } else {
         FinalizerStep::Keep
     }
 }
 
-/// Whether `svc` carries the cleanup finalizer.
-pub fn has_cleanup_finalizer(svc: &Service) -> bool {
-    svc.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == CLEANUP_FINALIZER)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::CLEANUP_FINALIZER;
+    use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn svc(type_: &str, class: Option<&str>, finalizer: bool, deleting: bool) -> Service {
+    fn svc(type_: &str, class: Option<&str>, finalizer: bool, deleting: bool) -> ServiceRecord {
         let mut s: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {"type": type_, "loadBalancerClass": class},
@@ -67,7 +56,7 @@ mod tests {
         if deleting {
             s.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         }
-        s
+        ServiceRecord::of(&s)
     }
 
     fn classless() -> ClassPolicy {

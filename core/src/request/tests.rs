@@ -12,6 +12,10 @@ fn svc(spec: serde_json::Value, annotations: serde_json::Value) -> Service {
     .unwrap()
 }
 
+fn serves(svc: &Service, class: &ClassPolicy) -> bool {
+    qualifies(&ServiceRecord::of(svc), class)
+}
+
 #[test]
 fn class_handling() {
     let classless = ClassPolicy::default();
@@ -20,25 +24,25 @@ fn class_handling() {
         ..ClassPolicy::default()
     };
     let lb = svc(json!({"type": "LoadBalancer"}), json!({}));
-    assert!(qualifies(&lb, &classless));
-    assert!(!qualifies(&lb, &strict));
+    assert!(serves(&lb, &classless));
+    assert!(!serves(&lb, &strict));
     let ours = svc(
         json!({"type": "LoadBalancer", "loadBalancerClass": "barelb.io/lb"}),
         json!({}),
     );
-    assert!(qualifies(&ours, &strict));
+    assert!(serves(&ours, &strict));
     let theirs = svc(
         json!({"type": "LoadBalancer", "loadBalancerClass": "other.io/lb"}),
         json!({}),
     );
-    assert!(!qualifies(&theirs, &classless));
+    assert!(!serves(&theirs, &classless));
     let custom = ClassPolicy {
         class: "other.io/lb".into(),
         handle_classless: false,
     };
-    assert!(qualifies(&theirs, &custom));
-    assert!(!qualifies(&ours, &custom));
-    assert!(!qualifies(
+    assert!(serves(&theirs, &custom));
+    assert!(!serves(&ours, &custom));
+    assert!(!serves(
         &svc(json!({"type": "ClusterIP"}), json!({})),
         &classless
     ));
@@ -111,4 +115,14 @@ fn malformed_requests_name_the_annotation() {
     ))
     .unwrap_err();
     assert!(err.0.contains("disagrees"), "{err}");
+}
+
+#[test]
+fn kubectls_last_applied_copy_is_not_part_of_the_request() {
+    let r = parse(&svc(
+        json!({"type": "LoadBalancer"}),
+        json!({"kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "a"}),
+    ))
+    .unwrap();
+    assert_eq!(r.annotations.keys().collect::<Vec<_>>(), ["team"]);
 }

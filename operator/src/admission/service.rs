@@ -11,27 +11,30 @@ use super::{Review, View};
 use barelb_core::candidates;
 use barelb_core::policy::{Claim, Decision};
 use barelb_core::pools::PoolDef;
-use barelb_core::request::{self, Request, ServiceKey};
+use barelb_core::request::{self, Request, ServiceRecord};
 use barelb_core::sharing::{SharingMeta, compatible};
 
 /// Reviews a Service create or update (`old` on update).
 pub fn review_service(view: &View, svc: &Service, old: Option<&Service>) -> Review {
-    if !request::qualifies(svc, &view.class) {
+    let record = ServiceRecord::of(svc);
+    if !request::qualifies(&record, &view.class) {
         return Review::allow();
     }
-    let key = ServiceKey::of(svc);
+    let key = &record.key;
     if !view.synced {
         return Review::deny(format!(
             "Service {key}: the barelb operator is still loading pools and policies; retry in a few seconds"
         ));
     }
-    let req = match request::parse(svc) {
-        Ok(r) => r,
-        Err(e) => return Review::deny(format!("Service {key}: {e}")),
+    let req = match record.request() {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Review::deny(format!("Service {key}: {e}")),
+        // Unreachable: a qualifying Service is a LoadBalancer.
+        None => return Review::allow(),
     };
-    if let Some(old) = old
-        && request::qualifies(old, &view.class)
-        && request::parse(old).is_ok_and(|o| same_claim(&o, &req))
+    if let Some(old) = old.map(ServiceRecord::of)
+        && request::qualifies(&old, &view.class)
+        && matches!(old.request(), Some(Ok(o)) if same_claim(o, req))
     {
         // An edit that does not touch the claim (a port name, a selector)
         // is not the moment to re-litigate an address the Service holds.
@@ -46,14 +49,14 @@ pub fn review_service(view: &View, svc: &Service, old: Option<&Service>) -> Revi
         ));
     }
     let outcome = if !req.ips.is_empty() {
-        explicit(view, &req, &mut review)
+        explicit(view, req, &mut review)
     } else if let Some(name) = &req.pool {
         match view.pool(name) {
-            Some(pool) => check(view, &req, pool, false, &mut review),
+            Some(pool) => check(view, req, pool, false, &mut review),
             None => Ok(()),
         }
     } else {
-        automatic(view, &req, &mut review)
+        automatic(view, req, &mut review)
     };
     if let Err(denial) = outcome {
         review.denial = Some(denial);

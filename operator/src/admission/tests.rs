@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
 use barelb_core::pools::{PoolDef, readiness};
-use barelb_core::request;
+use barelb_core::request::{self, ServiceRecord};
 use barelb_policies::Engine;
 
 use super::*;
@@ -396,7 +396,7 @@ mod webhook_and_allocator_agree {
             require_all_families: require_all || families.len() == 1,
             families,
             pool,
-            ..request::minimal(&svc("app", "svc", json!({}), None), &[])
+            ..request::minimal(&ServiceRecord::of(&svc("app", "svc", json!({}), None)), &[])
         }
     }
 

@@ -17,7 +17,7 @@ use crate::policy::CelPolicies;
 use crate::webhook::SharedView;
 use barelb_core::policy::{AllowAll, PolicyCheck};
 use barelb_core::pools::{PoolDef, readiness};
-use barelb_core::request::{self, ClassPolicy, Request, ServiceKey};
+use barelb_core::request::{self, ClassPolicy, Request, ServiceKey, ServiceRecord};
 
 /// The index as the webhook sees it, republished whenever it changes.
 #[derive(Debug)]
@@ -109,9 +109,9 @@ impl View {
 pub type Holding = (Vec<IpAddr>, Arc<Request>);
 
 /// What `svc` holds, if it is ours and holds anything.
-pub fn holding(svc: &k8s_openapi::api::core::v1::Service, class: &ClassPolicy) -> Option<Holding> {
+pub fn holding(svc: &ServiceRecord, class: &ClassPolicy) -> Option<Holding> {
     let held = request::held(svc, class)?;
-    let req = Arc::new(held.request(svc));
+    let req = held.request(svc);
     Some((held.ips, req))
 }
 
@@ -185,7 +185,7 @@ impl Publisher {
             !touched.services.is_empty() || touched.pools || touched.policies || touched.namespaces;
     }
 
-    fn refresh(&mut self, key: &ServiceKey, svc: Option<&k8s_openapi::api::core::v1::Service>) {
+    fn refresh(&mut self, key: &ServiceKey, svc: Option<&ServiceRecord>) {
         match svc.and_then(|s| holding(s, &self.class)) {
             Some(e) => {
                 self.held.insert(key.clone(), e);

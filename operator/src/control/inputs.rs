@@ -71,10 +71,9 @@ pub fn units(index: &Index, class: &ClassPolicy) -> Vec<Unit> {
         }
         let ips: BTreeSet<IpAddr> = ips.into_iter().collect();
         let local = svc
-            .spec
+            .load_balancer
             .as_ref()
-            .and_then(|s| s.external_traffic_policy.as_deref())
-            == Some("Local");
+            .is_some_and(|lb| lb.local_traffic);
         let (ready, nodes) = endpoints.get(key).cloned().unwrap_or_default();
         parts.push(Part {
             ips,

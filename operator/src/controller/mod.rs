@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use barelb_core::request::{ClassPolicy, ServiceKey};
+use barelb_core::request::{ClassPolicy, ServiceKey, ServiceRecord};
 use barelb_policies::Engine;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -382,16 +382,16 @@ fn note_traces(hub: &Hub, writes: &[reconcile::Write]) {
 }
 
 /// Every Service, read from the apiserver's storage (no resourceVersion:
-/// a consistent read, not its watch cache), in pages of 500, each trimmed
-/// as it comes (untrimmed, 10,000 Services held at once are ~90 MB of field
-/// ownership records).
-async fn read_all_services(client: &Client) -> Result<Vec<Service>, kube::Error> {
+/// a consistent read, not its watch cache), in pages of 500, each reduced
+/// to its records as it comes (whole, 10,000 Services held at once are
+/// ~90 MB of field ownership records alone).
+async fn read_all_services(client: &Client) -> Result<Vec<ServiceRecord>, kube::Error> {
     let api: Api<Service> = Api::all(client.clone());
     let mut all = Vec::new();
     let mut params = ListParams::default().limit(500);
     loop {
         let page = api.list(&params).await?;
-        all.extend(page.items.into_iter().map(crate::index::trim));
+        all.extend(page.items.iter().map(ServiceRecord::of));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(all),

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use barelb_core::allocator::{Allocator, Outcome};
 use barelb_core::policy::PolicyCheck;
-use barelb_core::request::{self, ClassPolicy, FinalizerStep, ServiceKey};
+use barelb_core::request::{self, ClassPolicy, FinalizerStep, Request, ServiceKey, ServiceRecord};
 use barelb_policies::Engine;
-use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
 
 use super::Settings;
-use crate::index::{Index, resource_version};
+use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::policy::CelPolicies;
 use crate::retry::{Backoff, FailureLog};
@@ -26,7 +25,7 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// One Service write: status, the cleanup finalizer, and events.
 pub(super) struct Write {
     pub key: ServiceKey,
-    pub svc: Service,
+    pub svc: ServiceRecord,
     pub desired: ServiceStatus,
     pub observed: ServiceStatus,
     /// The cleanup finalizer's step: added after the status, taken off
@@ -62,14 +61,6 @@ pub(super) struct Leading {
     pub resync: HashMap<ServiceKey, u64>,
 }
 
-/// Whether `manager` wrote the Service's status: only then may this instance
-/// clear it when the Service stops qualifying.
-fn status_managed_by(svc: &Service, manager: &str) -> bool {
-    svc.metadata.managed_fields.iter().flatten().any(|m| {
-        m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status")
-    })
-}
-
 /// The policy check for the allocator, from the current policies and
 /// namespace labels.
 pub(super) fn policies(
@@ -90,7 +81,7 @@ pub(super) fn rebuild(index: &Index, class: &ClassPolicy, policy: Arc<dyn Policy
     let started = Instant::now();
     let mut alloc = Allocator::new(policy);
     alloc.set_pools(index.pool_defs());
-    let mut restored: Vec<(request::Request, Vec<std::net::IpAddr>)> = index
+    let mut restored: Vec<(Arc<Request>, Vec<std::net::IpAddr>)> = index
         .services
         .values()
         .filter_map(|s| {
@@ -129,16 +120,7 @@ pub(super) fn reconcile_keys(
     let class = &settings.class;
     // Oldest first, so competing claims resolve the same way every time.
     let mut order: Vec<ServiceKey> = keys.into_iter().collect();
-    order.sort_by_key(|k| {
-        (
-            index
-                .services
-                .get(k)
-                .and_then(|s| s.metadata.creation_timestamp.clone())
-                .map(|t| t.0),
-            k.clone(),
-        )
-    });
+    order.sort_by_key(|k| (index.services.get(k).and_then(|s| s.created), k.clone()));
     let mut writes = Vec::new();
     let now = Instant::now();
     let mut queue: VecDeque<ServiceKey> = order.into();
@@ -153,7 +135,7 @@ pub(super) fn reconcile_keys(
             continue;
         };
         if let Some(&refused) = state.resync.get(&key) {
-            if resource_version(svc) <= refused {
+            if svc.resource_version <= refused {
                 // The newer version is on its way through the watch.
                 continue;
             }
@@ -161,7 +143,9 @@ pub(super) fn reconcile_keys(
             resync(state, svc, class);
         }
         let observed = ServiceStatus::observed(svc);
-        let served = status_managed_by(svc, &settings.field_manager);
+        // Only a status this instance wrote is one it may clear when the
+        // Service stops qualifying.
+        let served = svc.status_managed_by(&settings.field_manager);
         let finalizer = request::finalizer_step(svc, class, served);
         // A span only for Services barelb serves or served: the others
         // (every Service in the cluster, on a new leader) are no one's trace.
@@ -170,9 +154,13 @@ pub(super) fn reconcile_keys(
             let outcome = span.in_scope(|| {
                 // The allocator's choice, policies included (their spans nest here).
                 let _allocating = tracing::info_span!("allocate").entered();
-                let outcome = match request::parse(svc) {
-                    Ok(req) => state.alloc.reconcile(&req),
-                    Err(e) => state.alloc.invalid(&key, e.0),
+                let outcome = match svc.request() {
+                    Some(Ok(req)) => state.alloc.reconcile(req),
+                    Some(Err(e)) => state.alloc.invalid(&key, e.0.clone()),
+                    // Unreachable: a qualifying Service is a LoadBalancer.
+                    None => state
+                        .alloc
+                        .invalid(&key, "the Service is not a LoadBalancer".into()),
                 };
                 if let Outcome::Allocated { warnings, .. } = &outcome {
                     for w in warnings {
@@ -183,7 +171,7 @@ pub(super) fn reconcile_keys(
             });
             (ServiceStatus::from_outcome(&outcome), span)
         } else {
-            let deleting = svc.metadata.deletion_timestamp.is_some();
+            let deleting = svc.deleting;
             if !deleting {
                 // A deleting Service keeps its addresses until it is gone
                 // (`request::held`), released by the branch above.
@@ -210,7 +198,7 @@ pub(super) fn reconcile_keys(
             state.written.remove(&key);
             continue;
         }
-        let rv = resource_version(svc);
+        let rv = svc.resource_version;
         if let Some((last, written_rv)) = state.written.get(&key)
             && *last == desired
             && rv < *written_rv
@@ -238,10 +226,10 @@ pub(super) fn reconcile_keys(
 
 /// Takes `svc`'s allocation again from its status, as a new leader does:
 /// the status it was refused against is newer than this replica's memory.
-fn resync(state: &mut Leading, svc: &Service, class: &ClassPolicy) {
-    let key = ServiceKey::of(svc);
-    state.alloc.release(&key);
-    state.written.remove(&key);
+fn resync(state: &mut Leading, svc: &ServiceRecord, class: &ClassPolicy) {
+    let key = &svc.key;
+    state.alloc.release(key);
+    state.written.remove(key);
     if let Some(held) = request::held(svc, class) {
         state.alloc.restore(&held.request(svc), &held.ips);
     }

@@ -165,12 +165,16 @@ fn service_object(change: Change) -> Service {
     }
 }
 
+fn service_record(change: Change) -> ServiceRecord {
+    ServiceRecord::of(&service_object(change))
+}
+
 #[test]
 fn a_consistent_read_before_the_rebuild_keeps_a_status_the_watch_had_not_delivered() {
     // The watch shows `a` unaddressed (10); the last leader wrote .2 (11)
     // just before it died. The read before the rebuild brings 11 in.
     let mut idx = index(vec![service("a", "10", &[], None)]);
-    let newer = idx.refresh_services(vec![service_object(service(
+    let newer = idx.refresh_services(vec![service_record(service(
         "a",
         "11",
         &["198.51.100.2"],

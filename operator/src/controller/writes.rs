@@ -7,9 +7,9 @@
 use barelb_api::AddressPool;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::{Client, Resource};
 use serde_json::Value;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -285,7 +285,7 @@ async fn write_status(
             action: "Allocate".into(),
             secondary: None,
         };
-        events.publish(event, w.svc.object_ref(&()));
+        events.publish(event, crate::events::service_ref(&w.svc));
     }
     Ok(resource_version(&updated))
 }
@@ -353,7 +353,7 @@ fn report_forbidden<T>(events: &Events, w: &Write, res: &Result<T, kube::Error>)
         action: "Allocate".into(),
         secondary: None,
     };
-    events.publish(event, w.svc.object_ref(&()));
+    events.publish(event, crate::events::service_ref(&w.svc));
 }
 
 /// AddressPool status and the pool metrics, written when they changed.

@@ -12,12 +12,12 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 
 use crate::events::Events;
-use kube::{Client, Resource};
+use kube::Client;
 use serde_json::json;
 
 use crate::index::Index;
 use barelb_core::planner::Plan;
-use barelb_core::request::{ClassPolicy, ServiceKey};
+use barelb_core::request::{ClassPolicy, ServiceKey, ServiceRecord};
 
 /// Field manager of the Announced condition.
 pub const MANAGER: &str = "barelb-operator-announce";
@@ -59,13 +59,8 @@ pub fn current(index: &Index, class: &ClassPolicy) -> HashMap<ServiceKey, Announ
 }
 
 /// A Service's `barelb.io/Announced` condition, if it has one.
-pub fn condition(svc: &Service) -> Option<&Condition> {
-    svc.status
-        .as_ref()
-        .and_then(|st| st.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == conditions::ANNOUNCED)
+pub fn condition(svc: &ServiceRecord) -> Option<&Condition> {
+    svc.condition(conditions::ANNOUNCED)
 }
 
 /// The condition's message naming `nodes`; [`nodes_in`] reads it back.
@@ -169,7 +164,7 @@ pub async fn write(
             action: "Announce".into(),
             secondary: None,
         };
-        events.publish(ev, svc.object_ref(&()));
+        events.publish(ev, crate::events::service_ref(svc));
     }
 }
 

@@ -10,7 +10,7 @@ pub mod resources;
 use std::net::IpAddr;
 
 use barelb_api::{AddressPool, conditions};
-use k8s_openapi::api::core::v1::Service;
+use barelb_core::request::ServiceRecord;
 use serde_json::{Value, json};
 
 use barelb_core::allocator::{Allocator, Outcome};
@@ -102,23 +102,18 @@ impl ServiceStatus {
     }
 
     /// What `svc` shows now.
-    pub fn observed(svc: &Service) -> Self {
-        let cond = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == conditions::ALLOCATED))
-            .map(|c| CondSpec {
-                status: match c.status.as_str() {
-                    "True" => "True",
-                    "False" => "False",
-                    _ => "Unknown",
-                },
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-            });
+    pub fn observed(svc: &ServiceRecord) -> Self {
+        let cond = svc.condition(conditions::ALLOCATED).map(|c| CondSpec {
+            status: match c.status.as_str() {
+                "True" => "True",
+                "False" => "False",
+                _ => "Unknown",
+            },
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        });
         ServiceStatus {
-            ips: barelb_core::request::ingress_ips(svc),
+            ips: svc.ingress.clone(),
             pool: cond.as_ref().and_then(pool_named),
             condition: cond,
         }
@@ -127,7 +122,7 @@ impl ServiceStatus {
     /// The server-side-apply body for the Service's status subresource.
     /// `since` is the transition time to record if the condition's status
     /// changed; otherwise the old time is kept.
-    pub fn status_patch(&self, svc: &Service, now: &str) -> Value {
+    pub fn status_patch(&self, svc: &ServiceRecord, now: &str) -> Value {
         let ingress: Vec<Value> = self
             .ips
             .iter()
@@ -135,10 +130,7 @@ impl ServiceStatus {
             .collect();
         let observed = Self::observed(svc);
         let old_time = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == conditions::ALLOCATED))
+            .condition(conditions::ALLOCATED)
             .map(|c| c.last_transition_time.0.to_string());
         let conds: Vec<Value> = match &self.condition {
             Some(c) => {
@@ -152,7 +144,7 @@ impl ServiceStatus {
                     "reason": c.reason,
                     "message": c.message,
                     "lastTransitionTime": time,
-                    "observedGeneration": svc.metadata.generation,
+                    "observedGeneration": svc.generation,
                 })]
             }
             None => Vec::new(),
@@ -160,7 +152,7 @@ impl ServiceStatus {
         json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": svc.metadata.name, "namespace": svc.metadata.namespace},
+            "metadata": {"name": svc.key.name, "namespace": svc.key.namespace},
             "status": {"loadBalancer": {"ingress": ingress}, "conditions": conds},
         })
     }

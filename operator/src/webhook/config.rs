@@ -266,7 +266,7 @@ pub async fn apply(client: &Client, reg: &Registration, ca_pem: &str) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use barelb_core::request::{ClassPolicy, qualifies};
+    use barelb_core::request::{ClassPolicy, ServiceRecord, qualifies};
     use k8s_openapi::api::core::v1::Service;
     use kube_cel::{KubeCelExt, cel};
     use proptest::prelude::*;
@@ -329,7 +329,8 @@ mod tests {
                 class: if odd_class { "it's/odd".into() } else { "barelb.io/lb".into() },
                 handle_classless,
             };
-            let ours = qualifies(&new, &class) || old.as_ref().is_some_and(|o| qualifies(o, &class));
+            let ours = qualifies(&ServiceRecord::of(&new), &class)
+                || old.as_ref().is_some_and(|o| qualifies(&ServiceRecord::of(o), &class));
             prop_assert_eq!(admitted_to_webhook(&class, &new, old.as_ref()), ours);
         }
     }
