@@ -365,24 +365,32 @@ impl Table {
             rss_range(&sm.speaker_rss_kib),
             ratio_f(max_kib(&sm.speaker_rss_kib), max_kib(&sb.speaker_rss_kib)),
         );
-        self.row(
-            &format!(
-                "{} pending Services → all addressed, controller start included (plain client's {} status patches, same run)",
-                sizes.pending, sizes.pending
-            ),
-            alloc(sb),
-            alloc(sm),
-            ratio(Some(sm.allocation), Some(sb.allocation)),
-        );
-        self.row(
-            &format!(
-                "controller RSS with {} Services (barelb: the larger of 2 replicas)",
-                sizes.total
-            ),
-            mib(sb.controller_rss_kib),
-            mib(sm.controller_rss_kib),
-            ratio_f(sm.controller_rss_kib as f64, sb.controller_rss_kib as f64),
-        );
+        // A size of 0 measured nothing: its rows would print zeros.
+        if sizes.pending > 0 {
+            self.row(
+                &format!(
+                    "{} pending Services → all addressed, controller start included (plain client's {} status patches, same run)",
+                    sizes.pending, sizes.pending
+                ),
+                alloc(sb),
+                alloc(sm),
+                ratio(Some(sm.allocation), Some(sb.allocation)),
+            );
+        }
+        if sizes.total > 0 {
+            self.row(
+                &format!(
+                    "controller RSS with {} Services (barelb: the larger of 2 replicas)",
+                    sizes.total
+                ),
+                mib(sb.controller_rss_kib),
+                mib(sm.controller_rss_kib),
+                ratio_f(sm.controller_rss_kib as f64, sb.controller_rss_kib as f64),
+            );
+        }
+        if sizes.restarts == 0 {
+            return;
+        }
         self.row(
             &format!(
                 "controller restarted ×{} with {} Services: addresses moved",
