@@ -5,8 +5,8 @@
 //!
 //! Both are installed at once (MetalLB with `--lb-class`, barelb serving
 //! the class-less Services; see `barelb_testsupport::peers`), then
-//! - L2 failover, RUNS times per fault (the kubelet one at most 5 times:
-//!   each run waits for NotReady): one fault hits both implementations'
+//! - L2 failover, RUNS times per fault (the controller's node at most 10
+//!   times: each is two runs): one fault hits both implementations'
 //!   addresses on the node, each timed from the fault to the client's
 //!   neighbour entry naming another node, with a client polling each every
 //!   10 ms (see `failover` for how the node is chosen), and after the
@@ -46,9 +46,6 @@ use bgp::BgpFigures;
 use failover::{Fault, Outcome, Side, Target};
 use load::Load;
 use scale::{Figures, Sizes};
-
-/// Kubelet-stopped runs at most: each waits 20 s for NotReady and up to 60 s.
-const KUBELET_RUNS: usize = 5;
 
 /// Controller's-node runs at most: each is two runs (one per side's
 /// controller node), and barelb's takes a leader election (~20 s).
@@ -193,7 +190,6 @@ fn side_by_side(
         // RUNS=0: no failover rows (a run of the other rows alone).
         for f in faults.into_iter().filter(|_| runs > 0) {
             let n = match f {
-                Fault::KubeletStopped => runs.min(KUBELET_RUNS),
                 Fault::BlackholedControllerNode => runs.min(CONTROLLER_NODE_RUNS),
                 _ => runs,
             };
